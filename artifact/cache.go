@@ -1,0 +1,249 @@
+package artifact
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/nix-community/go-nix/pkg/storepath"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nixoci/nixoci/codec"
+	"github.com/nixoci/nixoci/nar"
+	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
+)
+
+// ErrNotInCache: a binary cache has no narinfo for a store path.
+var ErrNotInCache = errors.New("not in binary cache")
+
+// BinaryCache is an existing Nix binary cache (a file:// directory as
+// `nix copy --to file://` writes, or an http(s) cache) as a Source. Its
+// NARs are stored as they are, never recompressed; each is checked
+// against its narinfo's FileHash, FileSize, NarHash and NarSize, and
+// parsed strictly as a NAR, while it is copied.
+type BinaryCache struct {
+	base   *url.URL
+	client *http.Client
+	// Jobs bounds concurrent narinfo fetches while walking a closure;
+	// default 16.
+	Jobs int
+}
+
+var _ Source = (*BinaryCache)(nil)
+
+// OpenBinaryCache opens the cache at rawURL (file:///DIR, http://…,
+// https://…). client may be nil for http.DefaultClient.
+func OpenBinaryCache(rawURL string, client *http.Client) (*BinaryCache, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("binary cache %q: %w", rawURL, err)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Path == "" {
+			return nil, fmt.Errorf("binary cache %q: file URL without a directory", rawURL)
+		}
+	case "http", "https":
+	default:
+		return nil, fmt.Errorf("binary cache %q: want a file://, http:// or https:// URL", rawURL)
+	}
+	if !strings.HasSuffix(u.Path, "/") {
+		u.Path += "/"
+	}
+	u.RawQuery, u.Fragment = "", ""
+	if client == nil {
+		client = http.DefaultClient
+	}
+	return &BinaryCache{base: u, client: client}, nil
+}
+
+// String names the cache in messages.
+func (c *BinaryCache) String() string {
+	return "binary cache " + strings.TrimSuffix(c.base.String(), "/")
+}
+
+// ResolveRoot accepts a store path, or a symlink to one (it need not
+// exist locally).
+func (c *BinaryCache) ResolveRoot(arg string) (string, error) {
+	p := arg
+	if !strings.HasPrefix(p, "/") || !isStorePath(p) {
+		if target, err := os.Readlink(arg); err == nil {
+			p = target
+		}
+	}
+	if !isStorePath(p) {
+		return "", fmt.Errorf("%s: not a store path (want /nix/store/<hash>-<name>): %w", arg, ErrNotInStore)
+	}
+	return path.Clean(p), nil
+}
+
+func isStorePath(p string) bool {
+	_, err := storepath.FromAbsolutePath(path.Clean(p))
+	return err == nil
+}
+
+// Closure walks the references of roots through the cache's narinfos.
+func (c *BinaryCache) Closure(ctx context.Context, roots []string) ([]*narinfo.NarInfo, error) {
+	storeDir := path.Dir(roots[0])
+	jobs := c.Jobs
+	if jobs <= 0 {
+		jobs = 16
+	}
+	var mu sync.Mutex
+	seen := map[string]*narinfo.NarInfo{}
+	level := roots
+	for _, r := range roots {
+		seen[r] = nil
+	}
+	var order []string
+	for len(level) > 0 {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(jobs)
+		var next []string
+		for _, p := range level {
+			g.Go(func() error {
+				info, err := c.NarInfo(gctx, p)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				seen[p] = info
+				for _, r := range info.References {
+					full := storeDir + "/" + r
+					if _, ok := seen[full]; !ok {
+						seen[full] = nil
+						next = append(next, full)
+					}
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		order = append(order, level...)
+		level = next
+	}
+	infos := make([]*narinfo.NarInfo, len(order))
+	for i, p := range order {
+		infos[i] = seen[p]
+	}
+	return infos, nil
+}
+
+// NarInfo fetches and parses the narinfo of storePath.
+func (c *BinaryCache) NarInfo(ctx context.Context, storePath string) (*narinfo.NarInfo, error) {
+	name := spec.PathTag(storePath) + ".narinfo"
+	rc, err := c.open(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", c, storePath, err)
+	}
+	defer rc.Close()
+	info, err := narinfo.Parse(rc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", c, name, err)
+	}
+	if info.StorePath != storePath {
+		return nil, fmt.Errorf("%s: %s describes %s, not %s", c, name, info.StorePath, storePath)
+	}
+	if info.FileHash == "" || info.FileSize == 0 {
+		return nil, fmt.Errorf("%s: %s: no FileHash/FileSize; nixoci needs both to store the NAR unchanged", c, name)
+	}
+	return info, nil
+}
+
+// open opens a file of the cache by its URL relative to the cache root.
+func (c *BinaryCache) open(ctx context.Context, rel string) (io.ReadCloser, error) {
+	ref, err := url.Parse(rel)
+	if err != nil {
+		return nil, fmt.Errorf("URL %q: %w", rel, err)
+	}
+	if c.base.Scheme == "file" {
+		clean := path.Clean(ref.Path)
+		if ref.IsAbs() || ref.Host != "" || path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+			return nil, fmt.Errorf("URL %q leaves the cache directory", rel)
+		}
+		f, err := os.Open(filepath.Join(filepath.FromSlash(c.base.Path), filepath.FromSlash(clean)))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", rel, ErrNotInCache)
+		}
+		return f, err
+	}
+	u := c.base.ResolveReference(ref)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("URL %q: scheme %q not allowed", rel, u.Scheme)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return resp.Body, nil
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone || resp.StatusCode == http.StatusForbidden:
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s: HTTP %s: %w", rel, resp.Status, ErrNotInCache)
+	default:
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s: HTTP %s", rel, resp.Status)
+	}
+}
+
+// WriteNAR copies the compressed NAR unchanged to w, checking its
+// FileHash and size, decompressing it to parse it strictly and to check
+// NarHash and NarSize on the way.
+func (c *BinaryCache) WriteNAR(ctx context.Context, info *narinfo.NarInfo, w io.Writer) (spec.Compression, error) {
+	comp := spec.Compression(info.Compression)
+	switch comp {
+	case spec.CompressionXz, spec.CompressionZstd, spec.CompressionNone:
+	default:
+		return "", fmt.Errorf("%s: %s: compression %q is not one nixoci stores (xz, zstd, none)", c, info.StorePath, info.Compression)
+	}
+	rc, err := c.open(ctx, info.URL)
+	if err != nil {
+		return "", fmt.Errorf("%s: %s: %w", c, info.StorePath, err)
+	}
+	defer rc.Close()
+	raw := io.TeeReader(ctxReader{ctx, rc}, w)
+	dec, err := codec.NewReader(raw, comp)
+	if err != nil {
+		return "", fmt.Errorf("%s: %s: %w", c, info.URL, err)
+	}
+	defer dec.Close()
+	h := sha256.New()
+	n, err := nar.Validate(io.TeeReader(dec, h))
+	if err == nil {
+		// Decompressed bytes after the archive are not part of the NAR.
+		var extra [1]byte
+		if k, _ := io.ReadFull(dec, extra[:]); k > 0 {
+			err = fmt.Errorf("data after the end of the NAR")
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %s (%s): %w", c, info.URL, info.StorePath, err)
+	}
+	// The decompressor may stop before the end of the file (padding);
+	// copy the rest so FileHash covers every byte.
+	if _, err := io.Copy(io.Discard, raw); err != nil {
+		return "", fmt.Errorf("%s: %s: %w", c, info.URL, err)
+	}
+	if err := checkNAR(info, h, n); err != nil {
+		return "", fmt.Errorf("%s: %w", c, err)
+	}
+	return comp, nil
+}

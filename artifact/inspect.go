@@ -1,0 +1,109 @@
+package artifact
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
+	"github.com/nixoci/nixoci/target"
+)
+
+// PathSummary is what Inspect reports of one store path.
+type PathSummary struct {
+	StorePath   string   `json:"storePath"`
+	NarHash     string   `json:"narHash"`
+	NarSize     uint64   `json:"narSize"`
+	FileSize    uint64   `json:"fileSize"`
+	Compression string   `json:"compression"`
+	URL         string   `json:"url"`
+	References  []string `json:"references"`
+	Deriver     string   `json:"deriver,omitempty"`
+	Sigs        []string `json:"signatures"`
+	CA          string   `json:"ca,omitempty"`
+}
+
+// ClosureSummary is what Inspect reports of a closure.
+type ClosureSummary struct {
+	Reference    string        `json:"reference"`
+	Digest       string        `json:"digest"`
+	MediaType    string        `json:"mediaType"`
+	Parts        int           `json:"parts"`
+	Roots        []string      `json:"roots"`
+	Paths        []PathSummary `json:"paths"`
+	NarSize      uint64        `json:"narSize"`
+	FileSize     uint64        `json:"fileSize"`
+	ManifestSize int64         `json:"manifestSize"`
+}
+
+// Inspect reads the closure reference names and the narinfo of each path.
+func Inspect(ctx context.Context, t target.Target, reference string, jobs int) (*ClosureSummary, error) {
+	c, err := ReadClosure(ctx, t, reference)
+	if err != nil {
+		return nil, err
+	}
+	var narinfos []ocispec.Descriptor
+	for _, l := range c.Layers {
+		if l.MediaType == spec.MediaTypeNarInfo {
+			narinfos = append(narinfos, l)
+		}
+	}
+	paths := make([]PathSummary, len(narinfos))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(jobs, 8))
+	for i, d := range narinfos {
+		g.Go(func() error {
+			info, err := fetchNarInfo(gctx, t, d)
+			if err != nil {
+				return err
+			}
+			paths[i] = PathSummary{
+				StorePath: info.StorePath, NarHash: info.NarHash, NarSize: info.NarSize,
+				FileSize: info.FileSize, Compression: info.Compression, URL: info.URL,
+				References: info.References, Deriver: info.Deriver, Sigs: info.Sigs, CA: info.CA,
+			}
+			if paths[i].Sigs == nil {
+				paths[i].Sigs = []string{}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	sort.Slice(paths, func(i, j int) bool { return paths[i].StorePath < paths[j].StorePath })
+	s := &ClosureSummary{
+		Reference: reference, Digest: c.Descriptor.Digest.String(), MediaType: c.Descriptor.MediaType,
+		Parts: c.Parts, Roots: c.Roots, Paths: paths, ManifestSize: c.Descriptor.Size,
+	}
+	for _, p := range paths {
+		s.NarSize += p.NarSize
+		s.FileSize += p.FileSize
+	}
+	return s, nil
+}
+
+// fetchNarInfo fetches, verifies and parses a narinfo blob.
+func fetchNarInfo(ctx context.Context, t target.Target, d ocispec.Descriptor) (*narinfo.NarInfo, error) {
+	if d.Size > 1<<20 {
+		return nil, fmt.Errorf("narinfo %s: %d bytes is too large", d.Digest, d.Size)
+	}
+	rc, err := t.Fetch(ctx, d)
+	if err != nil {
+		return nil, fmt.Errorf("narinfo %s: %w", d.Digest, err)
+	}
+	defer rc.Close()
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(copyVerified(pw, rc, d)) }()
+	info, err := narinfo.Parse(pr)
+	pr.Close()
+	if err != nil {
+		return nil, fmt.Errorf("narinfo %s (%s): %w", d.Annotations[spec.AnnotationTitle], d.Digest, err)
+	}
+	return info, nil
+}

@@ -1,0 +1,172 @@
+package artifact
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nixoci/nixoci/spec"
+	"github.com/nixoci/nixoci/target"
+)
+
+// PullOptions configure Pull. The zero value is usable.
+type PullOptions struct {
+	// Jobs is how many blobs are fetched at once; default max(4, CPUs).
+	Jobs int
+	// Progress, if set, is updated as work is done.
+	Progress *Progress
+}
+
+// PullResult describes a pull.
+type PullResult struct {
+	Closure *Closure
+	Written int // files written
+	Present int // files already there with the right content
+}
+
+var titlePattern = regexp.MustCompile(`^(nix-cache-info|[0-9a-df-np-sv-z]{32}\.narinfo|nar/[0-9a-df-np-sv-z]{52}\.nar(\.xz|\.zst)?)$`)
+
+// Pull writes the closure that reference names in src into dir as a Nix
+// binary cache directory (`nix copy --from file://DIR`). Every blob is
+// verified against its digest while it streams to a temporary file, which
+// is renamed into place only when complete. NARs are written first, then
+// narinfos, then nix-cache-info, so an interrupted pull never leaves a
+// narinfo pointing at a missing NAR. Files already present with the right
+// content are kept.
+func Pull(ctx context.Context, src target.Target, reference, dir string, opts PullOptions) (*PullResult, error) {
+	c, err := ReadClosure(ctx, src, reference)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = max(4, runtime.NumCPU())
+	}
+	var nars, narinfos, last []ocispec.Descriptor
+	for _, l := range c.Layers {
+		title := l.Annotations[spec.AnnotationTitle]
+		if !titlePattern.MatchString(title) {
+			return nil, fmt.Errorf("%s: layer %s has title %q, which is not a binary-cache file name: %w", reference, l.Digest, title, ErrNotArtifact)
+		}
+		switch {
+		case title == "nix-cache-info":
+			last = append(last, l)
+		case l.MediaType == spec.MediaTypeNarInfo:
+			narinfos = append(narinfos, l)
+		default:
+			nars = append(nars, l)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "nar"), 0o755); err != nil {
+		return nil, err
+	}
+	if opts.Progress != nil {
+		opts.Progress.PathsTotal.Store(int64(len(narinfos)))
+	}
+	res := &PullResult{Closure: c}
+	var counts [2]int64
+	for _, wave := range [][]ocispec.Descriptor{nars, narinfos, last} {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(opts.Jobs)
+		results := make([]bool, len(wave))
+		for i, l := range wave {
+			g.Go(func() error {
+				wrote, err := pullFile(gctx, src, l, dir, opts.Progress)
+				results[i] = wrote
+				if err == nil && l.MediaType == spec.MediaTypeNarInfo && opts.Progress != nil {
+					opts.Progress.PathsDone.Add(1)
+				}
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		for _, w := range results {
+			if w {
+				counts[0]++
+			} else {
+				counts[1]++
+			}
+		}
+	}
+	res.Written, res.Present = int(counts[0]), int(counts[1])
+	return res, nil
+}
+
+// pullFile writes one blob to dir/<title>; it reports whether it wrote.
+func pullFile(ctx context.Context, src target.Target, desc ocispec.Descriptor, dir string, progress *Progress) (bool, error) {
+	title := desc.Annotations[spec.AnnotationTitle]
+	dst := filepath.Join(dir, filepath.FromSlash(title))
+	if ok, err := fileHasDigest(dst, desc); err != nil {
+		return false, err
+	} else if ok {
+		return false, nil
+	}
+	rc, err := src.Fetch(ctx, desc)
+	if err != nil {
+		return false, fmt.Errorf("fetching %s (%s): %w", title, desc.Digest, err)
+	}
+	defer rc.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".part-*")
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	err = copyVerified(tmp, countingReader{rc, progress.transferCounter()}, desc)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, fmt.Errorf("%s (%s): %w", title, desc.Digest, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return false, err
+	}
+	return true, os.Rename(tmp.Name(), dst)
+}
+
+// copyVerified copies exactly desc.Size bytes and checks their digest.
+func copyVerified(w io.Writer, r io.Reader, desc ocispec.Descriptor) error {
+	if err := desc.Digest.Validate(); err != nil {
+		return err
+	}
+	v := desc.Digest.Verifier()
+	n, err := io.Copy(io.MultiWriter(w, v), io.LimitReader(r, desc.Size+1))
+	if err != nil {
+		return err
+	}
+	if n != desc.Size {
+		return fmt.Errorf("got %d bytes, want %d: %w", n, desc.Size, ErrHashMismatch)
+	}
+	if !v.Verified() {
+		return fmt.Errorf("content does not match digest %s (corrupt blob): %w", desc.Digest, ErrHashMismatch)
+	}
+	return nil
+}
+
+// fileHasDigest reports whether path exists with desc's size and digest.
+func fileHasDigest(path string, desc ocispec.Descriptor) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() != desc.Size {
+		return false, err
+	}
+	d, err := digest.SHA256.FromReader(f)
+	return err == nil && d == desc.Digest, err
+}

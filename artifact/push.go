@@ -1,0 +1,441 @@
+package artifact
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
+	"github.com/nixoci/nixoci/target"
+)
+
+// PushOptions configure Push. The zero value is usable.
+type PushOptions struct {
+	// Tag names the closure; default spec.DefaultClosureTag of the first root.
+	Tag string
+	// Jobs is how many store paths are processed at once; default
+	// max(4, number of CPUs). It never changes what is written.
+	Jobs int
+	// SignKeys sign every narinfo (replacing older signatures by the same
+	// key name).
+	SignKeys []narinfo.SecretKey
+	// TempDir holds compressed NARs until they are stored; default
+	// os.TempDir().
+	TempDir string
+	// ManifestLimit is the largest manifest written; default
+	// spec.MaxManifestSize.
+	ManifestLimit int
+	// Progress, if set, is updated as work is done.
+	Progress *Progress
+}
+
+// PushResult describes a pushed closure.
+type PushResult struct {
+	Roots    []string
+	Tag      string
+	Closure  ocispec.Descriptor // what Tag names: a manifest, or an index of parts
+	Paths    []PathArtifact     // sorted by store path
+	Packed   int                // paths whose NAR was read and stored now
+	Reused   int                // paths whose artifact already existed
+	Manifest ClosureManifests
+}
+
+// Push stores the closures of the store paths args name (see
+// Source.ResolveRoot) in dst and tags the closure. Store paths whose
+// artifact exists in dst are reused without reading their NAR. Every
+// blob is stored before the manifest naming it, and every path before the
+// closure; the closure tag is written last, and only if everything
+// succeeded.
+func Push(ctx context.Context, dst target.Target, src Source, args []string, opts PushOptions) (*PushResult, error) {
+	if len(args) == 0 {
+		return nil, errors.New("no store paths given")
+	}
+	var roots []string
+	for _, a := range args {
+		r, err := src.ResolveRoot(a)
+		if err != nil {
+			return nil, err
+		}
+		roots = append(roots, r)
+	}
+	tag := opts.Tag
+	if tag == "" {
+		var err error
+		if tag, err = spec.DefaultClosureTag(roots[0]); err != nil {
+			return nil, err
+		}
+	}
+	if !spec.ValidTag(tag) {
+		return nil, fmt.Errorf("invalid tag %q: tags are 1-128 characters [a-zA-Z0-9_.-], not starting with . or -", tag)
+	}
+	slices.Sort(roots)
+	roots = slices.Compact(roots)
+
+	infos, err := src.Closure(ctx, roots)
+	if err != nil {
+		return nil, fmt.Errorf("reading closure from %s: %w", src, err)
+	}
+	p := &pusher{dst: dst, src: src, opts: opts}
+	if p.opts.Jobs <= 0 {
+		p.opts.Jobs = max(4, runtime.NumCPU())
+	}
+	if opts.Progress != nil {
+		opts.Progress.PathsTotal.Store(int64(len(infos)))
+	}
+	if err := p.pushBlob(ctx, emptyConfig, func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(emptyConfigData)), nil
+	}); err != nil {
+		return nil, err
+	}
+	if bt, ok := dst.(target.BatchTagger); ok {
+		p.batch = newTagBatcher(bt)
+	}
+
+	// Largest first, so the longest NAR is not left to run alone at the end.
+	order := slices.Clone(infos)
+	sort.SliceStable(order, func(i, j int) bool { return order[i].NarSize > order[j].NarSize })
+	arts := make([]PathArtifact, len(order))
+	packed := make([]bool, len(order))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.Jobs)
+	for i, info := range order {
+		g.Go(func() error {
+			art, didPack, err := p.pushPath(gctx, info)
+			arts[i], packed[i] = art, didPack
+			if err == nil {
+				opts.Progress.pathDone(info.NarSize, !didPack)
+			}
+			return err
+		})
+	}
+	err = g.Wait()
+	if p.batch != nil {
+		// Tag what was completed even after a failure: those paths are
+		// whole, and a re-run will not redo them.
+		if ferr := p.batch.close(ctx); err == nil {
+			err = ferr
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	res := &PushResult{Roots: roots, Tag: tag, Paths: arts}
+	for _, d := range packed {
+		if d {
+			res.Packed++
+		} else {
+			res.Reused++
+		}
+	}
+	sort.Slice(res.Paths, func(i, j int) bool { return res.Paths[i].Info.StorePath < res.Paths[j].Info.StorePath })
+	cm, err := NewClosureManifests(roots, res.Paths, path.Dir(roots[0]), opts.ManifestLimit)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.storeClosure(ctx, cm, tag); err != nil {
+		return nil, err
+	}
+	res.Manifest, res.Closure = cm, cm.Top.Descriptor
+	return res, nil
+}
+
+type pusher struct {
+	dst   target.Target
+	src   Source
+	opts  PushOptions
+	batch *tagBatcher
+}
+
+// pushPath stores one store path, or reuses its stored artifact.
+func (p *pusher) pushPath(ctx context.Context, info *narinfo.NarInfo) (PathArtifact, bool, error) {
+	existing, err := FetchPath(ctx, p.dst, info.StorePath)
+	switch {
+	case err == nil:
+		art, err := p.reuse(ctx, existing, info)
+		return art, false, err
+	case !errors.Is(err, errdef.ErrNotFound):
+		return PathArtifact{}, false, err
+	}
+	art, err := p.pack(ctx, info)
+	return art, true, err
+}
+
+// FetchPath reads the artifact of storePath from t, by its tag; a missing
+// tag is an error wrapping errdef.ErrNotFound.
+func FetchPath(ctx context.Context, t target.Target, storePath string) (PathArtifact, error) {
+	desc, rc, err := t.FetchReference(ctx, spec.PathTag(storePath))
+	if err != nil {
+		return PathArtifact{}, err
+	}
+	data, err := readManifest(rc, desc)
+	if err != nil {
+		return PathArtifact{}, err
+	}
+	art, err := ParsePathManifest(desc, data)
+	if err != nil {
+		return PathArtifact{}, fmt.Errorf("tag %s: %w", spec.PathTag(storePath), err)
+	}
+	if art.Info.StorePath != storePath {
+		return PathArtifact{}, fmt.Errorf("tag %s holds %s, not %s: %w", spec.PathTag(storePath), art.Info.StorePath, storePath, ErrNotArtifact)
+	}
+	return art, nil
+}
+
+// readManifest reads a manifest whole, bounded and checked against desc.
+func readManifest(rc io.ReadCloser, desc ocispec.Descriptor) ([]byte, error) {
+	defer rc.Close()
+	if desc.Size > target.MaxManifestRead {
+		return nil, fmt.Errorf("manifest %s: %d bytes, over the %d-byte limit", desc.Digest, desc.Size, target.MaxManifestRead)
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, desc.Size+1))
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	if int64(len(data)) != desc.Size || desc.Digest.Verifier() == nil {
+		return nil, fmt.Errorf("manifest %s: got %d bytes, want %d: %w", desc.Digest, len(data), desc.Size, ErrHashMismatch)
+	}
+	v := desc.Digest.Verifier()
+	v.Write(data)
+	if !v.Verified() {
+		return nil, fmt.Errorf("manifest %s: content does not match its digest: %w", desc.Digest, ErrHashMismatch)
+	}
+	return data, nil
+}
+
+// reuse keeps a stored artifact, adding signatures it lacks: those the
+// source has for the same NAR and those of the signing keys. That needs a
+// new narinfo blob and manifest, but never the NAR.
+func (p *pusher) reuse(ctx context.Context, art PathArtifact, src *narinfo.NarInfo) (PathArtifact, error) {
+	info := *art.Info
+	info.Sigs = slices.Clone(info.Sigs)
+	if src.NarHash == info.NarHash {
+		for _, s := range src.Sigs {
+			if !slices.Contains(info.Sigs, s) {
+				info.Sigs = append(info.Sigs, s)
+			}
+		}
+	} else {
+		slog.Warn("stored artifact differs from the source; keeping the stored one",
+			"path", info.StorePath, "stored", info.NarHash, "source", src.NarHash)
+	}
+	for _, k := range p.opts.SignKeys {
+		if !k.Public().Verify(&info) {
+			if err := info.AddSignature(k); err != nil {
+				return PathArtifact{}, err
+			}
+		}
+	}
+	if slices.Equal(info.Sigs, art.Info.Sigs) {
+		return art, nil
+	}
+	return p.store(ctx, &info, "")
+}
+
+// pack reads the path's NAR from the source into a temporary file, then
+// stores it.
+func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact, error) {
+	f, err := os.CreateTemp(p.opts.TempDir, "nixoci-nar-*")
+	if err != nil {
+		return PathArtifact{}, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	hw := &hashingWriter{w: bw, h: sha256.New()}
+	comp, err := p.src.WriteNAR(ctx, info, hw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		return PathArtifact{}, err
+	}
+	fileHash, err := narinfo.HashFromHex(hex.EncodeToString(hw.h.Sum(nil)))
+	if err != nil {
+		return PathArtifact{}, err
+	}
+	if info.FileHash != "" && info.FileHash != fileHash {
+		return PathArtifact{}, fmt.Errorf("%s: compressed NAR is %s but its narinfo says FileHash %s: %w", info.StorePath, fileHash, info.FileHash, ErrHashMismatch)
+	}
+	if info.FileSize != 0 && info.FileSize != uint64(hw.n) {
+		return PathArtifact{}, fmt.Errorf("%s: compressed NAR is %d bytes but its narinfo says FileSize %d: %w", info.StorePath, hw.n, info.FileSize, ErrHashMismatch)
+	}
+	packed := *info
+	packed.Compression = string(comp)
+	packed.FileHash = fileHash
+	packed.FileSize = uint64(hw.n)
+	packed.URL = spec.NarURL(strings.TrimPrefix(fileHash, "sha256:"), comp)
+	for _, k := range p.opts.SignKeys {
+		if err := packed.AddSignature(k); err != nil {
+			return PathArtifact{}, err
+		}
+	}
+	return p.store(ctx, &packed, f.Name())
+}
+
+// store writes a path's blobs, then its manifest, then its tag. narFile
+// holds the compressed NAR, or is empty when the NAR blob is stored
+// already.
+func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile string) (PathArtifact, error) {
+	art, manifest, niData, err := NewPathArtifact(info)
+	if err != nil {
+		return PathArtifact{}, err
+	}
+	if narFile != "" {
+		if err := p.pushBlob(ctx, art.NAR, func() (io.ReadCloser, error) { return os.Open(narFile) }); err != nil {
+			return PathArtifact{}, fmt.Errorf("%s: storing NAR: %w", info.StorePath, err)
+		}
+	}
+	if err := p.pushBlob(ctx, art.NarInfo, bytesOpener(niData)); err != nil {
+		return PathArtifact{}, fmt.Errorf("%s: storing narinfo: %w", info.StorePath, err)
+	}
+	if err := p.pushManifest(ctx, art.Manifest, manifest, spec.PathTag(info.StorePath)); err != nil {
+		return PathArtifact{}, fmt.Errorf("%s: %w", info.StorePath, err)
+	}
+	return art, nil
+}
+
+func bytesOpener(data []byte) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+}
+
+// pushBlob stores a blob unless the target has it.
+func (p *pusher) pushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) error {
+	ok, err := p.dst.Exists(ctx, desc)
+	if err != nil {
+		return err
+	}
+	if ok {
+		return nil
+	}
+	rc, err := open()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	err = p.dst.Push(ctx, desc, countingReader{rc, p.opts.Progress.transferCounter()})
+	if errors.Is(err, errdef.ErrAlreadyExists) {
+		return nil
+	}
+	return err
+}
+
+// pushManifest stores a manifest and tags it: batched for layouts, one
+// request for registries.
+func (p *pusher) pushManifest(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
+	if p.batch == nil {
+		return p.dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
+	}
+	if err := p.dst.Push(ctx, desc, bytes.NewReader(data)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+		return err
+	}
+	p.batch.add(desc, tag)
+	return nil
+}
+
+// storeClosure writes the closure's own blobs and manifests, tag last.
+func (p *pusher) storeClosure(ctx context.Context, cm ClosureManifests, tag string) error {
+	if err := p.pushBlob(ctx, cm.CacheInfo.Descriptor, bytesOpener(cm.CacheInfo.Data)); err != nil {
+		return err
+	}
+	for _, part := range cm.Parts {
+		if err := p.pushBlob(ctx, part.Descriptor, bytesOpener(part.Data)); err != nil {
+			return fmt.Errorf("storing closure part: %w", err)
+		}
+	}
+	if err := p.dst.PushReference(ctx, cm.Top.Descriptor, bytes.NewReader(cm.Top.Data), tag); err != nil {
+		return fmt.Errorf("storing closure manifest: %w", err)
+	}
+	return nil
+}
+
+type hashingWriter struct {
+	w io.Writer
+	h hash.Hash
+	n int64
+}
+
+func (hw *hashingWriter) Write(b []byte) (int, error) {
+	n, err := hw.w.Write(b)
+	hw.h.Write(b[:n])
+	hw.n += int64(n)
+	return n, err
+}
+
+// tagBatcher collects tags for a target that tags many at once cheaply,
+// and writes them every flushInterval and at the end.
+type tagBatcher struct {
+	bt      target.BatchTagger
+	mu      sync.Mutex
+	pending []target.Tagged
+	err     error
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+const flushInterval = 500 * time.Millisecond
+
+func newTagBatcher(bt target.BatchTagger) *tagBatcher {
+	b := &tagBatcher{bt: bt, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		t := time.NewTicker(flushInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.stop:
+				return
+			case <-t.C:
+				b.flush(context.Background())
+			}
+		}
+	}()
+	return b
+}
+
+func (b *tagBatcher) add(desc ocispec.Descriptor, tag string) {
+	b.mu.Lock()
+	b.pending = append(b.pending, target.Tagged{Descriptor: desc, Tag: tag})
+	b.mu.Unlock()
+}
+
+func (b *tagBatcher) flush(ctx context.Context) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.pending) == 0 || b.err != nil {
+		return
+	}
+	if err := b.bt.TagMany(ctx, b.pending); err != nil {
+		b.err = err
+		return
+	}
+	b.pending = nil
+}
+
+// close stops the background flushes and writes what is left.
+func (b *tagBatcher) close(ctx context.Context) error {
+	close(b.stop)
+	<-b.done
+	b.flush(ctx)
+	return b.err
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/target"
+)
+
+// openTarget parses and opens a target string; an empty string means the
+// default store.
+func openTarget(ctx context.Context, s string, plainHTTP, create bool) (target.Ref, target.Target, error) {
+	var ref target.Ref
+	var err error
+	if s == "" {
+		ref, err = target.DefaultStore()
+	} else {
+		ref, err = target.ParseRef(s)
+	}
+	if err != nil {
+		return ref, nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	t, err := target.Open(ctx, ref, target.Options{PlainHTTP: plainHTTP, Create: create, UserAgent: "nixoci/" + version})
+	return ref, t, err
+}
+
+// isTerminal reports whether w is a terminal (progress is shown only then).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// showProgress redraws one status line on a terminal until stop is called.
+func showProgress(w io.Writer, verb string, p *artifact.Progress) (stop func()) {
+	if !isTerminal(w) {
+		return func() {}
+	}
+	start := time.Now()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(w, "\r\033[K")
+				return
+			case <-t.C:
+				secs := time.Since(start).Seconds()
+				fmt.Fprintf(w, "\r\033[K%s: %d/%d paths (%d already stored), %s NAR, %s transferred, %s/s",
+					verb, p.PathsDone.Load(), p.PathsTotal.Load(), p.PathsReused.Load(),
+					human(p.NarBytes.Load()), human(p.Transferred.Load()), human(int64(float64(p.Transferred.Load())/secs)))
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// human formats a byte count.
+func human(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}

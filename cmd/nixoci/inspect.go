@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/nixoci/nixoci/artifact"
+)
+
+const inspectHelp = `
+Usage: nixoci inspect [flags] TARGET:TAG
+
+List the store paths of a stored closure with their sizes, compression and
+signatures.
+
+Examples:
+  nixoci inspect oci:/srv/nix-oci:hello
+  nixoci inspect --json ghcr.io/me/nix:dev | jq '.paths[].storePath'
+`
+
+func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("inspect", inspectHelp, stdout)
+	asJSON := fs.Bool("json", false, "print JSON")
+	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for the registry even if it is not on loopback")
+	refs, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(refs) != 1 {
+		return fmt.Errorf("%w: want exactly one TARGET:TAG", errUsage)
+	}
+	ref, t, err := openTarget(ctx, refs[0], *plainHTTP, false)
+	if err != nil {
+		return err
+	}
+	if ref.Reference == "" {
+		return fmt.Errorf("%w: %s names no closure: append :TAG", errUsage, ref)
+	}
+	s, err := artifact.Inspect(ctx, t, ref.Reference, 16)
+	if err != nil {
+		return fmt.Errorf("inspecting %s: %w", ref, err)
+	}
+	s.Reference = ref.String()
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	fmt.Fprintf(stdout, "closure  %s\ndigest   %s\nroots    %s\npaths    %d, NAR %s, stored %s", s.Reference, s.Digest, strings.Join(s.Roots, " "), len(s.Paths), human(int64(s.NarSize)), human(int64(s.FileSize)))
+	if s.Parts > 1 {
+		fmt.Fprintf(stdout, ", in %d manifest parts", s.Parts)
+	}
+	fmt.Fprint(stdout, "\n\n")
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STORE PATH\tNAR\tSTORED\tCOMPRESSION\tSIGNATURES")
+	for _, p := range s.Paths {
+		var keys []string
+		for _, sig := range p.Sigs {
+			name, _, _ := strings.Cut(sig, ":")
+			keys = append(keys, name)
+		}
+		sigs := strings.Join(keys, ",")
+		if sigs == "" {
+			sigs = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.StorePath, human(int64(p.NarSize)), human(int64(p.FileSize)), p.Compression, sigs)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,111 @@
+// Command nixoci keeps Nix store paths as artifacts in OCI registries and
+// image-layout directories. It is a thin layer over the nixoci packages:
+// each subcommand parses its flags and calls one library function.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"push", "store the closures of store paths", runPush},
+		{"pull", "write a stored closure as a Nix binary cache directory", runPull},
+		{"inspect", "show the store paths of a stored closure", runInspect},
+		{"version", "print the version", runVersion},
+	}
+}
+
+const usageText = `nixoci keeps Nix store paths as artifacts in any OCI registry.
+
+Usage:
+  nixoci <command> [flags] [arguments]
+
+Commands:
+%s
+Targets:
+  oci:DIR              an OCI image-layout directory (the default is
+                       oci:$NIXOCI_STORE, or oci:~/.local/share/nixoci/store)
+  HOST[:PORT]/REPO     a repository in an OCI registry; credentials come from
+                       the docker config file (docker login / oras login);
+                       loopback registries are spoken to over plain HTTP
+  Append :TAG (or @sha256:…) to name a closure.
+
+Run 'nixoci <command> --help' for a command's flags and examples.
+`
+
+func usage(w io.Writer) {
+	var list string
+	for _, c := range commands() {
+		list += fmt.Sprintf("  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, usageText, list)
+}
+
+// errUsage marks errors in how nixoci was called (exit status 2).
+var errUsage = errors.New("usage error")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func logLevel() slog.Level {
+	if os.Getenv("NIXOCI_DEBUG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		if len(args) > 1 {
+			return run(ctx, []string{args[1], "--help"}, stdout, stderr)
+		}
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			err := c.run(ctx, args[1:], stdout, stderr)
+			switch {
+			case err == nil:
+				return 0
+			case errors.Is(err, errHelp):
+				return 0
+			case errors.Is(err, errUsage):
+				fmt.Fprintf(stderr, "nixoci %s: %v\nRun 'nixoci %s --help' for usage.\n", c.name, err, c.name)
+				return 2
+			default:
+				fmt.Fprintf(stderr, "nixoci %s: %v\n", c.name, err)
+				return 1
+			}
+		}
+	}
+	fmt.Fprintf(stderr, "nixoci: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fmt.Fprintf(stdout, "nixoci %s\n", version)
+	return nil
+}

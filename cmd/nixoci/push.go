@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
+)
+
+const pushHelp = `
+Usage: nixoci push [flags] PATH...
+
+Store the closures of store paths as OCI artifacts: one artifact per store
+path (tagged with its hash part) and one for the whole closure (tagged with
+--tag). Paths already stored are not read again. The last line printed on
+standard output is the digest of the closure manifest.
+
+PATH is a store path, a path inside one, or a symlink to one such as
+./result. With --from-cache, PATHs are store paths in that binary cache and
+their NARs are stored unchanged.
+
+Examples:
+  nixoci push ./result
+  nixoci push --to oci:/srv/nix-oci --tag hello /nix/store/…-hello-2.12
+  nixoci push --to ghcr.io/me/nix --tag dev --sign-key ~/.config/nix/sec.key ./result
+  nixoci push --to 127.0.0.1:5000/cache --from-cache file:///tmp/cache /nix/store/…-app
+`
+
+func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("push", pushHelp, stdout)
+	to := fs.String("to", "", "target to push to: oci:DIR or HOST[:PORT]/REPO, optionally with :TAG (default: the local store, see 'nixoci help')")
+	tag := fs.String("tag", "", "tag of the closure (default: the name of the first PATH, e.g. hello-2.12)")
+	compression := fs.String("compression", string(spec.DefaultCompression), "NAR compression: zstd, xz or none")
+	jobs := fs.Int("jobs", 0, "store paths processed at once (default max(4, CPUs)); never changes what is written")
+	var signKeys stringList
+	fs.Var(&signKeys, "sign-key", "sign narinfos with this Nix secret key file (repeatable)")
+	fromCache := fs.String("from-cache", "", "import the paths from this binary cache (file:///DIR or http(s)://…) instead of the local store")
+	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for the registry even if it is not on loopback")
+	paths, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(paths) == 0 {
+		return fmt.Errorf("%w: no store paths given", errUsage)
+	}
+	comp, err := spec.ParseCompression(*compression)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true)
+	if err != nil {
+		return err
+	}
+	if ref.Reference != "" {
+		if *tag != "" && *tag != ref.Reference {
+			return fmt.Errorf("%w: --to names tag %q and --tag names %q", errUsage, ref.Reference, *tag)
+		}
+		if err := ref.ValidateTag(); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		*tag = ref.Reference
+	}
+	opts := artifact.PushOptions{Tag: *tag, Jobs: *jobs, Progress: &artifact.Progress{}}
+	for _, f := range signKeys {
+		k, err := narinfo.LoadSecretKey(f)
+		if err != nil {
+			return err
+		}
+		opts.SignKeys = append(opts.SignKeys, k)
+	}
+	var src artifact.Source
+	if *fromCache != "" {
+		if *compression != string(spec.DefaultCompression) {
+			return fmt.Errorf("%w: --compression does not apply to --from-cache (NARs are stored as the cache has them)", errUsage)
+		}
+		src, err = artifact.OpenBinaryCache(*fromCache, http.DefaultClient)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+	} else {
+		src = &artifact.LocalStore{Compression: comp}
+	}
+
+	stop := showProgress(stderr, "pushing", opts.Progress)
+	res, err := artifact.Push(ctx, dst, src, paths, opts)
+	stop()
+	if err != nil {
+		return fmt.Errorf("pushing to %s: %w", ref.Base(), err)
+	}
+	parts := ""
+	if n := len(res.Manifest.Parts); n > 0 {
+		parts = fmt.Sprintf(", split into %d parts", n)
+	}
+	fmt.Fprintf(stderr, "pushed %d store paths (%d packed, %d already stored)%s\n", len(res.Paths), res.Packed, res.Reused, parts)
+	fmt.Fprintf(stdout, "%s\n%s\n", ref.Base().WithReference(res.Tag), res.Closure.Digest)
+	return nil
+}

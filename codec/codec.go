@@ -1,0 +1,67 @@
+package codec
+
+import (
+	"compress/bzip2"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+
+	"github.com/nixoci/nixoci/spec"
+)
+
+// NewWriter returns a writer that compresses into w with c's reproducible
+// settings. Close flushes it; it does not close w.
+func NewWriter(w io.Writer, c spec.Compression) (io.WriteCloser, error) {
+	switch c {
+	case spec.CompressionNone:
+		return nopCloser{w}, nil
+	case spec.CompressionZstd:
+		return zstd.NewWriter(w,
+			zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(spec.ZstdWindowSize),
+			zstd.WithEncoderCRC(true),
+			zstd.WithZeroFrames(true))
+	case spec.CompressionXz:
+		return newXzWriter(w), nil
+	}
+	return nil, fmt.Errorf("codec: cannot write compression %q", c)
+}
+
+// NewReader returns a reader of the decompressed content of r. Besides
+// what NewWriter writes it reads bzip2, the compression of old caches.
+// xz input may hold several concatenated streams.
+func NewReader(r io.Reader, c spec.Compression) (io.ReadCloser, error) {
+	switch c {
+	case spec.CompressionNone:
+		return io.NopCloser(r), nil
+	case spec.CompressionZstd:
+		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
+		if err != nil {
+			return nil, fmt.Errorf("codec: zstd: %w", err)
+		}
+		return zstdReader{d}, nil
+	case spec.CompressionXz:
+		d, err := xz.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("codec: xz: %w", err)
+		}
+		return io.NopCloser(d), nil
+	case "bzip2":
+		return io.NopCloser(bzip2.NewReader(r)), nil
+	}
+	return nil, fmt.Errorf("codec: cannot read compression %q", c)
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+type zstdReader struct{ *zstd.Decoder }
+
+func (z zstdReader) Close() error {
+	z.Decoder.Close()
+	return nil
+}

@@ -1,0 +1,78 @@
+package spec
+
+// Version is the version of the artifact format described in SPEC.md. It is
+// written into every manifest nixoci produces (AnnotationVersion) so that
+// readers can refuse formats they do not understand.
+const Version = "1"
+
+// Artifact types: the artifactType of the manifests nixoci writes.
+const (
+	// ArtifactTypePath marks the manifest of one store path, tagged with
+	// the path's hash part.
+	ArtifactTypePath = "application/vnd.nixoci.path.v1"
+	// ArtifactTypeClosure marks the manifest (or, when split, the image
+	// index) of one pushed closure, tagged by the user.
+	ArtifactTypeClosure = "application/vnd.nixoci.closure.v1"
+	// ArtifactTypeClosurePart marks one part of a closure too large for a
+	// single manifest; the parts are listed by an index of type
+	// ArtifactTypeClosure.
+	ArtifactTypeClosurePart = "application/vnd.nixoci.closure.part.v1"
+)
+
+// Blob media types.
+const (
+	// MediaTypeNAR is an uncompressed NAR (narinfo "Compression: none").
+	MediaTypeNAR = "application/vnd.nixoci.nar.v1"
+	// MediaTypeNARXz is a NAR compressed as one or more concatenated xz
+	// streams (narinfo "Compression: xz").
+	MediaTypeNARXz = "application/vnd.nixoci.nar.v1+xz"
+	// MediaTypeNARZstd is a NAR compressed as a zstd frame (narinfo
+	// "Compression: zstd").
+	MediaTypeNARZstd = "application/vnd.nixoci.nar.v1+zstd"
+	// MediaTypeNarInfo is a narinfo file as Nix reads it.
+	MediaTypeNarInfo = "application/vnd.nixoci.narinfo.v1"
+	// MediaTypeCacheInfo is a nix-cache-info file.
+	MediaTypeCacheInfo = "application/vnd.nixoci.nix-cache-info.v1"
+)
+
+// AnnotationPrefix is the namespace of every annotation key nixoci defines.
+const AnnotationPrefix = "dev.nixoci."
+
+// Manifest annotations of a store-path manifest. Together with the NAR
+// layer's descriptor (digest = FileHash, size = FileSize, media type =
+// Compression, title = URL) they hold everything a narinfo needs, so a
+// substituter answers a narinfo request with one manifest fetch.
+const (
+	AnnotationVersion    = AnnotationPrefix + "version"    // spec Version
+	AnnotationStorePath  = AnnotationPrefix + "store-path" // absolute store path
+	AnnotationNarHash    = AnnotationPrefix + "nar-hash"   // sha256:<nix32>
+	AnnotationNarSize    = AnnotationPrefix + "nar-size"   // decimal bytes
+	AnnotationReferences = AnnotationPrefix + "references" // base names, space separated, sorted
+	AnnotationDeriver    = AnnotationPrefix + "deriver"    // base name; absent if unknown
+	AnnotationSystem     = AnnotationPrefix + "system"     // e.g. x86_64-linux; absent if unknown
+	AnnotationSigs       = AnnotationPrefix + "sigs"       // Sig values, space separated
+	AnnotationCA         = AnnotationPrefix + "ca"         // content address; absent if none
+)
+
+// Manifest annotations of a closure manifest, index or part.
+const (
+	AnnotationRoots     = AnnotationPrefix + "roots"      // root store paths, space separated, sorted
+	AnnotationPathCount = AnnotationPrefix + "path-count" // number of store paths in the closure
+	AnnotationPart      = AnnotationPrefix + "part"       // "<i>/<n>" on split parts, 1-based
+)
+
+// AnnotationTitle is the standard OCI title annotation. oras pull writes
+// each layer to the path it names, which is how a pulled closure becomes a
+// binary cache directory.
+const AnnotationTitle = "org.opencontainers.image.title"
+
+// MaxManifestSize is the largest manifest nixoci writes. Registries are
+// only required to accept manifests up to 4 MiB; closures whose manifest
+// would be larger are split into parts (see SPEC.md, "Large closures").
+const MaxManifestSize = 4 << 20
+
+// CacheInfo is the content of the nix-cache-info blob of a closure whose
+// paths live in storeDir (normally /nix/store).
+func CacheInfo(storeDir string) string {
+	return "StoreDir: " + storeDir + "\nWantMassQuery: 1\nPriority: 40\n"
+}

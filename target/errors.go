@@ -1,0 +1,106 @@
+package target
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+)
+
+// Conditions callers branch on. Errors from registries wrap one of these
+// (and the original error), so errors.Is works and messages stay specific.
+var (
+	// ErrUnreachable: the registry could not be reached (refused, DNS,
+	// timeout). Retrying later may help; it never means "not found".
+	ErrUnreachable = errors.New("registry unreachable")
+	// ErrUnauthorized: the registry refused our credentials or wants some.
+	ErrUnauthorized = errors.New("registry refused authentication")
+	// ErrDenied: authenticated, but not allowed.
+	ErrDenied = errors.New("registry denied access")
+	// ErrRegistry: the registry answered with a server error.
+	ErrRegistry = errors.New("registry failed")
+)
+
+// classify wraps err from a registry with the condition it represents and
+// the target's name.
+func classify(name, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var kind error
+	var resp *errcode.ErrorResponse
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: %s: %w", name, op, err)
+	case errors.As(err, &resp):
+		switch {
+		case resp.StatusCode == http.StatusUnauthorized:
+			kind = ErrUnauthorized
+		case resp.StatusCode == http.StatusForbidden:
+			kind = ErrDenied
+		case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+			kind = ErrRegistry
+		}
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &netErr):
+		kind = ErrUnreachable
+	}
+	if kind == nil {
+		return fmt.Errorf("%s: %s: %w", name, op, err)
+	}
+	hint := ""
+	if kind == ErrUnauthorized {
+		hint = " (log in with `oras login` or `docker login`, or set DOCKER_CONFIG)"
+	}
+	return fmt.Errorf("%s: %s: %w%s: %w", name, op, kind, hint, err)
+}
+
+// remoteTarget is a registry repository whose errors say which registry
+// failed and how.
+type remoteTarget struct {
+	*remote.Repository
+	name string
+}
+
+func (r *remoteTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	rc, err := r.Repository.Fetch(ctx, desc)
+	return rc, classify(r.name, "fetching "+desc.Digest.String(), err)
+}
+
+func (r *remoteTarget) Push(ctx context.Context, desc ocispec.Descriptor, content io.Reader) error {
+	return classify(r.name, "pushing "+desc.Digest.String(), r.Repository.Push(ctx, desc, content))
+}
+
+func (r *remoteTarget) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	ok, err := r.Repository.Exists(ctx, desc)
+	return ok, classify(r.name, "checking "+desc.Digest.String(), err)
+}
+
+func (r *remoteTarget) Resolve(ctx context.Context, reference string) (ocispec.Descriptor, error) {
+	d, err := r.Repository.Resolve(ctx, reference)
+	return d, classify(r.name, "resolving "+reference, err)
+}
+
+func (r *remoteTarget) Tag(ctx context.Context, desc ocispec.Descriptor, reference string) error {
+	return classify(r.name, "tagging "+reference, r.Repository.Tag(ctx, desc, reference))
+}
+
+func (r *remoteTarget) PushReference(ctx context.Context, desc ocispec.Descriptor, content io.Reader, reference string) error {
+	return classify(r.name, "pushing manifest "+reference, r.Repository.PushReference(ctx, desc, content, reference))
+}
+
+func (r *remoteTarget) FetchReference(ctx context.Context, reference string) (ocispec.Descriptor, io.ReadCloser, error) {
+	d, rc, err := r.Repository.FetchReference(ctx, reference)
+	return d, rc, classify(r.name, "fetching "+reference, err)
+}
+
+// String names the target.
+func (r *remoteTarget) String() string { return r.name }

@@ -1,0 +1,386 @@
+package target
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content/oci"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+)
+
+// Layout is an OCI image-layout directory used as an oras.Target. Blob
+// storage is oras-go's oci.Storage; tags live in index.json, which Layout
+// rewrites under a lock so that concurrent writers never lose each other's
+// tags and readers never see a half-written file.
+type Layout struct {
+	dir     string
+	storage *oci.Storage
+
+	mu    sync.Mutex
+	index *layoutIndex // cached parse of index.json
+}
+
+var (
+	_ oras.Target               = (*Layout)(nil)
+	_ registry.ReferencePusher  = (*Layout)(nil)
+	_ registry.ReferenceFetcher = (*Layout)(nil)
+	_ registry.TagLister        = (*Layout)(nil)
+	_ BatchTagger               = (*Layout)(nil)
+)
+
+// layoutIndex is a parsed index.json and the file identity it came from.
+type layoutIndex struct {
+	stat fs.FileInfo
+	tags map[string]ocispec.Descriptor
+	all  []ocispec.Descriptor
+}
+
+const (
+	layoutFile = "oci-layout"
+	indexFile  = "index.json"
+)
+
+// OpenLayout opens the image layout in dir. With create it makes the
+// directory, oci-layout and an empty index.json if they are missing;
+// without it a directory that is not a layout is an error wrapping
+// errdef.ErrNotFound.
+func OpenLayout(dir string, create bool) (*Layout, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(abs, layoutFile)); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("oci:%s: %w", dir, err)
+		}
+		if !create {
+			return nil, fmt.Errorf("oci:%s: not an OCI image layout (no %s file): %w", dir, layoutFile, errdef.ErrNotFound)
+		}
+		if err := initLayout(abs); err != nil {
+			return nil, fmt.Errorf("oci:%s: creating image layout: %w", dir, err)
+		}
+	}
+	storage, err := oci.NewStorage(abs)
+	if err != nil {
+		return nil, err
+	}
+	return &Layout{dir: abs, storage: storage}, nil
+}
+
+func initLayout(dir string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(dir, indexFile)); errors.Is(err, fs.ErrNotExist) {
+		empty, _ := json.Marshal(newIndex(nil))
+		if err := writeFileAtomic(dir, indexFile, empty); err != nil {
+			return err
+		}
+	}
+	layout, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
+	// oci-layout last: its presence is what marks the directory complete.
+	return writeFileAtomic(dir, layoutFile, layout)
+}
+
+func newIndex(manifests []ocispec.Descriptor) ocispec.Index {
+	if manifests == nil {
+		manifests = []ocispec.Descriptor{}
+	}
+	return ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: manifests,
+	}
+}
+
+// Dir is the layout's absolute directory.
+func (l *Layout) Dir() string { return l.dir }
+
+// Fetch implements content.Fetcher.
+func (l *Layout) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	return l.storage.Fetch(ctx, desc)
+}
+
+// Exists implements content.Storage.
+func (l *Layout) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	return l.storage.Exists(ctx, desc)
+}
+
+// Push implements content.Pusher: the content is verified against desc
+// while it is written to a temporary file, then renamed into blobs/.
+func (l *Layout) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	return l.storage.Push(ctx, desc, r)
+}
+
+// PushReference pushes a manifest and tags it.
+func (l *Layout) PushReference(ctx context.Context, desc ocispec.Descriptor, r io.Reader, reference string) error {
+	if err := l.Push(ctx, desc, r); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+		return err
+	}
+	return l.Tag(ctx, desc, reference)
+}
+
+// Resolve implements content.Resolver for tags and digests.
+func (l *Layout) Resolve(ctx context.Context, reference string) (ocispec.Descriptor, error) {
+	if d, err := digest.Parse(reference); err == nil {
+		return l.resolveDigest(ctx, d)
+	}
+	idx, err := l.loadIndex()
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	desc, ok := idx.tags[reference]
+	if !ok {
+		return ocispec.Descriptor{}, fmt.Errorf("oci:%s: tag %s: %w", l.dir, reference, errdef.ErrNotFound)
+	}
+	return plainDescriptor(desc), nil
+}
+
+// resolveDigest finds a manifest by digest: from index.json if listed,
+// else by reading the blob's mediaType.
+func (l *Layout) resolveDigest(ctx context.Context, d digest.Digest) (ocispec.Descriptor, error) {
+	if idx, err := l.loadIndex(); err == nil {
+		for _, desc := range idx.all {
+			if desc.Digest == d {
+				return plainDescriptor(desc), nil
+			}
+		}
+	}
+	if err := d.Validate(); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%s: %w", d, errdef.ErrInvalidDigest)
+	}
+	f, err := os.Open(filepath.Join(l.dir, "blobs", d.Algorithm().String(), d.Encoded()))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return ocispec.Descriptor{}, fmt.Errorf("oci:%s: %s: %w", l.dir, d, errdef.ErrNotFound)
+		}
+		return ocispec.Descriptor{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var probe struct {
+		MediaType string `json:"mediaType"`
+	}
+	if err := json.NewDecoder(io.LimitReader(f, MaxManifestRead)).Decode(&probe); err != nil || probe.MediaType == "" {
+		return ocispec.Descriptor{}, fmt.Errorf("oci:%s: %s is not a manifest: %w", l.dir, d, errdef.ErrNotFound)
+	}
+	return ocispec.Descriptor{MediaType: probe.MediaType, Digest: d, Size: st.Size()}, nil
+}
+
+// FetchReference resolves a tag or digest and opens the manifest.
+func (l *Layout) FetchReference(ctx context.Context, reference string) (ocispec.Descriptor, io.ReadCloser, error) {
+	desc, err := l.Resolve(ctx, reference)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	rc, err := l.Fetch(ctx, desc)
+	return desc, rc, err
+}
+
+// Tag implements content.Tagger.
+func (l *Layout) Tag(ctx context.Context, desc ocispec.Descriptor, reference string) error {
+	return l.TagMany(ctx, []Tagged{{Descriptor: desc, Tag: reference}})
+}
+
+// Tagged pairs a manifest descriptor with a tag.
+type Tagged struct {
+	Descriptor ocispec.Descriptor
+	Tag        string
+}
+
+// BatchTagger is implemented by targets that tag many manifests at once
+// more cheaply than one at a time (a layout rewrites index.json once).
+type BatchTagger interface {
+	TagMany(ctx context.Context, tags []Tagged) error
+}
+
+// TagMany tags every manifest in one rewrite of index.json. Each manifest
+// must already be stored.
+func (l *Layout) TagMany(ctx context.Context, tags []Tagged) error {
+	for _, t := range tags {
+		if err := validTagForLayout(t.Tag); err != nil {
+			return err
+		}
+		if ok, err := l.Exists(ctx, t.Descriptor); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("oci:%s: tagging %s as %s: manifest not stored: %w", l.dir, t.Descriptor.Digest, t.Tag, errdef.ErrNotFound)
+		}
+	}
+	unlock, err := l.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	idx, err := l.loadIndex()
+	if err != nil {
+		return err
+	}
+	byTag := make(map[string]ocispec.Descriptor, len(idx.tags)+len(tags))
+	var untagged []ocispec.Descriptor
+	for _, d := range idx.all {
+		if name, ok := d.Annotations[ocispec.AnnotationRefName]; ok {
+			byTag[name] = d
+		} else {
+			untagged = append(untagged, d)
+		}
+	}
+	for _, t := range tags {
+		d := plainDescriptor(t.Descriptor)
+		d.Annotations = map[string]string{ocispec.AnnotationRefName: t.Tag}
+		byTag[t.Tag] = d
+	}
+	names := make([]string, 0, len(byTag))
+	for name := range byTag {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	manifests := make([]ocispec.Descriptor, 0, len(names)+len(untagged))
+	for _, name := range names {
+		manifests = append(manifests, byTag[name])
+	}
+	manifests = append(manifests, untagged...)
+	data, err := json.Marshal(newIndex(manifests))
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(l.dir, indexFile, data); err != nil {
+		return fmt.Errorf("oci:%s: writing %s: %w", l.dir, indexFile, err)
+	}
+	return nil
+}
+
+// Tags implements registry.TagLister, in sorted order.
+func (l *Layout) Tags(ctx context.Context, last string, fn func(tags []string) error) error {
+	idx, err := l.loadIndex()
+	if err != nil {
+		return err
+	}
+	var tags []string
+	for name := range idx.tags {
+		if name > last {
+			tags = append(tags, name)
+		}
+	}
+	sort.Strings(tags)
+	return fn(tags)
+}
+
+// loadIndex returns index.json, parsing it again only when the file
+// changed since the last call (it is replaced by rename on every write).
+func (l *Layout) loadIndex() (*layoutIndex, error) {
+	path := filepath.Join(l.dir, indexFile)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("oci:%s: %w", l.dir, err)
+	}
+	if l.index != nil && sameFile(l.index.stat, st) {
+		return l.index, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("oci:%s: %w", l.dir, err)
+	}
+	defer f.Close()
+	st, err = f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	var index ocispec.Index
+	if err := json.NewDecoder(f).Decode(&index); err != nil {
+		return nil, fmt.Errorf("oci:%s: %s is corrupt: %w", l.dir, indexFile, err)
+	}
+	idx := &layoutIndex{stat: st, tags: make(map[string]ocispec.Descriptor, len(index.Manifests)), all: index.Manifests}
+	for _, d := range index.Manifests {
+		if name, ok := d.Annotations[ocispec.AnnotationRefName]; ok {
+			idx.tags[name] = d
+		}
+	}
+	l.index = idx
+	return idx, nil
+}
+
+func sameFile(a, b fs.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
+// lock takes the layout's writer lock: an exclusive flock on oci-layout,
+// which every layout has and no reader modifies.
+func (l *Layout) lock() (unlock func(), err error) {
+	f, err := os.Open(filepath.Join(l.dir, layoutFile))
+	if err != nil {
+		return nil, fmt.Errorf("oci:%s: locking: %w", l.dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("oci:%s: locking: %w", l.dir, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// writeFileAtomic writes name in dir through a synced temporary file and a
+// rename, so readers see the old or the new content, never a mix.
+func writeFileAtomic(dir, name string, data []byte) error {
+	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, name))
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// plainDescriptor drops index-only annotations from a descriptor.
+func plainDescriptor(d ocispec.Descriptor) ocispec.Descriptor {
+	return ocispec.Descriptor{MediaType: d.MediaType, ArtifactType: d.ArtifactType, Digest: d.Digest, Size: d.Size}
+}
+
+func validTagForLayout(tag string) error {
+	if tag == "" {
+		return fmt.Errorf("empty tag: %w", errdef.ErrInvalidReference)
+	}
+	if _, err := digest.Parse(tag); err == nil {
+		return fmt.Errorf("tag %q looks like a digest: %w", tag, errdef.ErrInvalidReference)
+	}
+	return nil
+}
+
+// MaxManifestRead bounds how much of a manifest nixoci reads into memory.
+const MaxManifestRead = 8 << 20

@@ -1,0 +1,103 @@
+package target
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/retry"
+)
+
+// Options configure how targets are opened. The zero value reads
+// credentials from the docker config file and uses HTTPS except for
+// loopback registries.
+type Options struct {
+	// PlainHTTP talks plain HTTP to every registry, not only to loopback
+	// ones (127.0.0.0/8, ::1, localhost).
+	PlainHTTP bool
+	// Create makes a missing image-layout directory (for writing).
+	Create bool
+	// HTTPClient, when set, is the transport under authentication; it
+	// defaults to a retrying client with bounded timeouts.
+	HTTPClient *http.Client
+	// UserAgent is sent to registries.
+	UserAgent string
+}
+
+// Target is what nixoci reads and writes: content, tags and manifests
+// fetched by reference in one round trip.
+type Target interface {
+	oras.Target
+	registry.ReferenceFetcher
+	registry.ReferencePusher
+}
+
+// Open opens the target r names (its Reference is ignored).
+func Open(ctx context.Context, r Ref, opts Options) (Target, error) {
+	if r.IsLayout() {
+		return OpenLayout(r.Layout, opts.Create)
+	}
+	return openRemote(r, opts)
+}
+
+func openRemote(r Ref, opts Options) (Target, error) {
+	repo, err := remote.NewRepository(r.Registry + "/" + r.Repository)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", r.Base(), err)
+	}
+	repo.PlainHTTP = opts.PlainHTTP || IsLoopback(r.Registry)
+	client := &auth.Client{
+		Client: opts.HTTPClient,
+		Cache:  auth.NewCache(),
+	}
+	if client.Client == nil {
+		client.Client = DefaultHTTPClient()
+	}
+	if opts.UserAgent != "" {
+		client.SetUserAgent(opts.UserAgent)
+	}
+	store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{})
+	if err != nil {
+		// An unreadable docker config is not fatal: anonymous access may
+		// still work, and a refusal will say so.
+		slog.Warn("cannot read docker config; continuing without credentials", "err", err)
+	} else {
+		client.Credential = credentials.Credential(store)
+	}
+	repo.Client = client
+	return &remoteTarget{Repository: repo, name: r.Base().String()}, nil
+}
+
+// DefaultHTTPClient retries requests that are safe to retry (5xx, 429,
+// 408, resets) with exponential backoff, and bounds connection set-up and
+// waiting for response headers so a stalled registry cannot hang nixoci.
+func DefaultHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.ResponseHeaderTimeout = 60 * time.Second
+	tr.MaxIdleConnsPerHost = 64
+	return &http.Client{Transport: retry.NewTransport(tr)}
+}
+
+// IsLoopback reports whether a "HOST[:PORT]" names this machine.
+func IsLoopback(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,125 @@
+package target
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry"
+
+	"github.com/nixoci/nixoci/spec"
+)
+
+// LayoutPrefix introduces an image-layout directory in a target string.
+const LayoutPrefix = "oci:"
+
+// Ref is a parsed target string, with an optional tag or digest.
+type Ref struct {
+	// Layout is the directory of an image layout; empty for registries.
+	Layout string
+	// Registry ("HOST[:PORT]") and Repository name a registry repository.
+	Registry   string
+	Repository string
+	// Reference is a tag or a digest ("sha256:…"), or empty.
+	Reference string
+}
+
+// ParseRef parses "oci:DIR", "oci:DIR:TAG", "oci:DIR@DIGEST",
+// "HOST[:PORT]/REPO", "HOST[:PORT]/REPO:TAG" or "HOST[:PORT]/REPO@DIGEST".
+// In a layout target the text after the last ':' is a tag when it is a
+// valid tag; a directory whose name contains ':' cannot be named.
+func ParseRef(s string) (Ref, error) {
+	if dir, ok := strings.CutPrefix(s, LayoutPrefix); ok {
+		return parseLayoutRef(s, dir)
+	}
+	r, err := registry.ParseReference(s)
+	if err != nil {
+		hint := ""
+		if strings.HasPrefix(s, "/") || strings.HasPrefix(s, ".") {
+			hint = fmt.Sprintf(" (for a directory, write oci:%s)", s)
+		}
+		return Ref{}, fmt.Errorf("invalid target %q: want oci:DIR[:TAG] or HOST[:PORT]/REPO[:TAG]%s: %w", s, hint, err)
+	}
+	return Ref{Registry: r.Registry, Repository: r.Repository, Reference: r.Reference}, nil
+}
+
+func parseLayoutRef(s, dir string) (Ref, error) {
+	var ref string
+	if i := strings.LastIndexByte(dir, '@'); i >= 0 {
+		d, err := digest.Parse(dir[i+1:])
+		if err != nil {
+			return Ref{}, fmt.Errorf("invalid target %q: digest %q: %w", s, dir[i+1:], err)
+		}
+		dir, ref = dir[:i], d.String()
+	} else if i := strings.LastIndexByte(dir, ':'); i >= 0 {
+		if !spec.ValidTag(dir[i+1:]) {
+			return Ref{}, fmt.Errorf("invalid target %q: %q is not a valid tag", s, dir[i+1:])
+		}
+		dir, ref = dir[:i], dir[i+1:]
+	}
+	if dir == "" {
+		return Ref{}, fmt.Errorf("invalid target %q: empty directory after %q", s, LayoutPrefix)
+	}
+	if strings.HasPrefix(dir, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			dir = filepath.Join(home, dir[2:])
+		}
+	}
+	return Ref{Layout: filepath.Clean(dir), Reference: ref}, nil
+}
+
+// IsLayout reports whether r names an image-layout directory.
+func (r Ref) IsLayout() bool { return r.Layout != "" }
+
+// WithReference returns r naming tag or digest ref instead.
+func (r Ref) WithReference(ref string) Ref {
+	r.Reference = ref
+	return r
+}
+
+// Base returns r without its tag or digest.
+func (r Ref) Base() Ref { return r.WithReference("") }
+
+// String formats r as ParseRef accepts it.
+func (r Ref) String() string {
+	var s string
+	if r.IsLayout() {
+		s = LayoutPrefix + r.Layout
+	} else {
+		s = r.Registry + "/" + r.Repository
+	}
+	switch {
+	case r.Reference == "":
+	case strings.Contains(r.Reference, ":"):
+		s += "@" + r.Reference
+	default:
+		s += ":" + r.Reference
+	}
+	return s
+}
+
+// ValidateTag checks that r names a tag, not a digest or nothing.
+func (r Ref) ValidateTag() error {
+	if r.Reference == "" {
+		return fmt.Errorf("%s: no tag given (append :TAG)", r)
+	}
+	if !spec.ValidTag(r.Reference) {
+		return fmt.Errorf("%s: %q is not a valid tag", r, r.Reference)
+	}
+	return nil
+}
+
+// DefaultStore is the embedded default target: an image layout at
+// $NIXOCI_STORE, or ~/.local/share/nixoci/store.
+func DefaultStore() (Ref, error) {
+	if dir := os.Getenv("NIXOCI_STORE"); dir != "" {
+		return Ref{Layout: filepath.Clean(dir)}, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return Ref{}, fmt.Errorf("no default store: set NIXOCI_STORE or pass a target: %w", err)
+	}
+	return Ref{Layout: filepath.Join(home, ".local", "share", "nixoci", "store")}, nil
+}
