@@ -65,6 +65,8 @@ const (
 	maxTokenLen = 16
 )
 
+var _ io.Reader = (*Reader)(nil)
+
 type state uint8
 
 const (
@@ -93,6 +95,8 @@ type frame struct {
 // also keeps any bytes following the NAR available to the caller.
 //
 // A Reader is not safe for concurrent use.
+//
+// A Reader has no Close method: there is nothing to release.
 type Reader struct {
 	cr     countingReader
 	limits Limits
@@ -109,6 +113,7 @@ type Reader struct {
 	remaining uint64 // unread content of the current regular file
 	pad       int    // padding after the current regular file's content
 
+	skip    io.LimitedReader // reused by skipContent
 	scratch [maxTokenLen + 8]byte
 	strBuf  []byte
 }
@@ -339,11 +344,15 @@ func (r *Reader) regular(p string) (*Header, error) {
 // its padding.
 func (r *Reader) skipContent() error {
 	if r.remaining > 0 {
-		n, err := io.CopyN(io.Discard, &r.cr, int64(r.remaining)) //nolint:gosec // checked in regular
-		r.remaining -= uint64(n)                                  //nolint:gosec
+		r.skip = io.LimitedReader{R: &r.cr, N: int64(r.remaining)} //nolint:gosec // checked in regular
+		_, err := io.Copy(io.Discard, &r.skip)
+		r.remaining = uint64(r.skip.N) //nolint:gosec // N only decreases
 
-		if err != nil {
+		switch {
+		case err != nil:
 			return r.ioErr(err)
+		case r.remaining > 0:
+			return r.ioErr(io.ErrUnexpectedEOF)
 		}
 	}
 
