@@ -3,6 +3,7 @@ package artifact
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -204,6 +205,25 @@ func (c *BinaryCache) open(ctx context.Context, rel string) (io.ReadCloser, erro
 	}
 }
 
+// readNAR decompresses raw, parses the NAR strictly and hashes it.
+func (c *BinaryCache) readNAR(raw io.Reader, comp spec.Compression, h io.Writer) (int64, error) {
+	dec, err := codec.NewReader(raw, comp)
+	if err != nil {
+		return 0, err
+	}
+	defer dec.Close()
+	n, err := nar.Validate(io.TeeReader(dec, h))
+	if err != nil {
+		return n, err
+	}
+	// Decompressed bytes after the archive are not part of the NAR.
+	var extra [1]byte
+	if k, _ := io.ReadFull(dec, extra[:]); k > 0 {
+		return n, fmt.Errorf("data after the end of the NAR")
+	}
+	return n, nil
+}
+
 // WriteNAR copies the compressed NAR unchanged to w, checking its
 // FileHash and size, decompressing it to parse it strictly and to check
 // NarHash and NarSize on the way.
@@ -219,28 +239,26 @@ func (c *BinaryCache) WriteNAR(ctx context.Context, info *narinfo.NarInfo, w io.
 		return "", fmt.Errorf("%s: %s: %w", c, info.StorePath, err)
 	}
 	defer rc.Close()
-	raw := io.TeeReader(ctxReader{ctx, rc}, w)
-	dec, err := codec.NewReader(raw, comp)
-	if err != nil {
-		return "", fmt.Errorf("%s: %s: %w", c, info.URL, err)
-	}
-	defer dec.Close()
+	fileHash := sha256.New()
+	raw := io.TeeReader(ctxReader{ctx, rc}, io.MultiWriter(w, fileHash))
 	h := sha256.New()
-	n, err := nar.Validate(io.TeeReader(dec, h))
-	if err == nil {
-		// Decompressed bytes after the archive are not part of the NAR.
-		var extra [1]byte
-		if k, _ := io.ReadFull(dec, extra[:]); k > 0 {
-			err = fmt.Errorf("data after the end of the NAR")
-		}
-	}
-	if err != nil {
-		return "", fmt.Errorf("%s: %s (%s): %w", c, info.URL, info.StorePath, err)
-	}
+	n, narErr := c.readNAR(raw, comp, h)
 	// The decompressor may stop before the end of the file (padding);
-	// copy the rest so FileHash covers every byte.
+	// read the rest so FileHash covers every byte.
 	if _, err := io.Copy(io.Discard, raw); err != nil {
 		return "", fmt.Errorf("%s: %s: %w", c, info.URL, err)
+	}
+	// A file that is not what its narinfo says is reported as such first:
+	// it explains any NAR error that follows from it.
+	got, err := narinfo.HashFromHex(hex.EncodeToString(fileHash.Sum(nil)))
+	if err != nil {
+		return "", err
+	}
+	if got != info.FileHash {
+		return "", fmt.Errorf("%s: %s (%s): file is %s but its narinfo says FileHash %s (corrupt file): %w", c, info.URL, info.StorePath, got, info.FileHash, ErrHashMismatch)
+	}
+	if narErr != nil {
+		return "", fmt.Errorf("%s: %s (%s): %w", c, info.URL, info.StorePath, narErr)
 	}
 	if err := checkNAR(info, h, n); err != nil {
 		return "", fmt.Errorf("%s: %w", c, err)

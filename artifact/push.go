@@ -319,14 +319,20 @@ func bytesOpener(data []byte) func() (io.ReadCloser, error) {
 	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
 }
 
+// smallBlob is the size below which pushBlob uploads without asking
+// first: an existence check costs a request, as much as the upload.
+const smallBlob = 256 << 10
+
 // pushBlob stores a blob unless the target has it.
 func (p *pusher) pushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) error {
-	ok, err := p.dst.Exists(ctx, desc)
-	if err != nil {
-		return err
-	}
-	if ok {
-		return nil
+	if desc.Size >= smallBlob {
+		ok, err := p.dst.Exists(ctx, desc)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
 	}
 	rc, err := open()
 	if err != nil {

@@ -84,11 +84,12 @@ func layoutTags(t testing.TB, dir string) []string {
 }
 
 // registryTags lists a registry repository's tags with oras.
-func registryTags(t testing.TB, ref string) []string {
+func registryTags(t testing.TB, ref string, orasFlags ...string) []string {
 	t.Helper()
-	stdout, stderr, err := testenv.RunErr(t, "oras", "repo", "tags", "--plain-http", ref)
+	args := append([]string{"repo", "tags", "--plain-http"}, orasFlags...)
+	stdout, stderr, err := testenv.RunErr(t, "oras", append(args, ref)...)
 	if err != nil {
-		if strings.Contains(stderr, "NAME_UNKNOWN") || strings.Contains(stderr, "not found") {
+		if strings.Contains(stderr, "name unknown") {
 			return nil
 		}
 		t.Fatalf("oras repo tags %s: %v\n%s", ref, err, stderr)

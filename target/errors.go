@@ -11,6 +11,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
@@ -40,6 +41,8 @@ func classify(name, op string, err error) error {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %s: %w", name, op, err)
+	case errors.Is(err, auth.ErrBasicCredentialNotFound):
+		kind = ErrUnauthorized
 	case errors.As(err, &resp):
 		switch {
 		case resp.StatusCode == http.StatusUnauthorized:

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/target"
 )
 
 const inspectHelp = `
@@ -33,12 +34,16 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(refs) != 1 {
 		return fmt.Errorf("%w: want exactly one TARGET:TAG", errUsage)
 	}
-	ref, t, err := openTarget(ctx, refs[0], *plainHTTP, false)
+	ref, err := target.ParseRef(refs[0])
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if ref.Reference == "" {
 		return fmt.Errorf("%w: %s names no closure: append :TAG", errUsage, ref)
+	}
+	_, t, err := openTarget(ctx, refs[0], *plainHTTP, false)
+	if err != nil {
+		return err
 	}
 	s, err := artifact.Inspect(ctx, t, ref.Reference, 16)
 	if err != nil {

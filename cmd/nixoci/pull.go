@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/target"
 )
 
 const pullHelp = `
@@ -34,12 +35,16 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(refs) != 1 || *to == "" {
 		return fmt.Errorf("%w: want exactly one TARGET:TAG and --to DIR", errUsage)
 	}
-	ref, src, err := openTarget(ctx, refs[0], *plainHTTP, false)
+	ref, err := target.ParseRef(refs[0])
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if ref.Reference == "" {
 		return fmt.Errorf("%w: %s names no closure: append :TAG", errUsage, ref)
+	}
+	_, src, err := openTarget(ctx, refs[0], *plainHTTP, false)
+	if err != nil {
+		return err
 	}
 	progress := &artifact.Progress{}
 	stop := showProgress(stderr, "pulling", progress)

@@ -47,6 +47,9 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(paths) == 0 {
 		return fmt.Errorf("%w: no store paths given", errUsage)
 	}
+	if *tag != "" && !spec.ValidTag(*tag) {
+		return fmt.Errorf("%w: invalid tag %q: tags are 1-128 characters [a-zA-Z0-9_.-], not starting with . or -", errUsage, *tag)
+	}
 	comp, err := spec.ParseCompression(*compression)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

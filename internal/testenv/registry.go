@@ -81,7 +81,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	}
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "version: 0.1\n")
-	fmt.Fprintf(&cfg, "log:\n  level: warn\n")
+	fmt.Fprintf(&cfg, "log:\n  level: warn\n  accesslog:\n    disabled: true\n")
 	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", yamlString(r.Dir))
 	fmt.Fprintf(&cfg, "http:\n  addr: %s\n  secret: %s\n", yamlString(r.Addr), hex.EncodeToString(secret))
 	if opts.User != "" {
