@@ -47,7 +47,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	s, err := artifact.Inspect(ctx, t, ref.Reference, 16)
 	if err != nil {
-		return fmt.Errorf("inspecting %s: %w", ref, err)
+		return err
 	}
 	s.Reference = ref.String()
 	if *asJSON {

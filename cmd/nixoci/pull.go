@@ -51,7 +51,7 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	res, err := artifact.Pull(ctx, src, ref.Reference, *to, artifact.PullOptions{Jobs: *jobs, Progress: progress})
 	stop()
 	if err != nil {
-		return fmt.Errorf("pulling %s: %w", ref, err)
+		return err
 	}
 	fmt.Fprintf(stderr, "wrote %d files (%d already present) for %d store paths to %s\n", res.Written, res.Present, progress.PathsTotal.Load(), *to)
 	fmt.Fprintf(stdout, "%s\n", res.Closure.Descriptor.Digest)

@@ -92,7 +92,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	res, err := artifact.Push(ctx, dst, src, paths, opts)
 	stop()
 	if err != nil {
-		return fmt.Errorf("pushing to %s: %w", ref.Base(), err)
+		return err
 	}
 	parts := ""
 	if n := len(res.Manifest.Parts); n > 0 {

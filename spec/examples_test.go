@@ -1,0 +1,143 @@
+package spec_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	gonar "github.com/nix-community/go-nix/pkg/nar"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/codec"
+	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
+)
+
+var update = flag.Bool("update", false, "rewrite examples/ from what the code produces")
+
+// examplePath packs a one-file store path the way push does, with a
+// signature from a fixed key, so the examples are fully determined.
+func examplePath(t *testing.T, name, content string, refs []string) artifact.PathArtifact {
+	t.Helper()
+	var n bytes.Buffer
+	w, _ := gonar.NewWriter(&n)
+	w.WriteHeader(&gonar.Header{Path: "/", Type: gonar.TypeRegular, Size: int64(len(content))})
+	w.Write([]byte(content))
+	w.Close()
+	var z bytes.Buffer
+	cw, err := codec.NewWriter(&z, spec.CompressionZstd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw.Write(n.Bytes())
+	cw.Close()
+	narSum, fileSum := sha256.Sum256(n.Bytes()), sha256.Sum256(z.Bytes())
+	fileHash := nixbase32.EncodeToString(fileSum[:])
+	pathSum := sha256.Sum256([]byte(name))
+	info := &narinfo.NarInfo{
+		StorePath:   "/nix/store/" + nixbase32.EncodeToString(pathSum[:20]) + "-" + name,
+		URL:         spec.NarURL(fileHash, spec.CompressionZstd),
+		Compression: string(spec.CompressionZstd),
+		FileHash:    "sha256:" + fileHash,
+		FileSize:    uint64(z.Len()),
+		NarHash:     "sha256:" + nixbase32.EncodeToString(narSum[:]),
+		NarSize:     uint64(n.Len()),
+		References:  refs,
+		Deriver:     nixbase32.EncodeToString(pathSum[:20]) + "-" + name + ".drv",
+	}
+	seed := sha256.Sum256([]byte("nixoci example key"))
+	key := narinfo.SecretKey{Name: "example-1", Key: ed25519.NewKeyFromSeed(seed[:])}
+	if err := info.AddSignature(key); err != nil {
+		t.Fatal(err)
+	}
+	art, _, _, err := artifact.NewPathArtifact(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return art
+}
+
+// checkExample compares produced bytes with examples/name. JSON examples
+// are stored indented for reading; compacted they must equal the code's
+// output byte for byte.
+func checkExample(t *testing.T, name string, produced []byte) {
+	t.Helper()
+	path := filepath.Join("examples", name)
+	stored := produced
+	if filepath.Ext(name) == ".json" {
+		var b bytes.Buffer
+		if err := json.Indent(&b, produced, "", "  "); err != nil {
+			t.Fatal(err)
+		}
+		b.WriteByte('\n')
+		stored = b.Bytes()
+	}
+	if *update {
+		if err := os.WriteFile(path, stored, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./spec -update to create it)", err)
+	}
+	if filepath.Ext(name) == ".json" {
+		var b bytes.Buffer
+		if err := json.Compact(&b, want); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		want = b.Bytes()
+	}
+	if !bytes.Equal(want, produced) {
+		t.Errorf("%s differs from what the code produces:\n got: %s\nwant: %s", path, produced, want)
+	}
+}
+
+func TestExamples(t *testing.T) {
+	data := examplePath(t, "greeting", "hello\n", nil)
+	app := examplePath(t, "app", "#!/bin/sh\ncat "+data.Info.StorePath+"\n", []string{filepath.Base(data.Info.StorePath)})
+
+	_, manifest, narinfoText, err := artifact.NewPathArtifact(app.Info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "path-manifest.json", manifest)
+	checkExample(t, "path.narinfo", narinfoText)
+
+	cm, err := artifact.NewClosureManifests([]string{app.Info.StorePath}, []artifact.PathArtifact{app, data}, "/nix/store", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "closure-manifest.json", cm.Top.Data)
+
+	// The same closure with a manifest limit small enough to split it.
+	split, err := artifact.NewClosureManifests([]string{app.Info.StorePath}, []artifact.PathArtifact{app, data}, "/nix/store", 1400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(split.Parts) != 2 {
+		t.Fatalf("split into %d parts, want 2", len(split.Parts))
+	}
+	checkExample(t, "closure-index.json", split.Top.Data)
+	checkExample(t, "closure-part-1.json", split.Parts[0].Data)
+	checkExample(t, "closure-part-2.json", split.Parts[1].Data)
+
+	// What a substituter renders from the manifest alone is the narinfo.
+	parsed, err := artifact.ParsePathManifest(app.Manifest, manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := parsed.Info.Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rendered, narinfoText) {
+		t.Errorf("narinfo rendered from the manifest differs from the narinfo blob:\n%s\nvs\n%s", rendered, narinfoText)
+	}
+}
