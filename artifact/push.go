@@ -181,48 +181,6 @@ func (p *pusher) pushPath(ctx context.Context, info *narinfo.NarInfo) (PathArtif
 	return art, true, err
 }
 
-// FetchPath reads the artifact of storePath from t, by its tag; a missing
-// tag is an error wrapping errdef.ErrNotFound.
-func FetchPath(ctx context.Context, t target.Target, storePath string) (PathArtifact, error) {
-	desc, rc, err := t.FetchReference(ctx, spec.PathTag(storePath))
-	if err != nil {
-		return PathArtifact{}, err
-	}
-	data, err := readManifest(rc, desc)
-	if err != nil {
-		return PathArtifact{}, err
-	}
-	art, err := ParsePathManifest(desc, data)
-	if err != nil {
-		return PathArtifact{}, fmt.Errorf("tag %s: %w", spec.PathTag(storePath), err)
-	}
-	if art.Info.StorePath != storePath {
-		return PathArtifact{}, fmt.Errorf("tag %s holds %s, not %s: %w", spec.PathTag(storePath), art.Info.StorePath, storePath, ErrNotArtifact)
-	}
-	return art, nil
-}
-
-// readManifest reads a manifest whole, bounded and checked against desc.
-func readManifest(rc io.ReadCloser, desc ocispec.Descriptor) ([]byte, error) {
-	defer rc.Close()
-	if desc.Size > target.MaxManifestRead {
-		return nil, fmt.Errorf("manifest %s: %d bytes, over the %d-byte limit", desc.Digest, desc.Size, target.MaxManifestRead)
-	}
-	data, err := io.ReadAll(io.LimitReader(rc, desc.Size+1))
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
-	}
-	if int64(len(data)) != desc.Size || desc.Digest.Verifier() == nil {
-		return nil, fmt.Errorf("manifest %s: got %d bytes, want %d: %w", desc.Digest, len(data), desc.Size, ErrHashMismatch)
-	}
-	v := desc.Digest.Verifier()
-	v.Write(data)
-	if !v.Verified() {
-		return nil, fmt.Errorf("manifest %s: content does not match its digest: %w", desc.Digest, ErrHashMismatch)
-	}
-	return data, nil
-}
-
 // reuse keeps a stored artifact, adding signatures it lacks: those the
 // source has for the same NAR and those of the signing keys. That needs a
 // new narinfo blob and manifest, but never the NAR.
@@ -297,19 +255,39 @@ func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact,
 // holds the compressed NAR, or is empty when the NAR blob is stored
 // already.
 func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile string) (PathArtifact, error) {
+	var openNAR func() (io.ReadCloser, error)
+	if narFile != "" {
+		openNAR = func() (io.ReadCloser, error) { return os.Open(narFile) }
+	}
+	return storeArtifact(ctx, info, openNAR, p.pushBlob, p.pushManifest)
+}
+
+// StoreArtifact stores the artifact of info in dst: the NAR blob read
+// from openNAR (nil if dst has it already), the narinfo blob, the
+// manifest, and last the tag.
+func StoreArtifact(ctx context.Context, dst target.Target, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error)) (PathArtifact, error) {
+	p := &pusher{dst: dst}
+	return storeArtifact(ctx, info, openNAR, p.pushBlob, func(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
+		return dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
+	})
+}
+
+func storeArtifact(ctx context.Context, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error),
+	pushBlob func(context.Context, ocispec.Descriptor, func() (io.ReadCloser, error)) error,
+	pushManifest func(context.Context, ocispec.Descriptor, []byte, string) error) (PathArtifact, error) {
 	art, manifest, niData, err := NewPathArtifact(info)
 	if err != nil {
 		return PathArtifact{}, err
 	}
-	if narFile != "" {
-		if err := p.pushBlob(ctx, art.NAR, func() (io.ReadCloser, error) { return os.Open(narFile) }); err != nil {
+	if openNAR != nil {
+		if err := pushBlob(ctx, art.NAR, openNAR); err != nil {
 			return PathArtifact{}, fmt.Errorf("%s: storing NAR: %w", info.StorePath, err)
 		}
 	}
-	if err := p.pushBlob(ctx, art.NarInfo, bytesOpener(niData)); err != nil {
+	if err := pushBlob(ctx, art.NarInfo, bytesOpener(niData)); err != nil {
 		return PathArtifact{}, fmt.Errorf("%s: storing narinfo: %w", info.StorePath, err)
 	}
-	if err := p.pushManifest(ctx, art.Manifest, manifest, spec.PathTag(info.StorePath)); err != nil {
+	if err := pushManifest(ctx, art.Manifest, manifest, spec.PathTag(info.StorePath)); err != nil {
 		return PathArtifact{}, fmt.Errorf("%s: %w", info.StorePath, err)
 	}
 	return art, nil

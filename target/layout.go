@@ -384,3 +384,23 @@ func validTagForLayout(tag string) error {
 
 // MaxManifestRead bounds how much of a manifest nixoci reads into memory.
 const MaxManifestRead = 8 << 20
+
+// ResolveBlob implements BlobResolver.
+func (l *Layout) ResolveBlob(ctx context.Context, d digest.Digest) (ocispec.Descriptor, error) {
+	if err := d.Validate(); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%s: %w", d, errdef.ErrInvalidDigest)
+	}
+	st, err := os.Stat(filepath.Join(l.dir, "blobs", d.Algorithm().String(), d.Encoded()))
+	if errors.Is(err, fs.ErrNotExist) {
+		return ocispec.Descriptor{}, fmt.Errorf("oci:%s: blob %s: %w", l.dir, d, errdef.ErrNotFound)
+	} else if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return ocispec.Descriptor{MediaType: "application/octet-stream", Digest: d, Size: st.Size()}, nil
+}
+
+// Ping implements Pinger: the layout's index must be readable.
+func (l *Layout) Ping(ctx context.Context) error {
+	_, err := l.loadIndex()
+	return err
+}

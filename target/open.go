@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
@@ -39,6 +41,8 @@ type Target interface {
 	oras.Target
 	registry.ReferenceFetcher
 	registry.ReferencePusher
+	BlobResolver
+	Pinger
 }
 
 // Open opens the target r names (its Reference is ignored).
@@ -100,4 +104,31 @@ func IsLoopback(hostport string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// BlobResolver finds a blob's descriptor (size) by digest without
+// fetching it. Every Target that Open returns implements it.
+type BlobResolver interface {
+	ResolveBlob(ctx context.Context, d digest.Digest) (ocispec.Descriptor, error)
+}
+
+// Pinger checks that a target is reachable and usable. Every Target that
+// Open returns implements it.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// ResolveBlob implements BlobResolver with a HEAD request.
+func (r *remoteTarget) ResolveBlob(ctx context.Context, d digest.Digest) (ocispec.Descriptor, error) {
+	desc, err := r.Repository.Blobs().Resolve(ctx, d.String())
+	return desc, classify(r.name, "resolving blob "+d.String(), err)
+}
+
+// Ping implements Pinger: GET /v2/ with the repository's credentials.
+func (r *remoteTarget) Ping(ctx context.Context) error {
+	reg := &remote.Registry{RepositoryOptions: remote.RepositoryOptions{
+		Client: r.Repository.Client, PlainHTTP: r.Repository.PlainHTTP,
+		Reference: registry.Reference{Registry: r.Repository.Reference.Registry},
+	}}
+	return classify(r.name, "ping", reg.Ping(ctx))
 }

@@ -1,0 +1,67 @@
+package artifact
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nixoci/nixoci/spec"
+	"github.com/nixoci/nixoci/target"
+)
+
+// FetchPath reads the artifact of storePath from t, by its tag; a missing
+// tag is an error wrapping errdef.ErrNotFound.
+func FetchPath(ctx context.Context, t target.Target, storePath string) (PathArtifact, error) {
+	art, err := FetchPathByHash(ctx, t, spec.PathTag(storePath))
+	if err != nil {
+		return PathArtifact{}, err
+	}
+	if art.Info.StorePath != storePath {
+		return PathArtifact{}, fmt.Errorf("tag %s holds %s, not %s: %w", spec.PathTag(storePath), art.Info.StorePath, storePath, ErrNotArtifact)
+	}
+	return art, nil
+}
+
+// readManifest reads a manifest whole, bounded and checked against desc.
+func readManifest(rc io.ReadCloser, desc ocispec.Descriptor) ([]byte, error) {
+	defer rc.Close()
+	if desc.Size > target.MaxManifestRead {
+		return nil, fmt.Errorf("manifest %s: %d bytes, over the %d-byte limit", desc.Digest, desc.Size, target.MaxManifestRead)
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, desc.Size+1))
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	if int64(len(data)) != desc.Size || desc.Digest.Verifier() == nil {
+		return nil, fmt.Errorf("manifest %s: got %d bytes, want %d: %w", desc.Digest, len(data), desc.Size, ErrHashMismatch)
+	}
+	v := desc.Digest.Verifier()
+	v.Write(data)
+	if !v.Verified() {
+		return nil, fmt.Errorf("manifest %s: content does not match its digest: %w", desc.Digest, ErrHashMismatch)
+	}
+	return data, nil
+}
+
+// FetchPathByHash reads the artifact of the store path whose hash part is
+// hash (its tag), with one round trip to a registry.
+func FetchPathByHash(ctx context.Context, t target.Target, hash string) (PathArtifact, error) {
+	desc, rc, err := t.FetchReference(ctx, hash)
+	if err != nil {
+		return PathArtifact{}, err
+	}
+	data, err := readManifest(rc, desc)
+	if err != nil {
+		return PathArtifact{}, err
+	}
+	art, err := ParsePathManifest(desc, data)
+	if err != nil {
+		return PathArtifact{}, fmt.Errorf("tag %s: %w", hash, err)
+	}
+	if spec.PathTag(art.Info.StorePath) != hash {
+		return PathArtifact{}, fmt.Errorf("tag %s holds %s: %w", hash, art.Info.StorePath, ErrNotArtifact)
+	}
+	return art, nil
+}

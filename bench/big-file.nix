@@ -1,0 +1,14 @@
+# One store path holding a single 1 GiB file, for peak-memory measurements.
+# Its content is the Go toolchain's binaries repeated: compressible like
+# real binaries, unlike random bytes.
+{ goroot ? "/usr/local/go" }:
+derivation {
+  name = "bench-one-gib-file";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  PATH = "/usr/bin:/bin";
+  args = [ "-c" ''
+    mkdir $out
+    while :; do cat ${goroot}/bin/go ${goroot}/pkg/tool/*/compile ${goroot}/pkg/tool/*/link; done | head -c 1073741824 > $out/blob
+  '' ];
+}

@@ -1,0 +1,19 @@
+# A benchmark closure of real-world content, about 190 MB of NAR: the Go
+# toolchain's binaries, compiled packages and part of its sources, copied
+# from /usr/local/go into four store paths (one referring to the others).
+{ goroot ? "/usr/local/go" }:
+let
+  drv = name: script: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+    PATH = "/usr/bin:/bin";
+  };
+  bin = drv "bench-go-bin" "cp -r ${goroot}/bin $out";
+  pkg = drv "bench-go-pkg" "cp -r ${goroot}/pkg $out";
+  srcStd = drv "bench-go-src-std" "mkdir $out && cp -r ${goroot}/src/runtime ${goroot}/src/crypto ${goroot}/src/internal $out/";
+in drv "bench-go-src-cmd" ''
+  mkdir $out && cp -r ${goroot}/src/cmd $out/
+  echo ${bin} ${pkg} ${srcStd} > $out/toolchain-paths
+''

@@ -1,0 +1,16 @@
+// Package substituter serves the Nix binary-cache HTTP protocol from
+// nixoci artifacts, so that `substituters = http://…` in nix.conf points
+// Nix at an OCI registry or image-layout directory.
+//
+// A narinfo request is answered from one store-path manifest (one registry
+// round trip when not cached), with the stored signatures plus one per
+// signing key of the server. A NAR request streams the blob whose digest
+// is the NAR's FileHash, never recompressed and never buffered whole. A
+// backend that fails is answered with 502/503/504, never 404: Nix caches
+// 404s for an hour.
+//
+// With uploads enabled and credentials configured, `nix copy --to
+// http://…` is translated into the same writes as `nixoci push`: NAR
+// blob, narinfo blob, manifest, tag, with the narinfo PUT as the commit
+// point.
+package substituter

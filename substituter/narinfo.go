@@ -1,0 +1,154 @@
+package substituter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/nixoci/nixoci/artifact"
+)
+
+// pathEntry is a store path as served: its artifact, which backend has
+// it, and the narinfo text with the server's signatures added.
+type pathEntry struct {
+	art     artifact.PathArtifact
+	backend int
+	text    []byte
+}
+
+// narLocation is where a NAR blob is: which backend, and its descriptor.
+type narLocation struct {
+	backend int
+	desc    ocispec.Descriptor
+}
+
+func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
+	m := narinfoPattern.FindStringSubmatch(r.PathValue("file"))
+	if m == nil {
+		// .ls, log/, realisations and anything else: not stored here.
+		http.NotFound(w, r)
+		return
+	}
+	e, err := s.lookup(r.Context(), m[1])
+	if err != nil {
+		s.fail(w, r, "narinfo "+m[1], err)
+		return
+	}
+	if e == nil {
+		http.Error(w, "no such path", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "text/x-nix-narinfo")
+	w.Header().Set("Content-Length", fmt.Sprint(len(e.text)))
+	w.Write(e.text)
+}
+
+// lookup finds the store path with hash part hash: nil if no backend has
+// it. Concurrent lookups of one hash share one backend request.
+func (s *Server) lookup(ctx context.Context, hash string) (*pathEntry, error) {
+	if e, ok := s.narinfos.get(hash); ok {
+		s.metrics.cache("narinfo", true)
+		return e, nil
+	}
+	s.metrics.cache("narinfo", false)
+	v, err, _ := s.flight.Do("narinfo/"+hash, func() (any, error) {
+		// Detached from the first caller: others may wait on the result.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.BackendTimeout)
+		defer cancel()
+		e, err := s.fetchPath(ctx, hash)
+		if err != nil {
+			return nil, err
+		}
+		if e == nil {
+			s.narinfos.put(hash, nil, s.opts.NegativeTTL)
+		} else {
+			s.narinfos.put(hash, e, s.opts.CacheTTL)
+			s.nars.put(e.art.NAR.Digest.Encoded(), narLocation{e.backend, e.art.NAR}, s.opts.CacheTTL)
+		}
+		return e, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*pathEntry), nil
+}
+
+// fetchPath asks the backends in order. "Not found" from all of them is
+// (nil, nil); any other failure, if no backend has the path, is an error.
+func (s *Server) fetchPath(ctx context.Context, hash string) (*pathEntry, error) {
+	var errs []error
+	for i, b := range s.opts.Backends {
+		release, err := s.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		art, err := artifact.FetchPathByHash(ctx, b.Target, hash)
+		release()
+		s.metrics.observeBackend("narinfo", start, err)
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", b.Name, err))
+			continue
+		}
+		info := *art.Info
+		for _, k := range s.opts.SignKeys {
+			if err := info.AddSignature(k); err != nil {
+				return nil, err
+			}
+		}
+		text, err := info.Format()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", b.Name, hash, err)
+		}
+		return &pathEntry{art: art, backend: i, text: text}, nil
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return nil, nil
+}
+
+// locateNAR finds the backend holding the NAR blob with digest hex d: from
+// the narinfos served before, else by asking each backend.
+func (s *Server) locateNAR(ctx context.Context, d digest.Digest) (narLocation, bool, error) {
+	if loc, ok := s.nars.get(d.Encoded()); ok {
+		s.metrics.cache("nar", true)
+		return loc, true, nil
+	}
+	s.metrics.cache("nar", false)
+	ctx, cancel := context.WithTimeout(ctx, s.opts.BackendTimeout)
+	defer cancel()
+	var errs []error
+	for i, b := range s.opts.Backends {
+		release, err := s.acquire(ctx)
+		if err != nil {
+			return narLocation{}, false, err
+		}
+		start := time.Now()
+		desc, err := b.Target.ResolveBlob(ctx, d)
+		release()
+		s.metrics.observeBackend("resolve_blob", start, err)
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", b.Name, err))
+			continue
+		}
+		loc := narLocation{i, desc}
+		s.nars.put(d.Encoded(), loc, s.opts.CacheTTL)
+		return loc, true, nil
+	}
+	return narLocation{}, false, errors.Join(errs...)
+}
+
+func isNotFound(err error) bool { return errors.Is(err, errdef.ErrNotFound) }

@@ -1,0 +1,286 @@
+package substituter
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/codec"
+	"github.com/nixoci/nixoci/nar"
+	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
+)
+
+// UploadOptions enable `nix copy --to http://…` into the first backend.
+type UploadOptions struct {
+	// Credentials maps user names to passwords; clients authenticate with
+	// HTTP Basic (Nix reads them from its netrc-file). Must not be empty.
+	Credentials map[string]string
+	// TempDir holds NARs while they are received; default os.TempDir().
+	TempDir string
+	// MaxNARSize bounds one uploaded NAR file; default 64 GiB.
+	MaxNARSize int64
+}
+
+// ErrNoCredentials: uploads were enabled without any credentials.
+var ErrNoCredentials = errors.New("substituter: uploads need credentials")
+
+// LoadCredentials reads a credentials file: one "user:password" a line,
+// blank lines and lines starting with # ignored. Errors never include the
+// file's content.
+func LoadCredentials(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("credentials file: %w", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o077 != 0 {
+		slog.Warn("credentials file is readable by others; chmod 600 it", "file", path)
+	}
+	creds := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		user, pass, ok := strings.Cut(text, ":")
+		if !ok || user == "" || pass == "" {
+			return nil, fmt.Errorf("credentials file %s: line %d: want user:password", path, line)
+		}
+		creds[user] = pass
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("credentials file %s: %w", path, err)
+	}
+	if len(creds) == 0 {
+		return nil, fmt.Errorf("credentials file %s: %w", path, ErrNoCredentials)
+	}
+	return creds, nil
+}
+
+// uploader turns PUTs into artifact writes.
+type uploader struct {
+	s    *Server
+	opts UploadOptions
+	// received maps FileHash (hex) of NARs received to what they hold,
+	// so the narinfo PUT that follows can be checked without reading the
+	// NAR again.
+	received *lru[receivedNAR]
+}
+
+type receivedNAR struct {
+	narHash  string
+	narSize  uint64
+	fileSize int64
+	comp     spec.Compression
+}
+
+func newUploader(s *Server, opts UploadOptions) (*uploader, error) {
+	if len(opts.Credentials) == 0 {
+		return nil, ErrNoCredentials
+	}
+	if opts.MaxNARSize <= 0 {
+		opts.MaxNARSize = 64 << 30
+	}
+	return &uploader{s: s, opts: opts, received: newLRU[receivedNAR](100000)}, nil
+}
+
+// authorized checks HTTP Basic credentials in constant time.
+func (u *uploader) authorized(r *http.Request) bool {
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return false
+	}
+	good := 0
+	for name, secret := range u.opts.Credentials {
+		good |= subtle.ConstantTimeCompare([]byte(user), []byte(name)) & subtle.ConstantTimeCompare([]byte(pass), []byte(secret))
+	}
+	return good == 1
+}
+
+func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
+	u := s.upload
+	if u == nil {
+		s.metrics.add("nixoci_uploads_total", 1, "kind", "any", "outcome", "disabled")
+		http.Error(w, "uploads are disabled on this server (start it with --upload)", http.StatusForbidden)
+		return
+	}
+	if !u.authorized(r) {
+		s.metrics.add("nixoci_uploads_total", 1, "kind", "any", "outcome", "unauthorized")
+		w.Header().Set("WWW-Authenticate", `Basic realm="nixoci"`)
+		http.Error(w, "credentials required", http.StatusUnauthorized)
+		return
+	}
+	file := r.PathValue("file")
+	var kind string
+	var err error
+	var status int
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/nar/"):
+		kind = "nar"
+		status, err = u.putNAR(r, file)
+	case file == "nix-cache-info":
+		kind = "nix-cache-info"
+		_, err = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
+		status = http.StatusNoContent
+	case narinfoPattern.MatchString(file):
+		kind = "narinfo"
+		status, err = u.putNarInfo(r, narinfoPattern.FindStringSubmatch(file)[1])
+	default:
+		kind, status, err = "other", http.StatusNotFound, errors.New("only nix-cache-info, <hash>.narinfo and nar/<hash>.nar[.xz|.zst] can be uploaded")
+	}
+	if err != nil {
+		s.metrics.add("nixoci_uploads_total", 1, "kind", kind, "outcome", "error")
+		if status >= 500 {
+			s.log.Error("upload failed", "path", r.URL.Path, "status", status, "err", err)
+		} else {
+			s.log.Warn("upload refused", "path", r.URL.Path, "status", status, "err", err)
+		}
+		http.Error(w, err.Error(), status)
+		return
+	}
+	s.metrics.add("nixoci_uploads_total", 1, "kind", kind, "outcome", "ok")
+	w.WriteHeader(status)
+}
+
+// putNAR receives a compressed NAR, checks that it hashes to its name and
+// is a well-formed NAR, and stores it as a blob.
+func (u *uploader) putNAR(r *http.Request, file string) (int, error) {
+	m := narPattern.FindStringSubmatch(file)
+	if m == nil {
+		return http.StatusBadRequest, fmt.Errorf("malformed NAR name %q", file)
+	}
+	comp := map[string]spec.Compression{"": spec.CompressionNone, ".xz": spec.CompressionXz, ".zst": spec.CompressionZstd}[m[2]]
+	tmp, err := os.CreateTemp(u.opts.TempDir, "nixoci-upload-*")
+	if err != nil {
+		return http.StatusInternalServerError, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+
+	fileHash := sha256.New()
+	pr, pw := io.Pipe()
+	type result struct {
+		narHash string
+		size    int64
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		h := sha256.New()
+		n, err := decodeNAR(pr, comp, h)
+		io.Copy(io.Discard, pr) // keep the upload flowing after an error
+		done <- result{"sha256:" + nixbase32.EncodeToString(h.Sum(nil)), n, err}
+	}()
+	body := http.MaxBytesReader(nil, r.Body, u.opts.MaxNARSize)
+	size, err := io.Copy(io.MultiWriter(tmp, fileHash, pw), body)
+	pw.CloseWithError(err)
+	res := <-done
+	if err != nil {
+		return http.StatusBadRequest, fmt.Errorf("receiving %s: %w", file, err)
+	}
+	if got := nixbase32.EncodeToString(fileHash.Sum(nil)); got != m[1] {
+		return http.StatusBadRequest, fmt.Errorf("%s: content hashes to %s: %w", file, got, artifact.ErrHashMismatch)
+	}
+	if res.err != nil {
+		return http.StatusBadRequest, fmt.Errorf("%s: %w", file, res.err)
+	}
+	desc := ocispec.Descriptor{MediaType: comp.MediaType(), Digest: digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(fileHash.Sum(nil))), Size: size}
+	dst := u.s.opts.Backends[0].Target
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return http.StatusInternalServerError, err
+	}
+	if err := dst.Push(r.Context(), desc, tmp); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+		return statusOf(err), fmt.Errorf("storing %s: %w", file, err)
+	}
+	u.received.put(desc.Digest.Encoded(), receivedNAR{res.narHash, uint64(res.size), size, comp}, 24*time.Hour)
+	return http.StatusCreated, nil
+}
+
+// decodeNAR decompresses and strictly parses a NAR, hashing it into h.
+func decodeNAR(r io.Reader, comp spec.Compression, h hash.Hash) (int64, error) {
+	dec, err := codec.NewReader(r, comp)
+	if err != nil {
+		return 0, err
+	}
+	defer dec.Close()
+	return nar.Validate(io.TeeReader(dec, h))
+}
+
+// putNarInfo commits an uploaded store path: its NAR must have been
+// received (or be stored already and check out), then the narinfo blob,
+// manifest and tag are written.
+func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
+	info, err := narinfo.Parse(http.MaxBytesReader(nil, r.Body, narinfo.MaxSize))
+	if err != nil {
+		return http.StatusBadRequest, err
+	}
+	if info.HashPart() != hash {
+		return http.StatusBadRequest, fmt.Errorf("%s.narinfo describes %s", hash, info.StorePath)
+	}
+	comp, err := spec.ParseCompression(info.Compression)
+	if err != nil || info.FileHash == "" {
+		return http.StatusBadRequest, fmt.Errorf("%s: nixoci stores NARs compressed with zstd, xz or none, with a FileHash", info.StorePath)
+	}
+	fileHex, err := narinfo.HashDigestHex(info.FileHash)
+	if err != nil {
+		return http.StatusBadRequest, err
+	}
+	got, ok := u.received.get(fileHex)
+	if !ok {
+		got, err = u.checkStoredNAR(r.Context(), fileHex, comp)
+		if err != nil {
+			return http.StatusBadRequest, fmt.Errorf("%s: NAR %s: %w", info.StorePath, info.URL, err)
+		}
+	}
+	if got.narHash != info.NarHash || got.narSize != info.NarSize || uint64(got.fileSize) != info.FileSize || got.comp != comp {
+		return http.StatusBadRequest, fmt.Errorf("%s: narinfo says NarHash %s, NarSize %d, FileSize %d, %s; the uploaded NAR is %s, %d, %d, %s: %w",
+			info.StorePath, info.NarHash, info.NarSize, info.FileSize, comp, got.narHash, got.narSize, got.fileSize, got.comp, artifact.ErrHashMismatch)
+	}
+	info.URL = spec.NarURL(strings.TrimPrefix(info.FileHash, "sha256:"), comp)
+	if _, err := artifact.StoreArtifact(r.Context(), u.s.opts.Backends[0].Target, info, nil); err != nil {
+		return statusOf(err), err
+	}
+	u.s.narinfos.remove(hash)
+	return http.StatusCreated, nil
+}
+
+// checkStoredNAR reads a NAR blob already in the upload backend (uploaded
+// before a restart, or by someone else) and describes it.
+func (u *uploader) checkStoredNAR(ctx context.Context, fileHex string, comp spec.Compression) (receivedNAR, error) {
+	dst := u.s.opts.Backends[0].Target
+	d := digest.NewDigestFromEncoded(digest.SHA256, fileHex)
+	desc, err := dst.ResolveBlob(ctx, d)
+	if err != nil {
+		return receivedNAR{}, fmt.Errorf("not uploaded: %w", err)
+	}
+	rc, err := dst.Fetch(ctx, desc)
+	if err != nil {
+		return receivedNAR{}, err
+	}
+	defer rc.Close()
+	fh, h := sha256.New(), sha256.New()
+	n, err := decodeNAR(io.TeeReader(rc, fh), comp, h)
+	if err != nil {
+		return receivedNAR{}, err
+	}
+	return receivedNAR{"sha256:" + nixbase32.EncodeToString(h.Sum(nil)), uint64(n), desc.Size, comp}, nil
+}
