@@ -44,12 +44,18 @@ func ReadClosure(ctx context.Context, t target.Target, reference string) (*Closu
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return nil, fmt.Errorf("%s: %w", reference, err)
 	}
-	if probe.ArtifactType != spec.ArtifactTypeClosure {
-		hint := ""
-		if probe.ArtifactType == spec.ArtifactTypePath {
-			hint = " (it is a single store path; closures are tagged by push)"
+	if probe.ArtifactType == spec.ArtifactTypePath {
+		// A single store path reads as a closure of one (without
+		// nix-cache-info), so it can be inspected and pulled too.
+		art, err := ParsePathManifest(desc, data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", reference, err)
 		}
-		return nil, fmt.Errorf("%s: artifactType %q is not a nixoci closure%s: %w", reference, probe.ArtifactType, hint, ErrNotArtifact)
+		return &Closure{Descriptor: desc, Roots: []string{art.Info.StorePath}, PathCount: 1, Parts: 1,
+			Layers: []ocispec.Descriptor{art.NAR, art.NarInfo}}, nil
+	}
+	if probe.ArtifactType != spec.ArtifactTypeClosure {
+		return nil, fmt.Errorf("%s: artifactType %q is not a nixoci closure: %w", reference, probe.ArtifactType, ErrNotArtifact)
 	}
 	if v := probe.Annotations[spec.AnnotationVersion]; v != spec.Version {
 		return nil, fmt.Errorf("%s: format version %q, this nixoci reads %q: %w", reference, v, spec.Version, ErrNotArtifact)

@@ -1,0 +1,406 @@
+package conformance
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nixoci/nixoci/internal/testenv"
+	"github.com/nixoci/nixoci/spec"
+)
+
+// served is a running `nixoci serve`.
+type served struct {
+	URL  string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+}
+
+func (s *served) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.Write(p)
+}
+
+// Logs returns what the server logged so far.
+func (s *served) Logs() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.String()
+}
+
+// startServe runs `nixoci serve` on a free port with extra env entries,
+// waits until it answers, and stops it (SIGTERM, checked to exit 0) at
+// the end of the test.
+func startServe(t *testing.T, env []string, args ...string) *served {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cmd := nixoci(t, append([]string{"serve", "--listen", addr}, args...)...)
+	cmd.Env = append(cmd.Env, env...)
+	s := &served{URL: "http://" + addr, cmd: cmd}
+	cmd.Stdout, cmd.Stderr = s, s
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("nixoci serve did not shut down cleanly on SIGTERM: %v\n%s", err, s.Logs())
+			}
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("nixoci serve ignored SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("nixoci serve logs:\n%s", s.Logs())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(s.URL + "/nix-cache-info")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("nixoci serve exited: %v\n%s", err, s.Logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nixoci serve not ready on %s:\n%s", addr, s.Logs())
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not a readiness assumption
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// realise substitutes root into a fresh store with the real Nix client,
+// through `nix-store --realise` with the server as the only substituter.
+func realise(t *testing.T, url, publicKey, root string) (string, string, error) {
+	t.Helper()
+	store := testenv.NewStoreDir(t)
+	cmd := testenv.Cmd(t, "nix-store", "--store", store, "--realise", root,
+		"--option", "substituters", url, "--option", "trusted-public-keys", publicKey,
+		"--option", "narinfo-cache-negative-ttl", "0", "--option", "narinfo-cache-positive-ttl", "0")
+	_, stderr, err := testenv.RunCmdErr(cmd)
+	return store, stderr, err
+}
+
+// TestServeToNix: the real Nix client substitutes a whole closure through
+// `nixoci serve`, from an image layout and from a real registry, with the
+// serving key trusted; with another key it refuses.
+func TestServeToNix(t *testing.T) {
+	fx := testenv.BuildFixture(t, "serve")
+	pushKey := testenv.GenerateKey(t, "push-1")
+	serveKey := testenv.GenerateKey(t, "serve-1")
+	wrong := testenv.GenerateKey(t, "wrong-1")
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	layout := "oci:" + filepath.Join(t.TempDir(), "l")
+	run(t, "push", "--to", layout+":s", "--sign-key", pushKey.SecretFile, fx.App)
+	run(t, "push", "--to", reg.Ref("nix")+":s", fx.App) // unsigned: serve signs
+
+	for _, from := range []string{layout, reg.Ref("nix")} {
+		t.Run(strings.SplitN(from, ":", 2)[0], func(t *testing.T) {
+			srv := startServe(t, nil, "--from", from, "--sign-key", serveKey.SecretFile)
+			store, stderr, err := realise(t, srv.URL, serveKey.Public, fx.App)
+			if err != nil {
+				t.Fatalf("nix-store --realise through serve: %v\n%s", err, stderr)
+			}
+			for _, p := range fx.Closure {
+				testenv.TreesEqual(t, p, filepath.Join(store, p))
+			}
+			store2 := testenv.NewStoreDir(t)
+			if out, err := testenv.NixCopyFrom(t, srv.URL, store2, serveKey.Public, fx.App); err != nil {
+				t.Fatalf("nix copy --from %s: %v\n%s", srv.URL, err, out)
+			}
+			testenv.TreesEqual(t, fx.App, filepath.Join(store2, fx.App))
+			if _, stderr, err := realise(t, srv.URL, wrong.Public, fx.App); err == nil {
+				t.Errorf("a client trusting only another key accepted the paths")
+			} else if !strings.Contains(stderr, "signature") && !strings.Contains(stderr, "substitute") {
+				t.Logf("refusal: %s", stderr)
+			}
+		})
+	}
+}
+
+// TestServeRegistryAuth: serving from a registry that needs credentials
+// works with them in the docker config, and fails clearly (5xx, not 404)
+// without them.
+func TestServeRegistryAuth(t *testing.T) {
+	fx := testenv.BuildFixture(t, "serveauth")
+	key := testenv.GenerateKey(t, "serveauth-1")
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{User: "puller", Password: "pull-pw-1"})
+	good := "DOCKER_CONFIG=" + testenv.DockerConfig(t, reg.Addr, "puller", "pull-pw-1")
+	push := nixoci(t, "push", "--to", reg.Ref("private")+":s", "--sign-key", key.SecretFile, fx.App)
+	push.Env = append(push.Env, good)
+	testenv.RunCmd(t, push)
+
+	srv := startServe(t, []string{good}, "--from", reg.Ref("private"))
+	if _, stderr, err := realise(t, srv.URL, key.Public, fx.App); err != nil {
+		t.Fatalf("realise with credentials: %v\n%s", err, stderr)
+	}
+
+	anon := startServe(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, "--from", reg.Ref("private"))
+	code, body := httpGet(t, anon.URL+"/"+spec.PathTag(fx.App)+".narinfo")
+	if code < 500 {
+		t.Errorf("narinfo without registry credentials: %d %q, want 5xx", code, body)
+	}
+	if code, _ := httpGet(t, anon.URL+"/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("healthz without credentials: %d, want 503", code)
+	}
+	if !strings.Contains(anon.Logs(), "refused authentication") {
+		t.Errorf("server log does not say authentication was refused:\n%s", anon.Logs())
+	}
+	if strings.Contains(srv.Logs()+anon.Logs(), "pull-pw-1") {
+		t.Error("a registry password appears in the server logs")
+	}
+}
+
+// TestServeUpload: `nix copy --to http://…` with a netrc stores paths as
+// artifacts that inspect, oras and another client see; without
+// credentials every upload is refused and nothing is tagged.
+func TestServeUpload(t *testing.T) {
+	fx := testenv.BuildFixture(t, "upload")
+	key := testenv.GenerateKey(t, "upload-1")
+	layoutDir := filepath.Join(t.TempDir(), "l")
+	creds := filepath.Join(t.TempDir(), "creds")
+	os.WriteFile(creds, []byte("# uploaders\nci:up-pw-7\n"), 0o600)
+
+	// Refused without --credentials at all.
+	if stderr, code := runFail(t, "serve", "--from", "oci:"+layoutDir, "--upload"); code != 2 || !strings.Contains(stderr, "--credentials") {
+		t.Errorf("serve --upload without credentials: exit %d: %s", code, stderr)
+	}
+
+	srv := startServe(t, nil, "--from", "oci:"+layoutDir, "--upload", "--credentials", creds)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	hostOnly, _, _ := strings.Cut(host, ":")
+	netrc := func(pw string) string {
+		f := filepath.Join(t.TempDir(), "netrc")
+		os.WriteFile(f, []byte(fmt.Sprintf("machine %s login ci password %s\n", hostOnly, pw)), 0o600)
+		return f
+	}
+	nixCopyTo := func(netrcFile string) (string, error) {
+		args := []string{"copy", "--to", srv.URL + "/?secret-key=" + key.SecretFile, fx.App}
+		if netrcFile != "" {
+			args = append(args, "--option", "netrc-file", netrcFile)
+		}
+		cmd := testenv.Cmd(t, "nix", args...)
+		stdout, stderr, err := testenv.RunCmdErr(cmd)
+		return stdout + stderr, err
+	}
+	for _, tc := range []struct{ name, netrc string }{{"no credentials", ""}, {"wrong password", netrc("nope")}} {
+		if out, err := nixCopyTo(tc.netrc); err == nil {
+			t.Fatalf("%s: nix copy --to succeeded:\n%s", tc.name, out)
+		}
+		if tags := layoutTags(t, layoutDir); len(tags) != 0 {
+			t.Fatalf("%s: tags after a refused upload: %v", tc.name, tags)
+		}
+	}
+	if out, err := nixCopyTo(netrc("up-pw-7")); err != nil {
+		t.Fatalf("nix copy --to with credentials: %v\n%s", err, out)
+	}
+	tags := layoutTags(t, layoutDir)
+	for _, p := range fx.Closure {
+		if !contains(tags, spec.PathTag(p)) {
+			t.Errorf("uploaded path %s is not tagged (tags %v)", p, tags)
+		}
+	}
+	manifest := oras(t, "manifest", "fetch", "--oci-layout", layoutDir+":"+spec.PathTag(fx.App))
+	mustContain(t, "uploaded manifest", manifest, spec.ArtifactTypePath, fx.App)
+	inspect := run(t, "inspect", "oci:"+layoutDir+":"+spec.PathTag(fx.App))
+	mustContain(t, "inspect of an uploaded path", inspect, fx.App, "upload-1")
+
+	// Another client substitutes what was uploaded.
+	reader := startServe(t, nil, "--from", "oci:"+layoutDir)
+	store, stderr, err := realise(t, reader.URL, key.Public, fx.App)
+	if err != nil {
+		t.Fatalf("substituting uploaded paths: %v\n%s", err, stderr)
+	}
+	testenv.TreesEqual(t, fx.App, filepath.Join(store, fx.App))
+	if strings.Contains(srv.Logs(), "up-pw-7") {
+		t.Error("the upload password appears in the server logs")
+	}
+}
+
+// TestServeRegistryRestart: while the registry is down, requests answer
+// 5xx (never 404); after it is back they succeed without restarting serve.
+func TestServeRegistryRestart(t *testing.T) {
+	fx := testenv.BuildFixture(t, "restart")
+	key := testenv.GenerateKey(t, "restart-1")
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	run(t, "push", "--to", reg.Ref("r")+":s", "--sign-key", key.SecretFile, fx.App)
+	srv := startServe(t, nil, "--from", reg.Ref("r"), "--cache-ttl", "1ms", "--backend-timeout", "5s")
+	narinfoURL := srv.URL + "/" + spec.PathTag(fx.App) + ".narinfo"
+	code, body := httpGet(t, narinfoURL)
+	if code != 200 {
+		t.Fatalf("narinfo: %d", code)
+	}
+	var narURL string
+	for _, l := range strings.Split(body, "\n") {
+		if u, ok := strings.CutPrefix(l, "URL: "); ok {
+			narURL = srv.URL + "/" + u
+		}
+	}
+
+	reg.Stop()
+	for _, u := range []string{narinfoURL, srv.URL + "/" + spec.PathTag(fx.Data) + ".narinfo", narURL} {
+		code, body := httpGet(t, u)
+		if code < 500 {
+			t.Errorf("registry down: GET %s = %d %q, want 5xx", u, code, body)
+		}
+	}
+	if code, _ := httpGet(t, srv.URL+"/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("healthz with the registry down: %d, want 503", code)
+	}
+
+	reg.Start()
+	if code, _ := httpGet(t, narinfoURL); code != 200 {
+		t.Errorf("after restart: narinfo %d", code)
+	}
+	if code, _ := httpGet(t, narURL); code != 200 {
+		t.Errorf("after restart: NAR %d", code)
+	}
+	if _, stderr, err := realise(t, srv.URL, key.Public, fx.App); err != nil {
+		t.Errorf("realise after restart: %v\n%s", err, stderr)
+	}
+}
+
+// TestServeCorruptNAR: a NAR blob corrupted in the backend makes the
+// client fail (its hash check or the truncated transfer), and the server
+// logs the digest.
+func TestServeCorruptNAR(t *testing.T) {
+	fx := testenv.BuildFixture(t, "servecorrupt")
+	key := testenv.GenerateKey(t, "corrupt-1")
+	layoutDir := filepath.Join(t.TempDir(), "l")
+	run(t, "push", "--to", "oci:"+layoutDir+":s", "--sign-key", key.SecretFile, fx.App)
+	srv := startServe(t, nil, "--from", "oci:"+layoutDir)
+	_, body := httpGet(t, srv.URL+"/"+spec.PathTag(fx.Busybox)+".narinfo")
+	var fileHash string
+	for _, l := range strings.Split(body, "\n") {
+		if h, ok := strings.CutPrefix(l, "FileHash: sha256:"); ok {
+			fileHash = h
+		}
+	}
+	blob := findBlobByNix32(t, layoutDir, fileHash)
+	os.Chmod(blob, 0o644)
+	data, _ := os.ReadFile(blob)
+	data[len(data)/3] ^= 0x55
+	os.WriteFile(blob, data, 0o644)
+
+	if _, stderr, err := realise(t, srv.URL, key.Public, fx.App); err == nil {
+		t.Fatal("nix-store --realise accepted a corrupt NAR")
+	} else {
+		t.Logf("client refused:\n%s", stderr)
+	}
+	if !strings.Contains(srv.Logs(), "corrupt blob") || !strings.Contains(srv.Logs(), filepath.Base(blob)) {
+		t.Errorf("server log does not name the corrupt blob sha256:%s:\n%s", filepath.Base(blob), srv.Logs())
+	}
+}
+
+// TestServeHostileRequests: malformed names, traversal and huge headers
+// are refused quickly, without touching the backend.
+func TestServeHostileRequests(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	srv := startServe(t, nil, "--from", reg.Ref("empty"))
+	backendCalls := func() string {
+		_, m := httpGet(t, srv.URL+"/metrics")
+		var lines []string
+		for _, l := range strings.Split(m, "\n") {
+			if strings.HasPrefix(l, "nixoci_backend_requests_total") {
+				lines = append(lines, l)
+			}
+		}
+		return strings.Join(lines, "\n")
+	}
+	before := backendCalls()
+	for _, tc := range []struct {
+		path string
+		want []int
+	}{
+		{"/short.narinfo", []int{404}},
+		{"/" + strings.Repeat("e", 32) + ".narinfo", []int{404}}, // 'e' is not nix-base32
+		{"/nar/xyz.nar.xz", []int{400}},
+		{"/nar/" + strings.Repeat("0", 52) + ".nar.gz", []int{400}},
+		{"/nar/../../etc/passwd", []int{400, 404}},
+		{"/nar/%2e%2e/%2e%2e/etc/passwd", []int{400}},
+		{"/%2e%2e%2fetc%2fpasswd", []int{400}},
+		{"/nar//etc/passwd", []int{400}},
+		{"/" + strings.Repeat("a", 10000), []int{404}},
+	} {
+		req, _ := http.NewRequest("GET", srv.URL+tc.path, nil)
+		req.URL.Opaque = tc.path // send the path exactly as written
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", tc.path, err)
+		}
+		resp.Body.Close()
+		if !containsInt(tc.want, resp.StatusCode) {
+			t.Errorf("GET %s = %d, want %v", tc.path, resp.StatusCode, tc.want)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("GET %s took %v", tc.path, d)
+		}
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/nix-cache-info", nil)
+	req.Header.Set("X-Huge", strings.Repeat("x", 1<<20))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("1 MiB header: %d, want 431", resp.StatusCode)
+		}
+		resp.Body.Close()
+	}
+	if after := backendCalls(); after != before {
+		t.Errorf("hostile requests reached the backend:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func containsInt(list []int, n int) bool {
+	for _, x := range list {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
+// findBlobByNix32 returns the layout file of the blob whose sha256 is
+// given in nix-base32 (a narinfo FileHash).
+func findBlobByNix32(t *testing.T, layoutDir, nix32 string) string {
+	t.Helper()
+	raw, err := nixbase32.DecodeString(nix32)
+	if err != nil {
+		t.Fatalf("FileHash %q: %v", nix32, err)
+	}
+	return filepath.Join(layoutDir, "blobs", "sha256", hex.EncodeToString(raw))
+}
