@@ -54,6 +54,9 @@ func OpenBinaryCache(rawURL string, client *http.Client) (*BinaryCache, error) {
 		if u.Path == "" {
 			return nil, fmt.Errorf("binary cache %q: file URL without a directory", rawURL)
 		}
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("binary cache %q: file URLs name a local directory: write file:///%s%s", rawURL, u.Host, u.Path)
+		}
 	case "http", "https":
 	default:
 		return nil, fmt.Errorf("binary cache %q: want a file://, http:// or https:// URL", rawURL)
@@ -218,8 +221,12 @@ func (c *BinaryCache) readNAR(raw io.Reader, comp spec.Compression, h io.Writer)
 	}
 	// Decompressed bytes after the archive are not part of the NAR.
 	var extra [1]byte
-	if k, _ := io.ReadFull(dec, extra[:]); k > 0 {
+	k, err := io.ReadFull(dec, extra[:])
+	switch {
+	case k > 0:
 		return n, fmt.Errorf("data after the end of the NAR")
+	case err != io.EOF:
+		return n, fmt.Errorf("after the NAR: %w", err)
 	}
 	return n, nil
 }

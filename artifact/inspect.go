@@ -55,7 +55,10 @@ func Inspect(ctx context.Context, t target.Target, reference string, jobs int) (
 	}
 	paths := make([]PathSummary, len(narinfos))
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(jobs, 8))
+	if jobs <= 0 {
+		jobs = 8
+	}
+	g.SetLimit(jobs)
 	for i, d := range narinfos {
 		g.Go(func() error {
 			info, err := fetchNarInfo(gctx, t, d)

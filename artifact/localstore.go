@@ -57,35 +57,50 @@ func (s *LocalStore) storeDir() string {
 func (s *LocalStore) String() string { return "local store " + s.storeDir() }
 
 // ResolveRoot turns an argument (a store path, a path inside one, or a
-// symlink such as ./result pointing into the store) into a store path.
+// path through symlinks such as ./result or ./result/bin/app) into a store
+// path. Symlinks are followed one component at a time until the path is
+// inside the store; the store path itself is not followed, since a store
+// path may be a symlink.
 func (s *LocalStore) ResolveRoot(arg string) (string, error) {
 	dir := s.storeDir()
 	p, err := filepath.Abs(arg)
 	if err != nil {
 		return "", err
 	}
-	for range 40 {
-		if rest, ok := strings.CutPrefix(p, dir+"/"); ok && rest != "" {
-			name, _, _ := strings.Cut(rest, "/")
+	rest := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	cur := "/"
+	for links := 0; ; {
+		if tail, ok := strings.CutPrefix(cur, dir+"/"); ok && tail != "" {
+			name, _, _ := strings.Cut(tail, "/")
 			return dir + "/" + name, nil
 		}
-		fi, err := os.Lstat(p)
+		if len(rest) == 0 {
+			return "", fmt.Errorf("%s: %w (%s)", arg, ErrNotInStore, dir)
+		}
+		next := filepath.Join(cur, rest[0])
+		rest = rest[1:]
+		fi, err := os.Lstat(next)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", arg, err)
 		}
 		if fi.Mode()&os.ModeSymlink == 0 {
-			return "", fmt.Errorf("%s: %w (%s)", arg, ErrNotInStore, dir)
+			cur = next
+			continue
 		}
-		target, err := os.Readlink(p)
+		if links++; links > 40 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", arg)
+		}
+		target, err := os.Readlink(next)
 		if err != nil {
 			return "", err
 		}
 		if !filepath.IsAbs(target) {
-			target = filepath.Join(filepath.Dir(p), target)
+			target = filepath.Join(cur, target)
 		}
-		p = filepath.Clean(target)
+		// Resolve the link target from the root, then what followed it.
+		rest = append(strings.Split(strings.TrimPrefix(filepath.Clean(target), "/"), "/"), rest...)
+		cur = "/"
 	}
-	return "", fmt.Errorf("%s: too many levels of symbolic links", arg)
 }
 
 // Closure returns the metadata of every path in the closure of roots.

@@ -3,7 +3,7 @@ package artifact
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -88,12 +88,25 @@ func pathAnnotations(info *narinfo.NarInfo) map[string]string {
 // NewPathArtifact builds the artifact of info, whose FileHash, FileSize,
 // Compression and URL already describe its compressed NAR. It returns the
 // manifest and narinfo bytes to store along with the NAR blob.
-func NewPathArtifact(info *narinfo.NarInfo) (art PathArtifact, manifest, narinfoData []byte, err error) {
+func NewPathArtifact(in *narinfo.NarInfo) (art PathArtifact, manifest, narinfoData []byte, err error) {
+	// The narinfo blob and the annotations must say the same thing:
+	// normalise hashes to sha256:<nix32> and sort references (as Nix
+	// writes them) before writing either.
+	info := *in
+	info.References = sortedCopy(in.References)
+	for _, h := range []*string{&info.NarHash, &info.FileHash} {
+		if *h == "" {
+			continue
+		}
+		if *h, err = narinfo.NormaliseHash(*h); err != nil {
+			return PathArtifact{}, nil, nil, fmt.Errorf("%s: %w", info.StorePath, err)
+		}
+	}
 	narinfoData, err = info.Format()
 	if err != nil {
 		return PathArtifact{}, nil, nil, fmt.Errorf("%s: %w", info.StorePath, err)
 	}
-	narDesc, err := narDescriptor(info)
+	narDesc, err := narDescriptor(&info)
 	if err != nil {
 		return PathArtifact{}, nil, nil, err
 	}
@@ -104,12 +117,12 @@ func NewPathArtifact(info *narinfo.NarInfo) (art PathArtifact, manifest, narinfo
 		ArtifactType: spec.ArtifactTypePath,
 		Config:       emptyConfig,
 		Layers:       []ocispec.Descriptor{narDesc, niDesc},
-		Annotations:  pathAnnotations(info),
+		Annotations:  pathAnnotations(&info),
 	})
 	if err != nil {
 		return PathArtifact{}, nil, nil, err
 	}
-	return PathArtifact{Info: info, NAR: narDesc, NarInfo: niDesc, Manifest: mdesc}, manifest, narinfoData, nil
+	return PathArtifact{Info: &info, NAR: narDesc, NarInfo: niDesc, Manifest: mdesc}, manifest, narinfoData, nil
 }
 
 func marshalManifest(m ocispec.Manifest) ([]byte, ocispec.Descriptor, error) {
@@ -140,21 +153,17 @@ func ParsePathManifest(desc ocispec.Descriptor, data []byte) (PathArtifact, erro
 	if v := a[spec.AnnotationVersion]; v != spec.Version {
 		return PathArtifact{}, fmt.Errorf("manifest %s: format version %q, this nixoci reads %q: %w", desc.Digest, v, spec.Version, ErrNotArtifact)
 	}
-	var narDesc, niDesc ocispec.Descriptor
-	var comp spec.Compression
-	for _, l := range m.Layers {
-		if c, ok := spec.CompressionOfMediaType(l.MediaType); ok {
-			narDesc, comp = l, c
-		} else if l.MediaType == spec.MediaTypeNarInfo {
-			niDesc = l
-		}
+	if len(m.Layers) != 2 {
+		return PathArtifact{}, fmt.Errorf("manifest %s: %d layers, want a NAR and a narinfo: %w", desc.Digest, len(m.Layers), ErrNotArtifact)
 	}
-	if narDesc.Digest == "" || niDesc.Digest == "" {
-		return PathArtifact{}, fmt.Errorf("manifest %s: missing NAR or narinfo layer: %w", desc.Digest, ErrNotArtifact)
+	narDesc, niDesc := m.Layers[0], m.Layers[1]
+	comp, ok := spec.CompressionOfMediaType(narDesc.MediaType)
+	if !ok || niDesc.MediaType != spec.MediaTypeNarInfo {
+		return PathArtifact{}, fmt.Errorf("manifest %s: layers %s, %s; want a NAR and a narinfo: %w", desc.Digest, narDesc.MediaType, niDesc.MediaType, ErrNotArtifact)
 	}
 	narSize, err := strconv.ParseUint(a[spec.AnnotationNarSize], 10, 64)
 	if err != nil {
-		return PathArtifact{}, fmt.Errorf("manifest %s: %s: %w", desc.Digest, spec.AnnotationNarSize, err)
+		return PathArtifact{}, fmt.Errorf("manifest %s: %s: %w: %w", desc.Digest, spec.AnnotationNarSize, ErrNotArtifact, err)
 	}
 	fileHash, err := narinfo.HashFromHex(narDesc.Digest.Encoded())
 	if err != nil {
@@ -178,7 +187,7 @@ func ParsePathManifest(desc ocispec.Descriptor, data []byte) (PathArtifact, erro
 		info.References = []string{}
 	}
 	if err := info.Validate(); err != nil {
-		return PathArtifact{}, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		return PathArtifact{}, fmt.Errorf("manifest %s: %w: %w", desc.Digest, ErrNotArtifact, err)
 	}
 	if info.URL != spec.NarURL(strings.TrimPrefix(fileHash, "sha256:"), comp) {
 		return PathArtifact{}, fmt.Errorf("manifest %s: NAR title %q does not match its digest: %w", desc.Digest, info.URL, ErrNotArtifact)
@@ -191,7 +200,7 @@ func ParsePathManifest(desc ocispec.Descriptor, data []byte) (PathArtifact, erro
 }
 
 func sortedCopy(s []string) []string {
-	c := append([]string(nil), s...)
-	sort.Strings(c)
+	c := slices.Clone(s)
+	slices.Sort(c)
 	return c
 }

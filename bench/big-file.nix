@@ -9,6 +9,7 @@ derivation {
   PATH = "/usr/bin:/bin";
   args = [ "-c" ''
     mkdir $out
-    while :; do cat ${goroot}/bin/go ${goroot}/pkg/tool/*/compile ${goroot}/pkg/tool/*/link; done | head -c 1073741824 > $out/blob
+    # The loop ends when head has enough and cat fails writing to the pipe.
+    while cat ${goroot}/bin/go ${goroot}/pkg/tool/*/compile ${goroot}/pkg/tool/*/link; do :; done | head -c 1073741824 > $out/blob
   '' ];
 }

@@ -42,8 +42,11 @@ var (
 	_ BatchTagger               = (*Layout)(nil)
 )
 
-// layoutIndex is a parsed index.json and the file identity it came from.
+// layoutIndex is a parsed index.json and the file it came from. The file
+// stays open so that its inode cannot be reused by a later index.json
+// while this parse is cached (inode, size and mtime then identify it).
 type layoutIndex struct {
+	file *os.File
 	stat fs.FileInfo
 	tags map[string]ocispec.Descriptor
 	all  []ocispec.Descriptor
@@ -85,15 +88,45 @@ func initLayout(dir string) error {
 	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(dir, indexFile)); errors.Is(err, fs.ErrNotExist) {
-		empty, _ := json.Marshal(newIndex(nil))
-		if err := writeFileAtomic(dir, indexFile, empty); err != nil {
-			return err
-		}
+	// Several processes may create the same layout at once: each file is
+	// created only if missing, never replaced (another writer may already
+	// hold the lock on oci-layout or have tagged into index.json).
+	empty, _ := json.Marshal(newIndex(nil))
+	if err := createFileOnce(dir, indexFile, empty); err != nil {
+		return err
 	}
 	layout, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
 	// oci-layout last: its presence is what marks the directory complete.
-	return writeFileAtomic(dir, layoutFile, layout)
+	return createFileOnce(dir, layoutFile, layout)
+}
+
+// createFileOnce writes name in dir unless it exists: the content goes to
+// a temporary file that is then hard-linked into place, which fails
+// harmlessly if another process got there first.
+func createFileOnce(dir, name string, data []byte) error {
+	f, err := os.CreateTemp(dir, "."+name+".new-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Link(tmp, filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
 }
 
 func newIndex(manifests []ocispec.Descriptor) ocispec.Index {
@@ -229,7 +262,9 @@ func (l *Layout) TagMany(ctx context.Context, tags []Tagged) error {
 		return err
 	}
 	defer unlock()
-	idx, err := l.loadIndex()
+	// Under the lock, always read the file afresh: the cache is for
+	// readers, and a writer must start from the latest index.
+	idx, err := l.readIndex()
 	if err != nil {
 		return err
 	}
@@ -286,36 +321,47 @@ func (l *Layout) Tags(ctx context.Context, last string, fn func(tags []string) e
 // loadIndex returns index.json, parsing it again only when the file
 // changed since the last call (it is replaced by rename on every write).
 func (l *Layout) loadIndex() (*layoutIndex, error) {
-	path := filepath.Join(l.dir, indexFile)
+	st, err := os.Stat(filepath.Join(l.dir, indexFile))
+	if err != nil {
+		return nil, fmt.Errorf("oci:%s: %w", l.dir, err)
+	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	st, err := os.Stat(path)
+	cached := l.index
+	l.mu.Unlock()
+	if cached != nil && sameFile(cached.stat, st) {
+		return cached, nil
+	}
+	return l.readIndex()
+}
+
+// readIndex parses index.json and caches the result.
+func (l *Layout) readIndex() (*layoutIndex, error) {
+	f, err := os.Open(filepath.Join(l.dir, indexFile))
 	if err != nil {
 		return nil, fmt.Errorf("oci:%s: %w", l.dir, err)
 	}
-	if l.index != nil && sameFile(l.index.stat, st) {
-		return l.index, nil
-	}
-	f, err := os.Open(path)
+	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("oci:%s: %w", l.dir, err)
-	}
-	defer f.Close()
-	st, err = f.Stat()
-	if err != nil {
+		f.Close()
 		return nil, err
 	}
 	var index ocispec.Index
 	if err := json.NewDecoder(f).Decode(&index); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("oci:%s: %s is corrupt: %w", l.dir, indexFile, err)
 	}
-	idx := &layoutIndex{stat: st, tags: make(map[string]ocispec.Descriptor, len(index.Manifests)), all: index.Manifests}
+	idx := &layoutIndex{file: f, stat: st, tags: make(map[string]ocispec.Descriptor, len(index.Manifests)), all: index.Manifests}
 	for _, d := range index.Manifests {
 		if name, ok := d.Annotations[ocispec.AnnotationRefName]; ok {
 			idx.tags[name] = d
 		}
 	}
+	l.mu.Lock()
+	if old := l.index; old != nil {
+		old.file.Close()
+	}
 	l.index = idx
+	l.mu.Unlock()
 	return idx, nil
 }
 

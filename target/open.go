@@ -99,7 +99,7 @@ func IsLoopback(hostport string) bool {
 		host = h
 	}
 	host = strings.Trim(host, "[]")
-	if host == "localhost" {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

@@ -34,13 +34,12 @@ func ParseRef(s string) (Ref, error) {
 	if dir, ok := strings.CutPrefix(s, LayoutPrefix); ok {
 		return parseLayoutRef(s, dir)
 	}
+	if strings.HasPrefix(s, "/") || strings.HasPrefix(s, ".") || strings.HasPrefix(s, "~") {
+		return Ref{}, fmt.Errorf("invalid target %q: for a directory, write oci:%s", s, s)
+	}
 	r, err := registry.ParseReference(s)
 	if err != nil {
-		hint := ""
-		if strings.HasPrefix(s, "/") || strings.HasPrefix(s, ".") {
-			hint = fmt.Sprintf(" (for a directory, write oci:%s)", s)
-		}
-		return Ref{}, fmt.Errorf("invalid target %q: want oci:DIR[:TAG] or HOST[:PORT]/REPO[:TAG]%s: %w", s, hint, err)
+		return Ref{}, fmt.Errorf("invalid target %q: want oci:DIR[:TAG] or HOST[:PORT]/REPO[:TAG]: %w", s, err)
 	}
 	return Ref{Registry: r.Registry, Repository: r.Repository, Reference: r.Reference}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
+	"github.com/nixoci/nixoci/target"
 )
 
 const pushHelp = `
@@ -54,9 +55,15 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true)
-	if err != nil {
-		return err
+	if *fromCache != "" && isSet(fs, "compression") {
+		return fmt.Errorf("%w: --compression does not apply to --from-cache (NARs are stored as the cache has them)", errUsage)
+	}
+	// Every check before opening the target: opening creates a layout.
+	var ref target.Ref
+	if *to != "" {
+		if ref, err = target.ParseRef(*to); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
 	}
 	if ref.Reference != "" {
 		if *tag != "" && *tag != ref.Reference {
@@ -77,15 +84,16 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	var src artifact.Source
 	if *fromCache != "" {
-		if *compression != string(spec.DefaultCompression) {
-			return fmt.Errorf("%w: --compression does not apply to --from-cache (NARs are stored as the cache has them)", errUsage)
-		}
 		src, err = artifact.OpenBinaryCache(*fromCache, http.DefaultClient)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 	} else {
 		src = &artifact.LocalStore{Compression: comp}
+	}
+	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true)
+	if err != nil {
+		return err
 	}
 
 	stop := showProgress(stderr, "pushing", opts.Progress)

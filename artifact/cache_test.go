@@ -1,0 +1,390 @@
+package artifact_test
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
+)
+
+var _ artifact.Source = (*artifact.BinaryCache)(nil)
+
+// closureCache is a cache holding app -> lib -> base, app -> data and
+// app -> twin, where twin has the same NAR as data, and an unrelated path.
+// The NARs use every compression nixoci stores.
+func closureCache(t testing.TB) *testCache {
+	t.Helper()
+	c := newTestCache(t)
+	c.add("base", "base", spec.CompressionZstd, "base") // self reference
+	c.add("lib", "library", spec.CompressionXz, "base")
+	c.add("data", "data", spec.CompressionNone)
+	c.add("twin", "data", spec.CompressionNone)
+	c.add("app", "application", spec.CompressionZstd, "lib", "data", "twin", "base")
+	c.add("unrelated", "unrelated", spec.CompressionZstd)
+	return c
+}
+
+func openCache(t testing.TB, url string, client *http.Client) *artifact.BinaryCache {
+	t.Helper()
+	bc, err := artifact.OpenBinaryCache(url, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bc
+}
+
+func formatted(t testing.TB, info *narinfo.NarInfo) string {
+	t.Helper()
+	b, err := info.Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// checkClosure compares a closure with the cache's narinfos of names.
+func checkClosure(t *testing.T, c *testCache, got []*narinfo.NarInfo, names ...string) {
+	t.Helper()
+	var gotPaths, wantPaths []string
+	for _, info := range got {
+		gotPaths = append(gotPaths, info.StorePath)
+		if want, ok := c.infos[info.StorePath]; !ok {
+			t.Errorf("closure has %s, which is not in the cache", info.StorePath)
+		} else if g, w := formatted(t, info), formatted(t, want); g != w {
+			t.Errorf("%s: narinfo\n%s\nwant\n%s", info.StorePath, g, w)
+		}
+	}
+	for _, n := range names {
+		wantPaths = append(wantPaths, storePath(n))
+	}
+	slices.Sort(gotPaths)
+	slices.Sort(wantPaths)
+	if !slices.Equal(gotPaths, wantPaths) {
+		t.Errorf("closure = %v, want %v", gotPaths, wantPaths)
+	}
+}
+
+func TestBinaryCacheClosure(t *testing.T) {
+	c := closureCache(t)
+	ctx := t.Context()
+	for _, jobs := range []int{0, 1} {
+		bc := openCache(t, c.url(), nil)
+		bc.Jobs = jobs
+		got, err := bc.Closure(ctx, []string{storePath("app")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkClosure(t, c, got, "app", "lib", "base", "data", "twin")
+
+		got, err = bc.Closure(ctx, []string{storePath("lib"), storePath("data")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkClosure(t, c, got, "lib", "base", "data")
+	}
+}
+
+func TestBinaryCacheClosureErrors(t *testing.T) {
+	c := closureCache(t)
+	ctx := t.Context()
+
+	// A reference the cache does not have.
+	c.add("broken", "broken", spec.CompressionZstd, "ghost")
+	_, err := openCache(t, c.url(), nil).Closure(ctx, []string{storePath("broken")})
+	if !errors.Is(err, artifact.ErrNotInCache) {
+		t.Errorf("missing reference: error = %v, want ErrNotInCache", err)
+	} else if !strings.Contains(err.Error(), storePath("ghost")) {
+		t.Errorf("missing reference: error %q does not name %s", err, storePath("ghost"))
+	}
+
+	// A narinfo describing another path than its name says.
+	impostor := *c.infos[storePath("lib")]
+	data, _ := impostor.Format()
+	c.write(spec.PathTag(storePath("impostor"))+".narinfo", data)
+	if _, err := openCache(t, c.url(), nil).Closure(ctx, []string{storePath("impostor")}); err == nil || !strings.Contains(err.Error(), "describes") {
+		t.Errorf("narinfo for another path: error = %v", err)
+	}
+
+	// A narinfo without FileHash cannot be stored unchanged.
+	nofh := *c.infos[storePath("unrelated")]
+	nofh.FileHash, nofh.FileSize = "", 0
+	c.writeInfo(&nofh)
+	if _, err := openCache(t, c.url(), nil).Closure(ctx, []string{nofh.StorePath}); err == nil || !strings.Contains(err.Error(), "FileHash") {
+		t.Errorf("narinfo without FileHash: error = %v", err)
+	}
+
+	// A narinfo that does not parse.
+	c.write(spec.PathTag(storePath("garbled"))+".narinfo", []byte("StorePath: nonsense\n"))
+	if _, err := openCache(t, c.url(), nil).Closure(ctx, []string{storePath("garbled")}); err == nil || errors.Is(err, artifact.ErrNotInCache) {
+		t.Errorf("garbled narinfo: error = %v, want a parse error", err)
+	}
+}
+
+func TestBinaryCacheWriteNAR(t *testing.T) {
+	c := closureCache(t)
+	bc := openCache(t, c.url(), nil)
+	for _, name := range []string{"app", "lib", "data", "base"} {
+		info := c.infos[storePath(name)]
+		var out bytes.Buffer
+		comp, err := bc.WriteNAR(t.Context(), info, &out)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if string(comp) != info.Compression {
+			t.Errorf("%s: compression %q, want %q", name, comp, info.Compression)
+		}
+		file, err := os.ReadFile(filepath.Join(c.dir, info.URL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes(), file) {
+			t.Errorf("%s: WriteNAR wrote %d bytes that are not the cache's %d-byte file", name, out.Len(), len(file))
+		}
+	}
+}
+
+// badNAR is a cache entry whose narinfo is consistent with its file
+// (FileHash and FileSize match) but whose content is wrong in some way.
+func TestBinaryCacheWriteNARRejects(t *testing.T) {
+	c := closureCache(t)
+	good := c.infos[storePath("app")]
+	goodFile, err := os.ReadFile(filepath.Join(c.dir, good.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nar := makeNAR(t, "application")
+	// A copy of the good file outside the cache directory, which a URL
+	// escaping the directory would reach.
+	if err := os.WriteFile(filepath.Join(filepath.Dir(c.dir), "escaped.nar.zst"), goodFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	edited := func(edit func(*narinfo.NarInfo)) *narinfo.NarInfo {
+		info := *good
+		edit(&info)
+		return &info
+	}
+	// withFile stores file under a fresh URL and returns a narinfo whose
+	// FileHash/FileSize describe it, with NarHash/NarSize of nar.
+	withFile := func(name string, file []byte, comp spec.Compression) *narinfo.NarInfo {
+		return c.addFile(name, nar, file, comp)
+	}
+	appended := append(bytes.Clone(goodFile), []byte("trailing garbage")...)
+
+	tests := []struct {
+		name string
+		info *narinfo.NarInfo
+		want error  // sentinel the error must wrap, or nil
+		msg  string // substring of the error, or ""
+	}{
+		{"FileHash mismatch", edited(func(n *narinfo.NarInfo) { n.FileHash = "sha256:" + nix32([]byte("other")) }), artifact.ErrHashMismatch, "FileHash"},
+		{"NarHash mismatch", edited(func(n *narinfo.NarInfo) { n.NarHash = "sha256:" + nix32([]byte("other")) }), artifact.ErrHashMismatch, ""},
+		{"NarSize mismatch", edited(func(n *narinfo.NarInfo) { n.NarSize++ }), artifact.ErrHashMismatch, ""},
+		{"URL leaving the cache", edited(func(n *narinfo.NarInfo) { n.URL = "../escaped.nar.zst" }), nil, "leaves the cache directory"},
+		{"URL leaving through nar/", edited(func(n *narinfo.NarInfo) { n.URL = "nar/../../escaped.nar.zst" }), nil, "leaves the cache directory"},
+		{"absolute URL path", edited(func(n *narinfo.NarInfo) { n.URL = filepath.Join(filepath.Dir(c.dir), "escaped.nar.zst") }), nil, "leaves the cache directory"},
+		{"file URL", edited(func(n *narinfo.NarInfo) { n.URL = "file://" + filepath.Join(filepath.Dir(c.dir), "escaped.nar.zst") }), nil, "leaves the cache directory"},
+		{"missing file", edited(func(n *narinfo.NarInfo) { n.URL = "nar/missing.nar.zst" }), artifact.ErrNotInCache, ""},
+		{"unknown compression", edited(func(n *narinfo.NarInfo) { n.Compression = "bzip2" }), nil, "bzip2"},
+		{"data after the NAR, uncompressed", withFile("tail-none", append(bytes.Clone(nar), "junk"...), spec.CompressionNone), nil, "after the end of the NAR"},
+		{"data after the NAR, zstd", withFile("tail-zstd", compress(t, append(bytes.Clone(nar), "junk"...), spec.CompressionZstd), spec.CompressionZstd), nil, "after the end of the NAR"},
+		{"data after the NAR, xz", withFile("tail-xz", compress(t, append(bytes.Clone(nar), "junk"...), spec.CompressionXz), spec.CompressionXz), nil, "after the end of the NAR"},
+		{"truncated file", withFile("truncated", goodFile[:len(goodFile)/2], spec.CompressionZstd), nil, ""},
+		{"not a NAR", withFile("notnar", compress(t, []byte("this is not a NAR archive at all, just text"), spec.CompressionZstd), spec.CompressionZstd), nil, ""},
+		{"zstd flag on an xz file", withFile("wrongcodec", compress(t, nar, spec.CompressionXz), spec.CompressionZstd), nil, ""},
+		{"garbage after the zstd frame", withFile("appended", appended, spec.CompressionZstd), nil, ""},
+		{"garbage after the xz stream", withFile("appended-xz", append(compress(t, nar, spec.CompressionXz), "trailing garbage"...), spec.CompressionXz), nil, ""},
+	}
+	bc := openCache(t, c.url(), nil)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if strings.HasPrefix(tt.name, "garbage after") {
+			}
+			var out bytes.Buffer
+			_, err := bc.WriteNAR(t.Context(), tt.info, &out)
+			if err == nil {
+				t.Fatalf("WriteNAR succeeded (%d bytes)", out.Len())
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("error = %v, want %v", err, tt.want)
+			}
+			if tt.msg != "" && !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("error %q does not contain %q", err, tt.msg)
+			}
+		})
+	}
+}
+
+// TestBinaryCacheWriteNARConcatenated: files Nix reads although they are
+// not one plain stream: xz stream padding and concatenated streams (what
+// nixoci's own xz writer produces for large NARs).
+func TestBinaryCacheWriteNARConcatenated(t *testing.T) {
+	c := newTestCache(t)
+	nar := makeNAR(t, "concatenated")
+	tests := []struct {
+		name string
+		comp spec.Compression
+		file []byte
+	}{
+		{"xz padding", spec.CompressionXz, append(compress(t, nar, spec.CompressionXz), 0, 0, 0, 0)},
+		{"xz streams", spec.CompressionXz, append(compress(t, nar[:40], spec.CompressionXz), compress(t, nar[40:], spec.CompressionXz)...)},
+		{"zstd frames", spec.CompressionZstd, append(compress(t, nar[:40], spec.CompressionZstd), compress(t, nar[40:], spec.CompressionZstd)...)},
+	}
+	bc := openCache(t, c.url(), nil)
+	for _, tt := range tests {
+		info := c.addFile(strings.ReplaceAll(tt.name, " ", "-"), nar, tt.file, tt.comp)
+		var out bytes.Buffer
+		if _, err := bc.WriteNAR(t.Context(), info, &out); err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		} else if !bytes.Equal(out.Bytes(), tt.file) {
+			t.Errorf("%s: output differs from the file", tt.name)
+		}
+	}
+}
+
+func TestBinaryCacheHTTP(t *testing.T) {
+	c := closureCache(t)
+	srv := httptest.NewServer(http.FileServer(http.Dir(c.dir)))
+	defer srv.Close()
+	ctx := t.Context()
+	for _, u := range []string{srv.URL, srv.URL + "/"} {
+		bc := openCache(t, u, srv.Client())
+		got, err := bc.Closure(ctx, []string{storePath("app")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkClosure(t, c, got, "app", "lib", "base", "data", "twin")
+		for _, info := range got {
+			var out bytes.Buffer
+			if _, err := bc.WriteNAR(ctx, info, &out); err != nil {
+				t.Fatalf("%s: %v", info.StorePath, err)
+			}
+			file, _ := os.ReadFile(filepath.Join(c.dir, info.URL))
+			if !bytes.Equal(out.Bytes(), file) {
+				t.Errorf("%s: WriteNAR over HTTP differs from the file", info.StorePath)
+			}
+		}
+		if _, err := bc.NarInfo(ctx, storePath("ghost")); !errors.Is(err, artifact.ErrNotInCache) {
+			t.Errorf("404 narinfo: error = %v, want ErrNotInCache", err)
+		}
+	}
+
+	// A cache below a path prefix.
+	mux := http.NewServeMux()
+	mux.Handle("/cache/", http.StripPrefix("/cache/", http.FileServer(http.Dir(c.dir))))
+	sub := httptest.NewServer(mux)
+	defer sub.Close()
+	got, err := openCache(t, sub.URL+"/cache", sub.Client()).Closure(ctx, []string{storePath("lib")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkClosure(t, c, got, "lib", "base")
+}
+
+func TestBinaryCacheHTTPErrors(t *testing.T) {
+	tests := []struct {
+		status      int
+		notInCache  bool
+		description string
+	}{
+		{http.StatusNotFound, true, "404"},
+		{http.StatusGone, true, "410"},
+		{http.StatusForbidden, true, "403 (S3 for a missing key)"},
+		{http.StatusInternalServerError, false, "500"},
+		{http.StatusBadGateway, false, "502"},
+		{http.StatusUnauthorized, false, "401"},
+	}
+	for _, tt := range tests {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "nope", tt.status)
+		}))
+		_, err := openCache(t, srv.URL, srv.Client()).NarInfo(t.Context(), storePath("app"))
+		srv.Close()
+		if err == nil {
+			t.Errorf("%s: no error", tt.description)
+			continue
+		}
+		if errors.Is(err, artifact.ErrNotInCache) != tt.notInCache {
+			t.Errorf("%s: error %v: errors.Is(ErrNotInCache) = %v, want %v", tt.description, err, !tt.notInCache, tt.notInCache)
+		}
+		if !strings.Contains(err.Error(), spec.PathTag(storePath("app"))+".narinfo") {
+			t.Errorf("%s: error %q does not name the narinfo", tt.description, err)
+		}
+	}
+}
+
+func TestOpenBinaryCache(t *testing.T) {
+	for _, bad := range []string{"file://", "s3://bucket", "/tmp/cache", "ssh://host", "http://[::1"} {
+		if _, err := artifact.OpenBinaryCache(bad, nil); err == nil {
+			t.Errorf("OpenBinaryCache(%q) succeeded", bad)
+		}
+	}
+	tests := []struct{ url, want string }{
+		{"file:///tmp/cache", "binary cache file:///tmp/cache"},
+		{"file:///tmp/cache/", "binary cache file:///tmp/cache"},
+		{"https://cache.example/sub?x=1#f", "binary cache https://cache.example/sub"},
+	}
+	for _, tt := range tests {
+		bc, err := artifact.OpenBinaryCache(tt.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bc.String(); got != tt.want {
+			t.Errorf("OpenBinaryCache(%q).String() = %q, want %q", tt.url, got, tt.want)
+		}
+	}
+}
+
+// TestOpenBinaryCacheFileHost: in "file://tmp/cache" the "tmp" is a host,
+// not part of the directory; silently reading /cache instead is wrong.
+func TestOpenBinaryCacheFileHost(t *testing.T) {
+	for _, u := range []string{"file://tmp/cache", "file://example.com/srv/cache"} {
+		if bc, err := artifact.OpenBinaryCache(u, nil); err == nil {
+			t.Errorf("OpenBinaryCache(%q) = %s, want an error", u, bc)
+		}
+	}
+}
+
+func TestBinaryCacheResolveRoot(t *testing.T) {
+	bc := openCache(t, "file:///nonexistent", nil)
+	app := storePath("app")
+	dir := t.TempDir()
+	result := filepath.Join(dir, "result")
+	// The target need not exist: the cache, not this machine, has it.
+	if err := os.Symlink(app, result); err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, nil, 0o644)
+
+	tests := []struct {
+		arg, want string
+		ok        bool
+	}{
+		{app, app, true},
+		{app + "/", app, true},
+		{result, app, true},
+		{plain, "", false},
+		{"/nix/store/short", "", false},
+		{"/nix/store/" + strings.Repeat("e", 32) + "-x", "", false}, // 'e' is not nix-base32
+		{"hello", "", false},
+	}
+	for _, tt := range tests {
+		got, err := bc.ResolveRoot(tt.arg)
+		if tt.ok && (err != nil || got != tt.want) {
+			t.Errorf("ResolveRoot(%q) = %q, %v; want %q", tt.arg, got, err, tt.want)
+		}
+		if !tt.ok && !errors.Is(err, artifact.ErrNotInStore) {
+			t.Errorf("ResolveRoot(%q) = %q, %v; want ErrNotInStore", tt.arg, got, err)
+		}
+	}
+}

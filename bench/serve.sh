@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Substituter benchmark, side by side in one run: nixoci serve (from an
+# image layout and from a registry) versus nginx serving the directory
+# `nix copy --to file://` wrote for the same closures. Prints a Markdown
+# table with ratios. Usage: bench/serve.sh   (as root; Nix, nginx, wrk,
+# docker-registry installed; takes a few minutes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters ='
+go build -o bin/nixoci ./cmd/nixoci
+go build -o bin/narinfo-load ./bench/narinfo-load
+NIXOCI=$PWD/bin/nixoci
+work=$(mktemp -d /tmp/nixoci-bench-serve.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+waitfor() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return; sleep 0.05; done; echo "not ready: $1"; exit 1; }
+
+many=$(nix-instantiate --eval --read-write-mode -E 'import ./bench/many-paths.nix {}' | tr -d '"')
+go=$(nix-build bench/go-closure.nix --no-out-link)
+big=$(nix-build bench/big-file.nix --no-out-link)
+nix-store --generate-binary-cache-key bench-1 "$work/sec" "$work/pub"
+for r in $many $go $big; do
+  nix copy --to "file://$work/cache?compression=zstd&secret-key=$work/sec" $r
+done
+nix-store --query --requisites $many | sed 's|.*/||; s|-.*||' > "$work/hashes.txt"
+npaths=$(wc -l < "$work/hashes.txt")
+
+# The same bytes as artifacts, in a layout and in a registry.
+"$NIXOCI" push --from-cache "file://$work/cache" --to "oci:$work/layout:many" $many >/dev/null 2>&1
+"$NIXOCI" push --from-cache "file://$work/cache" --to "oci:$work/layout:go" $go >/dev/null 2>&1
+"$NIXOCI" push --from-cache "file://$work/cache" --to "oci:$work/layout:big" $big >/dev/null 2>&1
+regport=$(freeport)
+mkdir -p "$work/reg"
+cat > "$work/reg.yml" <<EOC
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/reg}}
+http: {addr: 127.0.0.1:$regport}
+EOC
+docker-registry serve "$work/reg.yml" >/dev/null 2>&1 & pids+=($!)
+waitfor "http://127.0.0.1:$regport/v2/"
+"$NIXOCI" push --from-cache "file://$work/cache" --to "127.0.0.1:$regport/bench:many" --jobs 16 $many >/dev/null 2>&1
+
+ngport=$(freeport)
+cat > "$work/nginx.conf" <<EOC
+worker_processes auto; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  types { text/x-nix-narinfo narinfo; } default_type application/octet-stream;
+  server { listen 127.0.0.1:$ngport; root $work/cache; } }
+EOC
+nginx -c "$work/nginx.conf" & pids+=($!)
+NGINX=http://127.0.0.1:$ngport
+waitfor "$NGINX/nix-cache-info"
+
+serve() { # serve PORT FROM: start nixoci serve, print its pid
+  "$NIXOCI" serve --listen "127.0.0.1:$1" --from "$2" --access-log=false >"$work/serve-$1.log" 2>&1 & pids+=($!)
+  waitfor "http://127.0.0.1:$1/nix-cache-info"
+}
+lport=$(freeport); serve $lport "oci:$work/layout"; lpid=${pids[-1]}; LAYOUT=http://127.0.0.1:$lport
+rport=$(freeport); serve $rport "127.0.0.1:$regport/bench"; REG=http://127.0.0.1:$rport
+
+wrkrate() { HASHES="$work/hashes.txt" wrk -t2 -c16 -d10s -s bench/narinfo.lua "$1" | tee -a "$work/wrk.log" | awk '/Requests\/sec/ {print int($2)}'; }
+coldload() { ./bin/narinfo-load -c 16 "$1" < "$work/hashes.txt"; }
+
+cold_layout=$(coldload $LAYOUT)
+cold_reg=$(coldload $REG)
+n_nginx=$(wrkrate $NGINX)
+n_layout=$(wrkrate $LAYOUT)
+n_reg=$(wrkrate $REG)
+grep -q "non-200 responses: 0" "$work/wrk.log" || { echo "wrk saw errors"; cat "$work/wrk.log"; exit 1; }
+
+bignar=$(sed -n 's/^URL: //p' "$work/cache/$(basename $big | cut -d- -f1).narinfo")
+bigsize=$(stat -c %s "$work/cache/$bignar")
+speed() { local best=0; for _ in 1 2 3; do s=$(curl -s -o /dev/null -w '%{speed_download}' "$1/$bignar"); best=$(echo "if ($s > $best) $s else $best" | bc); done; echo "$best"; }
+nar_nginx=$(speed $NGINX); nar_layout=$(speed $LAYOUT)
+
+copytime() { # copytime URL: seconds for nix copy --from URL of the Go closure into an empty store
+  local store=$work/store-$RANDOM
+  /usr/bin/time -f %e -o "$work/t" nix copy --from "$1" --to "$store" \
+    --option trusted-public-keys "$(cat "$work/pub")" \
+    --option narinfo-cache-negative-ttl 0 --option narinfo-cache-positive-ttl 0 $go 2>/dev/null
+  rm -rf "$store"; cat "$work/t"
+}
+copy_nginx=$(copytime $NGINX); copy_layout=$(copytime $LAYOUT)
+
+seq 64 | xargs -P64 -I{} curl -s -o /dev/null "$LAYOUT/$bignar" & dl=$!
+wait $dl
+peak=$(awk '/VmHWM/ {print $2}' /proc/$lpid/status) # peak RSS over the server's life
+
+r() { echo "scale=2; $1 / $2" | bc; }
+mbs() { echo "scale=0; $1 / 1000000" | bc; }
+cat <<EOT
+Narinfo closure: $npaths paths. NAR: $(mbs $bigsize) MB (zstd of a 1 GiB file). Copy: the Go closure (bench/go-closure.nix), zstd. $(nproc) cores shared by server and client.
+
+| measurement | nginx (static \`nix copy\` dir) | nixoci serve, oci: layout | ratio | nixoci serve, registry |
+|---|---|---|---|---|
+| narinfo req/s, warm, wrk -c16 | $n_nginx | $n_layout | **$(r $n_layout $n_nginx)×** | $n_reg |
+| narinfo, cold (each path once, -c16) | | $cold_layout | | $cold_reg |
+| NAR download MB/s (best of 3) | $(mbs ${nar_nginx%.*}) | $(mbs ${nar_layout%.*}) | **$(r ${nar_layout%.*} ${nar_nginx%.*})×** | |
+| \`nix copy --from http://\` of the Go closure, s | $copy_nginx | $copy_layout | **$(r $copy_layout $copy_nginx)×** time | |
+| peak RSS serving 64 concurrent downloads of the NAR | | **$((peak / 1024)) MiB** | | |
+EOT
