@@ -15,7 +15,7 @@ root=$(nix-build bench/go-closure.nix --no-out-link)
 closure=$(nix-store --query --requisites "$root")
 narsize=$(nix path-info --json $closure | tr ',' '\n' | sed -n 's/.*"narSize":\([0-9]*\).*/\1/p' | paste -sd+ | bc)
 # Warm the page cache so every contender reads from memory.
-tar -cf - $closure | cat > /dev/null
+tar -cf - $closure 2>/dev/null | cat > /dev/null
 
 # measure NAME CMD...: wall seconds and peak RSS (KiB) into $secs/$rss
 measure() {
@@ -33,7 +33,7 @@ measure nix-xz nix copy --to "file://$work/nix-xz" $root;                      t
 s_nix_xz=$(dirsize "$work/nix-xz/nar")
 measure nix-zstd nix copy --to "file://$work/nix-zstd?compression=zstd" $root; t_nix_zstd=$secs
 s_nix_zstd=$(dirsize "$work/nix-zstd/nar")
-measure tar-gzip sh -c "tar -cf - $closure | gzip -6 > $work/closure.tar.gz";   t_tar=$secs
+measure tar-gzip sh -c "tar -cf - $(echo $closure) | gzip -6 > $work/closure.tar.gz"; t_tar=$secs
 measure oci-xz "$NIXOCI" push --compression xz --to "oci:$work/l-xz:b" $root;  t_xz=$secs; r_xz=$rss
 s_xz=$(blobsize "oci:$work/l-xz:b")
 measure oci-zstd "$NIXOCI" push --compression zstd --to "oci:$work/l-zstd:b" $root; t_zstd=$secs; r_zstd=$rss
