@@ -76,3 +76,31 @@ const MaxManifestSize = 4 << 20
 func CacheInfo(storeDir string) string {
 	return "StoreDir: " + storeDir + "\nWantMassQuery: 1\nPriority: 40\n"
 }
+
+// Image layers (see SPEC.md, "Images").
+const (
+	// ArtifactTypeLayer marks the artifact that records the converted layer
+	// of one store path (or one group of paths), tagged
+	// "<hash>.layer.<compression>" or "group.<id>.<compression>", so later
+	// images reuse it.
+	ArtifactTypeLayer = "application/vnd.nixoci.layer.v1"
+	// AnnotationPathManifest: digests of the store-path manifests a layer
+	// was made from (space separated, in the order of store-path).
+	AnnotationPathManifest = AnnotationPrefix + "path-manifest"
+	// AnnotationDiffID: the layer's uncompressed digest (layer artifacts).
+	AnnotationDiffID = AnnotationPrefix + "diff-id"
+	// AnnotationRootTypes: per store path, "directory", "regular" or
+	// "symlink" (layer artifacts; used for nix-snapshotter mountpoints).
+	AnnotationRootTypes = AnnotationPrefix + "root-types"
+	// AnnotationLayerRole is "root" on the root-filesystem layer.
+	AnnotationLayerRole = AnnotationPrefix + "layer"
+	// AnnotationClosure on an image manifest: the closure it was made from.
+	AnnotationClosure = AnnotationPrefix + "closure"
+)
+
+// nix-snapshotter's annotations (containerd.io/snapshot/…), on the one
+// layer whose store paths the node's Nix realises.
+const (
+	AnnotationNixLayer           = "containerd.io/snapshot/nix-layer"
+	AnnotationNixStorePathPrefix = "containerd.io/snapshot/nix-store-path."
+)

@@ -1,0 +1,256 @@
+package image
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/codec"
+	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
+	"github.com/nixoci/nixoci/target"
+)
+
+// Layer is one layer of an image: its blob descriptor (with annotations),
+// the digest of its uncompressed tar, and the store paths it holds.
+type Layer struct {
+	Descriptor ocispec.Descriptor
+	DiffID     digest.Digest
+	Paths      []artifact.PathArtifact
+	RootTypes  []RootType // per path: what the top-level node is
+	Reused     bool       // found stored, not converted now
+}
+
+// layerCompressor wraps w in the layer compression.
+func layerCompressor(w io.Writer, c spec.LayerCompression) (io.WriteCloser, error) {
+	switch c {
+	case spec.LayerGzip:
+		// No name, no time, fixed level: the header depends on nothing.
+		return gzip.NewWriterLevel(w, gzip.DefaultCompression)
+	case spec.LayerZstd:
+		return codec.NewWriter(w, spec.CompressionZstd)
+	}
+	return nil, fmt.Errorf("unknown layer compression %q", c)
+}
+
+// convertLayer streams the NARs of paths from src into one compressed tar
+// in a temporary file, which the caller removes.
+func convertLayer(ctx context.Context, src target.Target, paths []artifact.PathArtifact, c spec.LayerCompression, tmpDir string) (Layer, string, error) {
+	f, err := os.CreateTemp(tmpDir, "nixoci-layer-*")
+	if err != nil {
+		return Layer{}, "", err
+	}
+	keep := false
+	defer func() {
+		f.Close()
+		if !keep {
+			os.Remove(f.Name())
+		}
+	}()
+	blobHash := sha256.New()
+	counter := &countWriter{w: io.MultiWriter(f, blobHash)}
+	cw, err := layerCompressor(counter, c)
+	if err != nil {
+		return Layer{}, "", err
+	}
+	diffHash := sha256.New()
+	tw := tar.NewWriter(io.MultiWriter(cw, diffHash))
+	var roots []RootType
+	err = writeParents(tw)
+	for _, p := range paths {
+		if err != nil {
+			break
+		}
+		var root RootType
+		root, err = convertPath(ctx, src, tw, p)
+		roots = append(roots, root)
+	}
+	if err == nil {
+		err = tw.Close()
+	}
+	if cerr := cw.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = f.Close()
+	}
+	if err != nil {
+		return Layer{}, "", err
+	}
+	keep = true
+	return Layer{
+		Descriptor: ocispec.Descriptor{
+			MediaType: c.MediaType(),
+			Digest:    digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(blobHash.Sum(nil))),
+			Size:      counter.n,
+		},
+		DiffID:    digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(diffHash.Sum(nil))),
+		Paths:     paths,
+		RootTypes: roots,
+	}, f.Name(), nil
+}
+
+// convertPath writes one store path's tar entries, reading its NAR blob
+// and checking both the blob digest and the NAR hash as it goes.
+func convertPath(ctx context.Context, src target.Target, tw *tar.Writer, p artifact.PathArtifact) (RootType, error) {
+	rc, err := src.Fetch(ctx, p.NAR)
+	if err != nil {
+		return "", fmt.Errorf("%s: fetching NAR: %w", p.Info.StorePath, err)
+	}
+	defer rc.Close()
+	blob := &hashingReader{r: rc, h: sha256.New()}
+	comp, _ := spec.CompressionOfMediaType(p.NAR.MediaType)
+	dec, err := codec.NewReader(blob, comp)
+	if err != nil {
+		return "", err
+	}
+	defer dec.Close()
+	narHash := &hashingReader{r: dec, h: sha256.New()}
+	root, err := writeNAR(tw, p.Info.StorePath, narHash)
+	if err != nil {
+		return "", err
+	}
+	io.Copy(io.Discard, blob)
+	if got := hex.EncodeToString(blob.h.Sum(nil)); got != p.NAR.Digest.Encoded() {
+		return "", fmt.Errorf("%s: NAR blob %s is corrupt (content hashes to sha256:%s): %w", p.Info.StorePath, p.NAR.Digest, got, artifact.ErrHashMismatch)
+	}
+	if got, _ := narinfo.HashFromHex(hex.EncodeToString(narHash.h.Sum(nil))); got != p.Info.NarHash {
+		return "", fmt.Errorf("%s: NAR hashes to %s, its narinfo says %s: %w", p.Info.StorePath, got, p.Info.NarHash, artifact.ErrHashMismatch)
+	}
+	return root, nil
+}
+
+type hashingReader struct {
+	r io.Reader
+	h hash.Hash
+}
+
+func (h *hashingReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.h.Write(p[:n])
+	return n, err
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// layerTag is the tag of the artifact that records the layer of paths.
+func layerTag(paths []artifact.PathArtifact, c spec.LayerCompression) string {
+	if len(paths) == 1 {
+		return spec.PathTag(paths[0].Info.StorePath) + ".layer." + string(c)
+	}
+	h := sha256.New()
+	for _, p := range paths {
+		io.WriteString(h, spec.PathTag(p.Info.StorePath)+"\n")
+	}
+	return "group." + hex.EncodeToString(h.Sum(nil))[:40] + "." + string(c)
+}
+
+// layerAnnotations are the annotations of a layer in an image manifest.
+func layerAnnotations(l Layer) map[string]string {
+	a := map[string]string{spec.AnnotationVersion: spec.Version}
+	var paths, manifests []string
+	for _, p := range l.Paths {
+		paths = append(paths, p.Info.StorePath)
+		manifests = append(manifests, p.Manifest.Digest.String())
+	}
+	a[spec.AnnotationStorePath] = strings.Join(paths, " ")
+	a[spec.AnnotationPathManifest] = strings.Join(manifests, " ")
+	return a
+}
+
+// layerArtifact is the manifest recording a converted layer for reuse.
+func layerArtifact(l Layer) ([]byte, ocispec.Descriptor, error) {
+	var hashes, roots []string
+	for i, p := range l.Paths {
+		hashes = append(hashes, p.Info.NarHash)
+		roots = append(roots, string(l.RootTypes[i]))
+	}
+	a := layerAnnotations(l)
+	a[spec.AnnotationNarHash] = strings.Join(hashes, " ")
+	a[spec.AnnotationDiffID] = l.DiffID.String()
+	a[spec.AnnotationRootTypes] = strings.Join(roots, " ")
+	desc := l.Descriptor
+	desc.Annotations = nil
+	m := ocispec.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: spec.ArtifactTypeLayer,
+		Config:       ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: ocispec.DescriptorEmptyJSON.Digest, Size: 2},
+		Layers:       []ocispec.Descriptor{desc},
+		Annotations:  a,
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, ocispec.Descriptor{}, err
+	}
+	return data, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: spec.ArtifactTypeLayer, Digest: digest.FromBytes(data), Size: int64(len(data))}, nil
+}
+
+// findLayer looks up a stored layer of paths; it reports false if there is
+// none or it no longer matches the paths' NARs.
+func findLayer(ctx context.Context, dst target.Target, paths []artifact.PathArtifact, c spec.LayerCompression) (Layer, bool, error) {
+	desc, rc, err := dst.FetchReference(ctx, layerTag(paths, c))
+	if err != nil {
+		if isNotFound(err) {
+			return Layer{}, false, nil
+		}
+		return Layer{}, false, err
+	}
+	defer rc.Close()
+	var m ocispec.Manifest
+	if err := json.NewDecoder(io.LimitReader(rc, target.MaxManifestRead)).Decode(&m); err != nil {
+		return Layer{}, false, fmt.Errorf("layer artifact %s: %w", desc.Digest, err)
+	}
+	var hashes []string
+	for _, p := range paths {
+		hashes = append(hashes, p.Info.NarHash)
+	}
+	a := m.Annotations
+	if m.ArtifactType != spec.ArtifactTypeLayer || len(m.Layers) != 1 || a[spec.AnnotationNarHash] != strings.Join(hashes, " ") {
+		return Layer{}, false, nil // stale or foreign: convert again
+	}
+	diffID, err := digest.Parse(a[spec.AnnotationDiffID])
+	if err != nil {
+		return Layer{}, false, nil
+	}
+	if ok, err := dst.Exists(ctx, m.Layers[0]); err != nil || !ok {
+		return Layer{}, false, err
+	}
+	var roots []RootType
+	for _, r := range strings.Fields(a[spec.AnnotationRootTypes]) {
+		roots = append(roots, RootType(r))
+	}
+	if len(roots) != len(paths) {
+		return Layer{}, false, nil
+	}
+	return Layer{Descriptor: m.Layers[0], DiffID: diffID, Paths: paths, RootTypes: roots, Reused: true}, true, nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, errNotFound) }
+
+var errNotFound = errdef.ErrNotFound
