@@ -53,6 +53,12 @@ type Options struct {
 	// this stack ID (label io.buildpacks.stack.id, user and group 1000).
 	BuildpacksStack string
 	Labels          map[string]string
+	// Platform overrides the image's OS/architecture. By default it comes
+	// from the roots' narinfo System (when a cache recorded one), else it
+	// is the host's. (The local store's System is not recorded in
+	// artifacts: it would make digests depend on which .drv files a
+	// machine happens to have.)
+	Platform *ocispec.Platform
 	// Jobs is how many layers are converted at once; default CPUs.
 	Jobs    int
 	TempDir string
@@ -164,6 +170,9 @@ func Build(ctx context.Context, src target.Target, closureRef string, dst target
 		return nil, err
 	}
 	platform := platformOf(closure.Roots, byPath)
+	if opts.Platform != nil {
+		platform = *opts.Platform
+	}
 	cfg := imageConfig(opts, platform, closure, pathEnv)
 	res.Layers = append(layers, rootLayer)
 	res.Manifest, res.Config, err = storeImage(ctx, dst, tag, cfg, res.Layers, closure)

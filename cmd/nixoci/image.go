@@ -8,6 +8,8 @@ import (
 
 	"strings"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/image"
 	"github.com/nixoci/nixoci/spec"
@@ -53,6 +55,7 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	nixSnap := fs.Bool("nix-snapshotter", false, "also write the nix-snapshotter form of the image, tagged IMAGE_TAG-nix")
 	buildpacks := fs.String("buildpacks-stack", "", "make a Cloud Native Buildpacks stack image with this stack ID")
 	jobs := fs.Int("jobs", 0, "layers converted at once (default: CPUs)")
+	platform := fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: the closure's system if recorded, else this machine's)")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
 	paths, err := parseFlags(fs, args)
 	if err != nil {
@@ -85,6 +88,16 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if opts.Cmd, err = argList(cmd); err != nil {
 		return fmt.Errorf("%w: --cmd: %v", errUsage, err)
+	}
+	if *platform != "" {
+		parts := strings.Split(*platform, "/")
+		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+			return fmt.Errorf("%w: --platform %q: want OS/ARCH[/VARIANT], e.g. linux/arm64", errUsage, *platform)
+		}
+		opts.Platform = &ocispec.Platform{OS: parts[0], Architecture: parts[1]}
+		if len(parts) == 3 {
+			opts.Platform.Variant = parts[2]
+		}
 	}
 	for _, l := range labels {
 		k, v, ok := strings.Cut(l, "=")
