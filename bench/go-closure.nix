@@ -1,7 +1,9 @@
 # A benchmark closure of real-world content, about 190 MB of NAR: the Go
 # toolchain's binaries, compiled packages and part of its sources, copied
-# from /usr/local/go into four store paths (one referring to the others).
-{ goroot ? "/usr/local/go" }:
+# from /usr/local/go into four store paths, under a small root that refers
+# to them. Changing `revision` changes only that root (for measuring
+# rebuilds after a one-path change).
+{ goroot ? "/usr/local/go", revision ? "1" }:
 let
   drv = name: script: derivation {
     inherit name;
@@ -13,7 +15,9 @@ let
   bin = drv "bench-go-bin" "cp -r ${goroot}/bin $out";
   pkg = drv "bench-go-pkg" "cp -r ${goroot}/pkg $out";
   srcStd = drv "bench-go-src-std" "mkdir $out && cp -r ${goroot}/src/runtime ${goroot}/src/crypto ${goroot}/src/internal $out/";
-in drv "bench-go-src-cmd" ''
-  mkdir $out && cp -r ${goroot}/src/cmd $out/
-  echo ${bin} ${pkg} ${srcStd} > $out/toolchain-paths
+  srcCmd = drv "bench-go-src-cmd" "mkdir $out && cp -r ${goroot}/src/cmd $out/";
+in drv "bench-go-toolchain" ''
+  mkdir -p $out/bin
+  echo "revision ${revision}: ${bin} ${pkg} ${srcStd} ${srcCmd}" > $out/README
+  ln -s ${bin}/bin/go $out/bin/go
 ''

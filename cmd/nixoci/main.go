@@ -11,8 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
+
+// defaultMemoryLimit is the Go heap's soft limit unless GOMEMLIMIT is set.
+const defaultMemoryLimit = 512 << 20
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
@@ -67,6 +71,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})))
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A soft limit keeps the heap near what is live instead of twice
+		// that: xz encoders allocate several times their 32 MiB dictionary
+		// per chunk, and garbage from finished chunks would otherwise pile
+		// up. Set GOMEMLIMIT to change it.
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
