@@ -13,6 +13,7 @@ type Progress struct {
 	PathsReused atomic.Int64 // paths whose artifact already existed
 	NarBytes    atomic.Int64 // uncompressed NAR bytes of finished paths
 	Transferred atomic.Int64 // blob bytes uploaded or downloaded
+	Retries     atomic.Int64 // operations retried after transient failures
 }
 
 func (p *Progress) pathDone(narSize uint64, reused bool) {

@@ -44,7 +44,11 @@ var titlePattern = regexp.MustCompile(`^(nix-cache-info|[0-9a-df-np-sv-z]{32}\.n
 // narinfo pointing at a missing NAR. Files already present with the right
 // content are kept.
 func Pull(ctx context.Context, src target.Target, reference, dir string, opts PullOptions) (*PullResult, error) {
-	c, err := ReadClosure(ctx, src, reference)
+	var c *Closure
+	err := retryTransient(ctx, opts.Progress, "closure "+reference, func() (err error) {
+		c, err = ReadClosure(ctx, src, reference)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +84,11 @@ func Pull(ctx context.Context, src target.Target, reference, dir string, opts Pu
 		results := make([]bool, len(wave))
 		for i, l := range wave {
 			g.Go(func() error {
-				wrote, err := pullFile(gctx, src, l, dir, opts.Progress)
+				var wrote bool
+				err := retryTransient(gctx, opts.Progress, "blob "+l.Digest.String(), func() (err error) {
+					wrote, err = pullFile(gctx, src, l, dir, opts.Progress)
+					return err
+				})
 				results[i] = wrote
 				if err == nil && l.MediaType == spec.MediaTypeNarInfo && opts.Progress != nil {
 					opts.Progress.PathsDone.Add(1)

@@ -169,7 +169,11 @@ type pusher struct {
 
 // pushPath stores one store path, or reuses its stored artifact.
 func (p *pusher) pushPath(ctx context.Context, info *narinfo.NarInfo) (PathArtifact, bool, error) {
-	existing, err := FetchPath(ctx, p.dst, info.StorePath)
+	var existing PathArtifact
+	err := retryTransient(ctx, p.opts.Progress, "manifest of "+info.StorePath, func() (err error) {
+		existing, err = FetchPath(ctx, p.dst, info.StorePath)
+		return err
+	})
 	switch {
 	case err == nil:
 		art, err := p.reuse(ctx, existing, info)
@@ -297,38 +301,34 @@ func bytesOpener(data []byte) func() (io.ReadCloser, error) {
 	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
 }
 
-// smallBlob is the size below which pushBlob uploads without asking
-// first: an existence check costs a request, as much as the upload.
-const smallBlob = 256 << 10
-
-// pushBlob stores a blob unless the target has it.
+// pushBlob stores a blob unless the target has it, retrying transient
+// failures.
 func (p *pusher) pushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) error {
-	if desc.Size >= smallBlob {
+	return retryTransient(ctx, p.opts.Progress, "blob "+desc.Digest.String(), func() error {
 		ok, err := p.dst.Exists(ctx, desc)
+		if err != nil || ok {
+			return err
+		}
+		rc, err := open()
 		if err != nil {
 			return err
 		}
-		if ok {
+		defer rc.Close()
+		err = p.dst.Push(ctx, desc, countingReader{rc, p.opts.Progress.transferCounter()})
+		if errors.Is(err, errdef.ErrAlreadyExists) {
 			return nil
 		}
-	}
-	rc, err := open()
-	if err != nil {
 		return err
-	}
-	defer rc.Close()
-	err = p.dst.Push(ctx, desc, countingReader{rc, p.opts.Progress.transferCounter()})
-	if errors.Is(err, errdef.ErrAlreadyExists) {
-		return nil
-	}
-	return err
+	})
 }
 
 // pushManifest stores a manifest and tags it: batched for layouts, one
 // request for registries.
 func (p *pusher) pushManifest(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
 	if p.batch == nil {
-		return p.dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
+		return retryTransient(ctx, p.opts.Progress, "manifest "+tag, func() error {
+			return p.dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
+		})
 	}
 	if err := p.dst.Push(ctx, desc, bytes.NewReader(data)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
 		return err
@@ -347,7 +347,10 @@ func (p *pusher) storeClosure(ctx context.Context, cm ClosureManifests, tag stri
 			return fmt.Errorf("storing closure part: %w", err)
 		}
 	}
-	if err := p.dst.PushReference(ctx, cm.Top.Descriptor, bytes.NewReader(cm.Top.Data), tag); err != nil {
+	err := retryTransient(ctx, p.opts.Progress, "closure "+tag, func() error {
+		return p.dst.PushReference(ctx, cm.Top.Descriptor, bytes.NewReader(cm.Top.Data), tag)
+	})
+	if err != nil {
 		return fmt.Errorf("storing closure manifest: %w", err)
 	}
 	return nil

@@ -111,14 +111,14 @@ func TestLargeClosure(t *testing.T) {
 	}
 }
 
-// TestLargeClosureToRegistry pushes 5,000 generated paths to a real
+// TestLargeClosureToRegistry pushes 2,000 generated paths to a real
 // registry and pulls them back.
 func TestLargeClosureToRegistry(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
 	c := newSynthCache(t)
-	root, n := c.tree("reg", 50, 99)
+	root, n := c.tree("reg", 20, 99)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	ref := reg.Ref("synth")
 	run(t, "push", "--from-cache", c.url(), "--to", ref+":big", "--jobs", "16", root)

@@ -255,6 +255,21 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 		return http.StatusBadRequest, fmt.Errorf("%s: narinfo says NarHash %s, NarSize %d, FileSize %d, %s; the uploaded NAR is %s, %d, %d, %s: %w",
 			info.StorePath, info.NarHash, info.NarSize, info.FileSize, comp, got.narHash, got.narSize, got.fileSize, got.comp, artifact.ErrHashMismatch)
 	}
+	// Like a binary cache, accept a path only once its references are
+	// here: a narinfo must never point at paths nobody can substitute.
+	for _, ref := range info.References {
+		refHash := spec.PathTag(ref)
+		if refHash == hash {
+			continue
+		}
+		e, err := u.s.lookup(r.Context(), refHash)
+		if err != nil {
+			return statusOf(err), fmt.Errorf("%s: checking reference %s: %w", info.StorePath, ref, err)
+		}
+		if e == nil {
+			return http.StatusBadRequest, fmt.Errorf("%s: reference %s has not been uploaded", info.StorePath, ref)
+		}
+	}
 	info.URL = spec.NarURL(strings.TrimPrefix(info.FileHash, "sha256:"), comp)
 	if _, err := artifact.StoreArtifact(r.Context(), u.s.opts.Backends[0].Target, info, nil); err != nil {
 		return statusOf(err), err

@@ -29,6 +29,13 @@ var (
 	ErrRegistry = errors.New("registry failed")
 )
 
+// IsTransient reports whether err is worth retrying later: the registry
+// was unreachable, stalled, or failed on its side.
+func IsTransient(err error) bool {
+	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrRegistry) || errors.Is(err, ErrStalled) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
 // classify wraps err from a registry with the condition it represents and
 // the target's name.
 func classify(name, op string, err error) error {
@@ -53,7 +60,7 @@ func classify(name, op string, err error) error {
 			kind = ErrRegistry
 		}
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &netErr):
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, ErrStalled), errors.As(err, &netErr):
 		kind = ErrUnreachable
 	}
 	if kind == nil {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -16,7 +15,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
-	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
 // Options configure how targets are opened. The zero value reads
@@ -79,17 +77,6 @@ func openRemote(r Ref, opts Options) (Target, error) {
 	}
 	repo.Client = client
 	return &remoteTarget{Repository: repo, name: r.Base().String()}, nil
-}
-
-// DefaultHTTPClient retries requests that are safe to retry (5xx, 429,
-// 408, resets) with exponential backoff, and bounds connection set-up and
-// waiting for response headers so a stalled registry cannot hang nixoci.
-func DefaultHTTPClient() *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	tr.ResponseHeaderTimeout = 60 * time.Second
-	tr.MaxIdleConnsPerHost = 64
-	return &http.Client{Transport: retry.NewTransport(tr)}
 }
 
 // IsLoopback reports whether a "HOST[:PORT]" names this machine.
