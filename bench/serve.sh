@@ -15,7 +15,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-waitfor() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return; sleep 0.05; done; echo "not ready: $1"; exit 1; }
+waitfor() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return; sleep 0.05; done; echo "not ready: $1"; tail -5 "$work"/*.log "$work"/nginx.err 2>/dev/null; exit 1; }
 
 many=$(nix-instantiate --eval --read-write-mode -E 'import ./bench/many-paths.nix {}' | tr -d '"')
 go=$(nix-build bench/go-closure.nix --no-out-link)
@@ -45,7 +45,7 @@ waitfor "http://127.0.0.1:$regport/v2/"
 
 ngport=$(freeport)
 cat > "$work/nginx.conf" <<EOC
-worker_processes auto; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
+user root; worker_processes auto; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
 events { worker_connections 4096; }
 http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
   types { text/x-nix-narinfo narinfo; } default_type application/octet-stream;

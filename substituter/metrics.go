@@ -13,12 +13,35 @@ import (
 // small on purpose: a handful of counters and sums, no client library.
 type metrics struct {
 	mu     sync.Mutex
-	values map[string]float64 // series ("name{labels}") -> value
-	help   map[string]string  // name -> "TYPE\thelp"
+	values map[series]float64
+	help   map[string]string // name -> "TYPE\thelp"
+}
+
+// series names one time series: a metric and up to three label pairs.
+// A comparable struct, so counting a request allocates nothing.
+type series struct {
+	name   string
+	labels [6]string
+}
+
+func (s series) String() string {
+	var b strings.Builder
+	b.WriteString(s.name)
+	if s.labels[0] != "" {
+		b.WriteByte('{')
+		for i := 0; i < len(s.labels) && s.labels[i] != ""; i += 2 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "%s=%q", s.labels[i], s.labels[i+1])
+		}
+		b.WriteByte('}')
+	}
+	return b.String()
 }
 
 func newMetrics() *metrics {
-	m := &metrics{values: map[string]float64{}, help: map[string]string{}}
+	m := &metrics{values: map[series]float64{}, help: map[string]string{}}
 	m.describe("nixoci_requests_total", "counter", "HTTP requests by route, method and status.")
 	m.describe("nixoci_response_bytes_total", "counter", "Response body bytes by route.")
 	m.describe("nixoci_cache_total", "counter", "In-memory cache lookups by cache and result (hit, miss).")
@@ -34,20 +57,10 @@ func (m *metrics) describe(name, typ, help string) { m.help[name] = typ + "\t" +
 
 // add adds v to the series name with labels given as key, value pairs.
 func (m *metrics) add(name string, v float64, labels ...string) {
-	var b strings.Builder
-	b.WriteString(name)
-	if len(labels) > 0 {
-		b.WriteByte('{')
-		for i := 0; i+1 < len(labels); i += 2 {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, "%s=%q", labels[i], labels[i+1])
-		}
-		b.WriteByte('}')
-	}
+	k := series{name: name}
+	copy(k.labels[:], labels)
 	m.mu.Lock()
-	m.values[b.String()] += v
+	m.values[k] += v
 	m.mu.Unlock()
 }
 
@@ -76,16 +89,20 @@ func (m *metrics) cache(name string, hit bool) {
 // write prints every series, grouped by metric name, sorted.
 func (m *metrics) write(w io.Writer) {
 	m.mu.Lock()
-	series := make([]string, 0, len(m.values))
-	for s := range m.values {
+	byName := make(map[string]float64, len(m.values))
+	for k, v := range m.values {
+		byName[k.String()] = v
+	}
+	m.mu.Unlock()
+	series := make([]string, 0, len(byName))
+	for s := range byName {
 		series = append(series, s)
 	}
 	sort.Strings(series)
 	values := make([]float64, len(series))
 	for i, s := range series {
-		values[i] = m.values[s]
+		values[i] = byName[s]
 	}
-	m.mu.Unlock()
 	described := map[string]bool{}
 	for i, s := range series {
 		name, _, _ := strings.Cut(s, "{")

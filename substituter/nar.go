@@ -21,12 +21,12 @@ import (
 var errCorrupt = errors.New("blob content does not match its digest")
 
 func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
-	m := narPattern.FindStringSubmatch(r.PathValue("file"))
-	if m == nil {
+	hash, ext, ok := narName(r.PathValue("file"))
+	if !ok {
 		http.Error(w, "malformed NAR name: want nar/<52 nix-base32 chars>.nar[.xz|.zst]", http.StatusBadRequest)
 		return
 	}
-	raw, err := nixbase32.DecodeString(m[1])
+	raw, err := nixbase32.DecodeString(hash)
 	if err != nil || len(raw) != sha256.Size {
 		http.Error(w, "malformed NAR hash", http.StatusBadRequest)
 		return
@@ -41,7 +41,7 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such NAR", http.StatusNotFound)
 		return
 	}
-	if c, ok := spec.CompressionOfMediaType(loc.desc.MediaType); ok && c.Ext() != ".nar"+m[2] {
+	if c, ok := spec.CompressionOfMediaType(loc.desc.MediaType); ok && c.Ext() != ".nar"+ext {
 		http.Error(w, "no such NAR with this compression", http.StatusNotFound)
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -29,23 +30,24 @@ type narLocation struct {
 }
 
 func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
-	m := narinfoPattern.FindStringSubmatch(r.PathValue("file"))
-	if m == nil {
+	hash, ok := narinfoHash(r.PathValue("file"))
+	if !ok {
 		// .ls, log/, realisations and anything else: not stored here.
 		http.NotFound(w, r)
 		return
 	}
-	e, err := s.lookup(r.Context(), m[1])
+	e, err := s.lookup(r.Context(), hash)
 	if err != nil {
-		s.fail(w, r, "narinfo "+m[1], err)
+		s.fail(w, r, "narinfo "+hash, err)
 		return
 	}
 	if e == nil {
 		http.Error(w, "no such path", http.StatusNotFound)
 		return
 	}
-	w.Header().Set("Content-Type", "text/x-nix-narinfo")
-	w.Header().Set("Content-Length", fmt.Sprint(len(e.text)))
+	h := w.Header()
+	h["Content-Type"] = narinfoContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(e.text))}
 	w.Write(e.text)
 }
 
@@ -150,5 +152,7 @@ func (s *Server) locateNAR(ctx context.Context, d digest.Digest) (narLocation, b
 	}
 	return narLocation{}, false, errors.Join(errs...)
 }
+
+var narinfoContentType = []string{"text/x-nix-narinfo"}
 
 func isNotFound(err error) bool { return errors.Is(err, errdef.ErrNotFound) }

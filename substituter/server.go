@@ -7,12 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/nixoci/nixoci/narinfo"
@@ -129,10 +129,33 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-var (
-	narinfoPattern = regexp.MustCompile(`^([0-9a-df-np-sv-z]{32})\.narinfo$`)
-	narPattern     = regexp.MustCompile(`^([0-9a-df-np-sv-z]{52})\.nar(\.xz|\.zst)?$`)
-)
+// narinfoHash returns the hash part of "<32 nix-base32 chars>.narinfo".
+func narinfoHash(file string) (string, bool) {
+	h, ok := strings.CutSuffix(file, ".narinfo")
+	return h, ok && len(h) == 32 && isNix32(h)
+}
+
+// narName splits "<52 nix-base32 chars>.nar[.xz|.zst]" into the hash and
+// the extension after ".nar".
+func narName(file string) (hash, ext string, ok bool) {
+	if len(file) < 56 || file[52:56] != ".nar" || !isNix32(file[:52]) {
+		return "", "", false
+	}
+	switch ext = file[56:]; ext {
+	case "", ".xz", ".zst":
+		return file[:52], ext, true
+	}
+	return "", "", false
+}
+
+func isNix32(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !nixbase32.Is(s[i]) {
+			return false
+		}
+	}
+	return true
+}
 
 // ServeHTTP routes a request, counting and logging it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

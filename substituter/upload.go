@@ -141,9 +141,13 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 		kind = "nix-cache-info"
 		_, err = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
 		status = http.StatusNoContent
-	case narinfoPattern.MatchString(file):
+	case strings.HasSuffix(file, ".narinfo"):
 		kind = "narinfo"
-		status, err = u.putNarInfo(r, narinfoPattern.FindStringSubmatch(file)[1])
+		if hash, ok := narinfoHash(file); ok {
+			status, err = u.putNarInfo(r, hash)
+		} else {
+			status, err = http.StatusBadRequest, fmt.Errorf("malformed narinfo name %q", file)
+		}
 	default:
 		kind, status, err = "other", http.StatusNotFound, errors.New("only nix-cache-info, <hash>.narinfo and nar/<hash>.nar[.xz|.zst] can be uploaded")
 	}
@@ -164,11 +168,11 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 // putNAR receives a compressed NAR, checks that it hashes to its name and
 // is a well-formed NAR, and stores it as a blob.
 func (u *uploader) putNAR(r *http.Request, file string) (int, error) {
-	m := narPattern.FindStringSubmatch(file)
-	if m == nil {
+	narHash, ext, ok := narName(file)
+	if !ok {
 		return http.StatusBadRequest, fmt.Errorf("malformed NAR name %q", file)
 	}
-	comp := map[string]spec.Compression{"": spec.CompressionNone, ".xz": spec.CompressionXz, ".zst": spec.CompressionZstd}[m[2]]
+	comp := map[string]spec.Compression{"": spec.CompressionNone, ".xz": spec.CompressionXz, ".zst": spec.CompressionZstd}[ext]
 	tmp, err := os.CreateTemp(u.opts.TempDir, "nixoci-upload-*")
 	if err != nil {
 		return http.StatusInternalServerError, err
@@ -197,7 +201,7 @@ func (u *uploader) putNAR(r *http.Request, file string) (int, error) {
 	if err != nil {
 		return http.StatusBadRequest, fmt.Errorf("receiving %s: %w", file, err)
 	}
-	if got := nixbase32.EncodeToString(fileHash.Sum(nil)); got != m[1] {
+	if got := nixbase32.EncodeToString(fileHash.Sum(nil)); got != narHash {
 		return http.StatusBadRequest, fmt.Errorf("%s: content hashes to %s: %w", file, got, artifact.ErrHashMismatch)
 	}
 	if res.err != nil {
