@@ -2,7 +2,6 @@ package nar
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"testing"
@@ -146,35 +145,6 @@ func writeGoNix(items []item) ([]byte, error) {
 	}
 
 	return b.Bytes(), nil
-}
-
-// readGoNix reads a NAR with go-nix's nar.Reader.
-func readGoNix(data []byte) ([]item, error) {
-	nr, err := gonar.NewReader(bytes.NewReader(data))
-	if err != nil {
-		return nil, err
-	}
-	defer nr.Close()
-
-	var items []item
-
-	for {
-		hdr, err := nr.Next()
-		if errors.Is(err, io.EOF) {
-			return items, nil
-		}
-
-		if err != nil {
-			return items, err
-		}
-
-		c, err := io.ReadAll(nr)
-		if err != nil {
-			return items, err
-		}
-
-		items = append(items, item{Header: *hdr, Content: string(c)})
-	}
 }
 
 func diffItems(t *testing.T, got, want []item) {
