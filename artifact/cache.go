@@ -18,7 +18,6 @@ import (
 	"github.com/nix-community/go-nix/pkg/storepath"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/nar"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
@@ -208,29 +207,6 @@ func (c *BinaryCache) open(ctx context.Context, rel string) (io.ReadCloser, erro
 	}
 }
 
-// readNAR decompresses raw, parses the NAR strictly and hashes it.
-func (c *BinaryCache) readNAR(raw io.Reader, comp spec.Compression, h io.Writer) (int64, error) {
-	dec, err := codec.NewReader(raw, comp)
-	if err != nil {
-		return 0, err
-	}
-	defer dec.Close()
-	n, err := nar.Validate(io.TeeReader(dec, h))
-	if err != nil {
-		return n, err
-	}
-	// Decompressed bytes after the archive are not part of the NAR.
-	var extra [1]byte
-	k, err := io.ReadFull(dec, extra[:])
-	switch {
-	case k > 0:
-		return n, fmt.Errorf("data after the end of the NAR")
-	case err != io.EOF:
-		return n, fmt.Errorf("after the NAR: %w", err)
-	}
-	return n, nil
-}
-
 // WriteNAR copies the compressed NAR unchanged to w, checking its
 // FileHash and size, decompressing it to parse it strictly and to check
 // NarHash and NarSize on the way.
@@ -249,7 +225,7 @@ func (c *BinaryCache) WriteNAR(ctx context.Context, info *narinfo.NarInfo, w io.
 	fileHash := sha256.New()
 	raw := io.TeeReader(ctxReader{ctx, rc}, io.MultiWriter(w, fileHash))
 	h := sha256.New()
-	n, narErr := c.readNAR(raw, comp, h)
+	n, narErr := nar.ValidateCompressed(raw, comp, h)
 	// The decompressor may stop before the end of the file (padding);
 	// read the rest so FileHash covers every byte.
 	if _, err := io.Copy(io.Discard, raw); err != nil {

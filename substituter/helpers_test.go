@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -33,16 +32,6 @@ import (
 	"github.com/nixoci/nixoci/substituter"
 	"github.com/nixoci/nixoci/target"
 )
-
-// bug marks a test that demonstrates a known bug in non-test code. It is
-// skipped unless NIXOCI_RUN_BUG_TESTS is set, so that the failure can be
-// reproduced on demand; remove the call once the bug is fixed.
-func bug(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("NIXOCI_RUN_BUG_TESTS") == "" {
-		t.Skip("BUG: " + msg)
-	}
-}
 
 // nix32 is the nix-base32 encoding of the SHA-256 of data.
 func nix32(data []byte) string {

@@ -1,6 +1,7 @@
 package substituter
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -46,6 +47,14 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b := s.opts.Backends[loc.backend]
+	h := w.Header()
+	h.Set("Content-Type", "application/x-nix-nar")
+	h.Set("ETag", `"`+d.String()+`"`)
+	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	if r.Method == http.MethodHead {
+		h.Set("Content-Length", strconv.FormatInt(loc.desc.Size, 10))
+		return
+	}
 	start := time.Now()
 	rc, err := b.Target.Fetch(r.Context(), loc.desc)
 	s.metrics.observeBackend("fetch_blob", start, err)
@@ -57,67 +66,152 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rc.Close()
-
-	h := w.Header()
-	h.Set("Content-Type", "application/x-nix-nar")
-	h.Set("ETag", `"`+d.String()+`"`)
-	h.Set("Cache-Control", "public, max-age=31536000, immutable")
-	v := &verifier{r: rc, size: loc.desc.Size, h: sha256.New(), want: d}
-	if rs, ok := rc.(io.ReadSeeker); ok {
-		v.seeker = rs
-		http.ServeContent(w, r, "", time.Time{}, v)
-	} else {
-		h.Set("Content-Length", strconv.FormatInt(loc.desc.Size, 10))
-		io.Copy(w, v)
+	// The first bytes say what the blob is: only a NAR in the compression
+	// the name asks for is served (a blob found by digest alone may be
+	// anything, e.g. a manifest).
+	head := make([]byte, 16)
+	n, err := io.ReadFull(rc, head)
+	head = head[:n]
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		s.fail(w, r, "NAR "+d.String(), err)
+		return
 	}
-	if v.corrupt {
+	if !hasMagic(head, ext) {
+		if _, known := spec.CompressionOfMediaType(loc.desc.MediaType); known {
+			// Recorded as such a NAR, yet it does not start like one.
+			s.metrics.add("nixoci_corrupt_blobs_total", 1)
+			s.log.Error("corrupt blob refused", "digest", d.String(), "backend", b.Name, "err", errCorrupt)
+			http.Error(w, "NAR "+d.String()+" is corrupt in the backend", http.StatusBadGateway)
+			return
+		}
+		http.Error(w, "no such NAR with this compression", http.StatusNotFound)
+		return
+	}
+	br := &blobReader{head: head, src: rc, srcPos: int64(n), size: loc.desc.Size, h: sha256.New(), want: d, verifying: true}
+	if sk, ok := rc.(io.Seeker); ok {
+		br.seeker = sk
+	} else {
+		r.Header.Del("Range") // cannot seek: always the whole blob
+	}
+	http.ServeContent(w, r, "", time.Time{}, br)
+	if br.corrupt {
 		s.metrics.add("nixoci_corrupt_blobs_total", 1)
-		s.nars.remove(d.Encoded())
 		s.log.Error("corrupt blob served truncated", "digest", d.String(), "backend", b.Name, "err", errCorrupt)
 	}
 }
 
-// verifier hashes a blob as it is read from start to end and, if the
-// content does not match the digest, withholds the last read so the
-// response ends short: the client sees a broken transfer, never a
-// complete wrong body. Seeks (Range requests) turn verification off.
-type verifier struct {
-	r       io.Reader
-	seeker  io.Seeker
-	size    int64
-	pos     int64
-	h       hash.Hash
-	want    digest.Digest
-	off     bool // not reading the whole blob in order
-	corrupt bool
+// Magic numbers of what nar/ serves.
+var (
+	xzMagic   = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	narMagic  = []byte("\x0d\x00\x00\x00\x00\x00\x00\x00nix-archive-1")
+)
+
+func hasMagic(head []byte, ext string) bool {
+	switch ext {
+	case ".xz":
+		return bytes.HasPrefix(head, xzMagic)
+	case ".zst":
+		return bytes.HasPrefix(head, zstdMagic)
+	default:
+		return bytes.HasPrefix(narMagic, head[:min(len(head), len(narMagic))]) && len(head) >= 8
+	}
 }
 
-func (v *verifier) Read(p []byte) (int, error) {
-	n, err := v.r.Read(p)
-	if v.off {
-		return n, err
+// blobReader serves a blob whose first bytes were already read (head),
+// as an io.ReadSeeker of the size the descriptor records. Read in order
+// from the start, it hashes what it returns and, if the content does not
+// match the digest (different bytes, shorter, or longer), withholds the
+// last read, so the response ends short: the client sees a broken
+// transfer, never a complete wrong body. Seeking elsewhere (a Range
+// request) turns verification off.
+type blobReader struct {
+	head      []byte
+	src       io.Reader
+	seeker    io.Seeker // nil if src cannot seek
+	srcPos    int64     // position of src in the blob
+	pos       int64     // position of the reader in the blob
+	size      int64
+	h         hash.Hash
+	want      digest.Digest
+	verifying bool
+	corrupt   bool
+}
+
+func (b *blobReader) Read(p []byte) (int, error) {
+	if b.pos >= b.size {
+		return 0, io.EOF
 	}
-	v.h.Write(p[:n])
-	v.pos += int64(n)
-	if v.pos == v.size {
-		if hex.EncodeToString(v.h.Sum(nil)) != v.want.Encoded() {
-			v.corrupt = true
-			return 0, fmt.Errorf("%s: %w", v.want, errCorrupt)
+	p = p[:min(int64(len(p)), b.size-b.pos)]
+	var n int
+	var err error
+	if b.pos < int64(len(b.head)) {
+		n = copy(p, b.head[b.pos:])
+	} else {
+		if b.srcPos != b.pos {
+			if b.seeker == nil {
+				return 0, errors.New("blob reader cannot seek")
+			}
+			if _, err := b.seeker.Seek(b.pos, io.SeekStart); err != nil {
+				return 0, err
+			}
+			b.srcPos = b.pos
 		}
+		n, err = b.src.Read(p)
+		b.srcPos += int64(n)
+		if err == io.EOF && b.pos+int64(n) < b.size {
+			err = b.fail("shorter than its recorded size")
+		}
+	}
+	if b.verifying {
+		b.h.Write(p[:n])
+	}
+	b.pos += int64(n)
+	if b.verifying && b.pos == b.size {
+		longer := int64(len(b.head)) > b.size
+		if !longer && b.srcPos == b.size {
+			var extra [1]byte
+			k, _ := io.ReadFull(b.src, extra[:])
+			longer = k > 0
+		}
+		if longer {
+			return 0, b.fail("longer than its recorded size")
+		}
+		if hex.EncodeToString(b.h.Sum(nil)) != b.want.Encoded() {
+			return 0, b.fail("content hash differs")
+		}
+	}
+	if err == io.EOF && b.pos < b.size {
+		err = nil
 	}
 	return n, err
 }
 
-func (v *verifier) Seek(offset int64, whence int) (int64, error) {
-	pos, err := v.seeker.Seek(offset, whence)
-	// ServeContent seeks to the end and back to learn the size; only a
-	// read that starts elsewhere than 0 disables verification.
-	if err == nil && pos != 0 && whence != io.SeekEnd {
-		v.off = true
+func (b *blobReader) fail(why string) error {
+	b.corrupt = true
+	return fmt.Errorf("%s: %s: %w", b.want, why, errCorrupt)
+}
+
+func (b *blobReader) Seek(offset int64, whence int) (int64, error) {
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = b.pos + offset
+	case io.SeekEnd:
+		abs = b.size + offset
 	}
-	if err == nil && pos == 0 {
-		v.h.Reset()
-		v.pos = 0
+	if abs < 0 {
+		return 0, errors.New("negative position")
 	}
-	return pos, err
+	if whence == io.SeekEnd && offset == 0 {
+		return abs, nil // ServeContent asking for the size; nothing moves
+	}
+	if abs != b.pos {
+		b.verifying = abs == 0
+		b.h.Reset()
+	}
+	b.pos = abs
+	return abs, nil
 }

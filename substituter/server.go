@@ -166,7 +166,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route := routeOf(r)
 	defer func() {
 		status := strconv.Itoa(rw.status)
-		s.metrics.add("nixoci_requests_total", 1, "route", route, "method", r.Method, "status", status)
+		s.metrics.add("nixoci_requests_total", 1, "route", route, "method", methodLabel(r.Method), "status", status)
 		s.metrics.add("nixoci_response_bytes_total", float64(rw.bytes), "route", route)
 		if s.opts.AccessLog || rw.status >= 500 {
 			level := slog.LevelInfo
@@ -180,11 +180,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	// Every valid path is plain ASCII without escapes or dot segments;
 	// refuse anything else before it reaches a backend.
-	if r.URL.RawPath != "" || strings.Contains(r.URL.Path, "..") || strings.Contains(r.URL.Path, "//") {
+	if strings.Contains(r.RequestURI, "%") || strings.Contains(r.URL.Path, "..") || strings.Contains(r.URL.Path, "//") {
 		http.Error(rw, "bad path", http.StatusBadRequest)
 		return
 	}
 	s.mux.ServeHTTP(rw, r)
+}
+
+// methodLabel bounds the method label: clients choose methods freely.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPut:
+		return m
+	}
+	return "other"
 }
 
 // routeOf names the route for metrics, bounded in cardinality.

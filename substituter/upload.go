@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,7 +21,6 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/nar"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
@@ -190,7 +188,7 @@ func (u *uploader) putNAR(r *http.Request, file string) (int, error) {
 	done := make(chan result, 1)
 	go func() {
 		h := sha256.New()
-		n, err := decodeNAR(pr, comp, h)
+		n, err := nar.ValidateCompressed(pr, comp, h)
 		io.Copy(io.Discard, pr) // keep the upload flowing after an error
 		done <- result{"sha256:" + nixbase32.EncodeToString(h.Sum(nil)), n, err}
 	}()
@@ -217,16 +215,6 @@ func (u *uploader) putNAR(r *http.Request, file string) (int, error) {
 	}
 	u.received.put(desc.Digest.Encoded(), receivedNAR{res.narHash, uint64(res.size), size, comp}, 24*time.Hour)
 	return http.StatusCreated, nil
-}
-
-// decodeNAR decompresses and strictly parses a NAR, hashing it into h.
-func decodeNAR(r io.Reader, comp spec.Compression, h hash.Hash) (int64, error) {
-	dec, err := codec.NewReader(r, comp)
-	if err != nil {
-		return 0, err
-	}
-	defer dec.Close()
-	return nar.Validate(io.TeeReader(dec, h))
 }
 
 // putNarInfo commits an uploaded store path: its NAR must have been
@@ -274,6 +262,15 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 			return http.StatusBadRequest, fmt.Errorf("%s: reference %s has not been uploaded", info.StorePath, ref)
 		}
 	}
+	// One artifact per store path: an upload never replaces a stored path
+	// with different content (it may add signatures to the same NAR).
+	existing, err := artifact.FetchPathByHash(r.Context(), u.s.opts.Backends[0].Target, hash)
+	switch {
+	case err == nil && existing.Info.NarHash != info.NarHash:
+		return http.StatusConflict, fmt.Errorf("%s is stored with NarHash %s; refusing to replace it with %s", info.StorePath, existing.Info.NarHash, info.NarHash)
+	case err != nil && !isNotFound(err):
+		return statusOf(err), err
+	}
 	info.URL = spec.NarURL(strings.TrimPrefix(info.FileHash, "sha256:"), comp)
 	if _, err := artifact.StoreArtifact(r.Context(), u.s.opts.Backends[0].Target, info, nil); err != nil {
 		return statusOf(err), err
@@ -297,7 +294,7 @@ func (u *uploader) checkStoredNAR(ctx context.Context, fileHex string, comp spec
 	}
 	defer rc.Close()
 	fh, h := sha256.New(), sha256.New()
-	n, err := decodeNAR(io.TeeReader(rc, fh), comp, h)
+	n, err := nar.ValidateCompressed(io.TeeReader(rc, fh), comp, h)
 	if err != nil {
 		return receivedNAR{}, err
 	}
