@@ -21,6 +21,9 @@ type Closure struct {
 	PathCount  int
 	Parts      int // 1 unless the closure was split
 	Layers     []ocispec.Descriptor
+	// Digests lists the closure manifests this describes: Descriptor's
+	// alone, unless several closures were merged (image.BuildUnion).
+	Digests []string
 }
 
 // ReadClosure resolves reference (a tag or digest) in t and reads the
@@ -52,7 +55,7 @@ func ReadClosure(ctx context.Context, t target.Target, reference string) (*Closu
 			return nil, fmt.Errorf("%s: %w", reference, err)
 		}
 		return &Closure{Descriptor: desc, Roots: []string{art.Info.StorePath}, PathCount: 1, Parts: 1,
-			Layers: []ocispec.Descriptor{art.NAR, art.NarInfo}}, nil
+			Layers: []ocispec.Descriptor{art.NAR, art.NarInfo}, Digests: []string{desc.Digest.String()}}, nil
 	}
 	if probe.ArtifactType != spec.ArtifactTypeClosure {
 		return nil, fmt.Errorf("%s: artifactType %q is not a nixoci closure: %w", reference, probe.ArtifactType, ErrNotArtifact)
@@ -62,6 +65,7 @@ func ReadClosure(ctx context.Context, t target.Target, reference string) (*Closu
 	}
 	c := &Closure{
 		Descriptor: desc,
+		Digests:    []string{desc.Digest.String()},
 		Roots:      strings.Fields(probe.Annotations[spec.AnnotationRoots]),
 		Parts:      1,
 	}

@@ -66,12 +66,14 @@ type Options struct {
 
 // Result describes a built image.
 type Result struct {
-	Tag       string
-	Manifest  ocispec.Descriptor
-	Config    ocispec.Descriptor
-	Layers    []Layer // store-path layers, then the root layer
-	Converted int     // store-path layers converted now
-	Reused    int     // store-path layers found stored
+	Tag      string
+	Manifest ocispec.Descriptor
+	// ManifestData is the image manifest as stored.
+	ManifestData []byte
+	Config       ocispec.Descriptor
+	Layers       []Layer // store-path layers, then the root layer
+	Converted    int     // store-path layers converted now
+	Reused       int     // store-path layers found stored
 	// SnapshotterTag and Snapshotter describe the nix-snapshotter form.
 	SnapshotterTag string
 	Snapshotter    *ocispec.Descriptor
@@ -84,6 +86,12 @@ var ErrOutsideClosure = errors.New("not in the closure")
 // tags it in dst. NAR blobs are read from src; layers are written to dst
 // (and reused from it).
 func Build(ctx context.Context, src target.Target, closureRef string, dst target.Target, tag string, opts Options) (*Result, error) {
+	return BuildUnion(ctx, src, []string{closureRef}, dst, tag, opts)
+}
+
+// BuildUnion makes an image of the union of several closures (a path in
+// more than one is one layer).
+func BuildUnion(ctx context.Context, src target.Target, closureRefs []string, dst target.Target, tag string, opts Options) (*Result, error) {
 	if !spec.ValidTag(tag) {
 		return nil, fmt.Errorf("invalid image tag %q", tag)
 	}
@@ -99,10 +107,11 @@ func Build(ctx context.Context, src target.Target, closureRef string, dst target
 	if opts.Jobs <= 0 {
 		opts.Jobs = runtime.NumCPU()
 	}
-	closure, err := artifact.ReadClosure(ctx, src, closureRef)
+	closure, err := readUnion(ctx, src, closureRefs)
 	if err != nil {
-		return nil, fmt.Errorf("closure %s: %w", closureRef, err)
+		return nil, err
 	}
+	closureRef := strings.Join(closureRefs, "+")
 	paths, err := closurePaths(ctx, src, closure, opts.Jobs)
 	if err != nil {
 		return nil, err
@@ -175,7 +184,7 @@ func Build(ctx context.Context, src target.Target, closureRef string, dst target
 	}
 	cfg := imageConfig(opts, platform, closure, pathEnv)
 	res.Layers = append(layers, rootLayer)
-	res.Manifest, res.Config, err = storeImage(ctx, dst, tag, cfg, res.Layers, closure)
+	res.Manifest, res.ManifestData, res.Config, err = storeImage(ctx, dst, tag, cfg, res.Layers, closure)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +197,7 @@ func Build(ctx context.Context, src target.Target, closureRef string, dst target
 		if err != nil {
 			return nil, err
 		}
-		d, _, err := storeImage(ctx, dst, res.SnapshotterTag, cfg, []Layer{nixLayer, rootLayer}, closure)
+		d, _, _, err := storeImage(ctx, dst, res.SnapshotterTag, cfg, []Layer{nixLayer, rootLayer}, closure)
 		if err != nil {
 			return nil, err
 		}
@@ -197,12 +206,42 @@ func Build(ctx context.Context, src target.Target, closureRef string, dst target
 	return res, nil
 }
 
+// readUnion reads closures and merges them: roots and layers of all,
+// the descriptor of the first (a single closure is returned as it is).
+func readUnion(ctx context.Context, src target.Target, refs []string) (*artifact.Closure, error) {
+	if len(refs) == 0 {
+		return nil, errors.New("no closure named")
+	}
+	var union *artifact.Closure
+	var digests []string
+	for _, ref := range refs {
+		c, err := artifact.ReadClosure(ctx, src, ref)
+		if err != nil {
+			return nil, fmt.Errorf("closure %s: %w", ref, err)
+		}
+		digests = append(digests, c.Descriptor.Digest.String())
+		if union == nil {
+			union = c
+			continue
+		}
+		union.Roots = append(union.Roots, c.Roots...)
+		union.Layers = append(union.Layers, c.Layers...)
+	}
+	slices.Sort(union.Roots)
+	union.Roots = slices.Compact(union.Roots)
+	union.Digests = digests
+	return union, nil
+}
+
 // closurePaths reads the store-path artifact of every path in a closure.
 func closurePaths(ctx context.Context, src target.Target, c *artifact.Closure, jobs int) ([]artifact.PathArtifact, error) {
 	var hashes []string
+	seen := map[string]bool{}
 	for _, l := range c.Layers {
-		if l.MediaType == spec.MediaTypeNarInfo {
-			hashes = append(hashes, strings.TrimSuffix(l.Annotations[spec.AnnotationTitle], ".narinfo"))
+		h := strings.TrimSuffix(l.Annotations[spec.AnnotationTitle], ".narinfo")
+		if l.MediaType == spec.MediaTypeNarInfo && !seen[h] {
+			seen[h] = true
+			hashes = append(hashes, h)
 		}
 	}
 	paths := make([]artifact.PathArtifact, len(hashes))
@@ -427,7 +466,7 @@ func imageConfig(opts Options, pl ocispec.Platform, c *artifact.Closure, pathEnv
 }
 
 // storeImage writes the config and the manifest, and tags it last.
-func storeImage(ctx context.Context, dst target.Target, tag string, cfg ocispec.Image, layers []Layer, c *artifact.Closure) (ocispec.Descriptor, ocispec.Descriptor, error) {
+func storeImage(ctx context.Context, dst target.Target, tag string, cfg ocispec.Image, layers []Layer, c *artifact.Closure) (desc ocispec.Descriptor, data []byte, cfgDesc ocispec.Descriptor, err error) {
 	cfg.RootFS.DiffIDs = nil
 	var descs []ocispec.Descriptor
 	for _, l := range layers {
@@ -436,11 +475,11 @@ func storeImage(ctx context.Context, dst target.Target, tag string, cfg ocispec.
 	}
 	cfgData, err := json.Marshal(cfg)
 	if err != nil {
-		return ocispec.Descriptor{}, ocispec.Descriptor{}, err
+		return desc, nil, cfgDesc, err
 	}
-	cfgDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfgData), Size: int64(len(cfgData))}
+	cfgDesc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfgData), Size: int64(len(cfgData))}
 	if err := pushBytes(ctx, dst, cfgDesc, cfgData); err != nil {
-		return ocispec.Descriptor{}, ocispec.Descriptor{}, err
+		return desc, nil, cfgDesc, err
 	}
 	m := ocispec.Manifest{
 		Versioned: specs.Versioned{SchemaVersion: 2},
@@ -449,19 +488,19 @@ func storeImage(ctx context.Context, dst target.Target, tag string, cfg ocispec.
 		Layers:    descs,
 		Annotations: map[string]string{
 			spec.AnnotationVersion: spec.Version,
-			spec.AnnotationClosure: c.Descriptor.Digest.String(),
+			spec.AnnotationClosure: strings.Join(c.Digests, " "),
 		},
 	}
-	data, err := json.Marshal(m)
+	data, err = json.Marshal(m)
 	if err != nil {
-		return ocispec.Descriptor{}, ocispec.Descriptor{}, err
+		return desc, nil, cfgDesc, err
 	}
 	if len(data) > spec.MaxManifestSize {
-		return ocispec.Descriptor{}, ocispec.Descriptor{}, fmt.Errorf("image manifest would be %d bytes, over %d: lower --max-layers", len(data), spec.MaxManifestSize)
+		return desc, nil, cfgDesc, fmt.Errorf("image manifest would be %d bytes, over %d: lower --max-layers", len(data), spec.MaxManifestSize)
 	}
-	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(data), Size: int64(len(data))}
+	desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(data), Size: int64(len(data))}
 	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), tag); err != nil {
-		return ocispec.Descriptor{}, ocispec.Descriptor{}, err
+		return desc, nil, cfgDesc, err
 	}
-	return desc, cfgDesc, nil
+	return desc, data, cfgDesc, nil
 }

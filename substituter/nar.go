@@ -87,7 +87,13 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such NAR with this compression", http.StatusNotFound)
 		return
 	}
-	br := &blobReader{head: head, src: rc, srcPos: int64(n), size: loc.desc.Size, h: sha256.New(), want: d, verifying: true}
+	s.serveBlob(w, r, b.Name, loc, rc, head)
+}
+
+// serveBlob streams a blob (whose first bytes, head, were already read
+// from rc) with Range support, verifying it against its digest.
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, backend string, loc narLocation, rc io.Reader, head []byte) {
+	br := &blobReader{head: head, src: rc, srcPos: int64(len(head)), size: loc.desc.Size, h: sha256.New(), want: loc.desc.Digest, verifying: true}
 	if sk, ok := rc.(io.Seeker); ok {
 		br.seeker = sk
 	} else {
@@ -96,7 +102,7 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", time.Time{}, br)
 	if br.corrupt {
 		s.metrics.add("nixoci_corrupt_blobs_total", 1)
-		s.log.Error("corrupt blob served truncated", "digest", d.String(), "backend", b.Name, "err", errCorrupt)
+		s.log.Error("corrupt blob served truncated", "digest", loc.desc.Digest.String(), "backend", backend, "err", errCorrupt)
 	}
 }
 

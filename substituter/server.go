@@ -54,6 +54,9 @@ type Options struct {
 	// Upload, if set, accepts `nix copy --to http://…` into the first
 	// backend for clients presenting one of its credentials.
 	Upload *UploadOptions
+	// Registry, if set, also serves the read-only OCI distribution API
+	// under /v2/, composing images from closures (see RegistryOptions).
+	Registry *RegistryOptions
 	// Logger receives access and error logs; default slog.Default().
 	Logger *slog.Logger
 	// AccessLog logs every request (at Info); errors are always logged.
@@ -67,6 +70,7 @@ type Server struct {
 	metrics  *metrics
 	narinfos *lru[*pathEntry]  // hash part -> entry (nil entry: not found)
 	nars     *lru[narLocation] // nar digest hex -> where it is
+	composed *lru[*composed]   // repository name -> composed image
 	flight   singleflight.Group
 	sem      chan struct{}
 	inflight atomic.Int64
@@ -109,6 +113,7 @@ func New(opts Options) (*Server, error) {
 		metrics:  newMetrics(),
 		narinfos: newLRU[*pathEntry](opts.CacheSize),
 		nars:     newLRU[narLocation](opts.CacheSize),
+		composed: newLRU[*composed](1000),
 		sem:      make(chan struct{}, opts.MaxBackendRequests),
 	}
 	if opts.Upload != nil {
@@ -125,6 +130,9 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /{file}", s.serveNarInfo)
 	s.mux.HandleFunc("GET /nar/{file}", s.serveNAR)
 	s.mux.HandleFunc("PUT /{file}", s.servePut)
+	if opts.Registry != nil {
+		s.mux.HandleFunc("/v2/", s.serveRegistry)
+	}
 	s.mux.HandleFunc("PUT /nar/{file}", s.servePut)
 	return s, nil
 }
@@ -206,6 +214,8 @@ func routeOf(r *http.Request) string {
 		return "narinfo"
 	case strings.HasPrefix(p, "/nar/"):
 		return "nar"
+	case strings.HasPrefix(p, "/v2/"):
+		return "registry"
 	}
 	return "other"
 }

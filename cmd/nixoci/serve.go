@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nixoci/nixoci/image"
 	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
 )
 
@@ -33,8 +35,17 @@ With --upload and --credentials, 'nix copy --to http://HOST:PORT' stores
 paths as 'nixoci push' would (Nix sends the credentials from its
 netrc-file); without --upload every PUT is refused.
 
+With --registry, it is also a read-only OCI registry whose images are
+composed on demand from stored closures: the repository name lists
+closure tags (or names from --names) separated by '/', e.g.
+'docker pull HOST:PORT/shell/hello:latest' gives the union of the closures
+tagged shell and hello, one layer per store path, symlinks to their roots
+in /. Layers are converted once, stored in the first --from target, and
+reused by every later image; a name whose layers exist answers at once.
+
 Examples:
   nixoci serve --from oci:/srv/nix-oci --sign-key /etc/nix/cache.sec
+  nixoci serve --from oci:/srv/nix-oci --registry --names /etc/nixoci/names.json
   nixoci serve --from ghcr.io/me/nix --from oci:/srv/local --listen 0.0.0.0:8080
   nixoci serve --from 127.0.0.1:5000/cache --upload --credentials /etc/nixoci/creds
 `
@@ -55,6 +66,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	backendTimeout := fs.Duration("backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
 	maxBackend := fs.Int("max-backend-requests", 64, "concurrent requests to the backends")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	registryAPI := fs.Bool("registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the first --from)")
+	names := fs.String("names", "", "JSON file of friendly image names and meta-packages for --registry")
+	maxLayers := fs.Int("max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
+	layerCompression := fs.String("layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -73,7 +88,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		CacheSize: *cacheSize, BackendTimeout: *backendTimeout, MaxBackendRequests: *maxBackend,
 	}
 	for i, f := range from {
-		ref, t, err := openTarget(ctx, f, *plainHTTP, *upload && i == 0)
+		ref, t, err := openTarget(ctx, f, *plainHTTP, (*upload || *registryAPI) && i == 0)
 		if err != nil {
 			return err
 		}
@@ -85,6 +100,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		opts.SignKeys = append(opts.SignKeys, k)
+	}
+	if *registryAPI {
+		comp, err := spec.ParseLayerCompression(*layerCompression)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		reg := &substituter.RegistryOptions{Image: image.Options{MaxLayers: *maxLayers, Compression: comp}}
+		if *names != "" {
+			if reg.Names, err = substituter.LoadNames(*names); err != nil {
+				return err
+			}
+		}
+		opts.Registry = reg
+	} else if *names != "" {
+		return fmt.Errorf("%w: --names needs --registry", errUsage)
 	}
 	if *upload {
 		creds, err := substituter.LoadCredentials(*credentials)
