@@ -189,6 +189,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Every valid path is plain ASCII without escapes or dot segments;
 	// refuse anything else before it reaches a backend.
 	if strings.Contains(r.RequestURI, "%") || strings.Contains(r.URL.Path, "..") || strings.Contains(r.URL.Path, "//") {
+		if strings.HasPrefix(r.URL.Path, "/v2/") && s.opts.Registry != nil {
+			registryError(rw, http.StatusBadRequest, codeNameInvalid, "escapes, empty or dot segments in the path")
+			return
+		}
 		http.Error(rw, "bad path", http.StatusBadRequest)
 		return
 	}
