@@ -1,9 +1,9 @@
-// Command narinfo-load requests every narinfo of a list once, at a given
-// concurrency, and prints requests per second and latency percentiles.
-// It measures a cold cache (each path asked for the first time), which
-// wrk, looping over the same URLs, cannot.
+// Command httpload requests URL paths read from standard input (each
+// once, or -repeat times), at a given concurrency, and prints requests per
+// second and latency percentiles. Unlike wrk looping over the same URLs,
+// it measures a cold cache when each path is asked for the first time.
 //
-//	go run ./bench/narinfo-load -c 16 http://127.0.0.1:8080 < hashes.txt
+//	sed 's/$/.narinfo/; s/^/\//' hashes.txt | go run ./bench/httpload -c 16 http://127.0.0.1:8080
 package main
 
 import (
@@ -20,15 +20,20 @@ import (
 
 func main() {
 	conc := flag.Int("c", 16, "concurrent requests")
+	repeat := flag.Int("repeat", 1, "request the list this many times")
 	flag.Parse()
 	base := flag.Arg(0)
-	var hashes []string
+	var paths []string
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
-		hashes = append(hashes, sc.Text())
+		paths = append(paths, sc.Text())
+	}
+	var all []string
+	for range *repeat {
+		all = append(all, paths...)
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc}}
-	lat := make([]time.Duration, len(hashes))
+	lat := make([]time.Duration, len(all))
 	var failures int
 	var mu sync.Mutex
 	jobs := make(chan int)
@@ -40,7 +45,7 @@ func main() {
 			defer wg.Done()
 			for i := range jobs {
 				t := time.Now()
-				resp, err := client.Get(base + "/" + hashes[i] + ".narinfo")
+				resp, err := client.Get(base + all[i])
 				ok := err == nil && resp.StatusCode == 200
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)
@@ -55,7 +60,7 @@ func main() {
 			}
 		}()
 	}
-	for i := range hashes {
+	for i := range all {
 		jobs <- i
 	}
 	close(jobs)
@@ -63,8 +68,8 @@ func main() {
 	el := time.Since(start)
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) time.Duration { return lat[int(p*float64(len(lat)-1))] }
-	fmt.Printf("%d requests, %d failed, %.0f req/s, p50 %v, p99 %v\n", len(hashes), failures,
-		float64(len(hashes))/el.Seconds(), pct(0.5).Round(time.Microsecond), pct(0.99).Round(time.Microsecond))
+	fmt.Printf("%d requests, %d failed, %.0f req/s, p50 %v, p99 %v\n", len(all), failures,
+		float64(len(all))/el.Seconds(), pct(0.5).Round(time.Microsecond), pct(0.99).Round(time.Microsecond))
 	if failures > 0 {
 		os.Exit(1)
 	}
