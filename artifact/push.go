@@ -211,7 +211,7 @@ func (p *pusher) reuse(ctx context.Context, art PathArtifact, src *narinfo.NarIn
 	if slices.Equal(info.Sigs, art.Info.Sigs) {
 		return art, nil
 	}
-	return p.store(ctx, &info, "")
+	return p.store(ctx, &info, nil, 0)
 }
 
 // pack reads the path's NAR from the source into a temporary file, then
@@ -221,7 +221,9 @@ func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact,
 	if err != nil {
 		return PathArtifact{}, err
 	}
-	defer os.Remove(f.Name())
+	// Unlinked at once: the file lives while it is open, and a push that is
+	// killed leaves nothing behind.
+	os.Remove(f.Name())
 	defer f.Close()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	hw := &hashingWriter{w: bw, h: sha256.New()}
@@ -252,16 +254,16 @@ func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact,
 			return PathArtifact{}, err
 		}
 	}
-	return p.store(ctx, &packed, f.Name())
+	return p.store(ctx, &packed, f, hw.n)
 }
 
 // store writes a path's blobs, then its manifest, then its tag. narFile
-// holds the compressed NAR, or is empty when the NAR blob is stored
-// already.
-func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile string) (PathArtifact, error) {
+// holds the compressed NAR (size bytes), or is nil when the NAR blob is
+// stored already.
+func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile *os.File, size int64) (PathArtifact, error) {
 	var openNAR func() (io.ReadCloser, error)
-	if narFile != "" {
-		openNAR = func() (io.ReadCloser, error) { return os.Open(narFile) }
+	if narFile != nil {
+		openNAR = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(narFile, 0, size)), nil }
 	}
 	return storeArtifact(ctx, info, openNAR, p.pushBlob, p.pushManifest)
 }

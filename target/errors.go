@@ -38,7 +38,7 @@ func IsTransient(err error) bool {
 
 // classify wraps err from a registry with the condition it represents and
 // the target's name.
-func classify(name, op string, err error) error {
+func classify(ctx context.Context, name, op string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -46,7 +46,10 @@ func classify(name, op string, err error) error {
 	var resp *errcode.ErrorResponse
 	var netErr net.Error
 	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case ctx.Err() != nil:
+		// The caller gave up. (A transport timeout, such as net/http's
+		// "timeout awaiting response headers", also matches
+		// context.DeadlineExceeded, but is the registry's fault.)
 		return fmt.Errorf("%s: %s: %w", name, op, err)
 	case errors.Is(err, auth.ErrBasicCredentialNotFound):
 		kind = ErrUnauthorized
@@ -57,6 +60,12 @@ func classify(name, op string, err error) error {
 		case resp.StatusCode == http.StatusForbidden:
 			kind = ErrDenied
 		case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+			kind = ErrRegistry
+		case resp.StatusCode == http.StatusBadRequest && hasCode(resp.Errors, errcode.ErrorCodeManifestBlobUnknown):
+			// A manifest whose blobs were stored a moment ago: the
+			// registry lost track of one (docker-registry 2.8 rewrites
+			// its link files in place while another writer stores the
+			// same blob). Storing again helps.
 			kind = ErrRegistry
 		}
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
@@ -82,35 +91,44 @@ type remoteTarget struct {
 
 func (r *remoteTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	rc, err := r.Repository.Fetch(ctx, desc)
-	return rc, classify(r.name, "fetching "+desc.Digest.String(), err)
+	return rc, classify(ctx, r.name, "fetching "+desc.Digest.String(), err)
 }
 
 func (r *remoteTarget) Push(ctx context.Context, desc ocispec.Descriptor, content io.Reader) error {
-	return classify(r.name, "pushing "+desc.Digest.String(), r.Repository.Push(ctx, desc, content))
+	return classify(ctx, r.name, "pushing "+desc.Digest.String(), r.Repository.Push(ctx, desc, content))
 }
 
 func (r *remoteTarget) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
 	ok, err := r.Repository.Exists(ctx, desc)
-	return ok, classify(r.name, "checking "+desc.Digest.String(), err)
+	return ok, classify(ctx, r.name, "checking "+desc.Digest.String(), err)
 }
 
 func (r *remoteTarget) Resolve(ctx context.Context, reference string) (ocispec.Descriptor, error) {
 	d, err := r.Repository.Resolve(ctx, reference)
-	return d, classify(r.name, "resolving "+reference, err)
+	return d, classify(ctx, r.name, "resolving "+reference, err)
 }
 
 func (r *remoteTarget) Tag(ctx context.Context, desc ocispec.Descriptor, reference string) error {
-	return classify(r.name, "tagging "+reference, r.Repository.Tag(ctx, desc, reference))
+	return classify(ctx, r.name, "tagging "+reference, r.Repository.Tag(ctx, desc, reference))
 }
 
 func (r *remoteTarget) PushReference(ctx context.Context, desc ocispec.Descriptor, content io.Reader, reference string) error {
-	return classify(r.name, "pushing manifest "+reference, r.Repository.PushReference(ctx, desc, content, reference))
+	return classify(ctx, r.name, "pushing manifest "+reference, r.Repository.PushReference(ctx, desc, content, reference))
 }
 
 func (r *remoteTarget) FetchReference(ctx context.Context, reference string) (ocispec.Descriptor, io.ReadCloser, error) {
 	d, rc, err := r.Repository.FetchReference(ctx, reference)
-	return d, rc, classify(r.name, "fetching "+reference, err)
+	return d, rc, classify(ctx, r.name, "fetching "+reference, err)
 }
 
 // String names the target.
 func (r *remoteTarget) String() string { return r.name }
+
+func hasCode(errs errcode.Errors, code string) bool {
+	for _, e := range errs {
+		if e.Code == code {
+			return true
+		}
+	}
+	return false
+}

@@ -29,6 +29,15 @@ func errorResponse(status int) error {
 	return &errcode.ErrorResponse{Method: http.MethodGet, URL: u, StatusCode: status}
 }
 
+// headerTimeout is like net/http's "timeout awaiting response headers":
+// a net.Error that also matches context.DeadlineExceeded.
+type headerTimeout struct{}
+
+func (headerTimeout) Error() string        { return "net/http: timeout awaiting response headers" }
+func (headerTimeout) Timeout() bool        { return true }
+func (headerTimeout) Temporary() bool      { return true }
+func (headerTimeout) Is(target error) bool { return target == context.DeadlineExceeded }
+
 // refusedError is a real "connection refused" from the net/http stack.
 func refusedError(t *testing.T) error {
 	t.Helper()
@@ -63,6 +72,10 @@ func TestClassify(t *testing.T) {
 		{"503 wrapped", fmt.Errorf("pushing: %w", errorResponse(http.StatusServiceUnavailable)), ErrRegistry},
 		{"429", errorResponse(http.StatusTooManyRequests), ErrRegistry},
 		{"400", errorResponse(http.StatusBadRequest), nil},
+		{"400 manifest blob unknown", &errcode.ErrorResponse{Method: http.MethodPut, StatusCode: http.StatusBadRequest,
+			URL:    &url.URL{Scheme: "https", Host: "registry.example", Path: "/v2/me/nix/manifests/dev"},
+			Errors: errcode.Errors{{Code: errcode.ErrorCodeManifestBlobUnknown}}}, ErrRegistry},
+		{"header timeout", &url.Error{Op: "Put", URL: "https://registry.example/v2/", Err: headerTimeout{}}, ErrUnreachable},
 		{"connection refused", refusedError(t), ErrUnreachable},
 		{"syscall ECONNREFUSED", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, ErrUnreachable},
 		{"connection reset", fmt.Errorf("read: %w", syscall.ECONNRESET), ErrUnreachable},
@@ -76,7 +89,14 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
-			got := classify(name, "resolving dev", tt.err)
+			ctx := context.Background()
+			if errors.Is(tt.err, context.Canceled) || errors.Is(tt.err, context.DeadlineExceeded) && tt.want == nil {
+				// The caller's own context ended.
+				c, cancel := context.WithCancel(ctx)
+				cancel()
+				ctx = c
+			}
+			got := classify(ctx, name, "resolving dev", tt.err)
 			if got == nil {
 				t.Fatal("classify returned nil for an error")
 			}
@@ -96,11 +116,11 @@ func TestClassify(t *testing.T) {
 			}
 		})
 	}
-	if err := classify(name, "x", nil); err != nil {
+	if err := classify(context.Background(), name, "x", nil); err != nil {
 		t.Errorf("classify(nil) = %v, want nil", err)
 	}
 	// Not found stays not found, whatever else it is wrapped in.
-	err := classify(name, "fetching", fmt.Errorf("manifest: %w", errdef.ErrNotFound))
+	err := classify(context.Background(), name, "fetching", fmt.Errorf("manifest: %w", errdef.ErrNotFound))
 	if !errors.Is(err, errdef.ErrNotFound) {
 		t.Errorf("classify lost errdef.ErrNotFound: %v", err)
 	}

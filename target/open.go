@@ -108,7 +108,7 @@ type Pinger interface {
 // ResolveBlob implements BlobResolver with a HEAD request.
 func (r *remoteTarget) ResolveBlob(ctx context.Context, d digest.Digest) (ocispec.Descriptor, error) {
 	desc, err := r.Repository.Blobs().Resolve(ctx, d.String())
-	return desc, classify(r.name, "resolving blob "+d.String(), err)
+	return desc, classify(ctx, r.name, "resolving blob "+d.String(), err)
 }
 
 // Ping implements Pinger: GET /v2/ with the repository's credentials.
@@ -117,5 +117,5 @@ func (r *remoteTarget) Ping(ctx context.Context) error {
 		Client: r.Repository.Client, PlainHTTP: r.Repository.PlainHTTP,
 		Reference: registry.Reference{Registry: r.Repository.Reference.Registry},
 	}}
-	return classify(r.name, "ping", reg.Ping(ctx))
+	return classify(ctx, r.name, "ping", reg.Ping(ctx))
 }
