@@ -11,3 +11,5 @@ require (
 	golang.org/x/sync v0.24.0
 	oras.land/oras-go/v2 v2.7.0
 )
+
+require golang.org/x/sys v0.49.0

@@ -217,13 +217,10 @@ func (p *pusher) reuse(ctx context.Context, art PathArtifact, src *narinfo.NarIn
 // pack reads the path's NAR from the source into a temporary file, then
 // stores it.
 func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact, error) {
-	f, err := os.CreateTemp(p.opts.TempDir, "nixoci-nar-*")
+	f, err := anonymousTempFile(p.opts.TempDir)
 	if err != nil {
 		return PathArtifact{}, err
 	}
-	// Unlinked at once: the file lives while it is open, and a push that is
-	// killed leaves nothing behind.
-	os.Remove(f.Name())
 	defer f.Close()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	hw := &hashingWriter{w: bw, h: sha256.New()}
