@@ -150,6 +150,13 @@ func ParsePathManifest(desc ocispec.Descriptor, data []byte) (PathArtifact, erro
 		return PathArtifact{}, fmt.Errorf("manifest %s: artifactType %q, want %q: %w", desc.Digest, m.ArtifactType, spec.ArtifactTypePath, ErrNotArtifact)
 	}
 	a := m.Annotations
+	size := 0
+	for k, v := range a {
+		size += len(k) + len(v)
+	}
+	if size > narinfo.MaxSize {
+		return PathArtifact{}, fmt.Errorf("manifest %s: %d bytes of annotations, over the %d-byte narinfo limit: %w", desc.Digest, size, narinfo.MaxSize, ErrNotArtifact)
+	}
 	if v := a[spec.AnnotationVersion]; v != spec.Version {
 		return PathArtifact{}, fmt.Errorf("manifest %s: format version %q, this nixoci reads %q: %w", desc.Digest, v, spec.Version, ErrNotArtifact)
 	}
