@@ -192,10 +192,27 @@ func (s *registryStore) Tags() (map[string]digest.Digest, error) {
 	return tags, nil
 }
 
+// tagSettle bounds how long a listed tag may stay unresolvable. A client
+// killed right after sending a manifest PUT leaves the registry writing
+// the tag: distribution lists a tag once its directory exists, before
+// its link file is written, so GET answers 404 for a moment. A tag that
+// never resolves is an error.
+const tagSettle = 10 * time.Second
+
 func (s *registryStore) Manifest(ref string) (digest.Digest, []byte, error) {
-	resp, body, err := s.get("GET", "/manifests/"+ref, ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex)
-	if err != nil {
-		return "", nil, err
+	var resp *http.Response
+	var body []byte
+	var err error
+	_, perr := digest.Parse(ref)
+	isTag := perr != nil
+	for deadline := time.Now().Add(tagSettle); ; time.Sleep(50 * time.Millisecond) {
+		resp, body, err = s.get("GET", "/manifests/"+ref, ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex)
+		if err != nil {
+			return "", nil, err
+		}
+		if resp.StatusCode != http.StatusNotFound || !isTag || time.Now().After(deadline) {
+			break
+		}
 	}
 	if resp.StatusCode != http.StatusOK {
 		return "", nil, fmt.Errorf("GET manifest %s: %s: %s", ref, resp.Status, bytes.TrimSpace(body))

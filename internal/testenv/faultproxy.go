@@ -76,6 +76,7 @@ type ProxyRequest struct {
 	Status   int    // status sent to the client (0 if none was)
 	Location string // Location header of the response, if any
 	Duration time.Duration
+	Finished bool // false while the proxy is still answering it
 }
 
 // Digest returns the request's digest query parameter (blob upload PUTs
@@ -193,7 +194,8 @@ func (p *FaultProxy) Requests() int {
 }
 
 // Log returns a copy of the record of every request received so far, in
-// the order they finished.
+// the order they arrived (a request still being answered has Finished
+// false).
 func (p *FaultProxy) Log() []ProxyRequest {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -224,16 +226,25 @@ func faultKey(r *http.Request) string {
 	return r.Method + " " + path
 }
 
-// decide picks the fault for r ("" for none) and counts it.
-func (p *FaultProxy) decide(r *http.Request) string {
+// decide picks the fault for r ("" for none), counts it and logs r in
+// arrival order; it returns r's index in the log.
+func (p *FaultProxy) decide(r *http.Request) (string, int) {
 	eligible := p.opts.Only == nil || p.opts.Only(r)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.requests++
 	x := p.rnd.Float64()
-	if !eligible {
-		return ""
+	kind := ""
+	if eligible {
+		kind = p.pick(r, x)
 	}
+	p.log = append(p.log, ProxyRequest{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Fault: kind})
+	return kind, len(p.log) - 1
+}
+
+// pick turns the random draw x into a fault kind for r, honouring
+// MaxConsecutive; p.mu is held.
+func (p *FaultProxy) pick(r *http.Request, x float64) string {
 	kind := ""
 	acc := 0.0
 	for _, c := range []struct {
@@ -259,21 +270,20 @@ func (p *FaultProxy) decide(r *http.Request) string {
 	return kind
 }
 
-func (p *FaultProxy) record(r *http.Request, fault string, w *statusWriter, start time.Time) {
-	rec := ProxyRequest{
-		Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Fault: fault,
-		Status: w.status, Location: w.Header().Get("Location"), Duration: time.Since(start),
-	}
+// finish completes the log entry i with what was sent.
+func (p *FaultProxy) finish(i int, w *statusWriter, start time.Time) {
 	p.mu.Lock()
-	p.log = append(p.log, rec)
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	rec := &p.log[i]
+	rec.Status, rec.Location, rec.Duration = w.status, w.Header().Get("Location"), time.Since(start)
+	rec.Finished = true
 }
 
 func (p *FaultProxy) serve(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	fault := p.decide(r)
+	fault, i := p.decide(r)
 	w := &statusWriter{ResponseWriter: rw}
-	defer p.record(r, fault, w, start) // runs on panics too
+	defer p.finish(i, w, start) // runs on panics too
 	switch fault {
 	case "":
 		p.proxy.ServeHTTP(w, r)
