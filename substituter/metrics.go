@@ -50,6 +50,7 @@ func newMetrics() *metrics {
 	m.describe("nixoci_backend_seconds_count", "counter", "Backend operations timed, by operation.")
 	m.describe("nixoci_uploads_total", "counter", "Upload requests by kind and outcome.")
 	m.describe("nixoci_corrupt_blobs_total", "counter", "Blobs whose content did not match their digest while served.")
+	m.describe("nixoci_blob_sendfile_total", "counter", "Blob responses sent straight from a layout file verified whole before.")
 	return m
 }
 

@@ -92,7 +92,21 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 
 // serveBlob streams a blob (whose first bytes, head, were already read
 // from rc) with Range support, verifying it against its digest.
+//
+// A blob file of an image layout that was verified whole before and has
+// not changed since (same fileID) is served straight from the file, which
+// lets the kernel send it (sendfile) without copying it through the
+// server.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, backend string, loc narLocation, rc io.Reader, head []byte) {
+	key := loc.desc.Digest.String()
+	f, id, isFile := fileIdentity(rc)
+	if isFile && id.size == loc.desc.Size {
+		if known, ok := s.verified.get(key); ok && known == id {
+			s.metrics.add("nixoci_blob_sendfile_total", 1)
+			http.ServeContent(w, r, "", time.Time{}, f)
+			return
+		}
+	}
 	br := &blobReader{head: head, src: rc, srcPos: int64(len(head)), size: loc.desc.Size, h: sha256.New(), want: loc.desc.Digest, verifying: true}
 	if sk, ok := rc.(io.Seeker); ok {
 		br.seeker = sk
@@ -102,7 +116,13 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, backend strin
 	http.ServeContent(w, r, "", time.Time{}, br)
 	if br.corrupt {
 		s.metrics.add("nixoci_corrupt_blobs_total", 1)
-		s.log.Error("corrupt blob served truncated", "digest", loc.desc.Digest.String(), "backend", backend, "err", errCorrupt)
+		s.log.Error("corrupt blob served truncated", "digest", key, "backend", backend, "err", errCorrupt)
+		return
+	}
+	if br.verified && isFile && id.size == loc.desc.Size {
+		if _, after, ok := fileIdentity(rc); ok && after == id {
+			s.verified.put(key, id, verifiedTTL)
+		}
 	}
 }
 
@@ -141,6 +161,7 @@ type blobReader struct {
 	h         hash.Hash
 	want      digest.Digest
 	verifying bool
+	verified  bool // read whole from the start, and it matched
 	corrupt   bool
 }
 
@@ -186,6 +207,7 @@ func (b *blobReader) Read(p []byte) (int, error) {
 		if hex.EncodeToString(b.h.Sum(nil)) != b.want.Encoded() {
 			return 0, b.fail("content hash differs")
 		}
+		b.verified = true
 	}
 	if err == io.EOF && b.pos < b.size {
 		err = nil

@@ -315,6 +315,47 @@ func TestNARCorrupt(t *testing.T) {
 	}
 }
 
+// TestNARVerifiedFileServedDirectly: a layout blob hashed whole once is
+// then served straight from its file, until the file changes.
+func TestNARVerifiedFileServedDirectly(t *testing.T) {
+	l := newLayout(t)
+	p := newTestPath(t, "direct-1", strings.Repeat("direct data ", 10000), spec.CompressionNone)
+	p.store(t, l)
+	s, _ := newServer(t, substituter.Options{Backends: backends(l)})
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	direct := func() float64 { v, _ := metricValue(t, s, "nixoci_blob_sendfile_total"); return v }
+	for i, want := range []float64{0, 1, 2} {
+		status, complete, body := getFull(t, srv.Client(), srv.URL+p.NarURLPath())
+		if status != 200 || !complete || string(body) != string(p.File) {
+			t.Fatalf("GET %d: status %d, complete %v, %d bytes", i, status, complete, len(body))
+		}
+		if got := direct(); got != want {
+			t.Errorf("after GET %d: %v responses straight from the file, want %v", i, got, want)
+		}
+	}
+	resp, body, err := rawRequest(t, srv, http.MethodGet, p.NarURLPath(), nil, "Range", "bytes=10-19")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusPartialContent || string(body) != string(p.File[10:20]) {
+		t.Errorf("Range from the file: %d, %q", resp.StatusCode, body)
+	}
+
+	// Rewritten in place with the same size: hashed again, refused.
+	corruptBlob(t, blobFile(l, p.FileDigest()), len(p.File)/2)
+	if status, complete, _ := getFull(t, srv.Client(), srv.URL+p.NarURLPath()); complete && status < 300 {
+		t.Fatalf("a NAR corrupted after it was verified was delivered complete")
+	}
+	eventually(t, "corruption counted", func() bool {
+		v, _ := metricValue(t, s, "nixoci_corrupt_blobs_total")
+		return v == 1
+	})
+	if got := direct(); got != 3 {
+		t.Errorf("%v responses straight from the file after the rewrite, want 3 (the Range one)", got)
+	}
+}
+
 // TestNARCorruptLength: a blob whose length changed is corrupt too.
 func TestNARCorruptLength(t *testing.T) {
 	for _, tc := range []struct {

@@ -70,6 +70,7 @@ type Server struct {
 	metrics  *metrics
 	narinfos *lru[*pathEntry]  // hash part -> entry (nil entry: not found)
 	nars     *lru[narLocation] // nar digest hex -> where it is
+	verified *lru[fileID]      // blob digest -> identity of the file hashed whole
 	composed *lru[*composed]   // repository name -> composed image
 	flight   singleflight.Group
 	sem      chan struct{}
@@ -113,6 +114,7 @@ func New(opts Options) (*Server, error) {
 		metrics:  newMetrics(),
 		narinfos: newLRU[*pathEntry](opts.CacheSize),
 		nars:     newLRU[narLocation](opts.CacheSize),
+		verified: newLRU[fileID](opts.CacheSize),
 		composed: newLRU[*composed](1000),
 		sem:      make(chan struct{}, opts.MaxBackendRequests),
 	}
