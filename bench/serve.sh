@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters ='
 go build -o bin/nixoci ./cmd/nixoci
 go build -o bin/httpload ./bench/httpload
+go build -o bin/fileserver ./bench/fileserver
 NIXOCI=$PWD/bin/nixoci
 work=$(mktemp -d /tmp/nixoci-bench-serve.XXXXXX)
 pids=()
@@ -54,6 +55,10 @@ EOC
 nginx -c "$work/nginx.conf" & pids+=($!)
 NGINX=http://127.0.0.1:$ngport
 waitfor "$NGINX/nix-cache-info"
+gfport=$(freeport)
+./bin/fileserver "127.0.0.1:$gfport" "$work/cache" & pids+=($!)
+GOFS=http://127.0.0.1:$gfport
+waitfor "$GOFS/nix-cache-info"
 
 serve() { # serve PORT FROM: start nixoci serve, print its pid
   "$NIXOCI" serve --listen "127.0.0.1:$1" --from "$2" --access-log=false >"$work/serve-$1.log" 2>&1 & pids+=($!)
@@ -79,7 +84,7 @@ best3() { local best=0; for _ in 1 2 3; do s=$(once "$1"); best=$(echo "if ($s >
 # The first download from serve hashes the blob while sending it; later
 # ones send the verified file as it is (sendfile), as nginx does.
 nar_first=$(once "$LAYOUT/$bignar")
-nar_nginx=$(best3 "$NGINX/$bignar"); nar_layout=$(best3 "$LAYOUT/$bignar")
+nar_nginx=$(best3 "$NGINX/$bignar"); nar_layout=$(best3 "$LAYOUT/$bignar"); nar_gofs=$(best3 "$GOFS/$bignar")
 
 copytime() { # copytime URL: seconds for nix copy --from URL of the Go closure into an empty store
   local store=$work/store-$RANDOM
@@ -112,7 +117,7 @@ layer=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(max(m
 cp "$work/layout/blobs/sha256/${layer#sha256:}" "$work/cache/layer.blob"
 layersize=$(stat -c %s "$work/cache/layer.blob")
 blob_first=$(once "$GREG/v2/go/blobs/$layer")
-blob_nginx=$(best3 "$NGINX/layer.blob"); blob_reg=$(best3 "$GREG/v2/go/blobs/$layer")
+blob_nginx=$(best3 "$NGINX/layer.blob"); blob_reg=$(best3 "$GREG/v2/go/blobs/$layer"); blob_gofs=$(best3 "$GOFS/layer.blob")
 
 r() { echo "scale=2; $1 / $2" | bc; }
 mbs() { echo "scale=0; $1 / 1000000" | bc; }
@@ -125,6 +130,7 @@ Narinfo closure: $npaths paths. NAR: $(mbs $bigsize) MB (zstd of a 1 GiB file). 
 | narinfo, cold (each path once, -c16) | | $cold_layout | | $cold_reg |
 | NAR download MB/s, first (hashed while sent) | | $(mbs ${nar_first%.*}) | $(r ${nar_first%.*} ${nar_nginx%.*})× | |
 | NAR download MB/s (best of 3) | $(mbs ${nar_nginx%.*}) | $(mbs ${nar_layout%.*}) | **$(r ${nar_layout%.*} ${nar_nginx%.*})×** | |
+| NAR download MB/s (best of 3), Go's \`http.FileServer\` on the same file (bench/fileserver) | | $(mbs ${nar_gofs%.*}) | $(r ${nar_gofs%.*} ${nar_nginx%.*})× | |
 | \`nix copy --from http://\` of the Go closure, s (median of 5, interleaved) | $copy_nginx | $copy_layout | **$(r $copy_layout $copy_nginx)×** time | |
 | peak RSS serving 64 concurrent downloads of the NAR | | **$((peak / 1024)) MiB** | | |
 
@@ -136,5 +142,6 @@ Registry API (\`serve --registry\`, image of the Go closure composed from the la
 | same name again, s | $recompose_s |
 | manifest requests, already composed, -c32 | $manifest_load |
 | largest layer ($(mbs $layersize) MB) download MB/s, best of 3: nginx static file vs \`/v2/…/blobs/\` | $(mbs ${blob_nginx%.*}) vs $(mbs ${blob_reg%.*}) (**$(r ${blob_reg%.*} ${blob_nginx%.*})×**) |
+| the same layer from Go's \`http.FileServer\`, MB/s (best of 3) | $(mbs ${blob_gofs%.*}) ($(r ${blob_gofs%.*} ${blob_nginx%.*})×) |
 | the same layer's first download from \`/v2/…/blobs/\` (hashed while sent), MB/s | $(mbs ${blob_first%.*}) ($(r ${blob_first%.*} ${blob_nginx%.*})×) |
 EOT
