@@ -130,3 +130,33 @@ func TestRegistryComposesImages(t *testing.T) {
 		t.Errorf("PUT manifest: %v %v, want 405", resp.StatusCode, err)
 	}
 }
+
+// TestRegistryComposesFromSeveralBackends: with several --from, a name is
+// composed in the first backend holding all its closures; a name whose
+// closures are spread over backends is NAME_UNKNOWN, saying why.
+func TestRegistryComposesFromSeveralBackends(t *testing.T) {
+	fx := testenv.BuildFixture(t, "compose")
+	extra := testenv.BuildDerivation(t, "fx-extra-several", `mkdir -p $out/share; echo several > $out/share/several`)
+	first := "oci:" + filepath.Join(t.TempDir(), "first")
+	second := "oci:" + filepath.Join(t.TempDir(), "second")
+	run(t, "push", "--to", first+":solo", extra)
+	run(t, "push", "--to", second+":app", fx.App)
+	names := filepath.Join(t.TempDir(), "names.json")
+	os.WriteFile(names, []byte(`{"hello": {"closures": ["app"], "entrypoint": ["/bin/app"]}}`), 0o644)
+	srv := startServe(t, nil, "--from", first, "--from", second, "--registry", "--names", names)
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	for _, name := range []string{"app", "solo"} {
+		// oras copy verifies every blob against its digest.
+		oras(t, "copy", "--from-plain-http", host+"/"+name+":latest", "--to-oci-layout", filepath.Join(t.TempDir(), name)+":t")
+	}
+	fetched := filepath.Join(t.TempDir(), "fetched")
+	testenv.Run(t, "skopeo", "copy", "--src-tls-verify=false", "docker://"+host+"/hello:latest", "oci:"+fetched+":t")
+	if got := runImage(t, fetched, "t"); got+"\n" != fx.Message {
+		t.Errorf("image composed from the second backend printed %q, want %q", got, fx.Message)
+	}
+	code, body := httpGet(t, srv.URL+"/v2/app/solo/manifests/latest")
+	if code != http.StatusNotFound || !strings.Contains(body, "NAME_UNKNOWN") || !strings.Contains(body, "no backend holds all") {
+		t.Errorf("closures in different backends: %d %s, want 404 NAME_UNKNOWN naming the reason", code, body)
+	}
+}

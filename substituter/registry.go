@@ -24,6 +24,7 @@ import (
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/image"
 	"github.com/nixoci/nixoci/spec"
+	"github.com/nixoci/nixoci/target"
 )
 
 // RegistryOptions enable the read-only OCI distribution API under /v2/,
@@ -31,7 +32,7 @@ import (
 // without evaluating Nix): a repository name is a list of closure tags
 // (or names from Names) separated by "/", and its image is the union of
 // those closures, one layer per store path, built with package image in
-// the first backend and reused from there.
+// the first backend holding all of them and reused from there.
 type RegistryOptions struct {
 	// Names gives friendly names and meta-packages; a name component not
 	// listed here is a closure tag.
@@ -261,18 +262,10 @@ func (s *Server) compose(ctx context.Context, name string) (*composed, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := s.opts.Backends[0]
-	ctx, cancel := context.WithTimeout(ctx, s.opts.BackendTimeout)
-	var digests []string
-	for _, tag := range c.closures {
-		d, err := b.Target.Resolve(ctx, tag)
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("closure %s: %w", tag, err)
-		}
-		digests = append(digests, d.Digest.String())
+	b, digests, err := s.closureBackend(ctx, c.closures)
+	if err != nil {
+		return nil, err
 	}
-	cancel()
 	if cached, ok := s.composed.get(name); ok && slices.Equal(cached.closures, digests) {
 		s.metrics.cache("composed", true)
 		return cached, nil
@@ -286,7 +279,7 @@ func (s *Server) compose(ctx context.Context, name string) (*composed, error) {
 		opts := c.opts
 		if !c.explicit {
 			for _, tag := range c.closures {
-				cl, err := s.closureRoots(ctx, tag)
+				cl, err := closureRoots(ctx, b.Target, tag)
 				if err != nil {
 					return nil, err
 				}
@@ -319,9 +312,38 @@ var (
 	readClosure         = artifact.ReadClosure
 )
 
-// closureRoots returns the roots of a stored closure.
-func (s *Server) closureRoots(ctx context.Context, tag string) ([]string, error) {
-	c, err := readClosure(ctx, s.opts.Backends[0].Target, tag)
+// closureBackend returns the first backend holding every closure tag,
+// with the digests the tags name there. A backend that fails (rather
+// than lacking a tag) fails the lookup: the image could be composed
+// from a later one and differ from what the failing one would give.
+func (s *Server) closureBackend(ctx context.Context, tags []string) (Backend, []string, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.BackendTimeout)
+	defer cancel()
+	var missing []string
+	for _, b := range s.opts.Backends {
+		var digests []string
+		for _, tag := range tags {
+			d, err := b.Target.Resolve(ctx, tag)
+			if isNotFound(err) {
+				missing = append(missing, fmt.Sprintf("closure %s not in %s", tag, b.Name))
+				break
+			}
+			if err != nil {
+				return Backend{}, nil, fmt.Errorf("closure %s in %s: %w", tag, b.Name, err)
+			}
+			digests = append(digests, d.Digest.String())
+		}
+		if len(digests) == len(tags) {
+			return b, digests, nil
+		}
+	}
+	return Backend{}, nil, fmt.Errorf("no backend holds all of %s (%s): %w",
+		strings.Join(tags, ", "), strings.Join(missing, "; "), errdef.ErrNotFound)
+}
+
+// closureRoots returns the roots of a closure stored in t.
+func closureRoots(ctx context.Context, t target.Target, tag string) ([]string, error) {
+	c, err := readClosure(ctx, t, tag)
 	if err != nil {
 		return nil, err
 	}

@@ -40,7 +40,8 @@ composed on demand from stored closures: the repository name lists
 closure tags (or names from --names) separated by '/', e.g.
 'docker pull HOST:PORT/shell/hello:latest' gives the union of the closures
 tagged shell and hello, one layer per store path, symlinks to their roots
-in /. Layers are converted once, stored in the first --from target, and
+in /. Layers are converted once, stored in the first --from target that
+holds all of the name's closures, and
 reused by every later image; a name whose layers exist answers at once.
 
 Examples:
@@ -66,7 +67,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	backendTimeout := fs.Duration("backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
 	maxBackend := fs.Int("max-backend-requests", 64, "concurrent requests to the backends")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
-	registryAPI := fs.Bool("registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the first --from)")
+	registryAPI := fs.Bool("registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the --from targets holding the closures)")
 	names := fs.String("names", "", "JSON file of friendly image names and meta-packages for --registry")
 	maxLayers := fs.Int("max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
 	layerCompression := fs.String("layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
