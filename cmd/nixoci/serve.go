@@ -41,8 +41,8 @@ closure tags (or names from --names) separated by '/', e.g.
 'docker pull HOST:PORT/shell/hello:latest' gives the union of the closures
 tagged shell and hello, one layer per store path, symlinks to their roots
 in /. Layers are converted once, stored in the first --from target that
-holds all of the name's closures, and
-reused by every later image; a name whose layers exist answers at once.
+holds all of the name's closures, and reused by every later image; a
+name whose layers exist answers at once.
 
 Examples:
   nixoci serve --from oci:/srv/nix-oci --sign-key /etc/nix/cache.sec
