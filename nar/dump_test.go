@@ -2,9 +2,12 @@ package nar
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nixoci/nixoci/internal/testenv"
@@ -201,5 +204,23 @@ func TestDumpDotDotPrefixedNames(t *testing.T) {
 		if nix := nixDump(t, root); !bytes.Equal(nix, want) {
 			t.Error("the hand-built NAR differs from nix-store --dump")
 		}
+	}
+}
+
+// TestDumpDotDotName: a name such as "..data" is valid in Nix; go-nix's
+// writer cannot encode it, and Dump says so, naming the entry.
+func TestDumpDotDotName(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "tree")
+	if err := os.MkdirAll(filepath.Join(root, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "sub/..data"} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := Dump(io.Discard, root)
+	if !errors.Is(err, ErrUnsupportedName) || !strings.Contains(err.Error(), filepath.Join(root, "sub", "..data")) {
+		t.Fatalf("Dump = %v, want ErrUnsupportedName naming sub/..data", err)
 	}
 }
