@@ -104,12 +104,26 @@ func initLayout(dir string) error {
 // a temporary file that is then hard-linked into place, which fails
 // harmlessly if another process got there first.
 func createFileOnce(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, "."+name+".new-*")
+	tmp, err := writeTempFile(dir, "."+name+".new-*", data)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
 	defer os.Remove(tmp)
+	if err := os.Link(tmp, filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
+}
+
+// writeTempFile writes data to a new file in dir named after pattern (as
+// os.CreateTemp), synced and readable by all, and returns its path; on
+// failure nothing is left behind.
+func writeTempFile(dir, pattern string, data []byte) (string, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return "", err
+	}
+	tmp := f.Name()
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
@@ -121,12 +135,10 @@ func createFileOnce(dir, name string, data []byte) error {
 		err = os.Chmod(tmp, 0o644)
 	}
 	if err != nil {
-		return err
+		os.Remove(tmp)
+		return "", err
 	}
-	if err := os.Link(tmp, filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return nil
+	return tmp, nil
 }
 
 func newIndex(manifests []ocispec.Descriptor) ocispec.Index {
@@ -389,28 +401,15 @@ func (l *Layout) lock() (unlock func(), err error) {
 // writeFileAtomic writes name in dir through a synced temporary file and a
 // rename, so readers see the old or the new content, never a mix.
 func writeFileAtomic(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	tmp, err := writeTempFile(dir, "."+name+".tmp-*", data)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
-	}
-	if err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		os.Remove(tmp)
+		return err
 	}
-	return err
+	return nil
 }
 
 // plainDescriptor drops index-only annotations from a descriptor.
