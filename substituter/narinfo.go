@@ -13,6 +13,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/target"
 )
 
 // pathEntry is a store path as served: its artifact, which backend has
@@ -84,16 +85,40 @@ func (s *Server) lookup(ctx context.Context, hash string) (*pathEntry, error) {
 // fetchPath asks the backends in order. "Not found" from all of them is
 // (nil, nil); any other failure, if no backend has the path, is an error.
 func (s *Server) fetchPath(ctx context.Context, hash string) (*pathEntry, error) {
+	art, i, found, err := askBackends(ctx, s, "narinfo", func(ctx context.Context, t target.Target) (artifact.PathArtifact, error) {
+		return artifact.FetchPathByHash(ctx, t, hash)
+	})
+	if !found {
+		return nil, err
+	}
+	info := *art.Info
+	for _, k := range s.opts.SignKeys {
+		if err := info.AddSignature(k); err != nil {
+			return nil, err
+		}
+	}
+	text, err := info.Format()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", s.opts.Backends[i].Name, hash, err)
+	}
+	return &pathEntry{art: art, backend: i, text: text}, nil
+}
+
+// askBackends asks each backend in order, one request within the bound
+// on backend concurrency, timed as op, and returns the first answer with
+// the backend's index. "Not found" everywhere is found false with a nil
+// error; failures of backends that had no answer are joined in the error.
+func askBackends[T any](ctx context.Context, s *Server, op string, ask func(context.Context, target.Target) (T, error)) (v T, backend int, found bool, err error) {
 	var errs []error
 	for i, b := range s.opts.Backends {
 		release, err := s.acquire(ctx)
 		if err != nil {
-			return nil, err
+			return v, 0, false, err
 		}
 		start := time.Now()
-		art, err := artifact.FetchPathByHash(ctx, b.Target, hash)
+		got, err := ask(ctx, b.Target)
 		release()
-		s.metrics.observeBackend("narinfo", start, err)
+		s.metrics.observeBackend(op, start, err)
 		if isNotFound(err) {
 			continue
 		}
@@ -101,22 +126,9 @@ func (s *Server) fetchPath(ctx context.Context, hash string) (*pathEntry, error)
 			errs = append(errs, fmt.Errorf("%s: %w", b.Name, err))
 			continue
 		}
-		info := *art.Info
-		for _, k := range s.opts.SignKeys {
-			if err := info.AddSignature(k); err != nil {
-				return nil, err
-			}
-		}
-		text, err := info.Format()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", b.Name, hash, err)
-		}
-		return &pathEntry{art: art, backend: i, text: text}, nil
+		return got, i, true, nil
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return nil, nil
+	return v, 0, false, errors.Join(errs...)
 }
 
 // locateNAR finds the backend holding the NAR blob with digest hex d: from
@@ -129,28 +141,15 @@ func (s *Server) locateNAR(ctx context.Context, d digest.Digest) (narLocation, b
 	s.metrics.cache("nar", false)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.BackendTimeout)
 	defer cancel()
-	var errs []error
-	for i, b := range s.opts.Backends {
-		release, err := s.acquire(ctx)
-		if err != nil {
-			return narLocation{}, false, err
-		}
-		start := time.Now()
-		desc, err := b.Target.ResolveBlob(ctx, d)
-		release()
-		s.metrics.observeBackend("resolve_blob", start, err)
-		if isNotFound(err) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", b.Name, err))
-			continue
-		}
-		loc := narLocation{i, desc}
-		s.nars.put(d.Encoded(), loc, s.opts.CacheTTL)
-		return loc, true, nil
+	desc, i, found, err := askBackends(ctx, s, "resolve_blob", func(ctx context.Context, t target.Target) (ocispec.Descriptor, error) {
+		return t.ResolveBlob(ctx, d)
+	})
+	if !found {
+		return narLocation{}, false, err
 	}
-	return narLocation{}, false, errors.Join(errs...)
+	loc := narLocation{i, desc}
+	s.nars.put(d.Encoded(), loc, s.opts.CacheTTL)
+	return loc, true, nil
 }
 
 var narinfoContentType = []string{"text/x-nix-narinfo"}
