@@ -1,7 +1,6 @@
 package artifact_test
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"os"
@@ -9,30 +8,20 @@ import (
 	"slices"
 	"testing"
 
-	gonar "github.com/nix-community/go-nix/pkg/nar"
-	"github.com/nix-community/go-nix/pkg/nixbase32"
-
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/codec"
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
-// nix32 is the nix-base32 encoding of a SHA-256 digest.
-func nix32(data []byte) string {
-	sum := sha256.Sum256(data)
-	return nixbase32.EncodeToString(sum[:])
-}
-
-// baseName is a valid store path base name for name: a 32-character
-// nix-base32 hash derived from name, "-", name.
-func baseName(name string) string {
-	sum := sha256.Sum256([]byte("store path " + name))
-	return nixbase32.EncodeToString(sum[:20]) + "-" + name
-}
-
-// storePath is the store path of name in /nix/store.
-func storePath(name string) string { return "/nix/store/" + baseName(name) }
+// Synthetic store paths, shared with the other packages' tests.
+var (
+	nix32     = fixture.Nix32
+	baseName  = fixture.BaseName
+	storePath = fixture.StorePath
+	makeNAR   = fixture.NAR
+	compress  = fixture.Compress
+)
 
 // fakePath is the artifact of a synthetic store path whose compressed NAR
 // is identified by narSeed: paths with the same seed share a NAR blob. No
@@ -64,58 +53,6 @@ func fakePath(t testing.TB, name, narSeed string, refs ...string) artifact.PathA
 		t.Fatalf("NewPathArtifact(%s): %v", name, err)
 	}
 	return art
-}
-
-// makeNAR serialises a small tree (a directory with an executable, a data
-// file and a symlink) whose file contents are derived from content.
-func makeNAR(t testing.TB, content string) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	w, err := gonar.NewWriter(&b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := "#!/bin/sh\necho " + content + "\n"
-	data := content + "\n" + string(bytes.Repeat([]byte(content), 50))
-	for _, h := range []struct {
-		hdr  gonar.Header
-		body string
-	}{
-		{gonar.Header{Path: "/", Type: gonar.TypeDirectory}, ""},
-		{gonar.Header{Path: "/bin", Type: gonar.TypeDirectory}, ""},
-		{gonar.Header{Path: "/bin/run", Type: gonar.TypeRegular, Executable: true, Size: int64(len(run))}, run},
-		{gonar.Header{Path: "/data", Type: gonar.TypeRegular, Size: int64(len(data))}, data},
-		{gonar.Header{Path: "/link", Type: gonar.TypeSymlink, LinkTarget: "data"}, ""},
-	} {
-		if err := w.WriteHeader(&h.hdr); err != nil {
-			t.Fatal(err)
-		}
-		if h.body != "" {
-			if _, err := w.Write([]byte(h.body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
-
-func compress(t testing.TB, data []byte, c spec.Compression) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	w, err := codec.NewWriter(&b, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
 }
 
 // testCache builds a file:// binary cache directory the way

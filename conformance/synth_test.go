@@ -2,7 +2,6 @@ package conformance
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,8 +9,8 @@ import (
 	"testing"
 
 	gonar "github.com/nix-community/go-nix/pkg/nar"
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -36,11 +35,8 @@ func newSynthCache(t testing.TB) *synthCache {
 
 func (c *synthCache) url() string { return "file://" + c.dir }
 
-// storePath makes a valid store path whose hash derives from name.
-func synthStorePath(name string) string {
-	sum := sha256.Sum256([]byte(name))
-	return "/nix/store/" + nixbase32.EncodeToString(sum[:20]) + "-" + name
-}
+// synthStorePath makes a valid store path whose hash derives from name.
+var synthStorePath = fixture.StorePath
 
 // fileNAR is the NAR of a single regular file.
 func fileNAR(t testing.TB, content string) []byte {
@@ -61,10 +57,7 @@ func fileNAR(t testing.TB, content string) []byte {
 	return b.Bytes()
 }
 
-func nix32sha256(data []byte) string {
-	sum := sha256.Sum256(data)
-	return "sha256:" + nixbase32.EncodeToString(sum[:])
-}
+func nix32sha256(data []byte) string { return "sha256:" + fixture.Nix32(data) }
 
 // add stores an uncompressed NAR for storePath with the given references
 // (base names) and returns its narinfo; edit may change the narinfo text

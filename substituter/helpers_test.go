@@ -20,24 +20,16 @@ import (
 	"testing"
 	"time"
 
-	gonar "github.com/nix-community/go-nix/pkg/nar"
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/codec"
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
 	"github.com/nixoci/nixoci/target"
 )
-
-// nix32 is the nix-base32 encoding of the SHA-256 of data.
-func nix32(data []byte) string {
-	sum := sha256.Sum256(data)
-	return nixbase32.EncodeToString(sum[:])
-}
 
 // hexSHA256 is the hex encoding of the SHA-256 of data.
 func hexSHA256(data []byte) string {
@@ -45,72 +37,17 @@ func hexSHA256(data []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// baseName is a valid store path base name for name: a 32-character
-// nix-base32 hash derived from name, "-", name.
-func baseName(name string) string {
-	sum := sha256.Sum256([]byte("store path " + name))
-	return nixbase32.EncodeToString(sum[:20]) + "-" + name
-}
-
-// storePathOf is the store path of name in /nix/store.
-func storePathOf(name string) string { return "/nix/store/" + baseName(name) }
+// Synthetic store paths, shared with the other packages' tests.
+var (
+	nix32       = fixture.Nix32
+	baseName    = fixture.BaseName
+	storePathOf = fixture.StorePath
+	makeNAR     = fixture.NAR
+	compress    = fixture.Compress
+)
 
 // hashPart is the 32-character hash part of a store path of name.
 func hashPart(name string) string { return baseName(name)[:32] }
-
-// makeNAR serialises a small tree (a directory with an executable, a data
-// file and a symlink) whose contents are derived from content, with
-// go-nix's NAR writer.
-func makeNAR(t testing.TB, content string) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	w, err := gonar.NewWriter(&b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := "#!/bin/sh\necho " + content + "\n"
-	data := content + "\n" + strings.Repeat("padding ", 50)
-	for _, h := range []struct {
-		hdr  gonar.Header
-		body string
-	}{
-		{gonar.Header{Path: "/", Type: gonar.TypeDirectory}, ""},
-		{gonar.Header{Path: "/bin", Type: gonar.TypeDirectory}, ""},
-		{gonar.Header{Path: "/bin/run", Type: gonar.TypeRegular, Executable: true, Size: int64(len(run))}, run},
-		{gonar.Header{Path: "/data", Type: gonar.TypeRegular, Size: int64(len(data))}, data},
-		{gonar.Header{Path: "/link", Type: gonar.TypeSymlink, LinkTarget: "data"}, ""},
-	} {
-		if err := w.WriteHeader(&h.hdr); err != nil {
-			t.Fatal(err)
-		}
-		if h.body != "" {
-			if _, err := io.WriteString(w, h.body); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
-
-// compress compresses data with c's reproducible settings.
-func compress(t testing.TB, data []byte, c spec.Compression) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	w, err := codec.NewWriter(&b, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
 
 // storedKey is the key that signs the narinfos of test paths before they
 // are stored, so that every stored artifact carries one signature.
