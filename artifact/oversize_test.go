@@ -20,10 +20,7 @@ import (
 // error, and reading it allocates nothing of that size.
 func TestOversizedManifests(t *testing.T) {
 	ctx := t.Context()
-	l, err := target.OpenLayout(t.TempDir(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLayout(t)
 	p := fakePath(t, "big-annotations", "seed")
 
 	// A tag whose manifest is over the 8 MiB read limit.
@@ -32,7 +29,7 @@ func TestOversizedManifests(t *testing.T) {
 	if err := l.PushReference(ctx, hugeDesc, bytes.NewReader(huge), spec.PathTag(p.Info.StorePath)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = artifact.FetchPath(ctx, l, p.Info.StorePath)
+	_, err := artifact.FetchPath(ctx, l, p.Info.StorePath)
 	if err == nil || !strings.Contains(err.Error(), "limit") {
 		t.Errorf("FetchPath of a %d-byte manifest: %v, want an error about the limit", len(huge), err)
 	}

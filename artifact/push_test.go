@@ -16,6 +16,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/target"
@@ -23,14 +24,7 @@ import (
 
 var appClosure = []string{"app", "lib", "base", "data", "twin"}
 
-func openLayout(t testing.TB) *target.Layout {
-	t.Helper()
-	l, err := target.OpenLayout(filepath.Join(t.TempDir(), "layout"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
+var openLayout = fixture.Layout
 
 func push(t testing.TB, l target.Target, src artifact.Source, opts artifact.PushOptions, args ...string) *artifact.PushResult {
 	t.Helper()

@@ -148,15 +148,7 @@ func storedNarInfo(t testing.TB, l target.Target, art artifact.PathArtifact) []b
 	return data
 }
 
-// newLayout makes an empty image layout in a temporary directory.
-func newLayout(t testing.TB) *target.Layout {
-	t.Helper()
-	l, err := target.OpenLayout(filepath.Join(t.TempDir(), "layout"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
+var newLayout = fixture.Layout
 
 // blobFile is the layout file holding the blob with digest d.
 func blobFile(l *target.Layout, d digest.Digest) string {

@@ -24,6 +24,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/target"
 )
 
@@ -109,14 +110,7 @@ func pushManifest(t testing.TB, l *target.Layout, name string) ocispec.Descripto
 	return desc
 }
 
-func newLayout(t testing.TB) *target.Layout {
-	t.Helper()
-	l, err := target.OpenLayout(filepath.Join(t.TempDir(), "layout"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
+var newLayout = fixture.Layout
 
 // readIndex parses index.json strictly.
 func readIndex(t testing.TB, dir string) ocispec.Index {
