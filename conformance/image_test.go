@@ -58,27 +58,11 @@ func imageManifest(t *testing.T, layoutDir, ref string) ocispec.Manifest {
 // layerEntries lists the entries of a gzip layer blob in a layout.
 func layerEntries(t *testing.T, layoutDir string, d ocispec.Descriptor) []*tar.Header {
 	t.Helper()
-	f, err := os.Open(filepath.Join(layoutDir, "blobs", "sha256", d.Digest.Encoded()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatalf("layer %s: %v", d.Digest, err)
-	}
-	tr := tar.NewReader(gz)
 	var out []*tar.Header
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("layer %s: %v", d.Digest, err)
-		}
-		out = append(out, h)
+	for _, e := range layerEntriesWithData(t, layoutDir, d) {
+		out = append(out, e.hdr)
 	}
+	return out
 }
 
 // TestImageRuns: an image of a fixture closure runs with umoci + runc,
@@ -195,6 +179,8 @@ type entryWithData struct {
 	data []byte
 }
 
+// layerEntriesWithData lists the entries of a gzip layer blob in a
+// layout, with their contents.
 func layerEntriesWithData(t *testing.T, layoutDir string, d ocispec.Descriptor) []entryWithData {
 	t.Helper()
 	f, err := os.Open(filepath.Join(layoutDir, "blobs", "sha256", d.Digest.Encoded()))
@@ -204,7 +190,7 @@ func layerEntriesWithData(t *testing.T, layoutDir string, d ocispec.Descriptor) 
 	defer f.Close()
 	gz, err := gzip.NewReader(f)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("layer %s: %v", d.Digest, err)
 	}
 	tr := tar.NewReader(gz)
 	var out []entryWithData
@@ -213,11 +199,14 @@ func layerEntriesWithData(t *testing.T, layoutDir string, d ocispec.Descriptor) 
 		if err == io.EOF {
 			return out
 		}
-		if err != nil {
-			t.Fatal(err)
+		if err == nil {
+			var data []byte
+			data, err = io.ReadAll(tr)
+			out = append(out, entryWithData{h, data})
 		}
-		data, _ := io.ReadAll(tr)
-		out = append(out, entryWithData{h, data})
+		if err != nil {
+			t.Fatalf("layer %s: %v", d.Digest, err)
+		}
 	}
 }
 
