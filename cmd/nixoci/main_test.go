@@ -168,25 +168,20 @@ func TestRunHelpAndVersion(t *testing.T) {
 	}
 }
 
-// TestRunFlagErrorStdout: a mistyped flag is reported on stderr; standard
-// output, whose last line scripts read as the closure digest, stays empty.
-func TestRunFlagErrorStdout(t *testing.T) {
+// TestRunFlagErrors: a mistyped flag is a usage error on stderr pointing
+// to --help, exit code 2; standard output, whose last line scripts read as
+// the closure digest, stays empty.
+func TestRunFlagErrors(t *testing.T) {
 	for _, args := range [][]string{{"push", "--frobnicate"}, {"pull", "--jobs", "x"}, {"inspect", "--json=maybe"}} {
 		code, stdout, stderr := runCLI(t, args...)
-		if code != 2 || !strings.Contains(stderr, "Run 'nixoci "+args[0]+" --help'") {
-			t.Errorf("%q: exit code %d, stderr %q; want 2 and a pointer to --help", args, code, stderr)
+		if code != 2 || !strings.Contains(stderr, "nixoci "+args[0]+": usage error") {
+			t.Errorf("%q: exit code %d, stderr %q; want 2 and a usage error", args, code, stderr)
+		}
+		if !strings.Contains(stderr, "Run 'nixoci "+args[0]+" --help'") {
+			t.Errorf("%q: stderr %q does not point to --help", args, stderr)
 		}
 		if stdout != "" {
 			t.Errorf("%q: stdout = %q, want nothing", args, stdout)
-		}
-	}
-}
-
-func TestRunFlagErrors(t *testing.T) {
-	for _, args := range [][]string{{"push", "--frobnicate"}, {"pull", "--jobs", "x"}, {"inspect", "--json=maybe"}} {
-		code, _, stderr := runCLI(t, args...)
-		if code != 2 || !strings.Contains(stderr, "nixoci "+args[0]+": usage error") {
-			t.Errorf("%q: exit code %d, stderr %q; want 2 and a usage error", args, code, stderr)
 		}
 	}
 }
