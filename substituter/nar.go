@@ -100,7 +100,8 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, backend string, loc narLocation, rc io.Reader, head []byte) {
 	key := loc.desc.Digest.String()
 	f, id, isFile := fileIdentity(rc)
-	if isFile && id.size == loc.desc.Size {
+	isFile = isFile && id.size == loc.desc.Size // else: not the blob recorded
+	if isFile {
 		if known, ok := s.verified.get(key); ok && known == id {
 			s.metrics.add("nixoci_blob_sendfile_total", 1)
 			http.ServeContent(w, r, "", time.Time{}, f)
@@ -119,7 +120,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, backend strin
 		s.log.Error("corrupt blob served truncated", "digest", key, "backend", backend, "err", errCorrupt)
 		return
 	}
-	if br.verified && isFile && id.size == loc.desc.Size {
+	if br.verified && isFile {
 		if _, after, ok := fileIdentity(rc); ok && after == id {
 			s.verified.put(key, id, verifiedTTL)
 		}
