@@ -307,11 +307,6 @@ func (s *Server) compose(ctx context.Context, name string) (*composed, error) {
 	return v.(*composed), nil
 }
 
-var (
-	errNotFoundSentinel = errdef.ErrNotFound
-	readClosure         = artifact.ReadClosure
-)
-
 // closureBackend returns the first backend holding every closure tag,
 // with the digests the tags name there. A backend that fails (rather
 // than lacking a tag) fails the lookup: the image could be composed
@@ -343,7 +338,7 @@ func (s *Server) closureBackend(ctx context.Context, tags []string) (Backend, []
 
 // closureRoots returns the roots of a closure stored in t.
 func closureRoots(ctx context.Context, t target.Target, tag string) ([]string, error) {
-	c, err := readClosure(ctx, t, tag)
+	c, err := artifact.ReadClosure(ctx, t, tag)
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +380,7 @@ func (s *Server) manifestByDigest(ctx context.Context, d digest.Digest) (ocispec
 	if len(errs) > 0 {
 		return ocispec.Descriptor{}, nil, errors.Join(errs...)
 	}
-	return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", d, errNotFoundSentinel)
+	return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", d, errdef.ErrNotFound)
 }
 
 func (s *Server) serveRegistryBlob(w http.ResponseWriter, r *http.Request, ref string) {
