@@ -354,12 +354,20 @@ func storeRootLayer(ctx context.Context, dst target.Target, root rootFS, c spec.
 	if err != nil {
 		return Layer{}, err
 	}
+	return storeSmallLayer(ctx, dst, raw, c, map[string]string{spec.AnnotationVersion: spec.Version, spec.AnnotationLayerRole: "root"})
+}
+
+// storeSmallLayer compresses the tar raw, held in memory, stores it as a
+// layer blob and returns the layer, its descriptor carrying annotations.
+func storeSmallLayer(ctx context.Context, dst target.Target, raw []byte, c spec.LayerCompression, annotations map[string]string) (Layer, error) {
 	var b bytes.Buffer
 	cw, err := layerCompressor(&b, c)
 	if err != nil {
 		return Layer{}, err
 	}
-	cw.Write(raw)
+	if _, err := cw.Write(raw); err != nil {
+		return Layer{}, err
+	}
 	if err := cw.Close(); err != nil {
 		return Layer{}, err
 	}
@@ -367,7 +375,7 @@ func storeRootLayer(ctx context.Context, dst target.Target, root rootFS, c spec.
 	if err := pushBytes(ctx, dst, desc, b.Bytes()); err != nil {
 		return Layer{}, err
 	}
-	desc.Annotations = map[string]string{spec.AnnotationVersion: spec.Version, spec.AnnotationLayerRole: "root"}
+	desc.Annotations = annotations
 	return Layer{Descriptor: desc, DiffID: digest.FromBytes(raw)}, nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"strings"
@@ -72,7 +71,7 @@ func convertLayer(ctx context.Context, src target.Target, paths []artifact.PathA
 	diffHash := sha256.New()
 	tw := tar.NewWriter(io.MultiWriter(cw, diffHash))
 	var roots []RootType
-	err = writeParents(tw)
+	err = writeParents(tw, entryTime)
 	for _, p := range paths {
 		if err != nil {
 			break
@@ -97,10 +96,10 @@ func convertLayer(ctx context.Context, src target.Target, paths []artifact.PathA
 	return Layer{
 		Descriptor: ocispec.Descriptor{
 			MediaType: c.MediaType(),
-			Digest:    digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(blobHash.Sum(nil))),
+			Digest:    digest.NewDigest(digest.SHA256, blobHash),
 			Size:      counter.n,
 		},
-		DiffID:    digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(diffHash.Sum(nil))),
+		DiffID:    digest.NewDigest(digest.SHA256, diffHash),
 		Paths:     paths,
 		RootTypes: roots,
 	}, f.Name(), nil
@@ -114,37 +113,26 @@ func convertPath(ctx context.Context, src target.Target, tw *tar.Writer, p artif
 		return "", fmt.Errorf("%s: fetching NAR: %w", p.Info.StorePath, err)
 	}
 	defer rc.Close()
-	blob := &hashingReader{r: rc, h: sha256.New()}
+	blobHash, narHash := sha256.New(), sha256.New()
+	blob := io.TeeReader(rc, blobHash)
 	comp, _ := spec.CompressionOfMediaType(p.NAR.MediaType)
 	dec, err := codec.NewReader(blob, comp)
 	if err != nil {
 		return "", err
 	}
 	defer dec.Close()
-	narHash := &hashingReader{r: dec, h: sha256.New()}
-	root, err := writeNAR(tw, p.Info.StorePath, narHash)
+	root, err := writeNAR(tw, p.Info.StorePath, io.TeeReader(dec, narHash))
 	if err != nil {
 		return "", err
 	}
 	io.Copy(io.Discard, blob)
-	if got := hex.EncodeToString(blob.h.Sum(nil)); got != p.NAR.Digest.Encoded() {
+	if got := hex.EncodeToString(blobHash.Sum(nil)); got != p.NAR.Digest.Encoded() {
 		return "", fmt.Errorf("%s: NAR blob %s is corrupt (content hashes to sha256:%s): %w", p.Info.StorePath, p.NAR.Digest, got, artifact.ErrHashMismatch)
 	}
-	if got, _ := narinfo.HashFromHex(hex.EncodeToString(narHash.h.Sum(nil))); got != p.Info.NarHash {
+	if got, _ := narinfo.HashFromHex(hex.EncodeToString(narHash.Sum(nil))); got != p.Info.NarHash {
 		return "", fmt.Errorf("%s: NAR hashes to %s, its narinfo says %s: %w", p.Info.StorePath, got, p.Info.NarHash, artifact.ErrHashMismatch)
 	}
 	return root, nil
-}
-
-type hashingReader struct {
-	r io.Reader
-	h hash.Hash
-}
-
-func (h *hashingReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.h.Write(p[:n])
-	return n, err
 }
 
 type countWriter struct {
@@ -200,7 +188,7 @@ func layerArtifact(l Layer) ([]byte, ocispec.Descriptor, error) {
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: spec.ArtifactTypeLayer,
-		Config:       ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: ocispec.DescriptorEmptyJSON.Digest, Size: 2},
+		Config:       emptyConfig,
 		Layers:       []ocispec.Descriptor{desc},
 		Annotations:  a,
 	}
@@ -216,7 +204,7 @@ func layerArtifact(l Layer) ([]byte, ocispec.Descriptor, error) {
 func findLayer(ctx context.Context, dst target.Target, paths []artifact.PathArtifact, c spec.LayerCompression) (Layer, bool, error) {
 	desc, rc, err := dst.FetchReference(ctx, layerTag(paths, c))
 	if err != nil {
-		if isNotFound(err) {
+		if errors.Is(err, errdef.ErrNotFound) {
 			return Layer{}, false, nil
 		}
 		return Layer{}, false, err
@@ -250,7 +238,3 @@ func findLayer(ctx context.Context, dst target.Target, paths []artifact.PathArti
 	}
 	return Layer{Descriptor: m.Layers[0], DiffID: diffID, Paths: paths, RootTypes: roots, Reused: true}, true, nil
 }
-
-func isNotFound(err error) bool { return errors.Is(err, errNotFound) }
-
-var errNotFound = errdef.ErrNotFound

@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/target"
@@ -30,12 +27,8 @@ func storeSnapshotterLayer(ctx context.Context, dst target.Target, layers []Laye
 	}
 	var raw bytes.Buffer
 	tw := tar.NewWriter(&raw)
-	for _, p := range storeParents {
-		h := header(p, tar.TypeDir, modeParent)
-		h.ModTime = entryTimeZero
-		if err := tw.WriteHeader(h); err != nil {
-			return Layer{}, err
-		}
+	if err := writeParents(tw, entryTimeZero); err != nil {
+		return Layer{}, err
 	}
 	annotations := map[string]string{spec.AnnotationNixLayer: "true"}
 	for i, p := range paths {
@@ -53,19 +46,9 @@ func storeSnapshotterLayer(ctx context.Context, dst target.Target, layers []Laye
 	if err := tw.Close(); err != nil {
 		return Layer{}, err
 	}
-	var gz bytes.Buffer
-	cw, err := layerCompressor(&gz, spec.LayerGzip)
+	l, err := storeSmallLayer(ctx, dst, raw.Bytes(), spec.LayerGzip, annotations)
 	if err != nil {
-		return Layer{}, err
-	}
-	cw.Write(raw.Bytes())
-	if err := cw.Close(); err != nil {
-		return Layer{}, err
-	}
-	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(gz.Bytes()), Size: int64(gz.Len())}
-	if err := pushBytes(ctx, dst, desc, gz.Bytes()); err != nil {
 		return Layer{}, fmt.Errorf("storing nix-snapshotter layer: %w", err)
 	}
-	desc.Annotations = annotations
-	return Layer{Descriptor: desc, DiffID: digest.FromBytes(raw.Bytes())}, nil
+	return l, nil
 }

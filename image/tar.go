@@ -37,10 +37,13 @@ func header(name string, typ byte, mode int64) *tar.Header {
 	}
 }
 
-// writeParents writes the directories every store-path layer shares.
-func writeParents(tw *tar.Writer) error {
+// writeParents writes the directories every store-path layer shares,
+// with modification time mtime.
+func writeParents(tw *tar.Writer, mtime time.Time) error {
 	for _, p := range storeParents {
-		if err := tw.WriteHeader(header(p, tar.TypeDir, modeParent)); err != nil {
+		h := header(p, tar.TypeDir, modeParent)
+		h.ModTime = mtime
+		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
 	}
