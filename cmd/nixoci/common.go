@@ -25,8 +25,13 @@ func openTarget(ctx context.Context, s string, plainHTTP, create bool) (target.R
 	if err != nil {
 		return ref, nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	t, err := target.Open(ctx, ref, target.Options{PlainHTTP: plainHTTP, Create: create, UserAgent: "nixoci/" + version})
+	t, err := openRef(ctx, ref, plainHTTP, create)
 	return ref, t, err
+}
+
+// openRef opens a parsed target.
+func openRef(ctx context.Context, ref target.Ref, plainHTTP, create bool) (target.Target, error) {
+	return target.Open(ctx, ref, target.Options{PlainHTTP: plainHTTP, Create: create, UserAgent: "nixoci/" + version})
 }
 
 // isTerminal reports whether w is a terminal (progress is shown only then).

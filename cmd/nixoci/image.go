@@ -115,22 +115,25 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		opts.LinkRoots = append(opts.LinkRoots, p)
 	}
 
-	_, dst, err := openTarget(ctx, dstRef.Base().String(), *plainHTTP, true)
-	if err != nil {
-		return err
-	}
-	src, closureTag := dst, ""
+	// --from is checked before the destination is opened (and created).
+	var srcRef target.Ref
 	if *from != "" {
-		srcRef, err := target.ParseRef(*from)
-		if err != nil {
+		if srcRef, err = target.ParseRef(*from); err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		if srcRef.Reference == "" {
 			return fmt.Errorf("%w: --from %s names no closure: append :TAG", errUsage, srcRef)
 		}
+	}
+	dst, err := openRef(ctx, dstRef.Base(), *plainHTTP, true)
+	if err != nil {
+		return err
+	}
+	src, closureTag := dst, ""
+	if *from != "" {
 		closureTag = srcRef.Reference
 		if srcRef.Base() != dstRef.Base() {
-			if _, src, err = openTarget(ctx, srcRef.Base().String(), *plainHTTP, false); err != nil {
+			if src, err = openRef(ctx, srcRef.Base(), *plainHTTP, false); err != nil {
 				return err
 			}
 		}

@@ -303,3 +303,32 @@ func TestHuman(t *testing.T) {
 		}
 	}
 }
+
+// TestImageOpensTheNamedLayout: a layout directory whose name holds a
+// colon is opened as parsed, not re-parsed from its string form (which
+// would read "x:y" as directory x, tag y), and a bad --from is refused
+// before the destination is created.
+func TestImageOpensTheNamedLayout(t *testing.T) {
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	dir := t.TempDir()
+	layout := "oci:" + filepath.Join(dir, "x:y")
+	code, _, stderr := runCLI(t, "image", "--from", layout+":nosuchclosure", "--to", layout+":img")
+	if code == 0 || !strings.Contains(stderr, "nosuchclosure") {
+		t.Errorf("image from a missing closure: exit %d, stderr %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x:y", "oci-layout")); err != nil {
+		t.Errorf("the layout x:y was not the one opened: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
+		t.Errorf("a layout x was created from a re-parsed x:y")
+	}
+
+	other := filepath.Join(dir, "other")
+	code, _, _ = runCLI(t, "image", "--from", "oci:"+dir+"/notag", "--to", "oci:"+other+":img")
+	if code != 2 {
+		t.Errorf("image --from without a tag: exit %d, want 2", code)
+	}
+	if _, err := os.Stat(other); err == nil {
+		t.Errorf("a bad --from still created the destination %s", other)
+	}
+}
