@@ -34,8 +34,12 @@ func readManifest(rc io.ReadCloser, desc ocispec.Descriptor) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
-	if int64(len(data)) != desc.Size || desc.Digest.Verifier() == nil {
+	if int64(len(data)) != desc.Size {
 		return nil, fmt.Errorf("manifest %s: got %d bytes, want %d: %w", desc.Digest, len(data), desc.Size, ErrHashMismatch)
+	}
+	// Verifier panics on a digest it cannot parse.
+	if err := desc.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("manifest %q: %v: %w", desc.Digest, err, ErrHashMismatch)
 	}
 	v := desc.Digest.Verifier()
 	v.Write(data)
