@@ -2,6 +2,7 @@ package substituter
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -55,13 +56,8 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Length", strconv.FormatInt(loc.desc.Size, 10))
 		return
 	}
-	start := time.Now()
-	rc, err := b.Target.Fetch(r.Context(), loc.desc)
-	s.metrics.observeBackend("fetch_blob", start, err)
+	rc, err := s.fetchBlob(r.Context(), loc)
 	if err != nil {
-		if isNotFound(err) {
-			s.nars.remove(d.Encoded())
-		}
 		s.fail(w, r, "NAR "+d.String(), err)
 		return
 	}
@@ -88,6 +84,18 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveBlob(w, r, b.Name, loc, rc, head)
+}
+
+// fetchBlob opens the blob at loc, timed; a blob gone from where it was
+// found is forgotten there, so the next request looks for it again.
+func (s *Server) fetchBlob(ctx context.Context, loc narLocation) (io.ReadCloser, error) {
+	start := time.Now()
+	rc, err := s.opts.Backends[loc.backend].Target.Fetch(ctx, loc.desc)
+	s.metrics.observeBackend("fetch_blob", start, err)
+	if isNotFound(err) {
+		s.nars.remove(loc.desc.Digest.Encoded())
+	}
+	return rc, err
 }
 
 // serveBlob streams a blob (whose first bytes, head, were already read

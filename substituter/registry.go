@@ -408,7 +408,7 @@ func (s *Server) serveRegistryBlob(w http.ResponseWriter, r *http.Request, ref s
 		h.Set("Content-Length", strconv.FormatInt(loc.desc.Size, 10))
 		return
 	}
-	rc, err := b.Target.Fetch(r.Context(), loc.desc)
+	rc, err := s.fetchBlob(r.Context(), loc)
 	if err != nil {
 		s.registryFail(w, "blob "+ref, err)
 		return
