@@ -145,10 +145,8 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	case kind == "blobs":
 		s.serveRegistryBlob(w, r, ref)
 	case kind == "tags" && ref == "list":
-		if _, err := s.composeSpec(name); err != nil {
-			registryError(w, http.StatusNotFound, codeNameUnknown, err.Error())
-			return
-		}
+		// Any valid name is an image tagged latest; whether its closures
+		// exist is found out when its manifest is asked for.
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"name": name, "tags": []string{"latest"}})
 	default:
@@ -180,7 +178,7 @@ type composition struct {
 }
 
 // composeSpec resolves a repository name into closure tags and options.
-func (s *Server) composeSpec(name string) (composition, error) {
+func (s *Server) composeSpec(name string) composition {
 	c := composition{opts: s.opts.Registry.Image}
 	for _, part := range strings.Split(name, "/") {
 		ns, ok := s.opts.Registry.Names[part]
@@ -209,7 +207,7 @@ func (s *Server) composeSpec(name string) (composition, error) {
 	}
 	slices.Sort(c.closures)
 	c.closures = slices.Compact(c.closures)
-	return c, nil
+	return c
 }
 
 func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
@@ -258,10 +256,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 // compose returns the image of a repository name, composing it if its
 // closures changed since (or it was never composed).
 func (s *Server) compose(ctx context.Context, name string) (*composed, error) {
-	c, err := s.composeSpec(name)
-	if err != nil {
-		return nil, err
-	}
+	c := s.composeSpec(name)
 	b, digests, err := s.closureBackend(ctx, c.closures)
 	if err != nil {
 		return nil, err
@@ -278,8 +273,8 @@ func (s *Server) compose(ctx context.Context, name string) (*composed, error) {
 		start := time.Now()
 		opts := c.opts
 		if !c.explicit {
-			for _, tag := range c.closures {
-				cl, err := closureRoots(ctx, b.Target, tag)
+			for _, d := range digests { // the closures just resolved, even if a tag moved since
+				cl, err := closureRoots(ctx, b.Target, d)
 				if err != nil {
 					return nil, err
 				}
@@ -337,8 +332,8 @@ func (s *Server) closureBackend(ctx context.Context, tags []string) (Backend, []
 }
 
 // closureRoots returns the roots of a closure stored in t.
-func closureRoots(ctx context.Context, t target.Target, tag string) ([]string, error) {
-	c, err := artifact.ReadClosure(ctx, t, tag)
+func closureRoots(ctx context.Context, t target.Target, ref string) ([]string, error) {
+	c, err := artifact.ReadClosure(ctx, t, ref)
 	if err != nil {
 		return nil, err
 	}
