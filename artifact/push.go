@@ -262,7 +262,7 @@ func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile *os.F
 	if narFile != nil {
 		openNAR = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(narFile, 0, size)), nil }
 	}
-	return storeArtifact(ctx, info, openNAR, p.pushBlob, p.pushManifest)
+	return p.storeArtifact(ctx, info, openNAR, p.pushManifest)
 }
 
 // StoreArtifact stores the artifact of info in dst: the NAR blob read
@@ -270,24 +270,25 @@ func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile *os.F
 // manifest, and last the tag.
 func StoreArtifact(ctx context.Context, dst target.Target, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error)) (PathArtifact, error) {
 	p := &pusher{dst: dst}
-	return storeArtifact(ctx, info, openNAR, p.pushBlob, func(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
+	return p.storeArtifact(ctx, info, openNAR, func(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
 		return dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
 	})
 }
 
-func storeArtifact(ctx context.Context, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error),
-	pushBlob func(context.Context, ocispec.Descriptor, func() (io.ReadCloser, error)) error,
+// storeArtifact stores a path's blobs through p, then its manifest and tag
+// through pushManifest.
+func (p *pusher) storeArtifact(ctx context.Context, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error),
 	pushManifest func(context.Context, ocispec.Descriptor, []byte, string) error) (PathArtifact, error) {
 	art, manifest, niData, err := NewPathArtifact(info)
 	if err != nil {
 		return PathArtifact{}, err
 	}
 	if openNAR != nil {
-		if err := pushBlob(ctx, art.NAR, openNAR); err != nil {
+		if err := p.pushBlob(ctx, art.NAR, openNAR); err != nil {
 			return PathArtifact{}, fmt.Errorf("%s: storing NAR: %w", info.StorePath, err)
 		}
 	}
-	if err := pushBlob(ctx, art.NarInfo, bytesOpener(niData)); err != nil {
+	if err := p.pushBlob(ctx, art.NarInfo, bytesOpener(niData)); err != nil {
 		return PathArtifact{}, fmt.Errorf("%s: storing narinfo: %w", info.StorePath, err)
 	}
 	if err := pushManifest(ctx, art.Manifest, manifest, spec.PathTag(info.StorePath)); err != nil {

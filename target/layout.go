@@ -208,7 +208,7 @@ func (l *Layout) resolveDigest(ctx context.Context, d digest.Digest) (ocispec.De
 	if err := d.Validate(); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("%s: %w", d, errdef.ErrInvalidDigest)
 	}
-	f, err := os.Open(filepath.Join(l.dir, "blobs", d.Algorithm().String(), d.Encoded()))
+	f, err := os.Open(l.blobPath(d))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return ocispec.Descriptor{}, fmt.Errorf("oci:%s: %s: %w", l.dir, d, errdef.ErrNotFound)
@@ -427,6 +427,11 @@ func validTagForLayout(tag string) error {
 	return nil
 }
 
+// blobPath is the file of the blob with the (validated) digest d.
+func (l *Layout) blobPath(d digest.Digest) string {
+	return filepath.Join(l.dir, "blobs", d.Algorithm().String(), d.Encoded())
+}
+
 // MaxManifestRead bounds how much of a manifest nixoci reads into memory.
 const MaxManifestRead = 8 << 20
 
@@ -435,7 +440,7 @@ func (l *Layout) ResolveBlob(ctx context.Context, d digest.Digest) (ocispec.Desc
 	if err := d.Validate(); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("%s: %w", d, errdef.ErrInvalidDigest)
 	}
-	st, err := os.Stat(filepath.Join(l.dir, "blobs", d.Algorithm().String(), d.Encoded()))
+	st, err := os.Stat(l.blobPath(d))
 	if errors.Is(err, fs.ErrNotExist) {
 		return ocispec.Descriptor{}, fmt.Errorf("oci:%s: blob %s: %w", l.dir, d, errdef.ErrNotFound)
 	} else if err != nil {

@@ -141,8 +141,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	for _, b := range opts.Backends {
-		slog.Info("serving", "url", "http://"+ln.Addr().String(), "from", b.Name, "upload", *upload && b.Name == opts.Backends[0].Name)
+	for i, b := range opts.Backends {
+		slog.Info("serving", "url", "http://"+ln.Addr().String(), "from", b.Name, "upload", *upload && i == 0)
 	}
 	select {
 	case err := <-errc:
