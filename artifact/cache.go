@@ -3,7 +3,6 @@ package artifact
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -233,7 +232,7 @@ func (c *BinaryCache) WriteNAR(ctx context.Context, info *narinfo.NarInfo, w io.
 	}
 	// A file that is not what its narinfo says is reported as such first:
 	// it explains any NAR error that follows from it.
-	got, err := narinfo.HashFromHex(hex.EncodeToString(fileHash.Sum(nil)))
+	got, err := narinfo.HashFromDigest(fileHash.Sum(nil))
 	if err != nil {
 		return "", err
 	}

@@ -340,7 +340,7 @@ func (s *LocalStore) WriteNAR(ctx context.Context, info *narinfo.NarInfo, w io.W
 
 // checkNAR compares a NAR's hash and size with what info records.
 func checkNAR(info *narinfo.NarInfo, h hash.Hash, n int64) error {
-	got, err := narinfo.HashFromHex(fmt.Sprintf("%x", h.Sum(nil)))
+	got, err := narinfo.HashFromDigest(h.Sum(nil))
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -231,7 +230,7 @@ func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact,
 	if err != nil {
 		return PathArtifact{}, err
 	}
-	fileHash, err := narinfo.HashFromHex(hex.EncodeToString(hw.h.Sum(nil)))
+	fileHash, err := narinfo.HashFromDigest(hw.h.Sum(nil))
 	if err != nil {
 		return PathArtifact{}, err
 	}

@@ -129,7 +129,7 @@ func convertPath(ctx context.Context, src target.Target, tw *tar.Writer, p artif
 	if got := hex.EncodeToString(blobHash.Sum(nil)); got != p.NAR.Digest.Encoded() {
 		return "", fmt.Errorf("%s: NAR blob %s is corrupt (content hashes to sha256:%s): %w", p.Info.StorePath, p.NAR.Digest, got, artifact.ErrHashMismatch)
 	}
-	if got, _ := narinfo.HashFromHex(hex.EncodeToString(narHash.Sum(nil))); got != p.Info.NarHash {
+	if got, _ := narinfo.HashFromDigest(narHash.Sum(nil)); got != p.Info.NarHash {
 		return "", fmt.Errorf("%s: NAR hashes to %s, its narinfo says %s: %w", p.Info.StorePath, got, p.Info.NarHash, artifact.ErrHashMismatch)
 	}
 	return root, nil

@@ -49,6 +49,15 @@ func HashFromHex(h string) (string, error) {
 	return formatSHA256(d), nil
 }
 
+// HashFromDigest formats a raw SHA-256 digest, such as a sha256 hash's
+// Sum(nil), as "sha256:<nix-base32>".
+func HashFromDigest(d []byte) (string, error) {
+	if len(d) != sha256Size {
+		return "", fmt.Errorf("narinfo: %w", invalid("sha256 digest has %d bytes, want %d", len(d), sha256Size))
+	}
+	return formatSHA256(d), nil
+}
+
 // normaliseHash is NormaliseHash without the "narinfo: " prefix on errors.
 func normaliseHash(s string) (string, error) {
 	d, err := parseSHA256(s)

@@ -1,6 +1,7 @@
 package narinfo
 
 import (
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -76,5 +77,18 @@ func TestHashFromHex(t *testing.T) {
 		if got, err := HashFromHex(in); !errors.Is(err, ErrInvalidValue) {
 			t.Errorf("HashFromHex(%q) = %q, %v; want ErrInvalidValue", in, got, err)
 		}
+	}
+}
+
+func TestHashFromDigest(t *testing.T) {
+	d, err := hex.DecodeString(exampleNarHashHex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := HashFromDigest(d); err != nil || got != exampleNarHash {
+		t.Errorf("HashFromDigest = %q, %v; want %q", got, err, exampleNarHash)
+	}
+	if _, err := HashFromDigest(d[:31]); !errors.Is(err, ErrInvalidValue) {
+		t.Errorf("HashFromDigest of 31 bytes: %v, want ErrInvalidValue", err)
 	}
 }
