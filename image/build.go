@@ -158,8 +158,12 @@ func BuildUnion(ctx context.Context, src target.Target, closureRefs []string, ds
 	for i, u := range units {
 		g.Go(func() error {
 			l, err := ensureLayer(gctx, src, dst, u, opts)
+			if err != nil {
+				return err
+			}
+			l.Descriptor.Annotations = layerAnnotations(l)
 			layers[i] = l
-			return err
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -289,12 +293,12 @@ func groupPaths(paths []artifact.PathArtifact, n int) [][]artifact.PathArtifact 
 	return append(units, rest)
 }
 
-// ensureLayer reuses the stored layer of a unit, or converts and stores it.
+// ensureLayer reuses the stored layer of a unit, or converts and stores
+// it; the caller annotates its descriptor.
 func ensureLayer(ctx context.Context, src, dst target.Target, unit []artifact.PathArtifact, opts Options) (Layer, error) {
 	if l, ok, err := findLayer(ctx, dst, unit, opts.Compression); err != nil {
 		return Layer{}, err
 	} else if ok {
-		l.Descriptor.Annotations = layerAnnotations(l)
 		return l, nil
 	}
 	l, file, err := convertLayer(ctx, src, unit, opts.Compression, opts.TempDir)
@@ -316,7 +320,6 @@ func ensureLayer(ctx context.Context, src, dst target.Target, unit []artifact.Pa
 	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), layerTag(unit, opts.Compression)); err != nil {
 		return Layer{}, err
 	}
-	l.Descriptor.Annotations = layerAnnotations(l)
 	return l, nil
 }
 
