@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -205,7 +204,7 @@ func (u *uploader) putNAR(r *http.Request, file string) (int, error) {
 	if res.err != nil {
 		return http.StatusBadRequest, fmt.Errorf("%s: %w", file, res.err)
 	}
-	desc := ocispec.Descriptor{MediaType: comp.MediaType(), Digest: digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(fileHash.Sum(nil))), Size: size}
+	desc := ocispec.Descriptor{MediaType: comp.MediaType(), Digest: digest.NewDigest(digest.SHA256, fileHash), Size: size}
 	dst := u.s.opts.Backends[0].Target
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return http.StatusInternalServerError, err
