@@ -10,11 +10,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	gonar "github.com/nix-community/go-nix/pkg/nar"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/codec"
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -25,29 +24,18 @@ var update = flag.Bool("update", false, "rewrite examples/ from what the code pr
 // signature from a fixed key, so the examples are fully determined.
 func examplePath(t *testing.T, name, content string, refs []string) artifact.PathArtifact {
 	t.Helper()
-	var n bytes.Buffer
-	w, _ := gonar.NewWriter(&n)
-	w.WriteHeader(&gonar.Header{Path: "/", Type: gonar.TypeRegular, Size: int64(len(content))})
-	w.Write([]byte(content))
-	w.Close()
-	var z bytes.Buffer
-	cw, err := codec.NewWriter(&z, spec.CompressionZstd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cw.Write(n.Bytes())
-	cw.Close()
-	narSum, fileSum := sha256.Sum256(n.Bytes()), sha256.Sum256(z.Bytes())
-	fileHash := nixbase32.EncodeToString(fileSum[:])
+	n := fixture.FileNAR(t, content)
+	z := fixture.Compress(t, n, spec.CompressionZstd)
+	fileHash := fixture.Nix32(z)
 	pathSum := sha256.Sum256([]byte(name))
 	info := &narinfo.NarInfo{
 		StorePath:   "/nix/store/" + nixbase32.EncodeToString(pathSum[:20]) + "-" + name,
 		URL:         spec.NarURL(fileHash, spec.CompressionZstd),
 		Compression: string(spec.CompressionZstd),
 		FileHash:    "sha256:" + fileHash,
-		FileSize:    uint64(z.Len()),
-		NarHash:     "sha256:" + nixbase32.EncodeToString(narSum[:]),
-		NarSize:     uint64(n.Len()),
+		FileSize:    uint64(len(z)),
+		NarHash:     "sha256:" + fixture.Nix32(n),
+		NarSize:     uint64(len(n)),
 		References:  refs,
 		Deriver:     nixbase32.EncodeToString(pathSum[:20]) + "-" + name + ".drv",
 	}

@@ -11,11 +11,10 @@ import (
 	"strings"
 	"testing"
 
-	gonar "github.com/nix-community/go-nix/pkg/nar"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/codec"
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -36,34 +35,16 @@ func writeCache(t *testing.T) (dir, app, lib string) {
 		return nixbase32.EncodeToString(sum[:20]) + "-" + name
 	}
 	add := func(name, content string, refs ...string) string {
-		var n bytes.Buffer
-		w, err := gonar.NewWriter(&n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.WriteHeader(&gonar.Header{Path: "/", Type: gonar.TypeRegular, Size: int64(len(content))}); err != nil {
-			t.Fatal(err)
-		}
-		w.Write([]byte(content))
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		var z bytes.Buffer
-		cw, err := codec.NewWriter(&z, spec.CompressionZstd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cw.Write(n.Bytes())
-		cw.Close()
-		narSum, fileSum := sha256.Sum256(n.Bytes()), sha256.Sum256(z.Bytes())
+		n := fixture.FileNAR(t, content)
+		z := fixture.Compress(t, n, spec.CompressionZstd)
 		info := &narinfo.NarInfo{
 			StorePath:   "/nix/store/" + base(name),
-			URL:         spec.NarURL(nixbase32.EncodeToString(fileSum[:]), spec.CompressionZstd),
+			URL:         spec.NarURL(fixture.Nix32(z), spec.CompressionZstd),
 			Compression: "zstd",
-			FileHash:    "sha256:" + nixbase32.EncodeToString(fileSum[:]),
-			FileSize:    uint64(z.Len()),
-			NarHash:     "sha256:" + nixbase32.EncodeToString(narSum[:]),
-			NarSize:     uint64(n.Len()),
+			FileHash:    "sha256:" + fixture.Nix32(z),
+			FileSize:    uint64(len(z)),
+			NarHash:     "sha256:" + fixture.Nix32(n),
+			NarSize:     uint64(len(n)),
 			References:  []string{},
 		}
 		for _, r := range refs {
@@ -73,7 +54,7 @@ func writeCache(t *testing.T) (dir, app, lib string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, info.URL), z.Bytes(), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, info.URL), z, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(dir, info.HashPart()+".narinfo"), text, 0o644); err != nil {
