@@ -91,6 +91,10 @@ func TestToolFindsPrograms(t *testing.T) {
 	if err := os.WriteFile(prog, []byte("#!/bin/sh\necho found\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// GOPATH set keeps findTool from running `go env GOPATH` with the
+	// temporary HOME: the go command may leave a telemetry process writing
+	// there after the test, and the directory could not be removed.
+	t.Setenv("GOPATH", t.TempDir())
 	t.Setenv("HOME", home)
 	if got := Tool(t, "testenv-only-in-home-go-bin"); got != prog {
 		t.Errorf("Tool found %q; want %q (from $HOME/go/bin)", got, prog)
