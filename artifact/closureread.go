@@ -9,8 +9,8 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // Closure is a stored closure as read back from its tag: the manifest (or
@@ -28,7 +28,7 @@ type Closure struct {
 
 // ReadClosure resolves reference (a tag or digest) in t and reads the
 // closure manifest, following an index to its parts.
-func ReadClosure(ctx context.Context, t target.Target, reference string) (*Closure, error) {
+func ReadClosure(ctx context.Context, t backend.Target, reference string) (*Closure, error) {
 	desc, rc, err := t.FetchReference(ctx, reference)
 	if err != nil {
 		return nil, err

@@ -7,13 +7,13 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // FetchPath reads the artifact of storePath from t, by its tag; a missing
 // tag is an error wrapping errdef.ErrNotFound.
-func FetchPath(ctx context.Context, t target.Target, storePath string) (PathArtifact, error) {
+func FetchPath(ctx context.Context, t backend.Target, storePath string) (PathArtifact, error) {
 	art, err := FetchPathByHash(ctx, t, spec.PathTag(storePath))
 	if err != nil {
 		return PathArtifact{}, err
@@ -27,8 +27,8 @@ func FetchPath(ctx context.Context, t target.Target, storePath string) (PathArti
 // readManifest reads a manifest whole, bounded and checked against desc.
 func readManifest(rc io.ReadCloser, desc ocispec.Descriptor) ([]byte, error) {
 	defer rc.Close()
-	if desc.Size > target.MaxManifestRead {
-		return nil, fmt.Errorf("manifest %s: %d bytes, over the %d-byte limit", desc.Digest, desc.Size, target.MaxManifestRead)
+	if desc.Size > backend.MaxManifestRead {
+		return nil, fmt.Errorf("manifest %s: %d bytes, over the %d-byte limit", desc.Digest, desc.Size, backend.MaxManifestRead)
 	}
 	data, err := io.ReadAll(io.LimitReader(rc, desc.Size+1))
 	if err != nil {
@@ -51,7 +51,7 @@ func readManifest(rc io.ReadCloser, desc ocispec.Descriptor) ([]byte, error) {
 
 // FetchPathByHash reads the artifact of the store path whose hash part is
 // hash (its tag), with one round trip to a registry.
-func FetchPathByHash(ctx context.Context, t target.Target, hash string) (PathArtifact, error) {
+func FetchPathByHash(ctx context.Context, t backend.Target, hash string) (PathArtifact, error) {
 	desc, rc, err := t.FetchReference(ctx, hash)
 	if err != nil {
 		return PathArtifact{}, err

@@ -9,9 +9,9 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // PathSummary is what Inspect reports of one store path.
@@ -42,7 +42,7 @@ type ClosureSummary struct {
 }
 
 // Inspect reads the closure reference names and the narinfo of each path.
-func Inspect(ctx context.Context, t target.Target, reference string, jobs int) (*ClosureSummary, error) {
+func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) (*ClosureSummary, error) {
 	c, err := ReadClosure(ctx, t, reference)
 	if err != nil {
 		return nil, err
@@ -92,7 +92,7 @@ func Inspect(ctx context.Context, t target.Target, reference string, jobs int) (
 }
 
 // fetchNarInfo fetches, verifies and parses a narinfo blob.
-func fetchNarInfo(ctx context.Context, t target.Target, d ocispec.Descriptor) (*narinfo.NarInfo, error) {
+func fetchNarInfo(ctx context.Context, t backend.Target, d ocispec.Descriptor) (*narinfo.NarInfo, error) {
 	if d.Size > 1<<20 {
 		return nil, fmt.Errorf("narinfo %s: %d bytes is too large", d.Digest, d.Size)
 	}

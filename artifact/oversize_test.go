@@ -11,8 +11,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // TestOversizedManifests: a manifest too large to read, or a path
@@ -24,7 +24,7 @@ func TestOversizedManifests(t *testing.T) {
 	p := fakePath(t, "big-annotations", "seed")
 
 	// A tag whose manifest is over the 8 MiB read limit.
-	huge := []byte(`{"mediaType":"` + ocispec.MediaTypeImageManifest + `","pad":"` + strings.Repeat("x", target.MaxManifestRead) + `"}`)
+	huge := []byte(`{"mediaType":"` + ocispec.MediaTypeImageManifest + `","pad":"` + strings.Repeat("x", backend.MaxManifestRead) + `"}`)
 	hugeDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(huge), Size: int64(len(huge))}
 	if err := l.PushReference(ctx, hugeDesc, bytes.NewReader(huge), spec.PathTag(p.Info.StorePath)); err != nil {
 		t.Fatal(err)

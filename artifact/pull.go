@@ -15,8 +15,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // PullOptions configure Pull. The zero value is usable.
@@ -43,7 +43,7 @@ var titlePattern = regexp.MustCompile(`^(nix-cache-info|[0-9a-df-np-sv-z]{32}\.n
 // narinfos, then nix-cache-info, so an interrupted pull never leaves a
 // narinfo pointing at a missing NAR. Files already present with the right
 // content are kept.
-func Pull(ctx context.Context, src target.Target, reference, dir string, opts PullOptions) (*PullResult, error) {
+func Pull(ctx context.Context, src backend.Target, reference, dir string, opts PullOptions) (*PullResult, error) {
 	var c *Closure
 	err := retryTransient(ctx, opts.Progress, "closure "+reference, func() (err error) {
 		c, err = ReadClosure(ctx, src, reference)
@@ -112,7 +112,7 @@ func Pull(ctx context.Context, src target.Target, reference, dir string, opts Pu
 }
 
 // pullFile writes one blob to dir/<title>; it reports whether it wrote.
-func pullFile(ctx context.Context, src target.Target, desc ocispec.Descriptor, dir string, progress *Progress) (bool, error) {
+func pullFile(ctx context.Context, src backend.Target, desc ocispec.Descriptor, dir string, progress *Progress) (bool, error) {
 	title := desc.Annotations[spec.AnnotationTitle]
 	dst := filepath.Join(dir, filepath.FromSlash(title))
 	if ok, err := fileHasDigest(dst, desc); err != nil {

@@ -23,9 +23,9 @@ import (
 	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/errdef"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // PushOptions configure Push. The zero value is usable.
@@ -65,7 +65,7 @@ type PushResult struct {
 // blob is stored before the manifest naming it, and every path before the
 // closure; the closure tag is written last, and only if everything
 // succeeded.
-func Push(ctx context.Context, dst target.Target, src Source, args []string, opts PushOptions) (*PushResult, error) {
+func Push(ctx context.Context, dst backend.Target, src Source, args []string, opts PushOptions) (*PushResult, error) {
 	if len(args) == 0 {
 		return nil, errors.New("no store paths given")
 	}
@@ -106,7 +106,7 @@ func Push(ctx context.Context, dst target.Target, src Source, args []string, opt
 	}); err != nil {
 		return nil, err
 	}
-	if bt, ok := dst.(target.BatchTagger); ok {
+	if bt, ok := dst.(backend.BatchTagger); ok {
 		p.batch = newTagBatcher(bt)
 	}
 
@@ -160,7 +160,7 @@ func Push(ctx context.Context, dst target.Target, src Source, args []string, opt
 }
 
 type pusher struct {
-	dst   target.Target
+	dst   backend.Target
 	src   Source
 	opts  PushOptions
 	batch *tagBatcher
@@ -267,7 +267,7 @@ func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile *os.F
 // StoreArtifact stores the artifact of info in dst: the NAR blob read
 // from openNAR (nil if dst has it already), the narinfo blob, the
 // manifest, and last the tag.
-func StoreArtifact(ctx context.Context, dst target.Target, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error)) (PathArtifact, error) {
+func StoreArtifact(ctx context.Context, dst backend.Target, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error)) (PathArtifact, error) {
 	p := &pusher{dst: dst}
 	return p.storeArtifact(ctx, info, openNAR, func(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
 		return dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
@@ -371,9 +371,9 @@ func (hw *hashingWriter) Write(b []byte) (int, error) {
 // tagBatcher collects tags for a target that tags many at once cheaply,
 // and writes them every flushInterval and at the end.
 type tagBatcher struct {
-	bt      target.BatchTagger
+	bt      backend.BatchTagger
 	mu      sync.Mutex
-	pending []target.Tagged
+	pending []backend.Tagged
 	err     error
 	stop    chan struct{}
 	done    chan struct{}
@@ -381,7 +381,7 @@ type tagBatcher struct {
 
 const flushInterval = 500 * time.Millisecond
 
-func newTagBatcher(bt target.BatchTagger) *tagBatcher {
+func newTagBatcher(bt backend.BatchTagger) *tagBatcher {
 	b := &tagBatcher{bt: bt, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
@@ -401,7 +401,7 @@ func newTagBatcher(bt target.BatchTagger) *tagBatcher {
 
 func (b *tagBatcher) add(desc ocispec.Descriptor, tag string) {
 	b.mu.Lock()
-	b.pending = append(b.pending, target.Tagged{Descriptor: desc, Tag: tag})
+	b.pending = append(b.pending, backend.Tagged{Descriptor: desc, Tag: tag})
 	b.mu.Unlock()
 }
 

@@ -16,17 +16,17 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 var appClosure = []string{"app", "lib", "base", "data", "twin"}
 
 var openLayout = fixture.Layout
 
-func push(t testing.TB, l target.Target, src artifact.Source, opts artifact.PushOptions, args ...string) *artifact.PushResult {
+func push(t testing.TB, l backend.Target, src artifact.Source, opts artifact.PushOptions, args ...string) *artifact.PushResult {
 	t.Helper()
 	if opts.TempDir == "" {
 		opts.TempDir = t.TempDir()
@@ -38,7 +38,7 @@ func push(t testing.TB, l target.Target, src artifact.Source, opts artifact.Push
 	return res
 }
 
-func pull(t testing.TB, l target.Target, ref, dir string) *artifact.PullResult {
+func pull(t testing.TB, l backend.Target, ref, dir string) *artifact.PullResult {
 	t.Helper()
 	res, err := artifact.Pull(t.Context(), l, ref, dir, artifact.PullOptions{})
 	if err != nil {
@@ -234,7 +234,7 @@ func TestPushSignAndResign(t *testing.T) {
 }
 
 // checkPulledSigs pulls ref and checks every narinfo is signed by keys.
-func checkPulledSigs(t *testing.T, l target.Target, ref string, keys ...narinfo.PublicKey) {
+func checkPulledSigs(t *testing.T, l backend.Target, ref string, keys ...narinfo.PublicKey) {
 	t.Helper()
 	out := t.TempDir()
 	pull(t, l, ref, out)

@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/nixoci/nixoci/target"
+	"github.com/nixoci/nixoci/backend"
 )
 
 // Retries of whole operations (a blob upload, a manifest fetch) after
@@ -22,7 +22,7 @@ func retryTransient(ctx context.Context, p *Progress, what string, op func() err
 	delay := retryFirst
 	for attempt := 1; ; attempt++ {
 		err := op()
-		if err == nil || !target.IsTransient(err) || attempt == retryAttempts || ctx.Err() != nil {
+		if err == nil || !backend.IsTransient(err) || attempt == retryAttempts || ctx.Err() != nil {
 			return err
 		}
 		if p != nil {

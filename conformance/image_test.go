@@ -16,10 +16,10 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/internal/testenv"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // runImage unpacks an image from a layout with umoci and runs it with
@@ -323,7 +323,7 @@ func TestImageBadInput(t *testing.T) {
 	evil := synthStorePath("evil")
 	bad := narTokens("nix-archive-1", "(", "type", "directory",
 		"entry", "(", "name", "..", "node", "(", "type", "regular", "contents", "escaped", ")", ")", ")")
-	l, err := target.OpenLayout(layoutDir, false)
+	l, err := backend.OpenLayout(layoutDir, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,8 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // Options configure Build. The zero value makes an image with no
@@ -85,13 +85,13 @@ var ErrOutsideClosure = errors.New("not in the closure")
 // Build makes an image of the closure that closureRef names in src and
 // tags it in dst. NAR blobs are read from src; layers are written to dst
 // (and reused from it).
-func Build(ctx context.Context, src target.Target, closureRef string, dst target.Target, tag string, opts Options) (*Result, error) {
+func Build(ctx context.Context, src backend.Target, closureRef string, dst backend.Target, tag string, opts Options) (*Result, error) {
 	return BuildUnion(ctx, src, []string{closureRef}, dst, tag, opts)
 }
 
 // BuildUnion makes an image of the union of several closures (a path in
 // more than one is one layer).
-func BuildUnion(ctx context.Context, src target.Target, closureRefs []string, dst target.Target, tag string, opts Options) (*Result, error) {
+func BuildUnion(ctx context.Context, src backend.Target, closureRefs []string, dst backend.Target, tag string, opts Options) (*Result, error) {
 	if !spec.ValidTag(tag) {
 		return nil, fmt.Errorf("invalid image tag %q", tag)
 	}
@@ -212,7 +212,7 @@ func BuildUnion(ctx context.Context, src target.Target, closureRefs []string, ds
 
 // readUnion reads closures and merges them: roots and layers of all,
 // the descriptor of the first (a single closure is returned as it is).
-func readUnion(ctx context.Context, src target.Target, refs []string) (*artifact.Closure, error) {
+func readUnion(ctx context.Context, src backend.Target, refs []string) (*artifact.Closure, error) {
 	if len(refs) == 0 {
 		return nil, errors.New("no closure named")
 	}
@@ -238,7 +238,7 @@ func readUnion(ctx context.Context, src target.Target, refs []string) (*artifact
 }
 
 // closurePaths reads the store-path artifact of every path in a closure.
-func closurePaths(ctx context.Context, src target.Target, c *artifact.Closure, jobs int) ([]artifact.PathArtifact, error) {
+func closurePaths(ctx context.Context, src backend.Target, c *artifact.Closure, jobs int) ([]artifact.PathArtifact, error) {
 	var hashes []string
 	seen := map[string]bool{}
 	for _, l := range c.Layers {
@@ -295,7 +295,7 @@ func groupPaths(paths []artifact.PathArtifact, n int) [][]artifact.PathArtifact 
 
 // ensureLayer reuses the stored layer of a unit, or converts and stores
 // it; the caller annotates its descriptor.
-func ensureLayer(ctx context.Context, src, dst target.Target, unit []artifact.PathArtifact, opts Options) (Layer, error) {
+func ensureLayer(ctx context.Context, src, dst backend.Target, unit []artifact.PathArtifact, opts Options) (Layer, error) {
 	if l, ok, err := findLayer(ctx, dst, unit, opts.Compression); err != nil {
 		return Layer{}, err
 	} else if ok {
@@ -325,7 +325,7 @@ func ensureLayer(ctx context.Context, src, dst target.Target, unit []artifact.Pa
 
 var emptyConfig = ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: ocispec.DescriptorEmptyJSON.Digest, Size: 2}
 
-func pushFile(ctx context.Context, dst target.Target, desc ocispec.Descriptor, file string) error {
+func pushFile(ctx context.Context, dst backend.Target, desc ocispec.Descriptor, file string) error {
 	if ok, err := dst.Exists(ctx, desc); err != nil || ok {
 		return err
 	}
@@ -337,7 +337,7 @@ func pushFile(ctx context.Context, dst target.Target, desc ocispec.Descriptor, f
 	return ignoreExists(dst.Push(ctx, desc, f))
 }
 
-func pushBytes(ctx context.Context, dst target.Target, desc ocispec.Descriptor, data []byte) error {
+func pushBytes(ctx context.Context, dst backend.Target, desc ocispec.Descriptor, data []byte) error {
 	if ok, err := dst.Exists(ctx, desc); err != nil || ok {
 		return err
 	}
@@ -352,7 +352,7 @@ func ignoreExists(err error) error {
 }
 
 // storeRootLayer compresses and stores the root layer.
-func storeRootLayer(ctx context.Context, dst target.Target, root rootFS, c spec.LayerCompression) (Layer, error) {
+func storeRootLayer(ctx context.Context, dst backend.Target, root rootFS, c spec.LayerCompression) (Layer, error) {
 	raw, err := root.tar()
 	if err != nil {
 		return Layer{}, err
@@ -362,7 +362,7 @@ func storeRootLayer(ctx context.Context, dst target.Target, root rootFS, c spec.
 
 // storeSmallLayer compresses the tar raw, held in memory, stores it as a
 // layer blob and returns the layer, its descriptor carrying annotations.
-func storeSmallLayer(ctx context.Context, dst target.Target, raw []byte, c spec.LayerCompression, annotations map[string]string) (Layer, error) {
+func storeSmallLayer(ctx context.Context, dst backend.Target, raw []byte, c spec.LayerCompression, annotations map[string]string) (Layer, error) {
 	var b bytes.Buffer
 	cw, err := layerCompressor(&b, c)
 	if err != nil {
@@ -477,7 +477,7 @@ func imageConfig(opts Options, pl ocispec.Platform, c *artifact.Closure, pathEnv
 }
 
 // storeImage writes the config and the manifest, and tags it last.
-func storeImage(ctx context.Context, dst target.Target, tag string, cfg ocispec.Image, layers []Layer, c *artifact.Closure) (desc ocispec.Descriptor, data []byte, cfgDesc ocispec.Descriptor, err error) {
+func storeImage(ctx context.Context, dst backend.Target, tag string, cfg ocispec.Image, layers []Layer, c *artifact.Closure) (desc ocispec.Descriptor, data []byte, cfgDesc ocispec.Descriptor, err error) {
 	cfg.RootFS.DiffIDs = nil
 	var descs []ocispec.Descriptor
 	for _, l := range layers {

@@ -20,10 +20,10 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // Layer is one layer of an image: its blob descriptor (with annotations),
@@ -50,7 +50,7 @@ func layerCompressor(w io.Writer, c spec.LayerCompression) (io.WriteCloser, erro
 
 // convertLayer streams the NARs of paths from src into one compressed tar
 // in a temporary file, which the caller removes.
-func convertLayer(ctx context.Context, src target.Target, paths []artifact.PathArtifact, c spec.LayerCompression, tmpDir string) (Layer, string, error) {
+func convertLayer(ctx context.Context, src backend.Target, paths []artifact.PathArtifact, c spec.LayerCompression, tmpDir string) (Layer, string, error) {
 	f, err := os.CreateTemp(tmpDir, "nixoci-layer-*")
 	if err != nil {
 		return Layer{}, "", err
@@ -107,7 +107,7 @@ func convertLayer(ctx context.Context, src target.Target, paths []artifact.PathA
 
 // convertPath writes one store path's tar entries, reading its NAR blob
 // and checking both the blob digest and the NAR hash as it goes.
-func convertPath(ctx context.Context, src target.Target, tw *tar.Writer, p artifact.PathArtifact) (RootType, error) {
+func convertPath(ctx context.Context, src backend.Target, tw *tar.Writer, p artifact.PathArtifact) (RootType, error) {
 	rc, err := src.Fetch(ctx, p.NAR)
 	if err != nil {
 		return "", fmt.Errorf("%s: fetching NAR: %w", p.Info.StorePath, err)
@@ -201,7 +201,7 @@ func layerArtifact(l Layer) ([]byte, ocispec.Descriptor, error) {
 
 // findLayer looks up a stored layer of paths; it reports false if there is
 // none or it no longer matches the paths' NARs.
-func findLayer(ctx context.Context, dst target.Target, paths []artifact.PathArtifact, c spec.LayerCompression) (Layer, bool, error) {
+func findLayer(ctx context.Context, dst backend.Target, paths []artifact.PathArtifact, c spec.LayerCompression) (Layer, bool, error) {
 	desc, rc, err := dst.FetchReference(ctx, layerTag(paths, c))
 	if err != nil {
 		if errors.Is(err, errdef.ErrNotFound) {
@@ -211,7 +211,7 @@ func findLayer(ctx context.Context, dst target.Target, paths []artifact.PathArti
 	}
 	defer rc.Close()
 	var m ocispec.Manifest
-	if err := json.NewDecoder(io.LimitReader(rc, target.MaxManifestRead)).Decode(&m); err != nil {
+	if err := json.NewDecoder(io.LimitReader(rc, backend.MaxManifestRead)).Decode(&m); err != nil {
 		return Layer{}, false, fmt.Errorf("layer artifact %s: %w", desc.Digest, err)
 	}
 	var hashes []string

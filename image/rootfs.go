@@ -13,10 +13,10 @@ import (
 	gonar "github.com/nix-community/go-nix/pkg/nar"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/nar"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // rootEntry is one entry of the root layer.
@@ -122,7 +122,7 @@ func (r rootFS) tar() ([]byte, error) {
 
 // topEntries lists the nodes of a store path's NAR down to depth 2 (for
 // /bin/hello), reading the NAR blob without writing anything.
-func topEntries(ctx context.Context, src target.Target, p artifact.PathArtifact) ([]gonar.Header, error) {
+func topEntries(ctx context.Context, src backend.Target, p artifact.PathArtifact) ([]gonar.Header, error) {
 	rc, err := src.Fetch(ctx, p.NAR)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p.Info.StorePath, err)

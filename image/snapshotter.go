@@ -8,8 +8,8 @@ import (
 	"strconv"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // storeSnapshotterLayer writes nix-snapshotter's layer: only empty
@@ -18,7 +18,7 @@ import (
 // the annotations that make the snapshotter realise the paths with the
 // node's Nix (which substitutes them, e.g. from nixoci serve). It is
 // always gzip, as nix-snapshotter expects.
-func storeSnapshotterLayer(ctx context.Context, dst target.Target, layers []Layer, paths []artifact.PathArtifact) (Layer, error) {
+func storeSnapshotterLayer(ctx context.Context, dst backend.Target, layers []Layer, paths []artifact.PathArtifact) (Layer, error) {
 	rootType := map[string]RootType{}
 	for _, l := range layers {
 		for i, p := range l.Paths {

@@ -13,9 +13,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
-	"github.com/nixoci/nixoci/target"
 )
 
 func TestBackendFailure(t *testing.T) {
@@ -27,16 +27,16 @@ func TestBackendFailure(t *testing.T) {
 
 	for _, tc := range []struct {
 		name     string
-		backends func(f *failing) []target.Target
+		backends func(f *failing) []backend.Target
 		path     *testPath
 		want     int
 	}{
-		{"only backend unreachable", func(f *failing) []target.Target { return []target.Target{f} }, p, 503},
-		{"first unreachable, second has it", func(f *failing) []target.Target { return []target.Target{f, l} }, p, 200},
-		{"first has it, second unreachable", func(f *failing) []target.Target { return []target.Target{l, f} }, p, 200},
-		{"first lacks it, second unreachable", func(f *failing) []target.Target { return []target.Target{empty, f} }, p, 503},
-		{"first unreachable, second lacks it", func(f *failing) []target.Target { return []target.Target{f, empty} }, absent, 503},
-		{"nobody has it", func(*failing) []target.Target { return []target.Target{empty, l} }, absent, 404},
+		{"only backend unreachable", func(f *failing) []backend.Target { return []backend.Target{f} }, p, 503},
+		{"first unreachable, second has it", func(f *failing) []backend.Target { return []backend.Target{f, l} }, p, 200},
+		{"first has it, second unreachable", func(f *failing) []backend.Target { return []backend.Target{l, f} }, p, 200},
+		{"first lacks it, second unreachable", func(f *failing) []backend.Target { return []backend.Target{empty, f} }, p, 503},
+		{"first unreachable, second lacks it", func(f *failing) []backend.Target { return []backend.Target{f, empty} }, absent, 503},
+		{"nobody has it", func(*failing) []backend.Target { return []backend.Target{empty, l} }, absent, 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &failing{}
@@ -69,7 +69,7 @@ func TestBackendFailure(t *testing.T) {
 
 // stalling is a backend whose metadata operations wait until their
 // context ends.
-type stalling struct{ target.Target }
+type stalling struct{ backend.Target }
 
 func (s stalling) FetchReference(ctx context.Context, ref string) (ocispec.Descriptor, io.ReadCloser, error) {
 	<-ctx.Done()

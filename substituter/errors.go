@@ -6,7 +6,7 @@ import (
 	"net/http"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/target"
+	"github.com/nixoci/nixoci/backend"
 )
 
 // statusOf maps a backend failure to the status Nix should see. Nix caches
@@ -16,7 +16,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
-	case errors.Is(err, target.ErrUnreachable):
+	case errors.Is(err, backend.ErrUnreachable):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, artifact.ErrNotArtifact), errors.Is(err, artifact.ErrHashMismatch):
 		// Something that is not ours sits under our tag: a server-side

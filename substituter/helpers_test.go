@@ -24,11 +24,11 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
-	"github.com/nixoci/nixoci/target"
 )
 
 // hexSHA256 is the hex encoding of the SHA-256 of data.
@@ -121,7 +121,7 @@ func newTestPath(t testing.TB, name, content string, comp spec.Compression, refs
 }
 
 // store writes p's artifact (NAR blob, narinfo blob, manifest, tag) to dst.
-func (p *testPath) store(t testing.TB, dst target.Target) artifact.PathArtifact {
+func (p *testPath) store(t testing.TB, dst backend.Target) artifact.PathArtifact {
 	t.Helper()
 	info := *p.Info
 	art, err := artifact.StoreArtifact(context.Background(), dst, &info, func() (io.ReadCloser, error) {
@@ -134,7 +134,7 @@ func (p *testPath) store(t testing.TB, dst target.Target) artifact.PathArtifact 
 }
 
 // storedNarInfo reads the narinfo blob of p's artifact from the layout.
-func storedNarInfo(t testing.TB, l target.Target, art artifact.PathArtifact) []byte {
+func storedNarInfo(t testing.TB, l backend.Target, art artifact.PathArtifact) []byte {
 	t.Helper()
 	rc, err := l.Fetch(context.Background(), art.NarInfo)
 	if err != nil {
@@ -151,7 +151,7 @@ func storedNarInfo(t testing.TB, l target.Target, art artifact.PathArtifact) []b
 var newLayout = fixture.Layout
 
 // blobFile is the layout file holding the blob with digest d.
-func blobFile(l *target.Layout, d digest.Digest) string {
+func blobFile(l *backend.Layout, d digest.Digest) string {
 	return filepath.Join(l.Dir(), "blobs", d.Algorithm().String(), d.Encoded())
 }
 
@@ -195,7 +195,7 @@ func newServer(t testing.TB, opts substituter.Options) (*substituter.Server, *sy
 }
 
 // backends is a shorthand for one backend list.
-func backends(ts ...target.Target) []substituter.Backend {
+func backends(ts ...backend.Target) []substituter.Backend {
 	var bs []substituter.Backend
 	for i, t := range ts {
 		bs = append(bs, substituter.Backend{Name: "backend" + strconv.Itoa(i), Target: t})
@@ -373,7 +373,7 @@ func (c *calls) String() string {
 // counting wraps a Target and records every operation. If
 // beforeFetchReference is set, it runs before each FetchReference.
 type counting struct {
-	target.Target
+	backend.Target
 	calls
 	beforeFetchReference func(ref string)
 }
@@ -425,7 +425,7 @@ func (c *counting) PushReference(ctx context.Context, desc ocispec.Descriptor, r
 func (c *counting) Ping(ctx context.Context) error { return c.Target.Ping(ctx) }
 
 // failing is a backend that cannot be reached: every operation fails with
-// an error wrapping target.ErrUnreachable.
+// an error wrapping backend.ErrUnreachable.
 type failing struct{ calls atomic.Int64 }
 
 func (f *failing) err(op string) error {
@@ -436,9 +436,9 @@ func (f *failing) err(op string) error {
 type unreachableError struct{ op string }
 
 func (e *unreachableError) Error() string {
-	return "registry.test/repo: " + e.op + ": " + target.ErrUnreachable.Error() + ": connection refused"
+	return "registry.test/repo: " + e.op + ": " + backend.ErrUnreachable.Error() + ": connection refused"
 }
-func (e *unreachableError) Unwrap() error { return target.ErrUnreachable }
+func (e *unreachableError) Unwrap() error { return backend.ErrUnreachable }
 
 func (f *failing) Fetch(context.Context, ocispec.Descriptor) (io.ReadCloser, error) {
 	return nil, f.err("fetch")
@@ -462,4 +462,4 @@ func (f *failing) ResolveBlob(context.Context, digest.Digest) (ocispec.Descripto
 }
 func (f *failing) Ping(context.Context) error { return f.err("ping") }
 
-var _ target.Target = (*failing)(nil)
+var _ backend.Target = (*failing)(nil)

@@ -16,7 +16,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/target"
+	"github.com/nixoci/nixoci/backend"
 )
 
 // TestStatusOf: backend failures are 5xx by kind, never 404.
@@ -27,12 +27,12 @@ func TestStatusOf(t *testing.T) {
 	}{
 		{context.DeadlineExceeded, http.StatusGatewayTimeout},
 		{fmt.Errorf("b: %w", context.DeadlineExceeded), http.StatusGatewayTimeout},
-		{fmt.Errorf("b: %w: refused", target.ErrUnreachable), http.StatusServiceUnavailable},
-		{errors.Join(fmt.Errorf("a: %w", target.ErrUnreachable), errors.New("b: other")), http.StatusServiceUnavailable},
+		{fmt.Errorf("b: %w: refused", backend.ErrUnreachable), http.StatusServiceUnavailable},
+		{errors.Join(fmt.Errorf("a: %w", backend.ErrUnreachable), errors.New("b: other")), http.StatusServiceUnavailable},
 		{fmt.Errorf("tag: %w", artifact.ErrNotArtifact), http.StatusBadGateway},
 		{fmt.Errorf("m: %w", artifact.ErrHashMismatch), http.StatusBadGateway},
-		{fmt.Errorf("b: %w", target.ErrRegistry), http.StatusBadGateway},
-		{fmt.Errorf("b: %w", target.ErrUnauthorized), http.StatusBadGateway},
+		{fmt.Errorf("b: %w", backend.ErrRegistry), http.StatusBadGateway},
+		{fmt.Errorf("b: %w", backend.ErrUnauthorized), http.StatusBadGateway},
 		{errors.New("anything"), http.StatusBadGateway},
 		{fmt.Errorf("odd: %w", errdef.ErrNotFound), http.StatusBadGateway},
 	} {

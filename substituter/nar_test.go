@@ -15,9 +15,9 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
-	"github.com/nixoci/nixoci/target"
 )
 
 // narExts are the NAR file extensions with each compression.
@@ -397,7 +397,7 @@ func TestNARCorruptLength(t *testing.T) {
 // streaming is a backend whose blobs cannot seek, as a registry's without
 // range support.
 type streaming struct {
-	target.Target
+	backend.Target
 	read atomic.Int64 // blob bytes read
 }
 

@@ -13,7 +13,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/target"
+	"github.com/nixoci/nixoci/backend"
 )
 
 // pathEntry is a store path as served: its artifact, which backend has
@@ -85,7 +85,7 @@ func (s *Server) lookup(ctx context.Context, hash string) (*pathEntry, error) {
 // fetchPath asks the backends in order. "Not found" from all of them is
 // (nil, nil); any other failure, if no backend has the path, is an error.
 func (s *Server) fetchPath(ctx context.Context, hash string) (*pathEntry, error) {
-	art, i, found, err := askBackends(ctx, s, "narinfo", func(ctx context.Context, t target.Target) (artifact.PathArtifact, error) {
+	art, i, found, err := askBackends(ctx, s, "narinfo", func(ctx context.Context, t backend.Target) (artifact.PathArtifact, error) {
 		return artifact.FetchPathByHash(ctx, t, hash)
 	})
 	if !found {
@@ -108,7 +108,7 @@ func (s *Server) fetchPath(ctx context.Context, hash string) (*pathEntry, error)
 // on backend concurrency, timed as op, and returns the first answer with
 // the backend's index. "Not found" everywhere is found false with a nil
 // error; failures of backends that had no answer are joined in the error.
-func askBackends[T any](ctx context.Context, s *Server, op string, ask func(context.Context, target.Target) (T, error)) (v T, backend int, found bool, err error) {
+func askBackends[T any](ctx context.Context, s *Server, op string, ask func(context.Context, backend.Target) (T, error)) (v T, backend int, found bool, err error) {
 	var errs []error
 	for i, b := range s.opts.Backends {
 		release, err := s.acquire(ctx)
@@ -141,7 +141,7 @@ func (s *Server) locateNAR(ctx context.Context, d digest.Digest) (narLocation, b
 	s.metrics.cache("nar", false)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.BackendTimeout)
 	defer cancel()
-	desc, i, found, err := askBackends(ctx, s, "resolve_blob", func(ctx context.Context, t target.Target) (ocispec.Descriptor, error) {
+	desc, i, found, err := askBackends(ctx, s, "resolve_blob", func(ctx context.Context, t backend.Target) (ocispec.Descriptor, error) {
 		return t.ResolveBlob(ctx, d)
 	})
 	if !found {

@@ -22,9 +22,9 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/image"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 // RegistryOptions enable the read-only OCI distribution API under /v2/,
@@ -332,7 +332,7 @@ func (s *Server) closureBackend(ctx context.Context, tags []string) (Backend, []
 }
 
 // closureRoots returns the roots of a closure stored in t.
-func closureRoots(ctx context.Context, t target.Target, ref string) ([]string, error) {
+func closureRoots(ctx context.Context, t backend.Target, ref string) ([]string, error) {
 	c, err := artifact.ReadClosure(ctx, t, ref)
 	if err != nil {
 		return nil, err

@@ -15,14 +15,14 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/narinfo"
-	"github.com/nixoci/nixoci/target"
 )
 
 // Backend is one place artifacts are read from.
 type Backend struct {
 	Name   string // shown in logs, e.g. "oci:/srv/nix" or "ghcr.io/me/nix"
-	Target target.Target
+	Target backend.Target
 }
 
 // Options configure a Server. Zero values mean the documented defaults.

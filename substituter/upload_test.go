@@ -12,10 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
-	"github.com/nixoci/nixoci/target"
 )
 
 const (
@@ -30,7 +30,7 @@ func basicAuth(user, pass string) string {
 var goodAuth = []string{"Authorization", basicAuth(testUser, testPassword)}
 
 // uploadServer serves l with uploads enabled for testUser.
-func uploadServer(t *testing.T, l *target.Layout, opts substituter.Options) (*substituter.Server, *syncBuffer) {
+func uploadServer(t *testing.T, l *backend.Layout, opts substituter.Options) (*substituter.Server, *syncBuffer) {
 	t.Helper()
 	if opts.Backends == nil {
 		opts.Backends = backends(l)
@@ -45,7 +45,7 @@ func uploadServer(t *testing.T, l *target.Layout, opts substituter.Options) (*su
 }
 
 // blobs lists the blob files of a layout.
-func blobs(t *testing.T, l *target.Layout) []string {
+func blobs(t *testing.T, l *backend.Layout) []string {
 	t.Helper()
 	entries, err := os.ReadDir(filepath.Join(l.Dir(), "blobs", "sha256"))
 	if err != nil && !os.IsNotExist(err) {

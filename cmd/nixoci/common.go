@@ -9,18 +9,18 @@ import (
 	"time"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/target"
+	"github.com/nixoci/nixoci/backend"
 )
 
 // openTarget parses and opens a target string; an empty string means the
 // default store.
-func openTarget(ctx context.Context, s string, plainHTTP, create bool) (target.Ref, target.Target, error) {
-	var ref target.Ref
+func openTarget(ctx context.Context, s string, plainHTTP, create bool) (backend.Ref, backend.Target, error) {
+	var ref backend.Ref
 	var err error
 	if s == "" {
-		ref, err = target.DefaultStore()
+		ref, err = backend.DefaultStore()
 	} else {
-		ref, err = target.ParseRef(s)
+		ref, err = backend.ParseRef(s)
 	}
 	if err != nil {
 		return ref, nil, fmt.Errorf("%w: %v", errUsage, err)
@@ -30,8 +30,8 @@ func openTarget(ctx context.Context, s string, plainHTTP, create bool) (target.R
 }
 
 // openRef opens a parsed target.
-func openRef(ctx context.Context, ref target.Ref, plainHTTP, create bool) (target.Target, error) {
-	return target.Open(ctx, ref, target.Options{PlainHTTP: plainHTTP, Create: create, UserAgent: "nixoci/" + version})
+func openRef(ctx context.Context, ref backend.Ref, plainHTTP, create bool) (backend.Target, error) {
+	return backend.Open(ctx, ref, backend.Options{PlainHTTP: plainHTTP, Create: create, UserAgent: "nixoci/" + version})
 }
 
 // isTerminal reports whether w is a terminal (progress is shown only then).

@@ -11,9 +11,9 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/image"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 const imageHelp = `
@@ -67,7 +67,7 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if (*from == "") == (len(paths) == 0) {
 		return fmt.Errorf("%w: give either --from TARGET:CLOSURE_TAG or store PATHs", errUsage)
 	}
-	dstRef, err := target.ParseRef(*to)
+	dstRef, err := backend.ParseRef(*to)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -116,9 +116,9 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	// --from is checked before the destination is opened (and created).
-	var srcRef target.Ref
+	var srcRef backend.Ref
 	if *from != "" {
-		if srcRef, err = target.ParseRef(*from); err != nil {
+		if srcRef, err = backend.ParseRef(*from); err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		if srcRef.Reference == "" {

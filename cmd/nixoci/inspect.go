@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/target"
+	"github.com/nixoci/nixoci/backend"
 )
 
 const inspectHelp = `
@@ -34,7 +34,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(refs) != 1 {
 		return fmt.Errorf("%w: want exactly one TARGET:TAG", errUsage)
 	}
-	ref, err := target.ParseRef(refs[0])
+	ref, err := backend.ParseRef(refs[0])
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

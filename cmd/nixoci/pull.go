@@ -6,7 +6,7 @@ import (
 	"io"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/target"
+	"github.com/nixoci/nixoci/backend"
 )
 
 const pullHelp = `
@@ -35,7 +35,7 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(refs) != 1 || *to == "" {
 		return fmt.Errorf("%w: want exactly one TARGET:TAG and --to DIR", errUsage)
 	}
-	ref, err := target.ParseRef(refs[0])
+	ref, err := backend.ParseRef(refs[0])
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

@@ -7,9 +7,9 @@ import (
 	"net/http"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
-	"github.com/nixoci/nixoci/target"
 )
 
 const pushHelp = `
@@ -59,9 +59,9 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%w: --compression does not apply to --from-cache (NARs are stored as the cache has them)", errUsage)
 	}
 	// Every check before opening the target: opening creates a layout.
-	var ref target.Ref
+	var ref backend.Ref
 	if *to != "" {
-		if ref, err = target.ParseRef(*to); err != nil {
+		if ref, err = backend.ParseRef(*to); err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 	}

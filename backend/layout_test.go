@@ -1,4 +1,4 @@
-package target_test
+package backend_test
 
 import (
 	"bytes"
@@ -24,17 +24,17 @@ import (
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/internal/fixture"
-	"github.com/nixoci/nixoci/target"
 )
 
 var (
-	_ target.Target             = (*target.Layout)(nil)
-	_ oras.Target               = (*target.Layout)(nil)
-	_ registry.TagLister        = (*target.Layout)(nil)
-	_ target.BatchTagger        = (*target.Layout)(nil)
-	_ registry.ReferenceFetcher = (*target.Layout)(nil)
-	_ registry.ReferencePusher  = (*target.Layout)(nil)
+	_ backend.Target            = (*backend.Layout)(nil)
+	_ oras.Target               = (*backend.Layout)(nil)
+	_ registry.TagLister        = (*backend.Layout)(nil)
+	_ backend.BatchTagger       = (*backend.Layout)(nil)
+	_ registry.ReferenceFetcher = (*backend.Layout)(nil)
+	_ registry.ReferencePusher  = (*backend.Layout)(nil)
 )
 
 // helperEnv selects the helper mode of the test binary: a child process
@@ -63,7 +63,7 @@ func tagHelper(spec string) error {
 	if err != nil {
 		return err
 	}
-	l, err := target.OpenLayout(f[0], false)
+	l, err := backend.OpenLayout(f[0], false)
 	if err != nil {
 		return err
 	}
@@ -101,7 +101,7 @@ func manifestFor(name string) (ocispec.Descriptor, []byte) {
 }
 
 // pushManifest stores the manifest for name in l without tagging it.
-func pushManifest(t testing.TB, l *target.Layout, name string) ocispec.Descriptor {
+func pushManifest(t testing.TB, l *backend.Layout, name string) ocispec.Descriptor {
 	t.Helper()
 	desc, data := manifestFor(name)
 	if err := l.Push(context.Background(), desc, bytes.NewReader(data)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
@@ -145,7 +145,7 @@ func TestOpenLayout(t *testing.T) {
 	base := t.TempDir()
 
 	missing := filepath.Join(base, "missing")
-	if _, err := target.OpenLayout(missing, false); !errors.Is(err, errdef.ErrNotFound) {
+	if _, err := backend.OpenLayout(missing, false); !errors.Is(err, errdef.ErrNotFound) {
 		t.Errorf("OpenLayout(missing, false) error = %v, want errdef.ErrNotFound", err)
 	}
 	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
@@ -156,12 +156,12 @@ func TestOpenLayout(t *testing.T) {
 	if err := os.Mkdir(notLayout, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := target.OpenLayout(notLayout, false); !errors.Is(err, errdef.ErrNotFound) {
+	if _, err := backend.OpenLayout(notLayout, false); !errors.Is(err, errdef.ErrNotFound) {
 		t.Errorf("OpenLayout(dir without oci-layout, false) error = %v, want errdef.ErrNotFound", err)
 	}
 
 	dir := filepath.Join(base, "new", "layout")
-	l, err := target.OpenLayout(dir, true)
+	l, err := backend.OpenLayout(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestOpenLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, create := range []bool{false, true} {
-		l2, err := target.OpenLayout(dir, create)
+		l2, err := backend.OpenLayout(dir, create)
 		if err != nil {
 			t.Fatalf("reopening (create=%v): %v", create, err)
 		}
@@ -210,7 +210,7 @@ func TestOpenLayout(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(partial, "index.json"), []byte(oldIndex), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := target.OpenLayout(partial, true); err != nil {
+	if _, err := backend.OpenLayout(partial, true); err != nil {
 		t.Fatal(err)
 	}
 	if got := indexTags(readIndex(t, partial)); !slices.Equal(got, []string{"old"}) {
@@ -337,7 +337,7 @@ func TestLayoutTagMany(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := l.TagMany(ctx, []target.Tagged{
+	if err := l.TagMany(ctx, []backend.Tagged{
 		{Descriptor: b, Tag: "beta"},
 		{Descriptor: a, Tag: "alpha"},
 		{Descriptor: c, Tag: "mid"},
@@ -392,13 +392,13 @@ func TestLayoutTagErrors(t *testing.T) {
 
 	tests := []struct {
 		desc string
-		tags []target.Tagged
+		tags []backend.Tagged
 		want error
 	}{
-		{"manifest not stored", []target.Tagged{{Descriptor: notStored, Tag: "x"}}, errdef.ErrNotFound},
-		{"one of several not stored", []target.Tagged{{Descriptor: stored, Tag: "y"}, {Descriptor: notStored, Tag: "x"}}, errdef.ErrNotFound},
-		{"empty tag", []target.Tagged{{Descriptor: stored, Tag: ""}}, errdef.ErrInvalidReference},
-		{"digest as tag", []target.Tagged{{Descriptor: stored, Tag: stored.Digest.String()}}, errdef.ErrInvalidReference},
+		{"manifest not stored", []backend.Tagged{{Descriptor: notStored, Tag: "x"}}, errdef.ErrNotFound},
+		{"one of several not stored", []backend.Tagged{{Descriptor: stored, Tag: "y"}, {Descriptor: notStored, Tag: "x"}}, errdef.ErrNotFound},
+		{"empty tag", []backend.Tagged{{Descriptor: stored, Tag: ""}}, errdef.ErrInvalidReference},
+		{"digest as tag", []backend.Tagged{{Descriptor: stored, Tag: stored.Digest.String()}}, errdef.ErrInvalidReference},
 	}
 	for _, tt := range tests {
 		if err := l.TagMany(ctx, tt.tags); !errors.Is(err, tt.want) {
@@ -453,7 +453,7 @@ func TestLayoutConcurrentWriters(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l, err := target.OpenLayout(dir, true)
+			l, err := backend.OpenLayout(dir, true)
 			if err != nil {
 				errs <- err
 				return
@@ -468,7 +468,7 @@ func TestLayoutConcurrentWriters(t *testing.T) {
 				if i%2 == 0 {
 					err = l.Tag(ctx, desc, tag)
 				} else {
-					err = l.TagMany(ctx, []target.Tagged{{Descriptor: desc, Tag: tag}, {Descriptor: desc, Tag: tag + "-alias"}})
+					err = l.TagMany(ctx, []backend.Tagged{{Descriptor: desc, Tag: tag}, {Descriptor: desc, Tag: tag + "-alias"}})
 				}
 				if err != nil {
 					errs <- err
@@ -496,7 +496,7 @@ func TestLayoutConcurrentWriters(t *testing.T) {
 	if want := writers * (perWriter + perWriter/2); len(tags) != want {
 		t.Errorf("index.json has %d tags, want %d", len(tags), want)
 	}
-	l, err := target.OpenLayout(dir, false)
+	l, err := backend.OpenLayout(dir, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,7 +549,7 @@ func TestLayoutConcurrentProcesses(t *testing.T) {
 	if !slices.Equal(tags, want) {
 		t.Errorf("after %d processes: %d tags, want %d\n got: %v\nwant: %v", procs, len(tags), len(want), tags, want)
 	}
-	l, err := target.OpenLayout(dir, false)
+	l, err := backend.OpenLayout(dir, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -575,7 +575,7 @@ func TestLayoutConcurrentCreate(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				l, err := target.OpenLayout(dir, true)
+				l, err := backend.OpenLayout(dir, true)
 				if err != nil {
 					t.Error(err)
 					return
@@ -663,7 +663,7 @@ func TestLayoutIndexCacheIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l2, err := target.OpenLayout(dir, false)
+	l2, err := backend.OpenLayout(dir, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -698,7 +698,7 @@ func TestLayoutIndexCacheIdentity(t *testing.T) {
 	if err := l1.Tag(ctx, m3, "u"); err != nil {
 		t.Fatal(err)
 	}
-	fresh, _ := target.OpenLayout(dir, false)
+	fresh, _ := backend.OpenLayout(dir, false)
 	if got, err := fresh.Resolve(ctx, "t"); err != nil || got.Digest != m2.Digest {
 		t.Errorf("after l1 tagged u, t = %s, %v; want %s (another writer's tag lost)", got.Digest, err, m2.Digest)
 	}

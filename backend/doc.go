@@ -1,4 +1,4 @@
-// Package target opens the places nixoci keeps artifacts: an OCI
+// Package backend opens the places nixoci keeps artifacts: an OCI
 // image-layout directory ("oci:DIR", the embedded default) or a repository
 // in any OCI registry ("HOST[:PORT]/REPO"). Both are oras.Target values, so
 // every other package reads and writes them the same way.
@@ -7,4 +7,4 @@
 // temporary file and renamed into place (oras-go's oci.Storage), and
 // index.json is rewritten under an exclusive file lock, atomically, with
 // its entries in a stable order.
-package target
+package backend

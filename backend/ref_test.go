@@ -1,4 +1,4 @@
-package target_test
+package backend_test
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 
 	"oras.land/oras-go/v2/errdef"
 
-	"github.com/nixoci/nixoci/target"
+	"github.com/nixoci/nixoci/backend"
 )
 
 const testDigest = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
@@ -19,28 +19,28 @@ func TestParseRef(t *testing.T) {
 	t.Setenv("HOME", home)
 	tests := []struct {
 		in   string
-		want target.Ref
+		want backend.Ref
 	}{
-		{"oci:/srv/nix-oci", target.Ref{Layout: "/srv/nix-oci"}},
-		{"oci:/srv/nix-oci/", target.Ref{Layout: "/srv/nix-oci"}},
-		{"oci:rel/dir", target.Ref{Layout: "rel/dir"}},
-		{"oci:./store", target.Ref{Layout: "store"}},
-		{"oci:/srv/nix-oci:hello-2.12", target.Ref{Layout: "/srv/nix-oci", Reference: "hello-2.12"}},
-		{"oci:/srv/nix-oci:_x.Y-1", target.Ref{Layout: "/srv/nix-oci", Reference: "_x.Y-1"}},
-		{"oci:/srv/nix-oci@" + testDigest, target.Ref{Layout: "/srv/nix-oci", Reference: testDigest}},
-		{"oci:~/x", target.Ref{Layout: filepath.Join(home, "x")}},
-		{"oci:~/x:tag", target.Ref{Layout: filepath.Join(home, "x"), Reference: "tag"}},
+		{"oci:/srv/nix-oci", backend.Ref{Layout: "/srv/nix-oci"}},
+		{"oci:/srv/nix-oci/", backend.Ref{Layout: "/srv/nix-oci"}},
+		{"oci:rel/dir", backend.Ref{Layout: "rel/dir"}},
+		{"oci:./store", backend.Ref{Layout: "store"}},
+		{"oci:/srv/nix-oci:hello-2.12", backend.Ref{Layout: "/srv/nix-oci", Reference: "hello-2.12"}},
+		{"oci:/srv/nix-oci:_x.Y-1", backend.Ref{Layout: "/srv/nix-oci", Reference: "_x.Y-1"}},
+		{"oci:/srv/nix-oci@" + testDigest, backend.Ref{Layout: "/srv/nix-oci", Reference: testDigest}},
+		{"oci:~/x", backend.Ref{Layout: filepath.Join(home, "x")}},
+		{"oci:~/x:tag", backend.Ref{Layout: filepath.Join(home, "x"), Reference: "tag"}},
 		// The documented limitation: the text after the last ':' is a tag.
-		{"oci:/a:b:c", target.Ref{Layout: "/a:b", Reference: "c"}},
-		{"localhost:5000/cache", target.Ref{Registry: "localhost:5000", Repository: "cache"}},
-		{"127.0.0.1:5000/me/nix:dev", target.Ref{Registry: "127.0.0.1:5000", Repository: "me/nix", Reference: "dev"}},
-		{"ghcr.io/me/nix:v1.2_3", target.Ref{Registry: "ghcr.io", Repository: "me/nix", Reference: "v1.2_3"}},
-		{"ghcr.io/me/nix@" + testDigest, target.Ref{Registry: "ghcr.io", Repository: "me/nix", Reference: testDigest}},
-		{"[::1]:5000/repo:t", target.Ref{Registry: "[::1]:5000", Repository: "repo", Reference: "t"}},
+		{"oci:/a:b:c", backend.Ref{Layout: "/a:b", Reference: "c"}},
+		{"localhost:5000/cache", backend.Ref{Registry: "localhost:5000", Repository: "cache"}},
+		{"127.0.0.1:5000/me/nix:dev", backend.Ref{Registry: "127.0.0.1:5000", Repository: "me/nix", Reference: "dev"}},
+		{"ghcr.io/me/nix:v1.2_3", backend.Ref{Registry: "ghcr.io", Repository: "me/nix", Reference: "v1.2_3"}},
+		{"ghcr.io/me/nix@" + testDigest, backend.Ref{Registry: "ghcr.io", Repository: "me/nix", Reference: testDigest}},
+		{"[::1]:5000/repo:t", backend.Ref{Registry: "[::1]:5000", Repository: "repo", Reference: "t"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := target.ParseRef(tt.in)
+			got, err := backend.ParseRef(tt.in)
 			if err != nil {
 				t.Fatalf("ParseRef(%q): %v", tt.in, err)
 			}
@@ -51,7 +51,7 @@ func TestParseRef(t *testing.T) {
 				t.Errorf("IsLayout() = %v, want %v", got.IsLayout(), tt.want.Layout != "")
 			}
 			// String formats what ParseRef reads back.
-			again, err := target.ParseRef(got.String())
+			again, err := backend.ParseRef(got.String())
 			if err != nil {
 				t.Fatalf("ParseRef(%q) (String of %q): %v", got.String(), tt.in, err)
 			}
@@ -85,7 +85,7 @@ func TestParseRefInvalid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := target.ParseRef(tt.in)
+			got, err := backend.ParseRef(tt.in)
 			if err == nil {
 				t.Fatalf("ParseRef(%q) = %+v, want an error", tt.in, got)
 			}
@@ -105,7 +105,7 @@ func TestParseRefInvalid(t *testing.T) {
 // try to reach a registry called ".".
 func TestParseRefRelativeDirHint(t *testing.T) {
 	for _, in := range []string{"./store", "../store"} {
-		got, err := target.ParseRef(in)
+		got, err := backend.ParseRef(in)
 		if err == nil {
 			t.Errorf("ParseRef(%q) = %+v, want an error with a hint", in, got)
 			continue
@@ -118,15 +118,15 @@ func TestParseRefRelativeDirHint(t *testing.T) {
 
 func TestRefString(t *testing.T) {
 	tests := []struct {
-		ref            target.Ref
+		ref            backend.Ref
 		want, wantBase string
 	}{
-		{target.Ref{Layout: "/srv/x"}, "oci:/srv/x", "oci:/srv/x"},
-		{target.Ref{Layout: "/srv/x", Reference: "t"}, "oci:/srv/x:t", "oci:/srv/x"},
-		{target.Ref{Layout: "/srv/x", Reference: testDigest}, "oci:/srv/x@" + testDigest, "oci:/srv/x"},
-		{target.Ref{Registry: "r.io:443", Repository: "a/b"}, "r.io:443/a/b", "r.io:443/a/b"},
-		{target.Ref{Registry: "r.io", Repository: "a", Reference: "t"}, "r.io/a:t", "r.io/a"},
-		{target.Ref{Registry: "r.io", Repository: "a", Reference: testDigest}, "r.io/a@" + testDigest, "r.io/a"},
+		{backend.Ref{Layout: "/srv/x"}, "oci:/srv/x", "oci:/srv/x"},
+		{backend.Ref{Layout: "/srv/x", Reference: "t"}, "oci:/srv/x:t", "oci:/srv/x"},
+		{backend.Ref{Layout: "/srv/x", Reference: testDigest}, "oci:/srv/x@" + testDigest, "oci:/srv/x"},
+		{backend.Ref{Registry: "r.io:443", Repository: "a/b"}, "r.io:443/a/b", "r.io:443/a/b"},
+		{backend.Ref{Registry: "r.io", Repository: "a", Reference: "t"}, "r.io/a:t", "r.io/a"},
+		{backend.Ref{Registry: "r.io", Repository: "a", Reference: testDigest}, "r.io/a@" + testDigest, "r.io/a"},
 	}
 	for _, tt := range tests {
 		if got := tt.ref.String(); got != tt.want {
@@ -154,7 +154,7 @@ func TestRefValidateTag(t *testing.T) {
 		{"r.io/a@" + testDigest, "not a valid tag"},
 	}
 	for _, tt := range tests {
-		r, err := target.ParseRef(tt.ref)
+		r, err := backend.ParseRef(tt.ref)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,20 +174,20 @@ func TestDefaultStore(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 
 	t.Setenv("NIXOCI_STORE", store+"/")
-	got, err := target.DefaultStore()
+	got, err := backend.DefaultStore()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (target.Ref{Layout: store}); got != want {
+	if want := (backend.Ref{Layout: store}); got != want {
 		t.Errorf("with NIXOCI_STORE: DefaultStore() = %+v, want %+v", got, want)
 	}
 
 	t.Setenv("NIXOCI_STORE", "")
-	got, err = target.DefaultStore()
+	got, err = backend.DefaultStore()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (target.Ref{Layout: filepath.Join(home, ".local", "share", "nixoci", "store")}); got != want {
+	if want := (backend.Ref{Layout: filepath.Join(home, ".local", "share", "nixoci", "store")}); got != want {
 		t.Errorf("without NIXOCI_STORE: DefaultStore() = %+v, want %+v", got, want)
 	}
 	if !got.IsLayout() {
@@ -216,7 +216,7 @@ func TestIsLoopback(t *testing.T) {
 		{"", false},
 	}
 	for _, tt := range tests {
-		if got := target.IsLoopback(tt.hostport); got != tt.want {
+		if got := backend.IsLoopback(tt.hostport); got != tt.want {
 			t.Errorf("IsLoopback(%q) = %v, want %v", tt.hostport, got, tt.want)
 		}
 	}
@@ -224,20 +224,20 @@ func TestIsLoopback(t *testing.T) {
 
 func TestOpenLayoutRef(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "missing")
-	ref, err := target.ParseRef("oci:" + dir + ":tag")
+	ref, err := backend.ParseRef("oci:" + dir + ":tag")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := target.Open(t.Context(), ref, target.Options{}); !errors.Is(err, errdef.ErrNotFound) {
+	if _, err := backend.Open(t.Context(), ref, backend.Options{}); !errors.Is(err, errdef.ErrNotFound) {
 		t.Errorf("Open(missing layout) error = %v, want errdef.ErrNotFound", err)
 	}
-	tgt, err := target.Open(t.Context(), ref, target.Options{Create: true})
+	tgt, err := backend.Open(t.Context(), ref, backend.Options{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, ok := tgt.(*target.Layout)
+	l, ok := tgt.(*backend.Layout)
 	if !ok {
-		t.Fatalf("Open(layout) returned %T, want *target.Layout", tgt)
+		t.Fatalf("Open(layout) returned %T, want *backend.Layout", tgt)
 	}
 	if l.Dir() != dir {
 		t.Errorf("Dir() = %q, want %q", l.Dir(), dir)
@@ -246,11 +246,11 @@ func TestOpenLayoutRef(t *testing.T) {
 
 func TestOpenRemoteNames(t *testing.T) {
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
-	ref, err := target.ParseRef("registry.example:5000/me/nix:tag")
+	ref, err := backend.ParseRef("registry.example:5000/me/nix:tag")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tgt, err := target.Open(t.Context(), ref, target.Options{})
+	tgt, err := backend.Open(t.Context(), ref, backend.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func ExampleParseRef() {
 		"localhost:5000/me/nix:dev",
 		"ghcr.io/me/nix@sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
 	} {
-		r, err := target.ParseRef(s)
+		r, err := backend.ParseRef(s)
 		if err != nil {
 			fmt.Println(err)
 			continue
@@ -277,7 +277,7 @@ func ExampleParseRef() {
 			fmt.Printf("registry %s, repository %s, reference %s\n", r.Registry, r.Repository, r.Reference)
 		}
 	}
-	_, err := target.ParseRef("/srv/nix-oci")
+	_, err := backend.ParseRef("/srv/nix-oci")
 	fmt.Println(err != nil && strings.Contains(err.Error(), "write oci:/srv/nix-oci"))
 	// Output:
 	// layout /srv/nix-oci, reference hello-2.12
