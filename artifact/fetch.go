@@ -26,25 +26,9 @@ func FetchPath(ctx context.Context, t backend.Target, storePath string) (PathArt
 
 // readManifest reads a manifest whole, bounded and checked against desc.
 func readManifest(rc io.ReadCloser, desc ocispec.Descriptor) ([]byte, error) {
-	defer rc.Close()
-	if desc.Size > backend.MaxManifestRead {
-		return nil, fmt.Errorf("manifest %s: %d bytes, over the %d-byte limit", desc.Digest, desc.Size, backend.MaxManifestRead)
-	}
-	data, err := io.ReadAll(io.LimitReader(rc, desc.Size+1))
+	data, err := backend.ReadAll(rc, desc, backend.MaxManifestRead)
 	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
-	}
-	if int64(len(data)) != desc.Size {
-		return nil, fmt.Errorf("manifest %s: got %d bytes, want %d: %w", desc.Digest, len(data), desc.Size, ErrHashMismatch)
-	}
-	// Verifier panics on a digest it cannot parse.
-	if err := desc.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("manifest %q: %v: %w", desc.Digest, err, ErrHashMismatch)
-	}
-	v := desc.Digest.Verifier()
-	v.Write(data)
-	if !v.Verified() {
-		return nil, fmt.Errorf("manifest %s: content does not match its digest: %w", desc.Digest, ErrHashMismatch)
+		return nil, fmt.Errorf("manifest %w", err)
 	}
 	return data, nil
 }

@@ -432,9 +432,6 @@ func (l *Layout) blobPath(d digest.Digest) string {
 	return filepath.Join(l.dir, "blobs", d.Algorithm().String(), d.Encoded())
 }
 
-// MaxManifestRead bounds how much of a manifest nixoci reads into memory.
-const MaxManifestRead = 8 << 20
-
 // ResolveBlob implements BlobResolver.
 func (l *Layout) ResolveBlob(ctx context.Context, d digest.Digest) (ocispec.Descriptor, error) {
 	if err := d.Validate(); err != nil {
