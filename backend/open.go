@@ -41,6 +41,7 @@ type Target interface {
 	registry.ReferencePusher
 	BlobResolver
 	Pinger
+	ReferrerLister
 }
 
 // Open opens the target r names (its Reference is ignored).

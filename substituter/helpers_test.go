@@ -461,5 +461,8 @@ func (f *failing) ResolveBlob(context.Context, digest.Digest) (ocispec.Descripto
 	return ocispec.Descriptor{}, f.err("resolve blob")
 }
 func (f *failing) Ping(context.Context) error { return f.err("ping") }
+func (f *failing) Referrers(context.Context, ocispec.Descriptor, string, func([]ocispec.Descriptor) error) error {
+	return f.err("referrers")
+}
 
 var _ backend.Target = (*failing)(nil)

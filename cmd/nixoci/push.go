@@ -103,7 +103,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	parts := ""
-	if n := len(res.Manifest.Parts); n > 0 {
+	if n := res.Parts; n > 0 {
 		parts = fmt.Sprintf(", split into %d parts", n)
 	}
 	fmt.Fprintf(stderr, "pushed %d store paths (%d packed, %d already stored)%s\n", len(res.Paths), res.Packed, res.Reused, parts)
