@@ -292,6 +292,11 @@ func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile *os.F
 // manifest, and last the tag.
 func StoreArtifact(ctx context.Context, dst backend.Target, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error)) (PathArtifact, error) {
 	p := &pusher{dst: dst}
+	// The manifest's config: a registry refuses a manifest whose blobs it
+	// lacks, and an image layout would hold a manifest others cannot copy.
+	if err := p.pushBlob(ctx, emptyConfig, bytesOpener(emptyConfigData)); err != nil {
+		return PathArtifact{}, err
+	}
 	return p.storeArtifact(ctx, info, openNAR, func(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
 		return dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
 	})

@@ -42,6 +42,7 @@ type Target interface {
 	BlobResolver
 	Pinger
 	ReferrerLister
+	TagLister
 }
 
 // Open opens the target r names (its Reference is ignored).
