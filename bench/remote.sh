@@ -67,19 +67,22 @@ http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
 EOC
 NGINX=http://127.0.0.1:$ngport
 
-# A proxy with the given delay in front of the registry; prints its address.
+# A proxy with the given delay in front of the registry; sets addr.
+# (Functions that start processes set variables instead of printing, so
+# they run in this shell and pids keeps the processes.)
 proxy() {
+  : >"$work/proxy.addr"
   ./bin/latencyproxy -to "http://127.0.0.1:$regport" -delay "$1ms" >"$work/proxy.addr" 2>"$work/proxy-$1.log" & pids+=($!)
   for _ in $(seq 200); do [ -s "$work/proxy.addr" ] && break; sleep 0.02; done
-  cat "$work/proxy.addr"; : >"$work/proxy.addr"
+  addr=$(cat "$work/proxy.addr")
 }
-# A fresh (cold) nixoci serve from a repository; prints its URL.
+# A fresh (cold) nixoci serve from a repository; sets url.
 serve() {
   local port; port=$(freeport)
   # shellcheck disable=SC2086
   "$NIXOCI" serve --listen "127.0.0.1:$port" --from "$1" --access-log=false ${SERVE_FLAGS:-} >"$work/serve-$port.log" 2>&1 & pids+=($!)
   waitfor "http://127.0.0.1:$port/nix-cache-info"
-  echo "http://127.0.0.1:$port"
+  url="http://127.0.0.1:$port"
 }
 stop_last() { kill "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
 narinfos() { # URL ROOT: seconds for every narinfo of the closure
@@ -108,7 +111,7 @@ for s in "${shapes[@]}"; do
   stop_last
   base_push=
   for d in "${delays[@]}"; do
-    addr=$(proxy "$d")
+    proxy "$d"
     repo="$addr/bench-$name-$d-$RANDOM"
     # The push without delay is the reference: measure it first.
     if [ -z "$base_push" ]; then
@@ -117,8 +120,8 @@ for s in "${shapes[@]}"; do
     fi
     t0=$(now); "$NIXOCI" push --to "$repo:c" "$root" >/dev/null 2>>"$work/push.log"; push=$(secs "$t0" "$(now)")
     t0=$(now); "$NIXOCI" push --to "$repo:c" "$root" >/dev/null 2>>"$work/push.log"; repush=$(secs "$t0" "$(now)")
-    url=$(serve "$repo"); n=$(narinfos "$url" "$root"); stop_last
-    url=$(serve "$repo"); c=$(copy "$url" "$root"); stop_last
+    serve "$repo"; n=$(narinfos "$url" "$root"); stop_last
+    serve "$repo"; c=$(copy "$url" "$root"); stop_last
     stop_last # the proxy
     rows+=("| $name ($npaths paths) | $d ms | $n s | $ng_narinfos s | **$(ratio "$n" "$ng_narinfos")×** | $c s | $ng_copy s | **$(ratio "$c" "$ng_copy")×** | $push s | $base_push s | **$(ratio "$push" "$base_push")×** | $repush s ($(python3 -c "print(f'{100*$repush/$push:.1f}')")%) |")
     if $quick; then
