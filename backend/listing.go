@@ -22,3 +22,13 @@ func (r *remoteTarget) Tags(ctx context.Context, last string, fn func(tags []str
 func (r *remoteTarget) Referrers(ctx context.Context, desc ocispec.Descriptor, artifactType string, fn func([]ocispec.Descriptor) error) error {
 	return classify(ctx, r.name, "listing referrers of "+desc.Digest.String(), r.Repository.Referrers(ctx, desc, artifactType, fn))
 }
+
+// RemoteRepository reports the registry host and repository t speaks to,
+// if t is a registry repository (for cross-repository blob mounts).
+func RemoteRepository(t Target) (host, repository string, ok bool) {
+	r, ok := t.(*remoteTarget)
+	if !ok {
+		return "", "", false
+	}
+	return r.Repository.Reference.Registry, r.Repository.Reference.Repository, true
+}
