@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -38,10 +39,15 @@ type Options struct {
 	// CacheTTL is how long a composed image is remembered (its closures
 	// are resolved again at each request all the same); default 10 minutes.
 	CacheTTL time.Duration
-	// Logger receives access and error logs; default slog.Default().
+	// Logger receives error logs; default slog.Default().
 	Logger *slog.Logger
-	// AccessLog logs every request (at Info); errors are always logged.
+	// AccessLog logs every request that is not a 5xx, one line each, to
+	// AccessLogTo; 5xx answers are logged through Logger in any case.
 	AccessLog bool
+	// AccessLogTo receives the access log; default one writing to
+	// os.Stderr (where slog's default handler writes too), written out
+	// at Close. Handlers on one listener share one.
+	AccessLogTo *serving.AccessLog
 }
 
 // Registry is an http.Handler serving the read-only OCI distribution API
@@ -54,6 +60,7 @@ type Registry struct {
 	composed *serving.LRU[*composed] // repository name -> composed image
 	flight   singleflight.Group
 	handler  http.Handler
+	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
 }
 
 // New makes a Registry.
@@ -79,7 +86,7 @@ func New(opts Options) (*Registry, error) {
 	}
 	g.metrics = m
 	g.handler = serving.Handler(http.HandlerFunc(g.serve), serving.HandlerOptions{
-		Metrics: opts.Backends.Metrics(), Logger: opts.Logger, AccessLog: opts.AccessLog,
+		Metrics: opts.Backends.Metrics(), Logger: opts.Logger, AccessLog: g.accessLog(),
 		Route: func(*http.Request) *serving.Route { return m.route },
 		BadPath: func(w http.ResponseWriter) {
 			registryError(w, http.StatusBadRequest, codeNameInvalid, "escapes, empty or dot segments in the path")
@@ -246,4 +253,25 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, ref string)
 	if err := g.backends.ServeBlob(w, r, loc, rc, nil); err != nil {
 		g.log.Error("corrupt blob served truncated", "digest", d.String(), "backend", g.backends.List()[loc.Backend].Name, "err", err)
 	}
+}
+
+// accessLog is where access records go: nil without AccessLog.
+func (g *Registry) accessLog() *serving.AccessLog {
+	switch {
+	case !g.opts.AccessLog:
+		return nil
+	case g.opts.AccessLogTo != nil:
+		return g.opts.AccessLogTo
+	}
+	g.ownLog = serving.NewAccessLog(os.Stderr)
+	return g.ownLog
+}
+
+// Close writes out the access log if the Registry made it (AccessLog
+// without AccessLogTo); requests served after Close are logged at once.
+func (g *Registry) Close() error {
+	if g.ownLog == nil {
+		return nil
+	}
+	return g.ownLog.Close()
 }

@@ -158,10 +158,12 @@ func blobFile(l *backend.Layout, d digest.Digest) string {
 	return filepath.Join(l.Dir(), "blobs", d.Algorithm().String(), d.Encoded())
 }
 
-// syncBuffer is a goroutine-safe buffer for logs.
+// syncBuffer is a goroutine-safe buffer for logs. If flush is set,
+// String calls it first (to write out a buffered access log).
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu    sync.Mutex
+	b     bytes.Buffer
+	flush func() error
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
@@ -171,6 +173,9 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 
 func (s *syncBuffer) String() string {
+	if s.flush != nil {
+		s.flush()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -183,12 +188,18 @@ func testLogger() (*slog.Logger, *syncBuffer) {
 }
 
 // newServer makes a Server, failing the test on error. A nil Logger in
-// opts is replaced by one writing to the returned buffer.
+// opts is replaced by one writing to the returned buffer, and so is the
+// access log with AccessLog set.
 func newServer(t testing.TB, opts substituter.Options) (*substituter.Server, *syncBuffer) {
 	t.Helper()
 	var logs *syncBuffer
 	if opts.Logger == nil {
 		opts.Logger, logs = testLogger()
+		if opts.AccessLog && opts.AccessLogTo == nil {
+			opts.AccessLogTo = serving.NewAccessLog(logs)
+			logs.flush = opts.AccessLogTo.Flush
+			t.Cleanup(func() { opts.AccessLogTo.Close() })
+		}
 	}
 	s, err := substituter.New(opts)
 	if err != nil {

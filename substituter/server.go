@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -39,10 +40,15 @@ type Options struct {
 	// Upload, if set, accepts `nix copy --to http://…` into the first
 	// backend for clients presenting one of its credentials.
 	Upload *UploadOptions
-	// Logger receives access and error logs; default slog.Default().
+	// Logger receives error logs; default slog.Default().
 	Logger *slog.Logger
-	// AccessLog logs every request (at Info); errors are always logged.
+	// AccessLog logs every request that is not a 5xx, one line each, to
+	// AccessLogTo; 5xx answers are logged through Logger in any case.
 	AccessLog bool
+	// AccessLogTo receives the access log; default one writing to
+	// os.Stderr (where slog's default handler writes too), written out
+	// at Close. Handlers on one listener share one.
+	AccessLogTo *serving.AccessLog
 }
 
 // Server is an http.Handler speaking the Nix binary-cache protocol.
@@ -54,6 +60,7 @@ type Server struct {
 	narinfos *serving.LRU[*pathEntry] // hash part -> entry (nil entry: not found)
 	flight   singleflight.Group
 	handler  http.Handler
+	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
 	upload   *uploader
 }
 
@@ -107,7 +114,7 @@ func New(opts Options) (*Server, error) {
 	mux.HandleFunc("PUT /{file}", s.servePut)
 	mux.HandleFunc("PUT /nar/{file}", s.servePut)
 	s.handler = serving.Handler(mux, serving.HandlerOptions{
-		Metrics: opts.Backends.Metrics(), Route: s.metrics.route, Logger: opts.Logger, AccessLog: opts.AccessLog,
+		Metrics: opts.Backends.Metrics(), Route: s.metrics.route, Logger: opts.Logger, AccessLog: s.accessLog(),
 	})
 	return s, nil
 }
@@ -169,4 +176,25 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
+}
+
+// accessLog is where access records go: nil without AccessLog.
+func (s *Server) accessLog() *serving.AccessLog {
+	switch {
+	case !s.opts.AccessLog:
+		return nil
+	case s.opts.AccessLogTo != nil:
+		return s.opts.AccessLogTo
+	}
+	s.ownLog = serving.NewAccessLog(os.Stderr)
+	return s.ownLog
+}
+
+// Close writes out the access log if the Server made it (AccessLog
+// without AccessLogTo); requests served after Close are logged at once.
+func (s *Server) Close() error {
+	if s.ownLog == nil {
+		return nil
+	}
+	return s.ownLog.Close()
 }

@@ -63,15 +63,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	h, err := serveHandler(f, backends)
-	if err != nil {
-		return err
+	var accessLog *serving.AccessLog
+	if f.accessLog {
+		accessLog = serving.NewAccessLog(stderr)
 	}
-	return listenAndServe(ctx, f.listen, h, func(addr string) {
-		for i, b := range backends.List() {
-			slog.Info("serving", "url", "http://"+addr, "from", b.Name, "upload", f.upload && i == 0)
+	h, err := serveHandler(f, backends, accessLog)
+	if err == nil {
+		err = listenAndServe(ctx, f.listen, h, func(addr string) {
+			for i, b := range backends.List() {
+				slog.Info("serving", "url", "http://"+addr, "from", b.Name, "upload", f.upload && i == 0)
+			}
+		})
+	}
+	if accessLog != nil {
+		if cerr := accessLog.Close(); cerr != nil {
+			slog.Error("writing the access log", "err", cerr)
 		}
-	})
+	}
+	return err
 }
 
 // serveFlags are the flags of nixoci serve.
@@ -149,11 +158,11 @@ func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, e
 }
 
 // serveHandler makes the binary-cache server and, with --registry, the
-// image registry, on the same backends: the registry answers /v2/, the
-// binary cache everything else.
-func serveHandler(f *serveFlags, backends *serving.Backends) (http.Handler, error) {
+// image registry, on the same backends and access log (nil: none): the
+// registry answers /v2/, the binary cache everything else.
+func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog) (http.Handler, error) {
 	opts := substituter.Options{
-		Backends: backends, Priority: f.priority, AccessLog: f.accessLog,
+		Backends: backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
 		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
 	}
 	for _, file := range f.signKeys {
@@ -179,7 +188,7 @@ func serveHandler(f *serveFlags, backends *serving.Backends) (http.Handler, erro
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	ropts := imageregistry.Options{
-		Backends: backends, AccessLog: f.accessLog, CacheTTL: f.cacheTTL,
+		Backends: backends, AccessLog: accessLog != nil, AccessLogTo: accessLog, CacheTTL: f.cacheTTL,
 		Image: image.Options{MaxLayers: f.maxLayers, Compression: comp},
 	}
 	if f.names != "" {

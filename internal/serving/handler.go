@@ -14,12 +14,11 @@ type HandlerOptions struct {
 	// Route gives a request's route for metrics, one of a small fixed
 	// set resolved with Metrics.Route.
 	Route func(*http.Request) *Route
-	// Logger receives error logs, and access logs if AccessLog is set;
-	// default slog.Default().
+	// Logger receives error logs, 5xx answers included; default
+	// slog.Default().
 	Logger *slog.Logger
-	// AccessLog logs every request (at Info); 5xx answers are always
-	// logged (at Error).
-	AccessLog bool
+	// AccessLog, if set, receives every request that is not a 5xx.
+	AccessLog *AccessLog
 	// BadPath answers a request whose path has escapes, empty or dot
 	// segments; default a plain-text 400.
 	BadPath func(http.ResponseWriter)
@@ -54,13 +53,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		d := time.Since(start)
 		route.observe(r.Method, rw.status, rw.bytes, d)
-		if h.opts.AccessLog || rw.status >= 500 {
-			level := slog.LevelInfo
-			if rw.status >= 500 {
-				level = slog.LevelError
-			}
-			h.opts.Logger.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.EscapedPath(),
+		switch {
+		case rw.status >= 500:
+			h.opts.Logger.Error("request", "method", r.Method, "path", r.URL.EscapedPath(),
 				"status", rw.status, "bytes", rw.bytes, "duration", d.Round(time.Microsecond), "remote", r.RemoteAddr)
+		case h.opts.AccessLog != nil:
+			h.opts.AccessLog.log(r, rw.status, rw.bytes, start, d)
 		}
 	}()
 	// Every valid path is plain ASCII without escapes or dot segments;
