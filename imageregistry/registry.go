@@ -112,9 +112,12 @@ func (g *Registry) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, "/v2/")
-	if !ok && r.URL.Path != "/v2" {
-		registryError(w, http.StatusNotFound, codeUnsupported, "unknown endpoint")
-		return
+	if !ok {
+		if r.URL.Path != "/v2" {
+			registryError(w, http.StatusNotFound, codeUnsupported, "unknown endpoint")
+			return
+		}
+		rest = ""
 	}
 	if rest == "" {
 		w.Header().Set("Content-Type", "application/json")

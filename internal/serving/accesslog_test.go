@@ -3,8 +3,10 @@ package serving
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -187,4 +189,35 @@ func TestAccessLogAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, logOne); n != 0 {
 		t.Errorf("%v allocations per record", n)
 	}
+}
+
+// BenchmarkAccessLog: one record, to /dev/null, against the slog record
+// it replaced (one write each).
+func BenchmarkAccessLog(b *testing.B) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	r := request("GET", "/0123456789abcdfghijklmnpqrsvwxyz.narinfo")
+	b.Run("AccessLog", func(b *testing.B) {
+		l := NewAccessLog(null)
+		defer l.Close()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				l.log(r, 200, 526, time.Now(), 15*time.Microsecond)
+			}
+		})
+	})
+	b.Run("slog", func(b *testing.B) {
+		log := slog.New(slog.NewTextHandler(null, nil))
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				log.Info("request", "method", r.Method, "path", r.URL.EscapedPath(), "status", 200, "bytes", int64(526),
+					"duration", (15 * time.Microsecond).Round(time.Microsecond), "remote", r.RemoteAddr)
+			}
+		})
+	})
 }
