@@ -20,6 +20,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/nar"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
@@ -80,7 +81,7 @@ type uploader struct {
 	// received maps FileHash (hex) of NARs received to what they hold,
 	// so the narinfo PUT that follows can be checked without reading the
 	// NAR again.
-	received *lru[receivedNAR]
+	received *serving.LRU[receivedNAR]
 }
 
 type receivedNAR struct {
@@ -97,7 +98,7 @@ func newUploader(s *Server, opts UploadOptions) (*uploader, error) {
 	if opts.MaxNARSize <= 0 {
 		opts.MaxNARSize = 64 << 30
 	}
-	return &uploader{s: s, opts: opts, received: newLRU[receivedNAR](100000)}, nil
+	return &uploader{s: s, opts: opts, received: serving.NewLRU[receivedNAR](100000)}, nil
 }
 
 // authorized checks HTTP Basic credentials in constant time.
@@ -116,12 +117,12 @@ func (u *uploader) authorized(r *http.Request) bool {
 func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 	u := s.upload
 	if u == nil {
-		s.metrics.add("nixoci_uploads_total", 1, "kind", "any", "outcome", "disabled")
+		s.countUpload("any", "disabled")
 		http.Error(w, "uploads are disabled on this server (start it with --upload)", http.StatusForbidden)
 		return
 	}
 	if !u.authorized(r) {
-		s.metrics.add("nixoci_uploads_total", 1, "kind", "any", "outcome", "unauthorized")
+		s.countUpload("any", "unauthorized")
 		w.Header().Set("WWW-Authenticate", `Basic realm="nixoci"`)
 		http.Error(w, "credentials required", http.StatusUnauthorized)
 		return
@@ -149,7 +150,7 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 		kind, status, err = "other", http.StatusNotFound, errors.New("only nix-cache-info, <hash>.narinfo and nar/<hash>.nar[.xz|.zst] can be uploaded")
 	}
 	if err != nil {
-		s.metrics.add("nixoci_uploads_total", 1, "kind", kind, "outcome", "error")
+		s.countUpload(kind, "error")
 		if status >= 500 {
 			s.log.Error("upload failed", "path", r.URL.Path, "status", status, "err", err)
 		} else {
@@ -158,7 +159,7 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), status)
 		return
 	}
-	s.metrics.add("nixoci_uploads_total", 1, "kind", kind, "outcome", "ok")
+	s.countUpload(kind, "ok")
 	w.WriteHeader(status)
 }
 
@@ -205,14 +206,14 @@ func (u *uploader) putNAR(r *http.Request, file string) (int, error) {
 		return http.StatusBadRequest, fmt.Errorf("%s: %w", file, res.err)
 	}
 	desc := ocispec.Descriptor{MediaType: comp.MediaType(), Digest: digest.NewDigest(digest.SHA256, fileHash), Size: size}
-	dst := u.s.opts.Backends[0].Target
+	dst := u.s.backends.List()[0].Target
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return http.StatusInternalServerError, err
 	}
 	if err := dst.Push(r.Context(), desc, tmp); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
 		return statusOf(err), fmt.Errorf("storing %s: %w", file, err)
 	}
-	u.received.put(desc.Digest.Encoded(), receivedNAR{res.narHash, uint64(res.size), size, comp}, 24*time.Hour)
+	u.received.Put(desc.Digest.Encoded(), receivedNAR{res.narHash, uint64(res.size), size, comp}, 24*time.Hour)
 	return http.StatusCreated, nil
 }
 
@@ -235,7 +236,7 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 	if err != nil {
 		return http.StatusBadRequest, err
 	}
-	got, ok := u.received.get(fileHex)
+	got, ok := u.received.Get(fileHex)
 	if !ok {
 		got, err = u.checkStoredNAR(r.Context(), fileHex, comp)
 		if err != nil {
@@ -263,7 +264,7 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 	}
 	// One artifact per store path: an upload never replaces a stored path
 	// with different content (it may add signatures to the same NAR).
-	existing, err := artifact.FetchPathByHash(r.Context(), u.s.opts.Backends[0].Target, hash)
+	existing, err := artifact.FetchPathByHash(r.Context(), u.s.backends.List()[0].Target, hash)
 	switch {
 	case err == nil && existing.Info.NarHash != info.NarHash:
 		return http.StatusConflict, fmt.Errorf("%s is stored with NarHash %s; refusing to replace it with %s", info.StorePath, existing.Info.NarHash, info.NarHash)
@@ -271,17 +272,17 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 		return statusOf(err), err
 	}
 	info.URL = spec.NarURL(strings.TrimPrefix(info.FileHash, "sha256:"), comp)
-	if _, err := artifact.StoreArtifact(r.Context(), u.s.opts.Backends[0].Target, info, nil); err != nil {
+	if _, err := artifact.StoreArtifact(r.Context(), u.s.backends.List()[0].Target, info, nil); err != nil {
 		return statusOf(err), err
 	}
-	u.s.narinfos.remove(hash)
+	u.s.narinfos.Remove(hash)
 	return http.StatusCreated, nil
 }
 
 // checkStoredNAR reads a NAR blob already in the upload backend (uploaded
 // before a restart, or by someone else) and describes it.
 func (u *uploader) checkStoredNAR(ctx context.Context, fileHex string, comp spec.Compression) (receivedNAR, error) {
-	dst := u.s.opts.Backends[0].Target
+	dst := u.s.backends.List()[0].Target
 	d := digest.NewDigestFromEncoded(digest.SHA256, fileHex)
 	desc, err := dst.ResolveBlob(ctx, d)
 	if err != nil {

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nixoci/nixoci/image"
+	"github.com/nixoci/nixoci/imageregistry"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
@@ -52,88 +55,170 @@ Examples:
 `
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", serveHelp, stdout)
-	var from, signKeys stringList
-	fs.Var(&from, "from", "target to serve from, oci:DIR or HOST[:PORT]/REPO (repeatable, tried in order; default: the local store)")
-	fs.Var(&signKeys, "sign-key", "add a signature made with this Nix secret key file to every narinfo (repeatable)")
-	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
-	priority := fs.Int("priority", 40, "priority announced in nix-cache-info (lower is preferred)")
-	upload := fs.Bool("upload", false, "accept 'nix copy --to http://…' into the first --from target (needs --credentials)")
-	credentials := fs.String("credentials", "", "file of user:password lines that may upload (HTTP Basic)")
-	accessLog := fs.Bool("access-log", true, "log every request")
-	negativeTTL := fs.Duration("negative-ttl", 5*time.Second, "how long a missing path is remembered")
-	cacheTTL := fs.Duration("cache-ttl", 10*time.Minute, "how long a found narinfo is served from memory")
-	cacheSize := fs.Int("cache-size", 50000, "narinfos kept in memory")
-	backendTimeout := fs.Duration("backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
-	maxBackend := fs.Int("max-backend-requests", 64, "concurrent requests to the backends")
-	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
-	registryAPI := fs.Bool("registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the --from targets holding the closures)")
-	names := fs.String("names", "", "JSON file of friendly image names and meta-packages for --registry")
-	maxLayers := fs.Int("max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
-	layerCompression := fs.String("layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
-	rest, err := parseFlags(fs, args)
+	f, err := parseServeFlags(args, stdout)
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, rest)
+	backends, err := openServeBackends(ctx, f)
+	if err != nil {
+		return err
 	}
-	if *upload && *credentials == "" {
-		return fmt.Errorf("%w: --upload needs --credentials: refusing to accept anonymous writes", errUsage)
+	var accessLog *serving.AccessLog
+	if f.accessLog {
+		accessLog = serving.NewAccessLog(stderr)
 	}
-	if len(from) == 0 {
-		from = append(from, "")
+	h, err := serveHandler(f, backends, accessLog)
+	if err == nil {
+		err = listenAndServe(ctx, f.listen, h, func(addr string) {
+			for i, b := range backends.List() {
+				slog.Info("serving", "url", "http://"+addr, "from", b.Name, "upload", f.upload && i == 0)
+			}
+		})
 	}
-	opts := substituter.Options{
-		Priority: *priority, AccessLog: *accessLog, NegativeTTL: *negativeTTL, CacheTTL: *cacheTTL,
-		CacheSize: *cacheSize, BackendTimeout: *backendTimeout, MaxBackendRequests: *maxBackend,
-	}
-	for i, f := range from {
-		ref, t, err := openTarget(ctx, f, *plainHTTP, (*upload || *registryAPI) && i == 0)
-		if err != nil {
-			return err
+	if accessLog != nil {
+		if cerr := accessLog.Close(); cerr != nil {
+			slog.Error("writing the access log", "err", cerr)
 		}
-		opts.Backends = append(opts.Backends, substituter.Backend{Name: ref.Base().String(), Target: t})
 	}
-	for _, f := range signKeys {
-		k, err := narinfo.LoadSecretKey(f)
+	return err
+}
+
+// serveFlags are the flags of nixoci serve.
+type serveFlags struct {
+	from, signKeys        stringList
+	listen                string
+	priority              int
+	upload                bool
+	credentials           string
+	accessLog             bool
+	negativeTTL, cacheTTL time.Duration
+	cacheSize             int
+	backendTimeout        time.Duration
+	maxBackend            int
+	plainHTTP             bool
+	registry              bool
+	names                 string
+	maxLayers             int
+	layerCompression      string
+}
+
+func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
+	f := &serveFlags{}
+	fs := newFlagSet("serve", serveHelp, stdout)
+	fs.Var(&f.from, "from", "target to serve from, oci:DIR or HOST[:PORT]/REPO (repeatable, tried in order; default: the local store)")
+	fs.Var(&f.signKeys, "sign-key", "add a signature made with this Nix secret key file to every narinfo (repeatable)")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	fs.IntVar(&f.priority, "priority", 40, "priority announced in nix-cache-info (lower is preferred)")
+	fs.BoolVar(&f.upload, "upload", false, "accept 'nix copy --to http://…' into the first --from target (needs --credentials)")
+	fs.StringVar(&f.credentials, "credentials", "", "file of user:password lines that may upload (HTTP Basic)")
+	fs.BoolVar(&f.accessLog, "access-log", true, "log every request")
+	fs.DurationVar(&f.negativeTTL, "negative-ttl", 5*time.Second, "how long a missing path is remembered")
+	fs.DurationVar(&f.cacheTTL, "cache-ttl", 10*time.Minute, "how long a found narinfo is served from memory")
+	fs.IntVar(&f.cacheSize, "cache-size", 50000, "narinfos kept in memory")
+	fs.DurationVar(&f.backendTimeout, "backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
+	fs.IntVar(&f.maxBackend, "max-backend-requests", 64, "concurrent requests to the backends")
+	fs.BoolVar(&f.plainHTTP, "plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	fs.BoolVar(&f.registry, "registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the --from targets holding the closures)")
+	fs.StringVar(&f.names, "names", "", "JSON file of friendly image names and meta-packages for --registry")
+	fs.IntVar(&f.maxLayers, "max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
+	fs.StringVar(&f.layerCompression, "layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) > 0 {
+		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, rest)
+	}
+	if f.upload && f.credentials == "" {
+		return nil, fmt.Errorf("%w: --upload needs --credentials: refusing to accept anonymous writes", errUsage)
+	}
+	if f.names != "" && !f.registry {
+		return nil, fmt.Errorf("%w: --names needs --registry", errUsage)
+	}
+	if len(f.from) == 0 {
+		f.from = append(f.from, "")
+	}
+	return f, nil
+}
+
+// openServeBackends opens the --from targets; the first is opened for
+// writing if uploads or composed images are stored there.
+func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, error) {
+	var list []serving.Backend
+	for i, from := range f.from {
+		ref, t, err := openTarget(ctx, from, f.plainHTTP, (f.upload || f.registry) && i == 0)
 		if err != nil {
-			return err
+			return nil, err
+		}
+		list = append(list, serving.Backend{Name: ref.Base().String(), Target: t})
+	}
+	return serving.NewBackends(list, serving.BackendOptions{
+		Timeout: f.backendTimeout, MaxRequests: f.maxBackend, CacheSize: f.cacheSize, CacheTTL: f.cacheTTL,
+	})
+}
+
+// serveHandler makes the binary-cache server and, with --registry, the
+// image registry, on the same backends and access log (nil: none): the
+// registry answers /v2/, the binary cache everything else.
+func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog) (http.Handler, error) {
+	opts := substituter.Options{
+		Backends: backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
+		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
+	}
+	for _, file := range f.signKeys {
+		k, err := narinfo.LoadSecretKey(file)
+		if err != nil {
+			return nil, err
 		}
 		opts.SignKeys = append(opts.SignKeys, k)
 	}
-	if *registryAPI {
-		comp, err := spec.ParseLayerCompression(*layerCompression)
+	if f.upload {
+		creds, err := substituter.LoadCredentials(f.credentials)
 		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		reg := &substituter.RegistryOptions{Image: image.Options{MaxLayers: *maxLayers, Compression: comp}}
-		if *names != "" {
-			if reg.Names, err = substituter.LoadNames(*names); err != nil {
-				return err
-			}
-		}
-		opts.Registry = reg
-	} else if *names != "" {
-		return fmt.Errorf("%w: --names needs --registry", errUsage)
-	}
-	if *upload {
-		creds, err := substituter.LoadCredentials(*credentials)
-		if err != nil {
-			return err
+			return nil, err
 		}
 		opts.Upload = &substituter.UploadOptions{Credentials: creds}
 	}
-	srv, err := substituter.New(opts)
-	if err != nil {
-		return err
+	cache, err := substituter.New(opts)
+	if err != nil || !f.registry {
+		return cache, err
 	}
-	ln, err := net.Listen("tcp", *listen)
+	comp, err := spec.ParseLayerCompression(f.layerCompression)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ropts := imageregistry.Options{
+		Backends: backends, AccessLog: accessLog != nil, AccessLogTo: accessLog, CacheTTL: f.cacheTTL,
+		Image: image.Options{MaxLayers: f.maxLayers, Compression: comp},
+	}
+	if f.names != "" {
+		if ropts.Names, err = imageregistry.LoadNames(f.names); err != nil {
+			return nil, err
+		}
+	}
+	reg, err := imageregistry.New(ropts)
+	if err != nil {
+		return nil, err
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
+			reg.ServeHTTP(w, r)
+			return
+		}
+		cache.ServeHTTP(w, r)
+	}), nil
+}
+
+// listenAndServe serves h on addr until ctx ends, then shuts down,
+// letting requests in progress finish for up to 30s. ready is called
+// once the listener is open.
+func listenAndServe(ctx context.Context, addr string, h http.Handler, ready func(addr string)) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -141,9 +226,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	for i, b := range opts.Backends {
-		slog.Info("serving", "url", "http://"+ln.Addr().String(), "from", b.Name, "upload", *upload && i == 0)
-	}
+	ready(ln.Addr().String())
 	select {
 	case err := <-errc:
 		return err

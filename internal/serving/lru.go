@@ -1,4 +1,4 @@
-package substituter
+package serving
 
 import (
 	"container/list"
@@ -6,8 +6,10 @@ import (
 	"time"
 )
 
-// lru is a size-bounded map whose entries also expire.
-type lru[V any] struct {
+// LRU is a size-bounded map whose entries also expire: the servers'
+// in-memory caches (narinfos, blob locations, verified files, composed
+// images). Safe for concurrent use.
+type LRU[V any] struct {
 	mu    sync.Mutex
 	max   int
 	ll    *list.List
@@ -21,11 +23,13 @@ type lruEntry[V any] struct {
 	expires time.Time
 }
 
-func newLRU[V any](max int) *lru[V] {
-	return &lru[V]{max: max, ll: list.New(), items: map[string]*list.Element{}, now: time.Now}
+// NewLRU makes an LRU of at most max entries; max <= 0 keeps nothing.
+func NewLRU[V any](max int) *LRU[V] {
+	return &LRU[V]{max: max, ll: list.New(), items: map[string]*list.Element{}, now: time.Now}
 }
 
-func (c *lru[V]) get(key string) (V, bool) {
+// Get returns the value of key if it is there and has not expired.
+func (c *LRU[V]) Get(key string) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var zero V
@@ -43,7 +47,9 @@ func (c *lru[V]) get(key string) (V, bool) {
 	return e.value, true
 }
 
-func (c *lru[V]) put(key string, v V, ttl time.Duration) {
+// Put sets key to v for ttl, evicting the least recently used entry
+// when full; ttl <= 0 stores nothing.
+func (c *LRU[V]) Put(key string, v V, ttl time.Duration) {
 	if c.max <= 0 || ttl <= 0 {
 		return
 	}
@@ -64,7 +70,8 @@ func (c *lru[V]) put(key string, v V, ttl time.Duration) {
 	}
 }
 
-func (c *lru[V]) remove(key string) {
+// Remove forgets key.
+func (c *LRU[V]) Remove(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[key]; ok {
@@ -73,7 +80,8 @@ func (c *lru[V]) remove(key string) {
 	}
 }
 
-func (c *lru[V]) len() int {
+// Len is the number of entries held, expired ones included until looked up.
+func (c *LRU[V]) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.ll.Len()
