@@ -20,6 +20,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/nar"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
@@ -209,10 +210,20 @@ func (u *uploader) putNAR(r *http.Request, file string) (int, error) {
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return http.StatusInternalServerError, err
 	}
-	if err := dst.Push(r.Context(), desc, tmp); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+	got := receivedNAR{res.narHash, uint64(res.size), size, comp}
+	switch err := dst.Push(r.Context(), desc, tmp); {
+	case errors.Is(err, errdef.ErrAlreadyExists):
+		// What is stored under this digest is not necessarily what was
+		// just received: it is read back, like a NAR stored before a
+		// restart, so a corrupt blob is never committed to.
+		var status int
+		if got, status, err = u.checkStoredNAR(r.Context(), desc.Digest, comp); err != nil {
+			return status, fmt.Errorf("%s: %w", file, err)
+		}
+	case err != nil:
 		return statusOf(err), fmt.Errorf("storing %s: %w", file, err)
 	}
-	u.received.put(desc.Digest.Encoded(), receivedNAR{res.narHash, uint64(res.size), size, comp}, 24*time.Hour)
+	u.received.put(desc.Digest.Encoded(), got, 24*time.Hour)
 	return http.StatusCreated, nil
 }
 
@@ -237,9 +248,10 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 	}
 	got, ok := u.received.get(fileHex)
 	if !ok {
-		got, err = u.checkStoredNAR(r.Context(), fileHex, comp)
+		var status int
+		got, status, err = u.checkStoredNAR(r.Context(), digest.NewDigestFromEncoded(digest.SHA256, fileHex), comp)
 		if err != nil {
-			return http.StatusBadRequest, fmt.Errorf("%s: NAR %s: %w", info.StorePath, info.URL, err)
+			return status, fmt.Errorf("%s: NAR %s: %w", info.StorePath, info.URL, err)
 		}
 	}
 	if got.narHash != info.NarHash || got.narSize != info.NarSize || uint64(got.fileSize) != info.FileSize || got.comp != comp {
@@ -278,24 +290,40 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 	return http.StatusCreated, nil
 }
 
-// checkStoredNAR reads a NAR blob already in the upload backend (uploaded
-// before a restart, or by someone else) and describes it.
-func (u *uploader) checkStoredNAR(ctx context.Context, fileHex string, comp spec.Compression) (receivedNAR, error) {
+// checkStoredNAR reads the NAR blob d already in the upload backend
+// (uploaded before a restart, or by someone else) and describes it. A
+// blob whose content does not match d is ErrHashMismatch, whatever it
+// decodes to. The status answers an upload relying on the blob: 400 for
+// one never uploaded or not a NAR, 5xx for a backend failure or a
+// corrupt blob.
+func (u *uploader) checkStoredNAR(ctx context.Context, d digest.Digest, comp spec.Compression) (receivedNAR, int, error) {
 	dst := u.s.opts.Backends[0].Target
-	d := digest.NewDigestFromEncoded(digest.SHA256, fileHex)
 	desc, err := dst.ResolveBlob(ctx, d)
-	if err != nil {
-		return receivedNAR{}, fmt.Errorf("not uploaded: %w", err)
+	if errors.Is(err, errdef.ErrNotFound) {
+		return receivedNAR{}, http.StatusBadRequest, fmt.Errorf("not uploaded: %w", err)
+	} else if err != nil {
+		return receivedNAR{}, statusOf(err), err
 	}
 	rc, err := dst.Fetch(ctx, desc)
 	if err != nil {
-		return receivedNAR{}, err
+		return receivedNAR{}, statusOf(err), err
 	}
-	defer rc.Close()
-	fh, h := sha256.New(), sha256.New()
-	n, err := nar.ValidateCompressed(io.TeeReader(rc, fh), comp, h)
+	vr, err := backend.VerifyReader(rc, desc)
 	if err != nil {
-		return receivedNAR{}, err
+		return receivedNAR{}, statusOf(err), err
 	}
-	return receivedNAR{"sha256:" + nixbase32.EncodeToString(h.Sum(nil)), uint64(n), desc.Size, comp}, nil
+	defer vr.Close()
+	h := sha256.New()
+	n, err := nar.ValidateCompressed(vr, comp, h)
+	// The digest is checked first, on the whole blob: a NAR error in a
+	// corrupt blob is the corruption, not the client's fault.
+	if _, verr := io.Copy(io.Discard, vr); errors.Is(verr, backend.ErrHashMismatch) {
+		return receivedNAR{}, http.StatusBadGateway, fmt.Errorf("stored blob is corrupt; remove it from the backend so that an upload can store it again: %w", verr)
+	} else if verr != nil {
+		return receivedNAR{}, statusOf(verr), verr
+	}
+	if err != nil {
+		return receivedNAR{}, http.StatusBadRequest, err
+	}
+	return receivedNAR{"sha256:" + nixbase32.EncodeToString(h.Sum(nil)), uint64(n), desc.Size, comp}, http.StatusOK, nil
 }

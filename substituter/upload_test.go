@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
@@ -478,5 +481,94 @@ func TestLoadCredentials(t *testing.T) {
 	}
 	if _, err := substituter.LoadCredentials(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// withSkippableFrame returns a copy of p whose NAR file ends in a zstd
+// skippable frame holding payload: decoders skip it, so the file holds
+// the same NAR, and two payloads of one length give two files of one
+// length that differ only in their bytes.
+func withSkippableFrame(t *testing.T, p *testPath, payload string) *testPath {
+	t.Helper()
+	if p.Comp != spec.CompressionZstd {
+		t.Fatalf("withSkippableFrame: %s is %s, not zstd", p.Name, p.Comp)
+	}
+	frame := binary.LittleEndian.AppendUint32(nil, 0x184D2A50) // skippable frame magic
+	frame = binary.LittleEndian.AppendUint32(frame, uint32(len(payload)))
+	c := *p
+	c.File = append(slices.Clone(p.File), append(frame, payload...)...)
+	info := *p.Info
+	fileHash, err := narinfo.HashFromHex(hexSHA256(c.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info.FileHash, info.FileSize, info.URL = fileHash, uint64(len(c.File)), spec.NarURL(nix32(c.File), c.Comp)
+	c.Info = &info
+	return &c
+}
+
+func decompress(t *testing.T, data []byte, c spec.Compression) []byte {
+	t.Helper()
+	r, err := codec.NewReader(bytes.NewReader(data), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestUploadRefusesCorruptStoredNAR: a NAR blob stored under the digest a
+// narinfo names but holding other bytes (here: the same NAR in another
+// encoding of the same length, so only the digest tells them apart) is
+// never committed to, whether the client uploads the NAR again first (as
+// nix copy does) or only the narinfo (as after a server restart).
+func TestUploadRefusesCorruptStoredNAR(t *testing.T) {
+	base := newTestPath(t, "corrupt-stored-1", "corrupt stored", spec.CompressionZstd)
+	p := withSkippableFrame(t, base, "original")
+	corrupt := withSkippableFrame(t, base, "CORRUPT!").File
+	if got := decompress(t, corrupt, spec.CompressionZstd); !bytes.Equal(got, p.NAR) {
+		t.Fatal("the corrupt blob does not hold the same NAR: the test would not isolate the digest check")
+	}
+	for _, tc := range []struct {
+		name   string
+		putNAR bool
+	}{
+		{"narinfo only", false},
+		{"NAR then narinfo", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLayout(t)
+			blobFile := filepath.Join(l.Dir(), "blobs", "sha256", p.FileDigest().Encoded())
+			if err := os.MkdirAll(filepath.Dir(blobFile), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(blobFile, corrupt, 0o444); err != nil {
+				t.Fatal(err)
+			}
+			s, logs := uploadServer(t, l, substituter.Options{})
+			if tc.putNAR {
+				r := put(t, s, p.NarURLPath(), p.File, goodAuth...)
+				if r.Code < 500 || !strings.Contains(r.Body, p.FileDigest().String()) {
+					t.Errorf("PUT NAR over a corrupt stored blob = %d %q, want 5xx naming %s", r.Code, r.Body, p.FileDigest())
+				}
+			}
+			r := put(t, s, p.NarInfoPath(), []byte(narinfoText(t, p)), goodAuth...)
+			if r.Code < 400 {
+				t.Errorf("PUT narinfo over a corrupt stored NAR = %d, want it refused", r.Code)
+			}
+			if !strings.Contains(r.Body, p.FileDigest().String()) || !strings.Contains(r.Body, "corrupt") {
+				t.Errorf("refusal does not say which stored blob is corrupt: %q", r.Body)
+			}
+			if desc, err := l.Resolve(context.Background(), p.Hash); err == nil {
+				t.Errorf("a narinfo was committed over a corrupt NAR: tag %s -> %s\n%s", p.Hash, desc.Digest, logs)
+			}
+			if r := get(t, s, p.NarInfoPath()); r.Code != http.StatusNotFound {
+				t.Errorf("GET narinfo after the refusal = %d, want 404", r.Code)
+			}
+		})
 	}
 }
