@@ -24,5 +24,6 @@
 //	registry.go      Registry, RegistryOptions, StartRegistry
 //	dockerconfig.go  DockerConfig
 //	net.go           FreePort, WaitHTTP
+//	data.go          SampleData
 //	binary.go        BuildBinary, CleanupBinaries, Main
 package testenv
