@@ -3,8 +3,10 @@ package conformance
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/internal/testenv"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -44,25 +47,51 @@ func (s *served) Logs() string {
 
 // startServe runs `nixoci serve` on a free port with extra env entries,
 // waits until it answers, and stops it (SIGTERM, checked to exit 0) at
-// the end of the test.
+// the end of the test. A port taken before serve binds it is retried.
 func startServe(t *testing.T, env []string, args ...string) *served {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	var s *served
+	testenv.StartOnFreePort(t, func(addr string) error {
+		var err error
+		s, err = tryServe(t, addr, env, args...)
+		return err
+	})
+	return s
+}
+
+// tryServe starts `nixoci serve` on addr and waits until it answers. It is
+// testenv.ErrAddrInUse when serve exited because addr was taken.
+func tryServe(t *testing.T, addr string, env []string, args ...string) (*served, error) {
+	t.Helper()
 	cmd := nixoci(t, append([]string{"serve", "--listen", addr}, args...)...)
 	cmd.Env = append(cmd.Env, env...)
 	s := &served{URL: "http://" + addr, cmd: cmd}
 	cmd.Stdout, cmd.Stderr = s, s
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	if err := testenv.WaitServer(s.URL+"/nix-cache-info", 20*time.Second, exited, http.StatusOK); err != nil {
+		select {
+		case <-exited:
+			if testenv.BindFailed(s.Logs()) {
+				return nil, fmt.Errorf("nixoci serve: %w:\n%s", testenv.ErrAddrInUse, s.Logs())
+			}
+			return nil, fmt.Errorf("nixoci serve exited: %v (%v)\n%s", waitErr, err, s.Logs())
+		default:
+			cmd.Process.Kill()
+			<-exited
+			return nil, fmt.Errorf("nixoci serve not ready on %s: %v\n%s", addr, err, s.Logs())
+		}
+	}
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("nixoci serve did not shut down cleanly on SIGTERM: %v\n%s", err, s.Logs())
+		case <-exited:
+			if waitErr != nil {
+				t.Errorf("nixoci serve did not shut down cleanly on SIGTERM: %v\n%s", waitErr, s.Logs())
 			}
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
@@ -72,24 +101,20 @@ func startServe(t *testing.T, env []string, args ...string) *served {
 			t.Logf("nixoci serve logs:\n%s", s.Logs())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(s.URL + "/nix-cache-info")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("nixoci serve exited: %v\n%s", err, s.Logs())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nixoci serve not ready on %s:\n%s", addr, s.Logs())
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not a readiness assumption
+	return s, nil
+}
+
+// TestServeTakenPortIsRetried: serve on a port taken since FreePort
+// found it fails in the way startServe retries on another port.
+func TestServeTakenPortIsRetried(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, err = tryServe(t, taken.Addr().String(), nil, "--from", "oci:"+fixture.Layout(t).Dir())
+	if !errors.Is(err, testenv.ErrAddrInUse) {
+		t.Errorf("serve on a taken port: %v, want testenv.ErrAddrInUse", err)
 	}
 }
 
