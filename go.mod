@@ -8,8 +8,9 @@ require (
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/opencontainers/image-spec v1.1.1
 	github.com/ulikunitz/xz v0.5.15
+	golang.org/x/crypto v0.59.0
 	golang.org/x/sync v0.24.0
 	oras.land/oras-go/v2 v2.7.0
 )
 
-require golang.org/x/sys v0.49.0
+require golang.org/x/sys v0.50.0

@@ -1,14 +1,11 @@
 package substituter
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -28,50 +25,13 @@ import (
 
 // UploadOptions enable `nix copy --to http://…` into the first backend.
 type UploadOptions struct {
-	// Credentials maps user names to passwords; clients authenticate with
+	// Credentials are the users who may upload; clients authenticate with
 	// HTTP Basic (Nix reads them from its netrc-file). Must not be empty.
-	Credentials map[string]string
+	Credentials *Credentials
 	// TempDir holds NARs while they are received; default os.TempDir().
 	TempDir string
 	// MaxNARSize bounds one uploaded NAR file; default 64 GiB.
 	MaxNARSize int64
-}
-
-// ErrNoCredentials: uploads were enabled without any credentials.
-var ErrNoCredentials = errors.New("substituter: uploads need credentials")
-
-// LoadCredentials reads a credentials file: one "user:password" a line,
-// blank lines and lines starting with # ignored. Errors never include the
-// file's content.
-func LoadCredentials(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("credentials file: %w", err)
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o077 != 0 {
-		slog.Warn("credentials file is readable by others; chmod 600 it", "file", path)
-	}
-	creds := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		user, pass, ok := strings.Cut(text, ":")
-		if !ok || user == "" || pass == "" {
-			return nil, fmt.Errorf("credentials file %s: line %d: want user:password", path, line)
-		}
-		creds[user] = pass
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("credentials file %s: %w", path, err)
-	}
-	if len(creds) == 0 {
-		return nil, fmt.Errorf("credentials file %s: %w", path, ErrNoCredentials)
-	}
-	return creds, nil
 }
 
 // uploader turns PUTs into artifact writes.
@@ -92,7 +52,7 @@ type receivedNAR struct {
 }
 
 func newUploader(s *Server, opts UploadOptions) (*uploader, error) {
-	if len(opts.Credentials) == 0 {
+	if opts.Credentials == nil || opts.Credentials.users() == 0 {
 		return nil, ErrNoCredentials
 	}
 	if opts.MaxNARSize <= 0 {
@@ -101,17 +61,10 @@ func newUploader(s *Server, opts UploadOptions) (*uploader, error) {
 	return &uploader{s: s, opts: opts, received: newLRU[receivedNAR](100000)}, nil
 }
 
-// authorized checks HTTP Basic credentials in constant time.
+// authorized checks HTTP Basic credentials.
 func (u *uploader) authorized(r *http.Request) bool {
 	user, pass, ok := r.BasicAuth()
-	if !ok {
-		return false
-	}
-	good := 0
-	for name, secret := range u.opts.Credentials {
-		good |= subtle.ConstantTimeCompare([]byte(user), []byte(name)) & subtle.ConstantTimeCompare([]byte(pass), []byte(secret))
-	}
-	return good == 1
+	return ok && u.opts.Credentials.Verify(user, pass)
 }
 
 func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
