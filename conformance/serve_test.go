@@ -211,15 +211,36 @@ func TestServeRegistryAuth(t *testing.T) {
 	}
 }
 
-// TestServeUpload: `nix copy --to http://…` with a netrc stores paths as
-// artifacts that inspect, oras and another client see; without
-// credentials every upload is refused and nothing is tagged.
+// htpasswdFile writes an htpasswd file with the real htpasswd (Debian's
+// apache2-utils), each user's password given on stdin; flags choose the
+// hash (-B: bcrypt).
+func htpasswdFile(t *testing.T, flag string, userPasswords ...string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "htpasswd")
+	for i := 0; i+1 < len(userPasswords); i += 2 {
+		args := []string{"-i", flag, f, userPasswords[i]}
+		if i == 0 {
+			args = append([]string{"-c"}, args...)
+		}
+		cmd := testenv.Cmd(t, "htpasswd", args...)
+		cmd.Stdin = strings.NewReader(userPasswords[i+1])
+		testenv.RunCmd(t, cmd)
+	}
+	return f
+}
+
+// TestServeUpload: `nix copy --to http://…` with a netrc and a server
+// whose --credentials file `htpasswd -B` made stores paths as artifacts
+// that inspect, oras and another client see; without credentials or with
+// a wrong password every upload is refused and nothing is tagged.
 func TestServeUpload(t *testing.T) {
 	fx := testenv.BuildFixture(t, "upload")
 	key := testenv.GenerateKey(t, "upload-1")
 	layoutDir := filepath.Join(t.TempDir(), "l")
-	creds := filepath.Join(t.TempDir(), "creds")
-	os.WriteFile(creds, []byte("# uploaders\nci:up-pw-7\n"), 0o600)
+	creds := htpasswdFile(t, "-B", "ci", "up-pw-7", "other", "other-pw-3")
+	if data, _ := os.ReadFile(creds); !strings.Contains(string(data), "ci:$2y$") {
+		t.Fatalf("htpasswd -B did not write a bcrypt entry for ci:\n%s", data)
+	}
 
 	// Refused without --credentials at all.
 	if stderr, code := runFail(t, "serve", "--from", "oci:"+layoutDir, "--upload"); code != 2 || !strings.Contains(stderr, "--credentials") {
@@ -243,7 +264,11 @@ func TestServeUpload(t *testing.T) {
 		stdout, stderr, err := testenv.RunCmdErr(cmd)
 		return stdout + stderr, err
 	}
-	for _, tc := range []struct{ name, netrc string }{{"no credentials", ""}, {"wrong password", netrc("nope")}} {
+	for _, tc := range []struct{ name, netrc string }{
+		{"no credentials", ""},
+		{"wrong password", netrc("nope")},
+		{"another user's password", netrc("other-pw-3")},
+	} {
 		if out, err := nixCopyTo(tc.netrc); err == nil {
 			t.Fatalf("%s: nix copy --to succeeded:\n%s", tc.name, out)
 		}
@@ -272,8 +297,50 @@ func TestServeUpload(t *testing.T) {
 		t.Fatalf("substituting uploaded paths: %v\n%s", err, stderr)
 	}
 	testenv.TreesEqual(t, fx.App, filepath.Join(store, fx.App))
-	if strings.Contains(srv.Logs(), "up-pw-7") {
-		t.Error("the upload password appears in the server logs")
+	hashes, _ := os.ReadFile(creds)
+	for _, secret := range append([]string{"up-pw-7", "other-pw-3"}, strings.Fields(string(hashes))...) {
+		if strings.Contains(srv.Logs(), secret) {
+			t.Errorf("a credential appears in the server logs: %q", secret)
+		}
+	}
+	_, metrics := httpGet(t, srv.URL+"/metrics")
+	if strings.Contains(metrics, "up-pw-7") || strings.Contains(metrics, "$2y$") {
+		t.Error("a credential appears in the metrics")
+	}
+}
+
+// TestServeRefusesWeakCredentials: a credentials file with a password in
+// clear, or hashed otherwise than with bcrypt (htpasswd's default MD5,
+// SHA-1), stops serve at startup with the file, the line and the scheme,
+// never quoting the file.
+func TestServeRefusesWeakCredentials(t *testing.T) {
+	layout := "oci:" + filepath.Join(t.TempDir(), "l")
+	plain := filepath.Join(t.TempDir(), "plain")
+	os.WriteFile(plain, []byte("# the old nixoci format\nci:up-pw-7\n"), 0o600)
+	for _, tc := range []struct {
+		name, file string
+		wants      []string
+	}{
+		{"plaintext", plain, []string{plain, "line 2", "plaintext", "htpasswd -B"}},
+		{"htpasswd -m", htpasswdFile(t, "-m", "ci", "up-pw-7"), []string{"line 1", "$apr1$", "htpasswd -B"}},
+		{"htpasswd -s", htpasswdFile(t, "-s", "ci", "up-pw-7"), []string{"line 1", "{SHA}", "htpasswd -B"}},
+		{"bcrypt, then plaintext", func() string {
+			f := htpasswdFile(t, "-B", "ci", "up-pw-7")
+			data, _ := os.ReadFile(f)
+			os.WriteFile(f, append(data, "late:up-pw-7\n"...), 0o600)
+			return f
+		}(), []string{"line 2", "plaintext"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stderr, code := runFail(t, "serve", "--from", layout, "--upload", "--credentials", tc.file, "--listen", "127.0.0.1:0")
+			if code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			mustContain(t, "serve with "+tc.name+" credentials", stderr, tc.wants...)
+			if strings.Contains(stderr, "up-pw-7") {
+				t.Errorf("the error quotes the password:\n%s", stderr)
+			}
+		})
 	}
 }
 

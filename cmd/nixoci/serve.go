@@ -59,7 +59,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
 	priority := fs.Int("priority", 40, "priority announced in nix-cache-info (lower is preferred)")
 	upload := fs.Bool("upload", false, "accept 'nix copy --to http://…' into the first --from target (needs --credentials)")
-	credentials := fs.String("credentials", "", "file of user:password lines that may upload (HTTP Basic)")
+	credentials := fs.String("credentials", "", "htpasswd file of the users who may upload (HTTP Basic), bcrypt hashes only as 'htpasswd -B' writes; plaintext or other schemes are refused at startup")
 	accessLog := fs.Bool("access-log", true, "log every request")
 	negativeTTL := fs.Duration("negative-ttl", 5*time.Second, "how long a missing path is remembered")
 	cacheTTL := fs.Duration("cache-ttl", 10*time.Minute, "how long a found narinfo is served from memory")
