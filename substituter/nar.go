@@ -49,10 +49,17 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Length", strconv.FormatInt(loc.Desc.Size, 10))
 		return
 	}
-	rc, err := s.backends.OpenBlob(r.Context(), loc)
-	if err != nil {
-		s.fail(w, r, "NAR "+d.String(), err)
-		return
+	var rc io.ReadCloser
+	if bc := s.opts.BlobCache; bc != nil {
+		if f := bc.Open(r.Context(), d); f != nil {
+			rc = f
+		}
+	}
+	if rc == nil {
+		if rc, err = s.backends.OpenBlob(r.Context(), loc); err != nil {
+			s.fail(w, r, "NAR "+d.String(), err)
+			return
+		}
 	}
 	defer rc.Close()
 	// The first bytes say what the blob is: only a NAR in the compression

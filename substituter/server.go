@@ -47,8 +47,12 @@ type Options struct {
 	// AccessLog logs every request that is not a 5xx, one line each, to
 	// AccessLogTo; 5xx answers are logged through Logger in any case.
 	AccessLog bool
+	// BlobCache, if set, receives the NAR of every narinfo Nix asks for
+	// (GET), fetched ahead into local disk, and NAR requests are served
+	// from it when it has the blob or is fetching it.
+	BlobCache *serving.BlobCache
 	// Prefetch bounds the requests made ahead of Nix (see prefetcher);
-	// default 16, negative disables prefetching.
+	// default 32, negative disables prefetching.
 	Prefetch int
 	// CatalogInterval is how often each backend's closures are read, so
 	// that closures copied without their path tags are served (SPEC.md
@@ -121,7 +125,7 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Prefetch >= 0 {
 		if opts.Prefetch == 0 {
-			opts.Prefetch = 16
+			opts.Prefetch = 32
 		}
 		s.prefetch = newPrefetcher(s, opts.Prefetch)
 		if err := opts.Backends.Metrics().Register(s.prefetch.collectors()...); err != nil {

@@ -34,6 +34,28 @@ A backend failure is answered 502/503/504, never 404, because Nix caches
 "not found" for an hour. /healthz checks the backends; /metrics is in the
 Prometheus text format.
 
+A registry far away costs a round trip per request, and Nix asks about one
+path at a time, so serve works ahead of it:
+  - When Nix asks for a path serve has not seen, serve fetches the rest of
+    the closure it roots (its closure artifact is found through the
+    referrers of the root's manifest or the closures read from the
+    target, see --catalog-interval), or else the path's references, with
+    up to --prefetch requests in flight. Nix's next narinfo requests are
+    then answered from memory. Cost: one request per path of the closure,
+    which Nix would have made anyway.
+  - When Nix asks for a narinfo (GET), serve starts fetching its NAR into
+    a local cache (--blob-cache-size, default 2GiB, evicting the least
+    recently used; NARs over a quarter of it are not cached), so the NAR
+    request that follows is served from local disk. Cost: disk up to the
+    limit, and the bandwidth of NARs whose narinfo a client asked for but
+    whose NAR it never fetched (e.g. 'nix path-info', or a path another
+    substituter supplied). Turn it off (--blob-cache-size 0) when clients
+    mostly query, when local disk is scarcer than bandwidth, or when serve
+    runs next to the registry.
+Copies of closures made with oras copy or crane copy carry no path tags;
+serve finds their paths through the closures it reads from each target at
+start and every --catalog-interval.
+
 With --upload and --credentials, 'nix copy --to http://HOST:PORT' stores
 paths as 'nixoci push' would (Nix sends the credentials from its
 netrc-file); without --upload every PUT is refused.
@@ -67,7 +89,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.accessLog {
 		accessLog = serving.NewAccessLog(stderr)
 	}
-	h, err := serveHandler(f, backends, accessLog)
+	blobs, err := openBlobCache(f, backends)
+	if err != nil {
+		return err
+	}
+	if blobs != nil {
+		defer blobs.Close()
+	}
+	h, err := serveHandler(f, backends, accessLog, blobs)
 	if err == nil {
 		err = listenAndServe(ctx, f.listen, h, func(addr string) {
 			for i, b := range backends.List() {
@@ -102,6 +131,8 @@ type serveFlags struct {
 	layerCompression      string
 	prefetch              int
 	catalogInterval       time.Duration
+	blobCacheSize         string
+	blobCacheDir          string
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
@@ -122,8 +153,10 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.BoolVar(&f.plainHTTP, "plain-http", false, "use plain HTTP for registries even if they are not on loopback")
 	fs.BoolVar(&f.registry, "registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the --from targets holding the closures)")
 	fs.StringVar(&f.names, "names", "", "JSON file of friendly image names and meta-packages for --registry")
-	fs.IntVar(&f.prefetch, "prefetch", 16, "requests in flight fetching narinfos ahead of Nix: a closure's paths when Nix asks for its root, else a path's references (0: off)")
+	fs.IntVar(&f.prefetch, "prefetch", 32, "requests in flight fetching narinfos ahead of Nix: a closure's paths when Nix asks for its root, else a path's references (0: off)")
 	fs.DurationVar(&f.catalogInterval, "catalog-interval", time.Minute, "how often the closures of each --from target are read, so closures copied without their path tags (oras copy, crane copy) are served (0: never; then they are found only from their roots)")
+	fs.StringVar(&f.blobCacheSize, "blob-cache-size", "2GiB", "disk for NARs fetched ahead of Nix when it asks for their narinfo, e.g. 512MiB or 10GiB; 0: off, each NAR request then waits on the backend (see --help)")
+	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
 	fs.IntVar(&f.maxLayers, "max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
 	fs.StringVar(&f.layerCompression, "layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
 	rest, err := parseFlags(fs, args)
@@ -164,8 +197,9 @@ func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, e
 // serveHandler makes the binary-cache server and, with --registry, the
 // image registry, on the same backends and access log (nil: none): the
 // registry answers /v2/, the binary cache everything else.
-func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog) (http.Handler, error) {
+func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog, blobs *serving.BlobCache) (http.Handler, error) {
 	opts := substituter.Options{
+		BlobCache: blobs,
 		Backends: backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
 		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
 		Prefetch: f.prefetch, CatalogInterval: f.catalogInterval,
@@ -218,6 +252,18 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 		}
 		cache.ServeHTTP(w, r)
 	}), nil
+}
+
+// openBlobCache makes the NAR cache of --blob-cache-size (nil if 0).
+func openBlobCache(f *serveFlags, backends *serving.Backends) (*serving.BlobCache, error) {
+	size, err := parseSize(f.blobCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --blob-cache-size: %v", errUsage, err)
+	}
+	if size == 0 {
+		return nil, nil
+	}
+	return serving.NewBlobCache(backends, serving.BlobCacheOptions{Dir: f.blobCacheDir, MaxBytes: size})
 }
 
 // listenAndServe serves h on addr until ctx ends, then shuts down,
