@@ -41,6 +41,8 @@ type Target interface {
 	registry.ReferencePusher
 	BlobResolver
 	Pinger
+	ReferrerLister
+	TagLister
 }
 
 // Open opens the target r names (its Reference is ignored).

@@ -2,6 +2,7 @@ package substituter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -41,19 +42,47 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
 	w.Write(e.text)
 }
 
-// lookup finds the store path with hash part hash: nil if no backend has
-// it. Concurrent lookups of one hash share one backend request.
+// lookup finds the store path with hash part hash for Nix: nil if no
+// backend has it. Concurrent lookups of one hash share one backend
+// request; a path not cached starts fetching what Nix will likely ask
+// next (see prefetcher).
 func (s *Server) lookup(ctx context.Context, hash string) (*pathEntry, error) {
 	if e, ok := s.narinfos.Get(hash); ok {
 		s.metrics.cache.Count(true)
 		return e, nil
 	}
 	s.metrics.cache.Count(false)
+	e, err := s.fetchShared(ctx, hash, func(ctx context.Context) (*pathEntry, error) {
+		e, err := s.fetchPath(ctx, hash)
+		if e != nil || err != nil {
+			return e, err
+		}
+		return s.catalogLookup(ctx, hash)
+	})
+	if errors.Is(err, errNotFound) {
+		return nil, nil
+	}
+	if err == nil && s.prefetch != nil {
+		s.prefetch.after(e, hash)
+	}
+	return e, err
+}
+
+// errNotFound: no backend has the path.
+var errNotFound = errors.New("not found")
+
+// fetchShared runs fetch for hash once for all concurrent callers, Nix's
+// requests and prefetches alike, detached from the first caller (others
+// may wait on it), and caches the answer: found for CacheTTL, not found
+// (errNotFound) for NegativeTTL. Failures are not cached.
+func (s *Server) fetchShared(ctx context.Context, hash string, fetch func(context.Context) (*pathEntry, error)) (*pathEntry, error) {
 	v, err, _ := s.flight.Do("narinfo/"+hash, func() (any, error) {
-		// Detached from the first caller: others may wait on the result.
+		if e, ok := s.narinfos.Get(hash); ok {
+			return e, nil // fetched while this caller waited to start
+		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.backends.Timeout())
 		defer cancel()
-		e, err := s.fetchPath(ctx, hash)
+		e, err := fetch(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -68,11 +97,16 @@ func (s *Server) lookup(ctx context.Context, hash string) (*pathEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.(*pathEntry), nil
+	e := v.(*pathEntry)
+	if e == nil {
+		return nil, errNotFound
+	}
+	return e, nil
 }
 
-// fetchPath asks the backends in order. "Not found" from all of them is
-// (nil, nil); any other failure, if no backend has the path, is an error.
+// fetchPath asks the backends in order by tag. "Not found" from all of
+// them is (nil, nil); any other failure, if no backend has the path, is
+// an error.
 func (s *Server) fetchPath(ctx context.Context, hash string) (*pathEntry, error) {
 	art, i, found, err := serving.Ask(ctx, s.backends, s.metrics.narinfo, func(ctx context.Context, t backend.Target) (artifact.PathArtifact, error) {
 		return artifact.FetchPathByHash(ctx, t, hash)
@@ -80,6 +114,12 @@ func (s *Server) fetchPath(ctx context.Context, hash string) (*pathEntry, error)
 	if !found {
 		return nil, err
 	}
+	return s.newEntry(art, i)
+}
+
+// newEntry renders the narinfo of art, found in backend i, with the
+// server's signatures.
+func (s *Server) newEntry(art artifact.PathArtifact, i int) (*pathEntry, error) {
 	info := *art.Info
 	for _, k := range s.opts.SignKeys {
 		if err := info.AddSignature(k); err != nil {
@@ -88,7 +128,7 @@ func (s *Server) fetchPath(ctx context.Context, hash string) (*pathEntry, error)
 	}
 	text, err := info.Format()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", s.backends.List()[i].Name, hash, err)
+		return nil, fmt.Errorf("%s: %s: %w", s.backends.List()[i].Name, info.StorePath, err)
 	}
 	return &pathEntry{art: art, backend: i, text: text}, nil
 }

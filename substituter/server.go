@@ -1,6 +1,7 @@
 package substituter
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/nixoci/nixoci/catalog"
 	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
 )
@@ -45,6 +47,18 @@ type Options struct {
 	// AccessLog logs every request that is not a 5xx, one line each, to
 	// AccessLogTo; 5xx answers are logged through Logger in any case.
 	AccessLog bool
+	// Prefetch bounds the requests made ahead of Nix (see prefetcher);
+	// default 16, negative disables prefetching.
+	Prefetch int
+	// CatalogInterval is how often each backend's closures are read, so
+	// that closures copied without their path tags are served (SPEC.md
+	// 5.3); default 1 minute, negative: never (closures are then found
+	// only through their roots' referrers). The first read starts with
+	// the server.
+	CatalogInterval time.Duration
+	// CatalogMaxPaths bounds the paths the catalogs hold; default
+	// catalog.DefaultMaxPaths.
+	CatalogMaxPaths int
 	// AccessLogTo receives the access log; default one writing to
 	// os.Stderr (where slog's default handler writes too), written out
 	// at Close. Handlers on one listener share one.
@@ -62,6 +76,10 @@ type Server struct {
 	handler  http.Handler
 	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
 	upload   *uploader
+	catalogs []*catalog.Catalog // one per backend
+	prefetch *prefetcher        // nil: off
+	stop     context.CancelFunc // ends the catalog refreshes
+	ready    chan struct{}      // closed when the catalogs were first read
 }
 
 // New makes a Server.
@@ -98,6 +116,30 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("substituter: %w (one binary-cache server per serving.Backends)", err)
 	}
 	s.metrics = m
+	for _, b := range opts.Backends.List() {
+		s.catalogs = append(s.catalogs, catalog.New(b.Target, b.Name, catalog.Options{MaxPaths: opts.CatalogMaxPaths}))
+	}
+	if opts.Prefetch >= 0 {
+		if opts.Prefetch == 0 {
+			opts.Prefetch = 16
+		}
+		s.prefetch = newPrefetcher(s, opts.Prefetch)
+		if err := opts.Backends.Metrics().Register(s.prefetch.collectors()...); err != nil {
+			return nil, fmt.Errorf("substituter: %w", err)
+		}
+	}
+	if opts.CatalogInterval == 0 {
+		opts.CatalogInterval = time.Minute
+	}
+	s.opts = opts
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.ready = make(chan struct{})
+	if opts.CatalogInterval > 0 {
+		go s.refreshCatalogs(ctx, opts.CatalogInterval)
+	} else {
+		close(s.ready)
+	}
 	if opts.Upload != nil {
 		u, err := newUploader(s, *opts.Upload)
 		if err != nil {
@@ -193,6 +235,7 @@ func (s *Server) accessLog() *serving.AccessLog {
 // Close writes out the access log if the Server made it (AccessLog
 // without AccessLogTo); requests served after Close are logged at once.
 func (s *Server) Close() error {
+	s.stop()
 	if s.ownLog == nil {
 		return nil
 	}

@@ -100,6 +100,8 @@ type serveFlags struct {
 	names                 string
 	maxLayers             int
 	layerCompression      string
+	prefetch              int
+	catalogInterval       time.Duration
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
@@ -110,7 +112,7 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
 	fs.IntVar(&f.priority, "priority", 40, "priority announced in nix-cache-info (lower is preferred)")
 	fs.BoolVar(&f.upload, "upload", false, "accept 'nix copy --to http://…' into the first --from target (needs --credentials)")
-	fs.StringVar(&f.credentials, "credentials", "", "file of user:password lines that may upload (HTTP Basic)")
+	fs.StringVar(&f.credentials, "credentials", "", "htpasswd file of the users who may upload (HTTP Basic), bcrypt hashes only as 'htpasswd -B' writes; plaintext or other schemes are refused at startup")
 	fs.BoolVar(&f.accessLog, "access-log", true, "log every request")
 	fs.DurationVar(&f.negativeTTL, "negative-ttl", 5*time.Second, "how long a missing path is remembered")
 	fs.DurationVar(&f.cacheTTL, "cache-ttl", 10*time.Minute, "how long a found narinfo is served from memory")
@@ -120,6 +122,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.BoolVar(&f.plainHTTP, "plain-http", false, "use plain HTTP for registries even if they are not on loopback")
 	fs.BoolVar(&f.registry, "registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the --from targets holding the closures)")
 	fs.StringVar(&f.names, "names", "", "JSON file of friendly image names and meta-packages for --registry")
+	fs.IntVar(&f.prefetch, "prefetch", 16, "requests in flight fetching narinfos ahead of Nix: a closure's paths when Nix asks for its root, else a path's references (0: off)")
+	fs.DurationVar(&f.catalogInterval, "catalog-interval", time.Minute, "how often the closures of each --from target are read, so closures copied without their path tags (oras copy, crane copy) are served (0: never; then they are found only from their roots)")
 	fs.IntVar(&f.maxLayers, "max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
 	fs.StringVar(&f.layerCompression, "layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
 	rest, err := parseFlags(fs, args)
@@ -164,6 +168,13 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	opts := substituter.Options{
 		Backends: backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
 		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
+		Prefetch: f.prefetch, CatalogInterval: f.catalogInterval,
+	}
+	if f.prefetch == 0 {
+		opts.Prefetch = -1
+	}
+	if f.catalogInterval == 0 {
+		opts.CatalogInterval = -1
 	}
 	for _, file := range f.signKeys {
 		k, err := narinfo.LoadSecretKey(file)

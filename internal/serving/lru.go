@@ -86,3 +86,17 @@ func (c *LRU[V]) Len() int {
 	defer c.mu.Unlock()
 	return c.ll.Len()
 }
+
+// Max is the bound on entries given to NewLRU.
+func (c *LRU[V]) Max() int { return c.max }
+
+// Keys returns the keys held (expired ones included), in no order.
+func (c *LRU[V]) Keys() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keys := make([]string, 0, len(c.items))
+	for k := range c.items {
+		keys = append(keys, k)
+	}
+	return keys
+}

@@ -23,6 +23,7 @@
 //	trees.go         DiffTrees, TreesEqual
 //	registry.go      Registry, RegistryOptions, StartRegistry
 //	dockerconfig.go  DockerConfig
-//	net.go           FreePort, WaitHTTP
+//	net.go           FreePort, StartOnFreePort, WaitHTTP, WaitServer
+//	data.go          SampleData
 //	binary.go        BuildBinary, CleanupBinaries, Main
 package testenv
