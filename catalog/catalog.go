@@ -59,7 +59,6 @@ type Catalog struct {
 	paths    map[string]ocispec.Descriptor // hash part -> path manifest (version 2)
 	closures map[digest.Digest]*Closure    // closure digest -> closure
 	byRoot   map[string][]*Closure         // root hash part -> closures rooted there
-	tags     map[string]ocispec.Descriptor // tag -> what it named at the last refresh
 	foreign  map[digest.Digest]bool        // manifests that are not closures
 	members  int                           // path entries held, over all closures
 	last     struct {

@@ -17,8 +17,8 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/nar"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
