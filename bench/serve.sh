@@ -8,7 +8,12 @@
 # bench/serve.sh --narinfo-only [--before REV] [--rounds N] runs only the
 # warm narinfo part, with access logs on and off, against nginx; with
 # --before it also builds REV (e.g. main) and runs its server the same
-# way, interleaved with this tree's, N rounds (default 3).
+# way, interleaved with this tree's, N rounds (default 3). On a machine
+# shared with other sessions, give the run a higher scheduling weight than
+# theirs (the kernel weighs sessions, not processes, against each other):
+#   setsid sh -c 'echo -15 > /proc/self/autogroup; exec bash bench/serve.sh --narinfo-only --before main'
+# bench/serve-handler.sh REV measures the same in process, without the
+# network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 narinfo_only=; before=; rounds=3
