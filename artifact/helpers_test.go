@@ -69,7 +69,7 @@ func newTestCache(t testing.TB) *testCache {
 	if err := os.MkdirAll(filepath.Join(dir, "nar"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte(spec.CacheInfo("/nix/store")), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte(spec.CacheInfo("/nix/store", spec.DefaultPriority)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return &testCache{t: t, dir: dir, infos: map[string]*narinfo.NarInfo{}}

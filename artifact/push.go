@@ -101,8 +101,8 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	if opts.Progress != nil {
 		opts.Progress.PathsTotal.Store(int64(len(infos)))
 	}
-	if err := p.pushBlob(ctx, emptyConfig, func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(emptyConfigData)), nil
+	if err := p.pushBlob(ctx, spec.EmptyConfig, func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(spec.EmptyConfigData)), nil
 	}); err != nil {
 		return nil, err
 	}

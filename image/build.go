@@ -314,7 +314,7 @@ func ensureLayer(ctx context.Context, src, dst backend.Target, unit []artifact.P
 	if err != nil {
 		return Layer{}, err
 	}
-	if err := pushBytes(ctx, dst, emptyConfig, []byte("{}")); err != nil {
+	if err := pushBytes(ctx, dst, spec.EmptyConfig, spec.EmptyConfigData); err != nil {
 		return Layer{}, err
 	}
 	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), layerTag(unit, opts.Compression)); err != nil {
@@ -322,8 +322,6 @@ func ensureLayer(ctx context.Context, src, dst backend.Target, unit []artifact.P
 	}
 	return l, nil
 }
-
-var emptyConfig = ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: ocispec.DescriptorEmptyJSON.Digest, Size: 2}
 
 func pushFile(ctx context.Context, dst backend.Target, desc ocispec.Descriptor, file string) error {
 	if ok, err := dst.Exists(ctx, desc); err != nil || ok {

@@ -188,7 +188,7 @@ func layerArtifact(l Layer) ([]byte, ocispec.Descriptor, error) {
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: spec.ArtifactTypeLayer,
-		Config:       emptyConfig,
+		Config:       spec.EmptyConfig,
 		Layers:       []ocispec.Descriptor{desc},
 		Annotations:  a,
 	}

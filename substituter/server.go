@@ -17,6 +17,7 @@ import (
 
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
 )
 
 // Backend is one place artifacts are read from.
@@ -228,7 +229,7 @@ func routeOf(r *http.Request) string {
 
 func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/x-nix-cache-info")
-	fmt.Fprintf(w, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", s.opts.StoreDir, s.opts.Priority)
+	io.WriteString(w, spec.CacheInfo(s.opts.StoreDir, s.opts.Priority))
 }
 
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {

@@ -27,7 +27,7 @@ func writeCache(t *testing.T) (dir, app, lib string) {
 	if err := os.MkdirAll(filepath.Join(dir, "nar"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte(spec.CacheInfo("/nix/store")), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte(spec.CacheInfo("/nix/store", spec.DefaultPriority)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	base := func(name string) string {
@@ -121,7 +121,7 @@ func TestCLIPushPullInspect(t *testing.T) {
 			t.Errorf("%s: NAR not pulled: %v", p, err)
 		}
 	}
-	if data, err := os.ReadFile(filepath.Join(dir, "nix-cache-info")); err != nil || string(data) != spec.CacheInfo("/nix/store") {
+	if data, err := os.ReadFile(filepath.Join(dir, "nix-cache-info")); err != nil || string(data) != spec.CacheInfo("/nix/store", spec.DefaultPriority) {
 		t.Errorf("nix-cache-info = %q, %v", data, err)
 	}
 
