@@ -1,7 +1,6 @@
 package artifact
 
 import (
-	"io"
 	"sync/atomic"
 )
 
@@ -25,20 +24,6 @@ func (p *Progress) pathDone(narSize uint64, reused bool) {
 	if reused {
 		p.PathsReused.Add(1)
 	}
-}
-
-// countingReader adds what passes through it to a progress counter.
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if c.n != nil {
-		c.n.Add(int64(n))
-	}
-	return n, err
 }
 
 func (p *Progress) transferCounter() *atomic.Int64 {

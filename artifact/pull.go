@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/internal/countio"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -130,7 +131,7 @@ func pullFile(ctx context.Context, src backend.Target, desc ocispec.Descriptor, 
 		return false, err
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
-	err = copyVerified(tmp, countingReader{rc, progress.transferCounter()}, desc)
+	err = copyVerified(tmp, countio.Reader{R: rc, N: progress.transferCounter()}, desc)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}

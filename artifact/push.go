@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -24,6 +24,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/internal/countio"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -222,35 +223,37 @@ func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact,
 	}
 	defer f.Close()
 	bw := bufio.NewWriterSize(f, 1<<20)
-	hw := &hashingWriter{w: bw, h: sha256.New()}
-	comp, err := p.src.WriteNAR(ctx, info, hw)
+	h := sha256.New()
+	var size atomic.Int64
+	comp, err := p.src.WriteNAR(ctx, info, countio.Writer{W: io.MultiWriter(bw, h), N: &size})
 	if err == nil {
 		err = bw.Flush()
 	}
 	if err != nil {
 		return PathArtifact{}, err
 	}
-	fileHash, err := narinfo.HashFromDigest(hw.h.Sum(nil))
+	fileHash, err := narinfo.HashFromDigest(h.Sum(nil))
 	if err != nil {
 		return PathArtifact{}, err
 	}
 	if info.FileHash != "" && info.FileHash != fileHash {
 		return PathArtifact{}, fmt.Errorf("%s: compressed NAR is %s but its narinfo says FileHash %s: %w", info.StorePath, fileHash, info.FileHash, ErrHashMismatch)
 	}
-	if info.FileSize != 0 && info.FileSize != uint64(hw.n) {
-		return PathArtifact{}, fmt.Errorf("%s: compressed NAR is %d bytes but its narinfo says FileSize %d: %w", info.StorePath, hw.n, info.FileSize, ErrHashMismatch)
+	n := size.Load()
+	if info.FileSize != 0 && info.FileSize != uint64(n) {
+		return PathArtifact{}, fmt.Errorf("%s: compressed NAR is %d bytes but its narinfo says FileSize %d: %w", info.StorePath, n, info.FileSize, ErrHashMismatch)
 	}
 	packed := *info
 	packed.Compression = string(comp)
 	packed.FileHash = fileHash
-	packed.FileSize = uint64(hw.n)
+	packed.FileSize = uint64(n)
 	packed.URL = spec.NarURL(strings.TrimPrefix(fileHash, "sha256:"), comp)
 	for _, k := range p.opts.SignKeys {
 		if err := packed.AddSignature(k); err != nil {
 			return PathArtifact{}, err
 		}
 	}
-	return p.store(ctx, &packed, f, hw.n)
+	return p.store(ctx, &packed, f, n)
 }
 
 // store writes a path's blobs, then its manifest, then its tag. narFile
@@ -313,7 +316,7 @@ func (p *pusher) pushBlob(ctx context.Context, desc ocispec.Descriptor, open fun
 			return err
 		}
 		defer rc.Close()
-		err = p.dst.Push(ctx, desc, countingReader{rc, p.opts.Progress.transferCounter()})
+		err = p.dst.Push(ctx, desc, countio.Reader{R: rc, N: p.opts.Progress.transferCounter()})
 		if errors.Is(err, errdef.ErrAlreadyExists) {
 			return nil
 		}
@@ -353,19 +356,6 @@ func (p *pusher) storeClosure(ctx context.Context, cm ClosureManifests, tag stri
 		return fmt.Errorf("storing closure manifest: %w", err)
 	}
 	return nil
-}
-
-type hashingWriter struct {
-	w io.Writer
-	h hash.Hash
-	n int64
-}
-
-func (hw *hashingWriter) Write(b []byte) (int, error) {
-	n, err := hw.w.Write(b)
-	hw.h.Write(b[:n])
-	hw.n += int64(n)
-	return n, err
 }
 
 // tagBatcher collects tags for a target that tags many at once cheaply,

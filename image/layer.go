@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
@@ -22,6 +23,7 @@ import (
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/codec"
+	"github.com/nixoci/nixoci/internal/countio"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -63,8 +65,8 @@ func convertLayer(ctx context.Context, src backend.Target, paths []artifact.Path
 		}
 	}()
 	blobHash := sha256.New()
-	counter := &countWriter{w: io.MultiWriter(f, blobHash)}
-	cw, err := layerCompressor(counter, c)
+	var size atomic.Int64
+	cw, err := layerCompressor(countio.Writer{W: io.MultiWriter(f, blobHash), N: &size}, c)
 	if err != nil {
 		return Layer{}, "", err
 	}
@@ -97,7 +99,7 @@ func convertLayer(ctx context.Context, src backend.Target, paths []artifact.Path
 		Descriptor: ocispec.Descriptor{
 			MediaType: c.MediaType(),
 			Digest:    digest.NewDigest(digest.SHA256, blobHash),
-			Size:      counter.n,
+			Size:      size.Load(),
 		},
 		DiffID:    digest.NewDigest(digest.SHA256, diffHash),
 		Paths:     paths,
@@ -133,17 +135,6 @@ func convertPath(ctx context.Context, src backend.Target, tw *tar.Writer, p arti
 		return "", fmt.Errorf("%s: NAR hashes to %s, its narinfo says %s: %w", p.Info.StorePath, got, p.Info.NarHash, artifact.ErrHashMismatch)
 	}
 	return root, nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // layerTag is the tag of the artifact that records the layer of paths.
