@@ -29,11 +29,7 @@ type Closure struct {
 // ReadClosure resolves reference (a tag or digest) in t and reads the
 // closure manifest, following an index to its parts.
 func ReadClosure(ctx context.Context, t backend.Target, reference string) (*Closure, error) {
-	desc, rc, err := t.FetchReference(ctx, reference)
-	if err != nil {
-		return nil, err
-	}
-	data, err := readManifest(rc, desc)
+	desc, data, err := backend.FetchManifest(ctx, t, reference)
 	if err != nil {
 		return nil, err
 	}
@@ -76,13 +72,9 @@ func ReadClosure(ctx context.Context, t backend.Target, reference string) (*Clos
 	case ocispec.MediaTypeImageIndex:
 		c.Parts = len(probe.Manifests)
 		for _, m := range probe.Manifests {
-			prc, err := t.Fetch(ctx, m)
+			pdata, err := backend.FetchAll(ctx, t, m, backend.MaxManifestRead)
 			if err != nil {
 				return nil, fmt.Errorf("%s: part %s: %w", reference, m.Digest, err)
-			}
-			pdata, err := readManifest(prc, m)
-			if err != nil {
-				return nil, fmt.Errorf("%s: part: %w", reference, err)
 			}
 			var part ocispec.Manifest
 			if err := json.Unmarshal(pdata, &part); err != nil {

@@ -1,9 +1,9 @@
 package artifact
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"sort"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -93,18 +93,11 @@ func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) 
 
 // fetchNarInfo fetches, verifies and parses a narinfo blob.
 func fetchNarInfo(ctx context.Context, t backend.Target, d ocispec.Descriptor) (*narinfo.NarInfo, error) {
-	if d.Size > 1<<20 {
-		return nil, fmt.Errorf("narinfo %s: %d bytes is too large", d.Digest, d.Size)
-	}
-	rc, err := t.Fetch(ctx, d)
+	data, err := backend.FetchAll(ctx, t, d, narinfo.MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("narinfo %s: %w", d.Digest, err)
 	}
-	defer rc.Close()
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(copyVerified(pw, rc, d)) }()
-	info, err := narinfo.Parse(pr)
-	pr.Close()
+	info, err := narinfo.Parse(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("narinfo %s (%s): %w", d.Annotations[spec.AnnotationTitle], d.Digest, err)
 	}

@@ -125,42 +125,29 @@ func pullFile(ctx context.Context, src backend.Target, desc ocispec.Descriptor, 
 	if err != nil {
 		return false, fmt.Errorf("fetching %s (%s): %w", title, desc.Digest, err)
 	}
-	defer rc.Close()
+	vr, err := backend.VerifyReader(rc, desc)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", title, err)
+	}
+	defer vr.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".part-*")
 	if err != nil {
 		return false, err
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
-	err = copyVerified(tmp, countio.Reader{R: rc, N: progress.transferCounter()}, desc)
+	_, err = io.Copy(tmp, countio.Reader{R: vr, N: progress.transferCounter()})
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
+	if errors.Is(err, ErrHashMismatch) {
+		return false, fmt.Errorf("%s: corrupt or truncated blob: %w", title, err)
+	} else if err != nil {
 		return false, fmt.Errorf("%s (%s): %w", title, desc.Digest, err)
 	}
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
 		return false, err
 	}
 	return true, os.Rename(tmp.Name(), dst)
-}
-
-// copyVerified copies exactly desc.Size bytes and checks their digest.
-func copyVerified(w io.Writer, r io.Reader, desc ocispec.Descriptor) error {
-	if err := desc.Digest.Validate(); err != nil {
-		return err
-	}
-	v := desc.Digest.Verifier()
-	n, err := io.Copy(io.MultiWriter(w, v), io.LimitReader(r, desc.Size+1))
-	if err != nil {
-		return err
-	}
-	if n != desc.Size {
-		return fmt.Errorf("got %d bytes, want %d: %w", n, desc.Size, ErrHashMismatch)
-	}
-	if !v.Verified() {
-		return fmt.Errorf("content does not match digest %s (corrupt blob): %w", desc.Digest, ErrHashMismatch)
-	}
-	return nil
 }
 
 // fileHasDigest reports whether path exists with desc's size and digest.
