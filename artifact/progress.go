@@ -11,8 +11,7 @@ type Progress struct {
 	PathsDone   atomic.Int64 // paths finished (packed or reused)
 	PathsReused atomic.Int64 // paths whose artifact already existed
 	NarBytes    atomic.Int64 // uncompressed NAR bytes of finished paths
-	Transferred atomic.Int64 // blob bytes uploaded or downloaded
-	Retries     atomic.Int64 // operations retried after transient failures
+	Transferred atomic.Int64 // blob bytes uploaded or downloaded, again when retried
 }
 
 func (p *Progress) pathDone(narSize uint64, reused bool) {

@@ -45,11 +45,7 @@ var titlePattern = regexp.MustCompile(`^(nix-cache-info|[0-9a-df-np-sv-z]{32}\.n
 // narinfo pointing at a missing NAR. Files already present with the right
 // content are kept.
 func Pull(ctx context.Context, src backend.Target, reference, dir string, opts PullOptions) (*PullResult, error) {
-	var c *Closure
-	err := retryTransient(ctx, opts.Progress, "closure "+reference, func() (err error) {
-		c, err = ReadClosure(ctx, src, reference)
-		return err
-	})
+	c, err := ReadClosure(ctx, src, reference)
 	if err != nil {
 		return nil, err
 	}
@@ -85,11 +81,7 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 		results := make([]bool, len(wave))
 		for i, l := range wave {
 			g.Go(func() error {
-				var wrote bool
-				err := retryTransient(gctx, opts.Progress, "blob "+l.Digest.String(), func() (err error) {
-					wrote, err = pullFile(gctx, src, l, dir, opts.Progress)
-					return err
-				})
+				wrote, err := pullFile(gctx, src, l, dir, opts.Progress)
 				results[i] = wrote
 				if err == nil && l.MediaType == spec.MediaTypeNarInfo && opts.Progress != nil {
 					opts.Progress.PathsDone.Add(1)

@@ -102,9 +102,7 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	if opts.Progress != nil {
 		opts.Progress.PathsTotal.Store(int64(len(infos)))
 	}
-	if err := p.pushBlob(ctx, spec.EmptyConfig, func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(spec.EmptyConfigData)), nil
-	}); err != nil {
+	if err := p.pushBlob(ctx, spec.EmptyConfig, bytes.NewReader(spec.EmptyConfigData)); err != nil {
 		return nil, err
 	}
 	if bt, ok := dst.(backend.BatchTagger); ok {
@@ -169,11 +167,7 @@ type pusher struct {
 
 // pushPath stores one store path, or reuses its stored artifact.
 func (p *pusher) pushPath(ctx context.Context, info *narinfo.NarInfo) (PathArtifact, bool, error) {
-	var existing PathArtifact
-	err := retryTransient(ctx, p.opts.Progress, "manifest of "+info.StorePath, func() (err error) {
-		existing, err = FetchPath(ctx, p.dst, info.StorePath)
-		return err
-	})
+	existing, err := FetchPath(ctx, p.dst, info.StorePath)
 	switch {
 	case err == nil:
 		art, err := p.reuse(ctx, existing, info)
@@ -260,37 +254,47 @@ func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact,
 // holds the compressed NAR (size bytes), or is nil when the NAR blob is
 // stored already.
 func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile *os.File, size int64) (PathArtifact, error) {
-	var openNAR func() (io.ReadCloser, error)
+	var nar io.Reader
 	if narFile != nil {
-		openNAR = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(narFile, 0, size)), nil }
+		nar = io.NewSectionReader(narFile, 0, size)
 	}
-	return p.storeArtifact(ctx, info, openNAR, p.pushManifest)
+	return p.storeArtifact(ctx, info, nar, p.pushManifest)
 }
 
 // StoreArtifact stores the artifact of info in dst: the NAR blob read
-// from openNAR (nil if dst has it already), the narinfo blob, the
-// manifest, and last the tag.
+// from openNAR (nil if dst has it already; an upload that fails is sent
+// again if what openNAR returns can seek), the narinfo blob, the manifest,
+// and last the tag.
 func StoreArtifact(ctx context.Context, dst backend.Target, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error)) (PathArtifact, error) {
+	var nar io.Reader
+	if openNAR != nil {
+		rc, err := openNAR()
+		if err != nil {
+			return PathArtifact{}, err
+		}
+		defer rc.Close()
+		nar = rc
+	}
 	p := &pusher{dst: dst}
-	return p.storeArtifact(ctx, info, openNAR, func(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
+	return p.storeArtifact(ctx, info, nar, func(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
 		return dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
 	})
 }
 
 // storeArtifact stores a path's blobs through p, then its manifest and tag
 // through pushManifest.
-func (p *pusher) storeArtifact(ctx context.Context, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error),
+func (p *pusher) storeArtifact(ctx context.Context, info *narinfo.NarInfo, nar io.Reader,
 	pushManifest func(context.Context, ocispec.Descriptor, []byte, string) error) (PathArtifact, error) {
 	art, manifest, niData, err := NewPathArtifact(info)
 	if err != nil {
 		return PathArtifact{}, err
 	}
-	if openNAR != nil {
-		if err := p.pushBlob(ctx, art.NAR, openNAR); err != nil {
+	if nar != nil {
+		if err := p.pushBlob(ctx, art.NAR, nar); err != nil {
 			return PathArtifact{}, fmt.Errorf("%s: storing NAR: %w", info.StorePath, err)
 		}
 	}
-	if err := p.pushBlob(ctx, art.NarInfo, bytesOpener(niData)); err != nil {
+	if err := p.pushBlob(ctx, art.NarInfo, bytes.NewReader(niData)); err != nil {
 		return PathArtifact{}, fmt.Errorf("%s: storing narinfo: %w", info.StorePath, err)
 	}
 	if err := pushManifest(ctx, art.Manifest, manifest, spec.PathTag(info.StorePath)); err != nil {
@@ -299,38 +303,16 @@ func (p *pusher) storeArtifact(ctx context.Context, info *narinfo.NarInfo, openN
 	return art, nil
 }
 
-func bytesOpener(data []byte) func() (io.ReadCloser, error) {
-	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
-}
-
-// pushBlob stores a blob unless the target has it, retrying transient
-// failures.
-func (p *pusher) pushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) error {
-	return retryTransient(ctx, p.opts.Progress, "blob "+desc.Digest.String(), func() error {
-		ok, err := p.dst.Exists(ctx, desc)
-		if err != nil || ok {
-			return err
-		}
-		rc, err := open()
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		err = p.dst.Push(ctx, desc, countio.Reader{R: rc, N: p.opts.Progress.transferCounter()})
-		if errors.Is(err, errdef.ErrAlreadyExists) {
-			return nil
-		}
-		return err
-	})
+// pushBlob stores a blob unless the target has it, counting what it sends.
+func (p *pusher) pushBlob(ctx context.Context, desc ocispec.Descriptor, content io.Reader) error {
+	return backend.PushBlob(ctx, p.dst, desc, countio.Reader{R: content, N: p.opts.Progress.transferCounter()})
 }
 
 // pushManifest stores a manifest and tags it: batched for layouts, one
 // request for registries.
 func (p *pusher) pushManifest(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
 	if p.batch == nil {
-		return retryTransient(ctx, p.opts.Progress, "manifest "+tag, func() error {
-			return p.dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
-		})
+		return p.dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
 	}
 	if err := p.dst.Push(ctx, desc, bytes.NewReader(data)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
 		return err
@@ -341,18 +323,15 @@ func (p *pusher) pushManifest(ctx context.Context, desc ocispec.Descriptor, data
 
 // storeClosure writes the closure's own blobs and manifests, tag last.
 func (p *pusher) storeClosure(ctx context.Context, cm ClosureManifests, tag string) error {
-	if err := p.pushBlob(ctx, cm.CacheInfo.Descriptor, bytesOpener(cm.CacheInfo.Data)); err != nil {
+	if err := p.pushBlob(ctx, cm.CacheInfo.Descriptor, bytes.NewReader(cm.CacheInfo.Data)); err != nil {
 		return err
 	}
 	for _, part := range cm.Parts {
-		if err := p.pushBlob(ctx, part.Descriptor, bytesOpener(part.Data)); err != nil {
+		if err := p.pushBlob(ctx, part.Descriptor, bytes.NewReader(part.Data)); err != nil {
 			return fmt.Errorf("storing closure part: %w", err)
 		}
 	}
-	err := retryTransient(ctx, p.opts.Progress, "closure "+tag, func() error {
-		return p.dst.PushReference(ctx, cm.Top.Descriptor, bytes.NewReader(cm.Top.Data), tag)
-	})
-	if err != nil {
+	if err := p.dst.PushReference(ctx, cm.Top.Descriptor, bytes.NewReader(cm.Top.Data), tag); err != nil {
 		return fmt.Errorf("storing closure manifest: %w", err)
 	}
 	return nil

@@ -20,7 +20,6 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
-	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
@@ -314,7 +313,7 @@ func ensureLayer(ctx context.Context, src, dst backend.Target, unit []artifact.P
 	if err != nil {
 		return Layer{}, err
 	}
-	if err := pushBytes(ctx, dst, spec.EmptyConfig, spec.EmptyConfigData); err != nil {
+	if err := backend.PushBytes(ctx, dst, spec.EmptyConfig, spec.EmptyConfigData); err != nil {
 		return Layer{}, err
 	}
 	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), layerTag(unit, opts.Compression)); err != nil {
@@ -323,30 +322,14 @@ func ensureLayer(ctx context.Context, src, dst backend.Target, unit []artifact.P
 	return l, nil
 }
 
+// pushFile stores the blob held in file.
 func pushFile(ctx context.Context, dst backend.Target, desc ocispec.Descriptor, file string) error {
-	if ok, err := dst.Exists(ctx, desc); err != nil || ok {
-		return err
-	}
 	f, err := os.Open(file)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return ignoreExists(dst.Push(ctx, desc, f))
-}
-
-func pushBytes(ctx context.Context, dst backend.Target, desc ocispec.Descriptor, data []byte) error {
-	if ok, err := dst.Exists(ctx, desc); err != nil || ok {
-		return err
-	}
-	return ignoreExists(dst.Push(ctx, desc, bytes.NewReader(data)))
-}
-
-func ignoreExists(err error) error {
-	if errors.Is(err, errdef.ErrAlreadyExists) {
-		return nil
-	}
-	return err
+	return backend.PushBlob(ctx, dst, desc, f)
 }
 
 // storeRootLayer compresses and stores the root layer.
@@ -373,7 +356,7 @@ func storeSmallLayer(ctx context.Context, dst backend.Target, raw []byte, c spec
 		return Layer{}, err
 	}
 	desc := ocispec.Descriptor{MediaType: c.MediaType(), Digest: digest.FromBytes(b.Bytes()), Size: int64(b.Len())}
-	if err := pushBytes(ctx, dst, desc, b.Bytes()); err != nil {
+	if err := backend.PushBytes(ctx, dst, desc, b.Bytes()); err != nil {
 		return Layer{}, err
 	}
 	desc.Annotations = annotations
@@ -487,7 +470,7 @@ func storeImage(ctx context.Context, dst backend.Target, tag string, cfg ocispec
 		return desc, nil, cfgDesc, err
 	}
 	cfgDesc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfgData), Size: int64(len(cfgData))}
-	if err := pushBytes(ctx, dst, cfgDesc, cfgData); err != nil {
+	if err := backend.PushBytes(ctx, dst, cfgDesc, cfgData); err != nil {
 		return desc, nil, cfgDesc, err
 	}
 	m := ocispec.Manifest{
