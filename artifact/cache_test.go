@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nixoci/nixoci/artifact"
@@ -288,21 +290,30 @@ func TestBinaryCacheHTTP(t *testing.T) {
 	checkClosure(t, c, got, "lib", "base")
 }
 
+// TestBinaryCacheHTTPErrors: what each status means. A transient one
+// (5xx, 429) is asked again; here the second answer is 404.
 func TestBinaryCacheHTTPErrors(t *testing.T) {
 	tests := []struct {
 		status      int
 		notInCache  bool
+		requests    int
 		description string
 	}{
-		{http.StatusNotFound, true, "404"},
-		{http.StatusGone, true, "410"},
-		{http.StatusForbidden, true, "403 (S3 for a missing key)"},
-		{http.StatusInternalServerError, false, "500"},
-		{http.StatusBadGateway, false, "502"},
-		{http.StatusUnauthorized, false, "401"},
+		{http.StatusNotFound, true, 1, "404"},
+		{http.StatusGone, true, 1, "410"},
+		{http.StatusForbidden, true, 1, "403 (S3 for a missing key)"},
+		{http.StatusInternalServerError, true, 2, "500, then 404"},
+		{http.StatusBadGateway, true, 2, "502, then 404"},
+		{http.StatusTooManyRequests, true, 2, "429, then 404"},
+		{http.StatusUnauthorized, false, 1, "401"},
 	}
 	for _, tt := range tests {
+		requests := 0
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if requests++; requests > 1 {
+				http.NotFound(w, r)
+				return
+			}
 			http.Error(w, "nope", tt.status)
 		}))
 		_, err := openCache(t, srv.URL, srv.Client()).NarInfo(t.Context(), storePath("app"))
@@ -311,12 +322,66 @@ func TestBinaryCacheHTTPErrors(t *testing.T) {
 			t.Errorf("%s: no error", tt.description)
 			continue
 		}
+		if requests != tt.requests {
+			t.Errorf("%s: %d requests, want %d", tt.description, requests, tt.requests)
+		}
 		if errors.Is(err, artifact.ErrNotInCache) != tt.notInCache {
 			t.Errorf("%s: error %v: errors.Is(ErrNotInCache) = %v, want %v", tt.description, err, !tt.notInCache, tt.notInCache)
 		}
 		if !strings.Contains(err.Error(), spec.PathTag(storePath("app"))+".narinfo") {
 			t.Errorf("%s: error %q does not name the narinfo", tt.description, err)
 		}
+	}
+}
+
+// TestBinaryCacheHTTPResumes: a NAR download cut off half-way is resumed
+// with a Range request from where it stopped, and the NAR is whole.
+func TestBinaryCacheHTTPResumes(t *testing.T) {
+	c := closureCache(t)
+	files := http.FileServer(http.Dir(c.dir))
+	var mu sync.Mutex
+	cut := map[string]bool{}
+	var ranges []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		first := strings.HasPrefix(r.URL.Path, "/nar/") && !cut[r.URL.Path]
+		cut[r.URL.Path] = true
+		if rg := r.Header.Get("Range"); rg != "" {
+			ranges = append(ranges, rg)
+		}
+		mu.Unlock()
+		if !first {
+			files.ServeHTTP(w, r)
+			return
+		}
+		data, err := os.ReadFile(filepath.Join(c.dir, filepath.FromSlash(r.URL.Path)))
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Write(data[:len(data)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection drops mid-body
+	}))
+	defer srv.Close()
+	bc := openCache(t, srv.URL, srv.Client())
+	infos, err := bc.Closure(t.Context(), []string{storePath("app")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range infos {
+		var out bytes.Buffer
+		if _, err := bc.WriteNAR(t.Context(), info, &out); err != nil {
+			t.Fatalf("%s: %v", info.StorePath, err)
+		}
+		file, _ := os.ReadFile(filepath.Join(c.dir, info.URL))
+		if !bytes.Equal(out.Bytes(), file) {
+			t.Errorf("%s: resumed NAR differs from the file", info.StorePath)
+		}
+	}
+	if len(ranges) == 0 || !strings.HasPrefix(ranges[0], "bytes=") {
+		t.Errorf("no Range request resumed the downloads: %q", ranges)
 	}
 }
 

@@ -41,7 +41,8 @@ type ClosureSummary struct {
 	ManifestSize int64         `json:"manifestSize"`
 }
 
-// Inspect reads the closure reference names and the narinfo of each path.
+// Inspect reads the closure reference names and the narinfo of each path,
+// jobs at once (backend.DefaultJobs() if 0).
 func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) (*ClosureSummary, error) {
 	c, err := ReadClosure(ctx, t, reference)
 	if err != nil {
@@ -56,7 +57,7 @@ func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) 
 	paths := make([]PathSummary, len(narinfos))
 	g, gctx := errgroup.WithContext(ctx)
 	if jobs <= 0 {
-		jobs = 8
+		jobs = backend.DefaultJobs()
 	}
 	g.SetLimit(jobs)
 	for i, d := range narinfos {

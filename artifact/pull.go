@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -22,7 +21,8 @@ import (
 
 // PullOptions configure Pull. The zero value is usable.
 type PullOptions struct {
-	// Jobs is how many blobs are fetched at once; default max(4, CPUs).
+	// Jobs is how many blobs are fetched at once; default
+	// backend.DefaultJobs().
 	Jobs int
 	// Progress, if set, is updated as work is done.
 	Progress *Progress
@@ -50,7 +50,7 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 		return nil, err
 	}
 	if opts.Jobs <= 0 {
-		opts.Jobs = max(4, runtime.NumCPU())
+		opts.Jobs = backend.DefaultJobs()
 	}
 	var nars, narinfos, last []ocispec.Descriptor
 	for _, l := range c.Layers {

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -34,7 +33,7 @@ type PushOptions struct {
 	// Tag names the closure; default spec.DefaultClosureTag of the first root.
 	Tag string
 	// Jobs is how many store paths are processed at once; default
-	// max(4, number of CPUs). It never changes what is written.
+	// backend.DefaultJobs(). It never changes what is written.
 	Jobs int
 	// SignKeys sign every narinfo (replacing older signatures by the same
 	// key name).
@@ -97,7 +96,7 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	}
 	p := &pusher{dst: dst, src: src, opts: opts}
 	if p.opts.Jobs <= 0 {
-		p.opts.Jobs = max(4, runtime.NumCPU())
+		p.opts.Jobs = backend.DefaultJobs()
 	}
 	if opts.Progress != nil {
 		opts.Progress.PathsTotal.Store(int64(len(infos)))

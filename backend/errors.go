@@ -29,12 +29,37 @@ var (
 	ErrRegistry = errors.New("registry failed")
 )
 
-// IsTransient reports whether err is worth retrying later: the registry
-// was unreachable, stalled, or failed on its side.
+// IsTransient reports whether err is worth retrying later: the server was
+// unreachable (refused, reset, timed out), stalled, cut a body short, or
+// failed on its side (ErrRegistry, or a StatusError of 408, 429 or 5xx).
 func IsTransient(err error) bool {
-	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrRegistry) || errors.Is(err, ErrStalled) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)
+	var status *StatusError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, ErrUnreachable), errors.Is(err, ErrRegistry), errors.Is(err, ErrStalled),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.As(err, &status):
+		return transientStatus(status.StatusCode)
+	case errors.As(err, &netErr):
+		return netErr.Timeout()
+	}
+	return false
 }
+
+func transientStatus(code int) bool {
+	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
+}
+
+// StatusError is an HTTP answer other than the one asked for from a
+// server that is not a registry (a binary cache); IsTransient holds for
+// 408, 429 and 5xx.
+type StatusError struct {
+	StatusCode int
+	Status     string // e.g. "503 Service Unavailable"
+}
+
+func (e *StatusError) Error() string { return "HTTP " + e.Status }
 
 // classify wraps err from a registry with the condition it represents and
 // the target's name.
@@ -59,7 +84,7 @@ func classify(ctx context.Context, name, op string, err error) error {
 			kind = ErrUnauthorized
 		case resp.StatusCode == http.StatusForbidden:
 			kind = ErrDenied
-		case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
+		case transientStatus(resp.StatusCode):
 			kind = ErrRegistry
 		case resp.StatusCode == http.StatusBadRequest && hasCode(resp.Errors, errcode.ErrorCodeManifestBlobUnknown):
 			// A manifest whose blobs were stored a moment ago: the
@@ -140,8 +165,14 @@ func (r *remoteTarget) fetch(ctx context.Context, op string, open func(ctx conte
 	for {
 		desc, rc, err := open(actx)
 		if err == nil {
-			reopen := func(ctx context.Context) (io.ReadCloser, error) { return r.Repository.Fetch(ctx, desc) }
-			return desc, newResumingBody(actx, rt, desc, rc, reopen, fail), nil
+			reopen := func(ctx context.Context, offset int64) (io.ReadCloser, error) {
+				rc, err := r.Repository.Fetch(ctx, desc)
+				if err != nil {
+					return nil, err
+				}
+				return SkipTo(rc, offset)
+			}
+			return desc, newResumingBody(actx, rt, desc.Size, rc, reopen, fail), nil
 		}
 		err = fail(err)
 		if !rt.again(ctx, err) {

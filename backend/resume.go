@@ -5,22 +5,39 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// resumingBody is the content of desc as a registry sends it. A read that
-// fails transiently (a reset, a stall, a body cut short before desc.Size)
-// is resumed where it stopped, by a new request: a Range request when the
-// registry serves ranges, else a new fetch whose first bytes are skipped.
-// Resuming draws on the attempts of the operation that opened the body.
-// It checks nothing about the content: callers verify it (VerifyReader).
+// OpenResuming opens a stream of size bytes (negative if unknown) with
+// open(ctx, 0), retried as Retry does, and returns it as a reader that
+// resumes after a transient failure (a reset, a stall, fewer than size
+// bytes) by open(ctx, offset) at the offset reached, drawing on the same
+// RetryAttempts. open returns the stream from offset on (for HTTP, a
+// Range request; see SkipTo).
+func OpenResuming(ctx context.Context, what string, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) (io.ReadCloser, error) {
+	rt := newRetrier(what)
+	actx := rt.attemptContext(ctx)
+	for {
+		rc, err := open(actx, 0)
+		if err == nil {
+			return newResumingBody(actx, rt, size, rc, open, func(err error) error { return err }), nil
+		}
+		if !rt.again(ctx, err) {
+			return nil, err
+		}
+	}
+}
+
+// resumingBody is content of a known size as a server sends it (see
+// OpenResuming): a read that fails transiently is resumed where it
+// stopped, by a new request. Resuming draws on the attempts of the
+// operation that opened the body. It checks nothing about the content:
+// callers verify it (VerifyReader).
 type resumingBody struct {
 	ctx    context.Context // carries retry (attemptContext)
 	retry  *retrier
-	desc   ocispec.Descriptor
-	reopen func(ctx context.Context) (io.ReadCloser, error)
-	fail   func(err error) error // names the registry and operation
+	size   int64 // negative if unknown
+	reopen func(ctx context.Context, offset int64) (io.ReadCloser, error)
+	fail   func(err error) error // names the server and operation
 
 	rc    io.ReadCloser // nil after a failure, until reopened
 	pos   int64         // where the reader of the body is
@@ -28,12 +45,11 @@ type resumingBody struct {
 	err   error         // sticky, once retrying has given up
 }
 
-// newResumingBody wraps rc, the content of desc just opened for the
-// operation that retry counts. The result can seek (for Range requests)
-// if rc can.
-func newResumingBody(ctx context.Context, retry *retrier, desc ocispec.Descriptor, rc io.ReadCloser,
-	reopen func(ctx context.Context) (io.ReadCloser, error), fail func(error) error) io.ReadCloser {
-	b := &resumingBody{ctx: ctx, retry: retry, desc: desc, reopen: reopen, fail: fail, rc: rc}
+// newResumingBody wraps rc, content just opened for the operation that
+// retry counts. The result can seek (for Range requests) if rc can.
+func newResumingBody(ctx context.Context, retry *retrier, size int64, rc io.ReadCloser,
+	reopen func(ctx context.Context, offset int64) (io.ReadCloser, error), fail func(error) error) io.ReadCloser {
+	b := &resumingBody{ctx: ctx, retry: retry, size: size, reopen: reopen, fail: fail, rc: rc}
 	if _, ok := rc.(io.Seeker); ok {
 		return seekingBody{b}
 	}
@@ -54,7 +70,7 @@ func (b *resumingBody) Read(p []byte) (int, error) {
 		n, err := b.rc.Read(p)
 		b.pos += int64(n)
 		b.rcPos += int64(n)
-		if err == io.EOF && b.desc.Size >= 0 && b.pos < b.desc.Size {
+		if err == io.EOF && b.size >= 0 && b.pos < b.size {
 			err = io.ErrUnexpectedEOF // cut short
 		}
 		if err == nil || err == io.EOF {
@@ -87,37 +103,40 @@ func (b *resumingBody) position() error {
 		b.rc = nil
 	}
 	for {
-		rc, err := b.reopen(b.ctx)
+		rc, err := b.reopen(b.ctx, b.pos)
 		if err == nil {
-			if err = skip(rc, b.pos); err == nil {
-				b.rc, b.rcPos = rc, b.pos
-				return nil
-			}
-			rc.Close()
-			err = b.fail(fmt.Errorf("resuming at byte %d: %w", b.pos, err))
+			b.rc, b.rcPos = rc, b.pos
+			return nil
 		}
+		err = b.fail(fmt.Errorf("resuming at byte %d: %w", b.pos, err))
 		if !b.retry.again(b.ctx, err) {
 			return err
 		}
 	}
 }
 
-// skip moves a fresh stream to off: a Range request if it can seek, else
-// by reading and discarding. A stream whose seek failed is still at 0.
-func skip(rc io.ReadCloser, off int64) error {
-	if off == 0 {
-		return nil
+// SkipTo moves rc, a stream just opened at its start, to offset: by
+// seeking if it can (oras-go's blob bodies make a Range request), else by
+// reading and discarding. On failure it closes rc.
+func SkipTo(rc io.ReadCloser, offset int64) (io.ReadCloser, error) {
+	if offset == 0 {
+		return rc, nil
 	}
 	if s, ok := rc.(io.Seeker); ok {
-		if _, err := s.Seek(off, io.SeekStart); err == nil {
-			return nil
+		// A stream whose seek failed is still at its start.
+		if _, err := s.Seek(offset, io.SeekStart); err == nil {
+			return rc, nil
 		}
 	}
-	n, err := io.CopyN(io.Discard, rc, off)
+	n, err := io.CopyN(io.Discard, rc, offset)
 	if err == io.EOF {
-		return fmt.Errorf("content ends after %d bytes: %w", n, io.ErrUnexpectedEOF)
+		err = fmt.Errorf("content ends after %d bytes: %w", n, io.ErrUnexpectedEOF)
 	}
-	return err
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	return rc, nil
 }
 
 func (b *resumingBody) Close() error {
@@ -142,7 +161,7 @@ func (b seekingBody) Seek(offset int64, whence int) (int64, error) {
 	case io.SeekCurrent:
 		offset += b.pos
 	case io.SeekEnd:
-		offset += b.desc.Size
+		offset += b.size
 	default:
 		return 0, errors.New("seek: invalid whence")
 	}

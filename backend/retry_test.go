@@ -89,6 +89,9 @@ func TestRetry(t *testing.T) {
 		{"unreachable", 1000, fmt.Errorf("x: %w", ErrUnreachable), RetryAttempts, true},
 		{"stalled", 1000, fmt.Errorf("x: %w", ErrStalled), RetryAttempts, true},
 		{"unauthorized", 1000, fmt.Errorf("x: %w", ErrUnauthorized), 1, true},
+		{"cache 503", 1000, fmt.Errorf("x.narinfo: %w", &StatusError{503, "503 Service Unavailable"}), RetryAttempts, true},
+		{"cache 429", 2, &StatusError{429, "429 Too Many Requests"}, 3, false},
+		{"cache 401", 1000, &StatusError{401, "401 Unauthorized"}, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			waits = nil

@@ -58,7 +58,8 @@ type Options struct {
 	// artifacts: it would make digests depend on which .drv files a
 	// machine happens to have.)
 	Platform *ocispec.Platform
-	// Jobs is how many layers are converted at once; default CPUs.
+	// Jobs is how many layers are converted (and store-path manifests
+	// read) at once; default backend.DefaultJobs().
 	Jobs    int
 	TempDir string
 }
@@ -104,7 +105,7 @@ func BuildUnion(ctx context.Context, src backend.Target, closureRefs []string, d
 		opts.Compression = spec.LayerGzip
 	}
 	if opts.Jobs <= 0 {
-		opts.Jobs = runtime.NumCPU()
+		opts.Jobs = backend.DefaultJobs()
 	}
 	closure, err := readUnion(ctx, src, closureRefs)
 	if err != nil {
@@ -249,7 +250,7 @@ func closurePaths(ctx context.Context, src backend.Target, c *artifact.Closure, 
 	}
 	paths := make([]artifact.PathArtifact, len(hashes))
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(jobs, 8))
+	g.SetLimit(jobs)
 	for i, h := range hashes {
 		g.Go(func() (err error) {
 			paths[i], err = artifact.FetchPathByHash(gctx, src, h)

@@ -54,7 +54,7 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	compression := fs.String("compression", "gzip", "layer compression: gzip (every client) or zstd")
 	nixSnap := fs.Bool("nix-snapshotter", false, "also write the nix-snapshotter form of the image, tagged IMAGE_TAG-nix")
 	buildpacks := fs.String("buildpacks-stack", "", "make a Cloud Native Buildpacks stack image with this stack ID")
-	jobs := fs.Int("jobs", 0, "layers converted at once (default: CPUs)")
+	jobs := fs.Int("jobs", 0, "layers converted at once, and store paths pushed with PATHs (default "+backend.DefaultJobsText+")")
 	platform := fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: the closure's system if recorded, else this machine's)")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
 	paths, err := parseFlags(fs, args)
