@@ -13,6 +13,7 @@ import (
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/image"
+	"github.com/nixoci/nixoci/source"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -106,7 +107,7 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		opts.Labels[k] = v
 	}
-	local := &artifact.LocalStore{}
+	local := &source.LocalStore{}
 	for _, lr := range linkRoots {
 		p := lr
 		if resolved, err := local.ResolveRoot(lr); err == nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/source"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -83,14 +84,14 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	var src artifact.Source
 	if *fromCache != "" {
-		bc, err := artifact.OpenBinaryCache(*fromCache, nil)
+		bc, err := source.OpenBinaryCache(*fromCache, nil)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		bc.Jobs = *jobs
 		src = bc
 	} else {
-		src = &artifact.LocalStore{Compression: comp}
+		src = &source.LocalStore{Compression: comp}
 	}
 	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true)
 	if err != nil {

@@ -1,4 +1,4 @@
-package artifact
+package source
 
 import (
 	"context"
@@ -23,11 +23,9 @@ import (
 	"github.com/nixoci/nixoci/spec"
 )
 
-// ErrNotInCache: a binary cache has no narinfo for a store path.
-var ErrNotInCache = errors.New("not in binary cache")
-
 // BinaryCache is an existing Nix binary cache (a file:// directory as
-// `nix copy --to file://` writes, or an http(s) cache) as a Source. Its
+// `nix copy --to file://` writes, or an http(s) cache) as an
+// artifact.Source. Its
 // NARs are stored as they are, never recompressed; each is checked
 // against its narinfo's FileHash, FileSize, NarHash and NarSize, and
 // parsed strictly as a NAR, while it is copied.
@@ -38,8 +36,6 @@ type BinaryCache struct {
 	// default backend.DefaultJobs().
 	Jobs int
 }
-
-var _ Source = (*BinaryCache)(nil)
 
 // OpenBinaryCache opens the cache at rawURL (file:///DIR, http://…,
 // https://…). client may be nil for backend.DefaultHTTPClient(), the
