@@ -66,30 +66,10 @@ type PushResult struct {
 // closure; the closure tag is written last, and only if everything
 // succeeded.
 func Push(ctx context.Context, dst backend.Target, src Source, args []string, opts PushOptions) (*PushResult, error) {
-	if len(args) == 0 {
-		return nil, errors.New("no store paths given")
+	roots, tag, err := resolveRoots(src, args, opts.Tag)
+	if err != nil {
+		return nil, err
 	}
-	var roots []string
-	for _, a := range args {
-		r, err := src.ResolveRoot(a)
-		if err != nil {
-			return nil, err
-		}
-		roots = append(roots, r)
-	}
-	tag := opts.Tag
-	if tag == "" {
-		var err error
-		if tag, err = spec.DefaultClosureTag(roots[0]); err != nil {
-			return nil, err
-		}
-	}
-	if !spec.ValidTag(tag) {
-		return nil, fmt.Errorf("invalid tag %q: tags are 1-128 characters [a-zA-Z0-9_.-], not starting with . or -", tag)
-	}
-	slices.Sort(roots)
-	roots = slices.Compact(roots)
-
 	infos, err := src.Closure(ctx, roots)
 	if err != nil {
 		return nil, fmt.Errorf("reading closure from %s: %w", src, err)
@@ -98,54 +78,11 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	if p.opts.Jobs <= 0 {
 		p.opts.Jobs = backend.DefaultJobs()
 	}
-	if opts.Progress != nil {
-		opts.Progress.PathsTotal.Store(int64(len(infos)))
-	}
-	if err := p.pushBlob(ctx, spec.EmptyConfig, bytes.NewReader(spec.EmptyConfigData)); err != nil {
+	res := &PushResult{Roots: roots, Tag: tag}
+	if res.Paths, res.Packed, err = p.pushPaths(ctx, infos); err != nil {
 		return nil, err
 	}
-	if bt, ok := dst.(backend.BatchTagger); ok {
-		p.batch = newTagBatcher(bt)
-	}
-
-	// Largest first, so the longest NAR is not left to run alone at the end.
-	order := slices.Clone(infos)
-	sort.SliceStable(order, func(i, j int) bool { return order[i].NarSize > order[j].NarSize })
-	arts := make([]PathArtifact, len(order))
-	packed := make([]bool, len(order))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(p.opts.Jobs)
-	for i, info := range order {
-		g.Go(func() error {
-			art, didPack, err := p.pushPath(gctx, info)
-			arts[i], packed[i] = art, didPack
-			if err == nil {
-				opts.Progress.pathDone(info.NarSize, !didPack)
-			}
-			return err
-		})
-	}
-	err = g.Wait()
-	if p.batch != nil {
-		// Tag what was completed even after a failure: those paths are
-		// whole, and a re-run will not redo them.
-		if ferr := p.batch.close(ctx); err == nil {
-			err = ferr
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-
-	res := &PushResult{Roots: roots, Tag: tag, Paths: arts}
-	for _, d := range packed {
-		if d {
-			res.Packed++
-		} else {
-			res.Reused++
-		}
-	}
-	sort.Slice(res.Paths, func(i, j int) bool { return res.Paths[i].Info.StorePath < res.Paths[j].Info.StorePath })
+	res.Reused = len(res.Paths) - res.Packed
 	cm, err := NewClosureManifests(roots, res.Paths, path.Dir(roots[0]), opts.ManifestLimit)
 	if err != nil {
 		return nil, err
@@ -155,6 +92,82 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	}
 	res.Manifest, res.Closure = cm, cm.Top.Descriptor
 	return res, nil
+}
+
+// resolveRoots turns args into sorted, distinct store paths and names the
+// closure's tag (tag, or the default tag of the first root).
+func resolveRoots(src Source, args []string, tag string) ([]string, string, error) {
+	if len(args) == 0 {
+		return nil, "", errors.New("no store paths given")
+	}
+	var roots []string
+	for _, a := range args {
+		r, err := src.ResolveRoot(a)
+		if err != nil {
+			return nil, "", err
+		}
+		roots = append(roots, r)
+	}
+	if tag == "" {
+		var err error
+		if tag, err = spec.DefaultClosureTag(roots[0]); err != nil {
+			return nil, "", err
+		}
+	}
+	if !spec.ValidTag(tag) {
+		return nil, "", fmt.Errorf("invalid tag %q: tags are 1-128 characters [a-zA-Z0-9_.-], not starting with . or -", tag)
+	}
+	slices.Sort(roots)
+	return slices.Compact(roots), tag, nil
+}
+
+// pushPaths stores (or reuses) every path of infos, p.opts.Jobs at once,
+// and returns their artifacts sorted by store path and how many were
+// packed now.
+func (p *pusher) pushPaths(ctx context.Context, infos []*narinfo.NarInfo) ([]PathArtifact, int, error) {
+	if p.opts.Progress != nil {
+		p.opts.Progress.PathsTotal.Store(int64(len(infos)))
+	}
+	if err := p.pushBlob(ctx, spec.EmptyConfig, bytes.NewReader(spec.EmptyConfigData)); err != nil {
+		return nil, 0, err
+	}
+	if bt, ok := p.dst.(backend.BatchTagger); ok {
+		p.batch = newTagBatcher(bt)
+	}
+	// Largest first, so the longest NAR is not left to run alone at the end.
+	order := slices.Clone(infos)
+	sort.SliceStable(order, func(i, j int) bool { return order[i].NarSize > order[j].NarSize })
+	arts := make([]PathArtifact, len(order))
+	var packed atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.Jobs)
+	for i, info := range order {
+		g.Go(func() error {
+			art, didPack, err := p.pushPath(gctx, info)
+			if err != nil {
+				return err
+			}
+			arts[i] = art
+			if didPack {
+				packed.Add(1)
+			}
+			p.opts.Progress.pathDone(info.NarSize, !didPack)
+			return nil
+		})
+	}
+	err := g.Wait()
+	if p.batch != nil {
+		// Tag what was completed even after a failure: those paths are
+		// whole, and a re-run will not redo them.
+		if ferr := p.batch.close(ctx); err == nil {
+			err = ferr
+		}
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	sort.Slice(arts, func(i, j int) bool { return arts[i].Info.StorePath < arts[j].Info.StorePath })
+	return arts, int(packed.Load()), nil
 }
 
 type pusher struct {

@@ -119,3 +119,29 @@ func TestBuildRefusesCorruptContent(t *testing.T) {
 		}
 	})
 }
+
+// TestBuildOptionErrors: options Build cannot use are OptionErrors naming
+// the field, never a command-line flag.
+func TestBuildOptionErrors(t *testing.T) {
+	l := fixture.Layout(t)
+	storeClosure(t, l, "hello")
+	for _, tc := range []struct {
+		opts   image.Options
+		option string
+	}{
+		{image.Options{MaxLayers: 1}, "MaxLayers"},
+		{image.Options{User: "me"}, "User"},
+	} {
+		_, err := image.Build(t.Context(), l, "c", l, "img", tc.opts)
+		var opt *image.OptionError
+		if !errors.As(err, &opt) || opt.Option != tc.option {
+			t.Errorf("Build(%+v) = %v, want an OptionError for %s", tc.opts, err, tc.option)
+		}
+		if err != nil && strings.Contains(err.Error(), "--") {
+			t.Errorf("library error %q names a flag", err)
+		}
+	}
+	if _, err := l.Resolve(t.Context(), "img"); err == nil {
+		t.Error("an image was tagged although its options were refused")
+	}
+}

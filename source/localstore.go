@@ -241,12 +241,12 @@ func parseDumpDB(out []byte, infos map[string]*narinfo.NarInfo) error {
 func (s *LocalStore) addSignatures(ctx context.Context, paths []string, infos map[string]*narinfo.NarInfo) {
 	out, err := s.run(ctx, s.nix(), append([]string{"path-info", "--extra-experimental-features", "nix-command", "--json"}, paths...)...)
 	if err != nil {
-		slog.Warn("cannot read signatures from the local store; paths keep only signatures made with --sign-key", "err", err)
+		slog.Warn("cannot read signatures from the local store; paths are pushed with only the signatures of the push's own keys", "err", err)
 		return
 	}
 	entries, err := parsePathInfoJSON(out, s.storeDir())
 	if err != nil {
-		slog.Warn("cannot parse `nix path-info --json`; paths keep only signatures made with --sign-key", "err", err)
+		slog.Warn("cannot parse `nix path-info --json`; paths are pushed with only the signatures of the push's own keys", "err", err)
 		return
 	}
 	for p, e := range entries {
