@@ -155,9 +155,9 @@ func rewinder(content io.Reader) func() error {
 	}
 }
 
-// fetch opens content with open, retried, and returns it as a body that
-// resumes after transient failures (resumingBody), drawing on the same
-// attempts; desc is nil until open has resolved it.
+// fetch opens content with open, retried, and returns its descriptor
+// (which open may resolve, as FetchReference does) and a body that resumes
+// after transient failures (resumingBody), drawing on the same attempts.
 func (r *remoteTarget) fetch(ctx context.Context, op string, open func(ctx context.Context) (ocispec.Descriptor, io.ReadCloser, error)) (ocispec.Descriptor, io.ReadCloser, error) {
 	rt := newRetrier(r.name + ": " + op)
 	actx := rt.attemptContext(ctx)
