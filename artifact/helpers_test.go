@@ -3,7 +3,6 @@ package artifact_test
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +11,6 @@ import (
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
-	"github.com/nixoci/nixoci/source"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -25,16 +23,10 @@ var (
 
 // closureCache is fixture.ClosureCache: app -> lib -> base, app -> data,
 // app -> twin (twin's NAR is data's), and an unrelated path.
-var closureCache = fixture.ClosureCache
-
-func openCache(t testing.TB, url string, client *http.Client) *source.BinaryCache {
-	t.Helper()
-	bc, err := source.OpenBinaryCache(url, client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bc
-}
+var (
+	closureCache = fixture.ClosureCache
+	openCache    = fixture.OpenCache
+)
 
 // fakePath is the artifact of a synthetic store path whose compressed NAR
 // is identified by narSeed: paths with the same seed share a NAR blob. No

@@ -33,16 +33,8 @@ var (
 	makeNAR      = fixture.NAR
 	compress     = fixture.Compress
 	closureCache = fixture.ClosureCache
+	openCache    = fixture.OpenCache
 )
-
-func openCache(t testing.TB, url string, client *http.Client) *source.BinaryCache {
-	t.Helper()
-	bc, err := source.OpenBinaryCache(url, client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bc
-}
 
 func formatted(t testing.TB, info *narinfo.NarInfo) string {
 	t.Helper()
