@@ -45,7 +45,7 @@ func NewClosureManifests(roots []string, paths []PathArtifact, storeDir string, 
 	sorted := append([]PathArtifact(nil), paths...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Info.StorePath < sorted[j].Info.StorePath })
 
-	ci := []byte(spec.CacheInfo(storeDir))
+	ci := []byte(spec.CacheInfo(storeDir, spec.DefaultPriority))
 	var out ClosureManifests
 	out.CacheInfo = Blob{blobDescriptor(spec.MediaTypeCacheInfo, ci, "nix-cache-info"), ci}
 
@@ -165,7 +165,7 @@ func closureManifest(artifactType string, layers []ocispec.Descriptor, annotatio
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: artifactType,
-		Config:       emptyConfig,
+		Config:       spec.EmptyConfig,
 		Layers:       layers,
 		Annotations:  annotations,
 	})

@@ -82,7 +82,7 @@ func TestNewClosureManifests(t *testing.T) {
 		t.Fatalf("small closure split into %d parts", len(cm.Parts))
 	}
 
-	ci := []byte(spec.CacheInfo("/nix/store"))
+	ci := []byte(spec.CacheInfo("/nix/store", spec.DefaultPriority))
 	wantCI := ocispec.Descriptor{
 		MediaType:   spec.MediaTypeCacheInfo,
 		Digest:      digest.FromBytes(ci),

@@ -60,7 +60,7 @@ func NewClosureIndex(roots []string, paths []PathArtifact, storeDir string, limi
 	}
 
 	var out ClosureIndex
-	ci := []byte(spec.CacheInfo(storeDir))
+	ci := []byte(spec.CacheInfo(storeDir, spec.DefaultPriority))
 	out.CacheInfo = Blob{blobDescriptor(spec.MediaTypeCacheInfo, ci, "nix-cache-info"), ci}
 	cim, err := closureManifest(spec.ArtifactTypeCacheInfo, []ocispec.Descriptor{out.CacheInfo.Descriptor},
 		map[string]string{spec.AnnotationVersion: spec.ClosureVersion})

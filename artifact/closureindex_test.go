@@ -127,7 +127,7 @@ func TestClosureFoundFromRoot(t *testing.T) {
 	c := closureCache(t)
 	l := openLayout(t)
 	ctx := t.Context()
-	res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{Tag: "app"}, storePath("app"))
+	res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{Tag: "app"}, storePath("app"))
 	root, err := artifact.FetchPath(ctx, l, storePath("app"))
 	if err != nil {
 		t.Fatal(err)

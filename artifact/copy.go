@@ -286,7 +286,7 @@ func (c *copier) copyPaths(ctx context.Context, paths []ocispec.Descriptor) erro
 				c.opts.Progress.pathDone(art.Info.NarSize, true)
 				return nil
 			}
-			for _, b := range []ocispec.Descriptor{emptyConfig, art.NAR, art.NarInfo} {
+			for _, b := range []ocispec.Descriptor{spec.EmptyConfig, art.NAR, art.NarInfo} {
 				if err := c.copyBlob(gctx, b); err != nil {
 					return fmt.Errorf("%s: %w", art.Info.StorePath, err)
 				}

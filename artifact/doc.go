@@ -4,8 +4,8 @@
 // manifest per pushed closure holding every blob of the closure plus a
 // nix-cache-info, so that `oras pull` writes a Nix binary cache.
 //
-// Push takes its store paths from a Source: the local Nix store
-// (LocalStore) or an existing binary cache (BinaryCache). Writes go blobs
-// first, then the manifest, then the tag, so a tag never names an
-// incomplete artifact.
+// Push takes its store paths from a Source, such as the local Nix store or
+// an existing binary cache (package source). Writes go blobs first, then
+// the manifest, then the tag, so a tag never names an incomplete
+// artifact.
 package artifact

@@ -14,6 +14,4 @@ var (
 	// ErrHashMismatch: content does not hash to what its metadata says
 	// (the same error as backend.ErrHashMismatch).
 	ErrHashMismatch = backend.ErrHashMismatch
-	// ErrNotInStore: an argument is not a store path.
-	ErrNotInStore = errors.New("not in the Nix store")
 )

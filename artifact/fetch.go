@@ -3,7 +3,6 @@ package artifact
 import (
 	"context"
 	"fmt"
-	"io"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -24,23 +23,10 @@ func FetchPath(ctx context.Context, t backend.Target, storePath string) (PathArt
 	return art, nil
 }
 
-// readManifest reads a manifest whole, bounded and checked against desc.
-func readManifest(rc io.ReadCloser, desc ocispec.Descriptor) ([]byte, error) {
-	data, err := backend.ReadAll(rc, desc, backend.MaxManifestRead)
-	if err != nil {
-		return nil, fmt.Errorf("manifest %w", err)
-	}
-	return data, nil
-}
-
 // FetchPathByHash reads the artifact of the store path whose hash part is
 // hash (its tag), with one round trip to a registry.
 func FetchPathByHash(ctx context.Context, t backend.Target, hash string) (PathArtifact, error) {
-	desc, rc, err := t.FetchReference(ctx, hash)
-	if err != nil {
-		return PathArtifact{}, err
-	}
-	data, err := readManifest(rc, desc)
+	desc, data, err := backend.FetchManifest(ctx, t, hash)
 	if err != nil {
 		return PathArtifact{}, err
 	}

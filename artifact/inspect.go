@@ -1,9 +1,9 @@
 package artifact
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"sort"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -41,14 +41,15 @@ type ClosureSummary struct {
 	ManifestSize int64         `json:"manifestSize"`
 }
 
-// Inspect reads the closure reference names and the narinfo of each path.
+// Inspect reads the closure reference names and the narinfo of each path,
+// jobs at once (backend.DefaultJobs() if 0).
 func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) (*ClosureSummary, error) {
 	c, err := ReadClosure(ctx, t, reference)
 	if err != nil {
 		return nil, err
 	}
 	if jobs <= 0 {
-		jobs = 8
+		jobs = backend.DefaultJobs()
 	}
 	var infos []*narinfo.NarInfo
 	if c.Version == spec.ClosureVersion {
@@ -107,18 +108,11 @@ func closureNarInfos(ctx context.Context, t backend.Target, c *Closure, jobs int
 
 // fetchNarInfo fetches, verifies and parses a narinfo blob.
 func fetchNarInfo(ctx context.Context, t backend.Target, d ocispec.Descriptor) (*narinfo.NarInfo, error) {
-	if d.Size > 1<<20 {
-		return nil, fmt.Errorf("narinfo %s: %d bytes is too large", d.Digest, d.Size)
-	}
-	rc, err := t.Fetch(ctx, d)
+	data, err := backend.FetchAll(ctx, t, d, narinfo.MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("narinfo %s: %w", d.Digest, err)
 	}
-	defer rc.Close()
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(copyVerified(pw, rc, d)) }()
-	info, err := narinfo.Parse(pr)
-	pr.Close()
+	info, err := narinfo.Parse(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("narinfo %s (%s): %w", d.Annotations[spec.AnnotationTitle], d.Digest, err)
 	}

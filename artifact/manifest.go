@@ -24,17 +24,6 @@ type PathArtifact struct {
 	Manifest ocispec.Descriptor
 }
 
-// emptyConfig is the OCI empty descriptor, without its inline data so that
-// manifests stay minimal and identical to what other tools write.
-var emptyConfig = ocispec.Descriptor{
-	MediaType: ocispec.MediaTypeEmptyJSON,
-	Digest:    ocispec.DescriptorEmptyJSON.Digest,
-	Size:      ocispec.DescriptorEmptyJSON.Size,
-}
-
-// emptyConfigData is the content of emptyConfig.
-var emptyConfigData = []byte("{}")
-
 func blobDescriptor(mediaType string, data []byte, title string) ocispec.Descriptor {
 	return ocispec.Descriptor{
 		MediaType:   mediaType,
@@ -115,7 +104,7 @@ func NewPathArtifact(in *narinfo.NarInfo) (art PathArtifact, manifest, narinfoDa
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: spec.ArtifactTypePath,
-		Config:       emptyConfig,
+		Config:       spec.EmptyConfig,
 		Layers:       []ocispec.Descriptor{narDesc, niDesc},
 		Annotations:  pathAnnotations(&info),
 	})

@@ -1,7 +1,6 @@
 package artifact
 
 import (
-	"io"
 	"sync/atomic"
 )
 
@@ -12,8 +11,7 @@ type Progress struct {
 	PathsDone   atomic.Int64 // paths finished (packed or reused)
 	PathsReused atomic.Int64 // paths whose artifact already existed
 	NarBytes    atomic.Int64 // uncompressed NAR bytes of finished paths
-	Transferred atomic.Int64 // blob bytes uploaded or downloaded
-	Retries     atomic.Int64 // operations retried after transient failures
+	Transferred atomic.Int64 // blob bytes uploaded or downloaded, again when retried
 }
 
 func (p *Progress) pathDone(narSize uint64, reused bool) {
@@ -25,20 +23,6 @@ func (p *Progress) pathDone(narSize uint64, reused bool) {
 	if reused {
 		p.PathsReused.Add(1)
 	}
-}
-
-// countingReader adds what passes through it to a progress counter.
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if c.n != nil {
-		c.n.Add(int64(n))
-	}
-	return n, err
 }
 
 func (p *Progress) transferCounter() *atomic.Int64 {

@@ -9,19 +9,20 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/internal/countio"
 	"github.com/nixoci/nixoci/spec"
 )
 
 // PullOptions configure Pull. The zero value is usable.
 type PullOptions struct {
-	// Jobs is how many blobs are fetched at once; default max(4, CPUs).
+	// Jobs is how many blobs are fetched at once; default
+	// backend.DefaultJobs().
 	Jobs int
 	// Progress, if set, is updated as work is done.
 	Progress *Progress
@@ -44,22 +45,14 @@ var titlePattern = regexp.MustCompile(`^(nix-cache-info|[0-9a-df-np-sv-z]{32}\.n
 // narinfo pointing at a missing NAR. Files already present with the right
 // content are kept.
 func Pull(ctx context.Context, src backend.Target, reference, dir string, opts PullOptions) (*PullResult, error) {
-	var c *Closure
-	err := retryTransient(ctx, opts.Progress, "closure "+reference, func() (err error) {
-		c, err = ReadClosure(ctx, src, reference)
-		return err
-	})
+	c, err := ReadClosure(ctx, src, reference)
 	if err != nil {
 		return nil, err
 	}
 	if opts.Jobs <= 0 {
-		opts.Jobs = max(4, runtime.NumCPU())
+		opts.Jobs = backend.DefaultJobs()
 	}
-	var layers []ocispec.Descriptor
-	err = retryTransient(ctx, opts.Progress, "closure "+reference, func() (err error) {
-		layers, err = BinaryCacheLayers(ctx, src, c, opts.Jobs)
-		return err
-	})
+	layers, err := BinaryCacheLayers(ctx, src, c, opts.Jobs)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", reference, err)
 	}
@@ -92,11 +85,7 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 		results := make([]bool, len(wave))
 		for i, l := range wave {
 			g.Go(func() error {
-				var wrote bool
-				err := retryTransient(gctx, opts.Progress, "blob "+l.Digest.String(), func() (err error) {
-					wrote, err = pullFile(gctx, src, l, dir, opts.Progress)
-					return err
-				})
+				wrote, err := pullFile(gctx, src, l, dir, opts.Progress)
 				results[i] = wrote
 				if err == nil && l.MediaType == spec.MediaTypeNarInfo && opts.Progress != nil {
 					opts.Progress.PathsDone.Add(1)
@@ -132,42 +121,29 @@ func pullFile(ctx context.Context, src backend.Target, desc ocispec.Descriptor, 
 	if err != nil {
 		return false, fmt.Errorf("fetching %s (%s): %w", title, desc.Digest, err)
 	}
-	defer rc.Close()
+	vr, err := backend.VerifyReader(rc, desc)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", title, err)
+	}
+	defer vr.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".part-*")
 	if err != nil {
 		return false, err
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
-	err = copyVerified(tmp, countingReader{rc, progress.transferCounter()}, desc)
+	_, err = io.Copy(tmp, countio.Reader{R: vr, N: progress.transferCounter()})
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
+	if errors.Is(err, ErrHashMismatch) {
+		return false, fmt.Errorf("%s: corrupt or truncated blob: %w", title, err)
+	} else if err != nil {
 		return false, fmt.Errorf("%s (%s): %w", title, desc.Digest, err)
 	}
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
 		return false, err
 	}
 	return true, os.Rename(tmp.Name(), dst)
-}
-
-// copyVerified copies exactly desc.Size bytes and checks their digest.
-func copyVerified(w io.Writer, r io.Reader, desc ocispec.Descriptor) error {
-	if err := desc.Digest.Validate(); err != nil {
-		return err
-	}
-	v := desc.Digest.Verifier()
-	n, err := io.Copy(io.MultiWriter(w, v), io.LimitReader(r, desc.Size+1))
-	if err != nil {
-		return err
-	}
-	if n != desc.Size {
-		return fmt.Errorf("got %d bytes, want %d: %w", n, desc.Size, ErrHashMismatch)
-	}
-	if !v.Verified() {
-		return fmt.Errorf("content does not match digest %s (corrupt blob): %w", desc.Digest, ErrHashMismatch)
-	}
-	return nil
 }
 
 // fileHasDigest reports whether path exists with desc's size and digest.

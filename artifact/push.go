@@ -7,16 +7,15 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
 	"path"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -24,6 +23,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/internal/countio"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -33,7 +33,7 @@ type PushOptions struct {
 	// Tag names the closure; default spec.DefaultClosureTag of the first root.
 	Tag string
 	// Jobs is how many store paths are processed at once; default
-	// max(4, number of CPUs). It never changes what is written.
+	// backend.DefaultJobs(). It never changes what is written.
 	Jobs int
 	// SignKeys sign every narinfo (replacing older signatures by the same
 	// key name).
@@ -74,88 +74,23 @@ type PushResult struct {
 // closure; the closure tag is written last, and only if everything
 // succeeded.
 func Push(ctx context.Context, dst backend.Target, src Source, args []string, opts PushOptions) (*PushResult, error) {
-	if len(args) == 0 {
-		return nil, errors.New("no store paths given")
+	roots, tag, err := resolveRoots(src, args, opts.Tag)
+	if err != nil {
+		return nil, err
 	}
-	var roots []string
-	for _, a := range args {
-		r, err := src.ResolveRoot(a)
-		if err != nil {
-			return nil, err
-		}
-		roots = append(roots, r)
-	}
-	tag := opts.Tag
-	if tag == "" {
-		var err error
-		if tag, err = spec.DefaultClosureTag(roots[0]); err != nil {
-			return nil, err
-		}
-	}
-	if !spec.ValidTag(tag) {
-		return nil, fmt.Errorf("invalid tag %q: tags are 1-128 characters [a-zA-Z0-9_.-], not starting with . or -", tag)
-	}
-	slices.Sort(roots)
-	roots = slices.Compact(roots)
-
 	infos, err := src.Closure(ctx, roots)
 	if err != nil {
 		return nil, fmt.Errorf("reading closure from %s: %w", src, err)
 	}
 	p := &pusher{dst: dst, src: src, opts: opts}
 	if p.opts.Jobs <= 0 {
-		p.opts.Jobs = max(4, runtime.NumCPU())
+		p.opts.Jobs = backend.DefaultJobs()
 	}
-	if opts.Progress != nil {
-		opts.Progress.PathsTotal.Store(int64(len(infos)))
-	}
-	if err := p.pushBlob(ctx, emptyConfig, func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(emptyConfigData)), nil
-	}); err != nil {
+	res := &PushResult{Roots: roots, Tag: tag}
+	if res.Paths, res.Packed, err = p.pushPaths(ctx, infos); err != nil {
 		return nil, err
 	}
-	if bt, ok := dst.(backend.BatchTagger); ok {
-		p.batch = newTagBatcher(bt)
-	}
-
-	// Largest first, so the longest NAR is not left to run alone at the end.
-	order := slices.Clone(infos)
-	sort.SliceStable(order, func(i, j int) bool { return order[i].NarSize > order[j].NarSize })
-	arts := make([]PathArtifact, len(order))
-	packed := make([]bool, len(order))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(p.opts.Jobs)
-	for i, info := range order {
-		g.Go(func() error {
-			art, didPack, err := p.pushPath(gctx, info)
-			arts[i], packed[i] = art, didPack
-			if err == nil {
-				opts.Progress.pathDone(info.NarSize, !didPack)
-			}
-			return err
-		})
-	}
-	err = g.Wait()
-	if p.batch != nil {
-		// Tag what was completed even after a failure: those paths are
-		// whole, and a re-run will not redo them.
-		if ferr := p.batch.close(ctx); err == nil {
-			err = ferr
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-
-	res := &PushResult{Roots: roots, Tag: tag, Paths: arts}
-	for _, d := range packed {
-		if d {
-			res.Packed++
-		} else {
-			res.Reused++
-		}
-	}
-	sort.Slice(res.Paths, func(i, j int) bool { return res.Paths[i].Info.StorePath < res.Paths[j].Info.StorePath })
+	res.Reused = len(res.Paths) - res.Packed
 	storeDir := path.Dir(roots[0])
 	switch opts.ClosureVersion {
 	case spec.Version:
@@ -182,6 +117,82 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	return res, nil
 }
 
+// resolveRoots turns args into sorted, distinct store paths and names the
+// closure's tag (tag, or the default tag of the first root).
+func resolveRoots(src Source, args []string, tag string) ([]string, string, error) {
+	if len(args) == 0 {
+		return nil, "", errors.New("no store paths given")
+	}
+	var roots []string
+	for _, a := range args {
+		r, err := src.ResolveRoot(a)
+		if err != nil {
+			return nil, "", err
+		}
+		roots = append(roots, r)
+	}
+	if tag == "" {
+		var err error
+		if tag, err = spec.DefaultClosureTag(roots[0]); err != nil {
+			return nil, "", err
+		}
+	}
+	if !spec.ValidTag(tag) {
+		return nil, "", fmt.Errorf("invalid tag %q: tags are 1-128 characters [a-zA-Z0-9_.-], not starting with . or -", tag)
+	}
+	slices.Sort(roots)
+	return slices.Compact(roots), tag, nil
+}
+
+// pushPaths stores (or reuses) every path of infos, p.opts.Jobs at once,
+// and returns their artifacts sorted by store path and how many were
+// packed now.
+func (p *pusher) pushPaths(ctx context.Context, infos []*narinfo.NarInfo) ([]PathArtifact, int, error) {
+	if p.opts.Progress != nil {
+		p.opts.Progress.PathsTotal.Store(int64(len(infos)))
+	}
+	if err := p.pushBlob(ctx, spec.EmptyConfig, bytes.NewReader(spec.EmptyConfigData)); err != nil {
+		return nil, 0, err
+	}
+	if bt, ok := p.dst.(backend.BatchTagger); ok {
+		p.batch = newTagBatcher(bt)
+	}
+	// Largest first, so the longest NAR is not left to run alone at the end.
+	order := slices.Clone(infos)
+	sort.SliceStable(order, func(i, j int) bool { return order[i].NarSize > order[j].NarSize })
+	arts := make([]PathArtifact, len(order))
+	var packed atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.Jobs)
+	for i, info := range order {
+		g.Go(func() error {
+			art, didPack, err := p.pushPath(gctx, info)
+			if err != nil {
+				return err
+			}
+			arts[i] = art
+			if didPack {
+				packed.Add(1)
+			}
+			p.opts.Progress.pathDone(info.NarSize, !didPack)
+			return nil
+		})
+	}
+	err := g.Wait()
+	if p.batch != nil {
+		// Tag what was completed even after a failure: those paths are
+		// whole, and a re-run will not redo them.
+		if ferr := p.batch.close(ctx); err == nil {
+			err = ferr
+		}
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	sort.Slice(arts, func(i, j int) bool { return arts[i].Info.StorePath < arts[j].Info.StorePath })
+	return arts, int(packed.Load()), nil
+}
+
 type pusher struct {
 	dst   backend.Target
 	src   Source
@@ -191,11 +202,7 @@ type pusher struct {
 
 // pushPath stores one store path, or reuses its stored artifact.
 func (p *pusher) pushPath(ctx context.Context, info *narinfo.NarInfo) (PathArtifact, bool, error) {
-	var existing PathArtifact
-	err := retryTransient(ctx, p.opts.Progress, "manifest of "+info.StorePath, func() (err error) {
-		existing, err = FetchPath(ctx, p.dst, info.StorePath)
-		return err
-	})
+	existing, err := FetchPath(ctx, p.dst, info.StorePath)
 	switch {
 	case err == nil:
 		art, err := p.reuse(ctx, existing, info)
@@ -245,77 +252,89 @@ func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact,
 	}
 	defer f.Close()
 	bw := bufio.NewWriterSize(f, 1<<20)
-	hw := &hashingWriter{w: bw, h: sha256.New()}
-	comp, err := p.src.WriteNAR(ctx, info, hw)
+	h := sha256.New()
+	var size atomic.Int64
+	comp, err := p.src.WriteNAR(ctx, info, countio.Writer{W: io.MultiWriter(bw, h), N: &size})
 	if err == nil {
 		err = bw.Flush()
 	}
 	if err != nil {
 		return PathArtifact{}, err
 	}
-	fileHash, err := narinfo.HashFromDigest(hw.h.Sum(nil))
+	fileHash, err := narinfo.HashFromDigest(h.Sum(nil))
 	if err != nil {
 		return PathArtifact{}, err
 	}
 	if info.FileHash != "" && info.FileHash != fileHash {
 		return PathArtifact{}, fmt.Errorf("%s: compressed NAR is %s but its narinfo says FileHash %s: %w", info.StorePath, fileHash, info.FileHash, ErrHashMismatch)
 	}
-	if info.FileSize != 0 && info.FileSize != uint64(hw.n) {
-		return PathArtifact{}, fmt.Errorf("%s: compressed NAR is %d bytes but its narinfo says FileSize %d: %w", info.StorePath, hw.n, info.FileSize, ErrHashMismatch)
+	n := size.Load()
+	if info.FileSize != 0 && info.FileSize != uint64(n) {
+		return PathArtifact{}, fmt.Errorf("%s: compressed NAR is %d bytes but its narinfo says FileSize %d: %w", info.StorePath, n, info.FileSize, ErrHashMismatch)
 	}
 	packed := *info
 	packed.Compression = string(comp)
 	packed.FileHash = fileHash
-	packed.FileSize = uint64(hw.n)
+	packed.FileSize = uint64(n)
 	packed.URL = spec.NarURL(strings.TrimPrefix(fileHash, "sha256:"), comp)
 	for _, k := range p.opts.SignKeys {
 		if err := packed.AddSignature(k); err != nil {
 			return PathArtifact{}, err
 		}
 	}
-	return p.store(ctx, &packed, f, hw.n)
+	return p.store(ctx, &packed, f, n)
 }
 
 // store writes a path's blobs, then its manifest, then its tag. narFile
 // holds the compressed NAR (size bytes), or is nil when the NAR blob is
 // stored already.
 func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile *os.File, size int64) (PathArtifact, error) {
-	var openNAR func() (io.ReadCloser, error)
+	var nar io.Reader
 	if narFile != nil {
-		openNAR = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(narFile, 0, size)), nil }
+		nar = io.NewSectionReader(narFile, 0, size)
 	}
-	return p.storeArtifact(ctx, info, openNAR, p.pushManifest)
+	return p.storeArtifact(ctx, info, nar, p.pushManifest)
 }
 
 // StoreArtifact stores the artifact of info in dst: the NAR blob read
-// from openNAR (nil if dst has it already), the narinfo blob, the
-// manifest, and last the tag.
+// from openNAR (nil if dst has it already; an upload that fails is sent
+// again if what openNAR returns can seek), the narinfo blob, the manifest,
+// and last the tag.
 func StoreArtifact(ctx context.Context, dst backend.Target, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error)) (PathArtifact, error) {
+	var nar io.Reader
+	if openNAR != nil {
+		rc, err := openNAR()
+		if err != nil {
+			return PathArtifact{}, err
+		}
+		defer rc.Close()
+		nar = rc
+	}
 	p := &pusher{dst: dst}
 	// The manifest's config: a registry refuses a manifest whose blobs it
 	// lacks, and an image layout would hold a manifest others cannot copy.
-	if err := p.pushBlob(ctx, emptyConfig, bytesOpener(emptyConfigData)); err != nil {
+	if err := p.pushBlob(ctx, spec.EmptyConfig, bytes.NewReader(spec.EmptyConfigData)); err != nil {
 		return PathArtifact{}, err
 	}
-	return p.storeArtifact(ctx, info, openNAR, func(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
+	return p.storeArtifact(ctx, info, nar, func(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
 		return dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
 	})
 }
 
 // storeArtifact stores a path's blobs through p, then its manifest and tag
 // through pushManifest.
-func (p *pusher) storeArtifact(ctx context.Context, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error),
+func (p *pusher) storeArtifact(ctx context.Context, info *narinfo.NarInfo, nar io.Reader,
 	pushManifest func(context.Context, ocispec.Descriptor, []byte, string) error) (PathArtifact, error) {
 	art, manifest, niData, err := NewPathArtifact(info)
 	if err != nil {
 		return PathArtifact{}, err
 	}
-	if openNAR != nil {
-		if err := p.pushBlob(ctx, art.NAR, openNAR); err != nil {
+	if nar != nil {
+		if err := p.pushBlob(ctx, art.NAR, nar); err != nil {
 			return PathArtifact{}, fmt.Errorf("%s: storing NAR: %w", info.StorePath, err)
 		}
 	}
-	if err := p.pushBlob(ctx, art.NarInfo, bytesOpener(niData)); err != nil {
+	if err := p.pushBlob(ctx, art.NarInfo, bytes.NewReader(niData)); err != nil {
 		return PathArtifact{}, fmt.Errorf("%s: storing narinfo: %w", info.StorePath, err)
 	}
 	if err := pushManifest(ctx, art.Manifest, manifest, spec.PathTag(info.StorePath)); err != nil {
@@ -324,38 +343,16 @@ func (p *pusher) storeArtifact(ctx context.Context, info *narinfo.NarInfo, openN
 	return art, nil
 }
 
-func bytesOpener(data []byte) func() (io.ReadCloser, error) {
-	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
-}
-
-// pushBlob stores a blob unless the target has it, retrying transient
-// failures.
-func (p *pusher) pushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) error {
-	return retryTransient(ctx, p.opts.Progress, "blob "+desc.Digest.String(), func() error {
-		ok, err := p.dst.Exists(ctx, desc)
-		if err != nil || ok {
-			return err
-		}
-		rc, err := open()
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		err = p.dst.Push(ctx, desc, countingReader{rc, p.opts.Progress.transferCounter()})
-		if errors.Is(err, errdef.ErrAlreadyExists) {
-			return nil
-		}
-		return err
-	})
+// pushBlob stores a blob unless the target has it, counting what it sends.
+func (p *pusher) pushBlob(ctx context.Context, desc ocispec.Descriptor, content io.Reader) error {
+	return backend.PushBlob(ctx, p.dst, desc, countio.Reader{R: content, N: p.opts.Progress.transferCounter()})
 }
 
 // pushManifest stores a manifest and tags it: batched for layouts, one
 // request for registries.
 func (p *pusher) pushManifest(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
 	if p.batch == nil {
-		return retryTransient(ctx, p.opts.Progress, "manifest "+tag, func() error {
-			return p.dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
-		})
+		return p.dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
 	}
 	if err := p.dst.Push(ctx, desc, bytes.NewReader(data)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
 		return err
@@ -366,18 +363,15 @@ func (p *pusher) pushManifest(ctx context.Context, desc ocispec.Descriptor, data
 
 // storeClosure writes the closure's own blobs and manifests, tag last.
 func (p *pusher) storeClosure(ctx context.Context, cm ClosureManifests, tag string) error {
-	if err := p.pushBlob(ctx, cm.CacheInfo.Descriptor, bytesOpener(cm.CacheInfo.Data)); err != nil {
+	if err := p.pushBlob(ctx, cm.CacheInfo.Descriptor, bytes.NewReader(cm.CacheInfo.Data)); err != nil {
 		return err
 	}
 	for _, part := range cm.Parts {
-		if err := p.pushBlob(ctx, part.Descriptor, bytesOpener(part.Data)); err != nil {
+		if err := p.pushBlob(ctx, part.Descriptor, bytes.NewReader(part.Data)); err != nil {
 			return fmt.Errorf("storing closure part: %w", err)
 		}
 	}
-	err := retryTransient(ctx, p.opts.Progress, "closure "+tag, func() error {
-		return p.dst.PushReference(ctx, cm.Top.Descriptor, bytes.NewReader(cm.Top.Data), tag)
-	})
-	if err != nil {
+	if err := p.dst.PushReference(ctx, cm.Top.Descriptor, bytes.NewReader(cm.Top.Data), tag); err != nil {
 		return fmt.Errorf("storing closure manifest: %w", err)
 	}
 	return nil
@@ -388,30 +382,14 @@ func (p *pusher) storeClosure(ctx context.Context, cm ClosureManifests, tag stri
 func (p *pusher) storeClosureIndex(ctx context.Context, ci ClosureIndex, tag string) error {
 	blobs := ci.Blobs()
 	for _, b := range blobs[:len(blobs)-1] {
-		if err := p.pushBlob(ctx, b.Descriptor, bytesOpener(b.Data)); err != nil {
+		if err := p.pushBlob(ctx, b.Descriptor, bytes.NewReader(b.Data)); err != nil {
 			return fmt.Errorf("storing closure %s: %w", b.Descriptor.ArtifactType, err)
 		}
 	}
-	err := retryTransient(ctx, p.opts.Progress, "closure "+tag, func() error {
-		return p.dst.PushReference(ctx, ci.Top.Descriptor, bytes.NewReader(ci.Top.Data), tag)
-	})
-	if err != nil {
+	if err := p.dst.PushReference(ctx, ci.Top.Descriptor, bytes.NewReader(ci.Top.Data), tag); err != nil {
 		return fmt.Errorf("storing closure index: %w", err)
 	}
 	return nil
-}
-
-type hashingWriter struct {
-	w io.Writer
-	h hash.Hash
-	n int64
-}
-
-func (hw *hashingWriter) Write(b []byte) (int, error) {
-	n, err := hw.w.Write(b)
-	hw.h.Write(b[:n])
-	hw.n += int64(n)
-	return n, err
 }
 
 // tagBatcher collects tags for a target that tags many at once cheaply,

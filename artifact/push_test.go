@@ -49,12 +49,12 @@ func pull(t testing.TB, l backend.Target, ref, dir string) *artifact.PullResult 
 
 // cacheFiles is what pulling the closure of names must write: the cache's
 // narinfos and NARs for them, and nix-cache-info.
-func cacheFiles(t testing.TB, c *testCache, names ...string) map[string][]byte {
+func cacheFiles(t testing.TB, c *fixture.Cache, names ...string) map[string][]byte {
 	t.Helper()
-	all := readTree(t, c.dir)
+	all := readTree(t, c.Dir)
 	want := map[string][]byte{"nix-cache-info": all["nix-cache-info"]}
 	for _, n := range names {
-		info := c.infos[storePath(n)]
+		info := c.Infos[storePath(n)]
 		for _, f := range []string{info.HashPart() + ".narinfo", info.URL} {
 			data, ok := all[f]
 			if !ok {
@@ -87,7 +87,7 @@ func TestPushPull(t *testing.T) {
 	l := openLayout(t)
 	ctx := t.Context()
 	progress := &artifact.Progress{}
-	res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{Progress: progress}, storePath("app"))
+	res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{Progress: progress}, storePath("app"))
 
 	if res.Tag != "app" {
 		t.Errorf("default tag = %q, want %q", res.Tag, "app")
@@ -103,7 +103,7 @@ func TestPushPull(t *testing.T) {
 	}
 	var narTotal int64
 	for _, n := range appClosure {
-		narTotal += int64(c.infos[storePath(n)].NarSize)
+		narTotal += int64(c.Infos[storePath(n)].NarSize)
 	}
 	if progress.PathsTotal.Load() != 5 || progress.PathsDone.Load() != 5 || progress.PathsReused.Load() != 0 ||
 		progress.NarBytes.Load() != narTotal || progress.Transferred.Load() == 0 {
@@ -153,7 +153,7 @@ func TestPushPull(t *testing.T) {
 
 	// Pushing again reuses every path and gives the same closure.
 	progress2 := &artifact.Progress{}
-	res2 := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{Progress: progress2}, storePath("app"))
+	res2 := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{Progress: progress2}, storePath("app"))
 	if res2.Packed != 0 || res2.Reused != 5 {
 		t.Errorf("second Push: Packed %d, Reused %d; want 0, 5", res2.Packed, res2.Reused)
 	}
@@ -168,7 +168,7 @@ func TestPushPull(t *testing.T) {
 func TestPushRoots(t *testing.T) {
 	c := closureCache(t)
 	l := openLayout(t)
-	res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{Tag: "two"}, storePath("lib"), storePath("data"), storePath("lib"))
+	res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{Tag: "two"}, storePath("lib"), storePath("data"), storePath("lib"))
 	want := []string{storePath("lib"), storePath("data")}
 	slices.Sort(want)
 	if !slices.Equal(res.Roots, want) {
@@ -191,7 +191,7 @@ func TestPushSignAndResign(t *testing.T) {
 	l := openLayout(t)
 	k1, k2 := testKey("cache-1"), testKey("cache-2")
 
-	res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{SignKeys: []narinfo.SecretKey{k1}}, storePath("app"))
+	res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{SignKeys: []narinfo.SecretKey{k1}}, storePath("app"))
 	for _, p := range res.Paths {
 		if !k1.Public().Verify(p.Info) {
 			t.Errorf("%s: not signed by %s: %v", p.Info.StorePath, k1.Name, p.Info.Sigs)
@@ -200,7 +200,7 @@ func TestPushSignAndResign(t *testing.T) {
 	checkPulledSigs(t, l, "app", k1.Public())
 
 	// Re-pushing with the same key changes nothing.
-	same := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{SignKeys: []narinfo.SecretKey{k1}}, storePath("app"))
+	same := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{SignKeys: []narinfo.SecretKey{k1}}, storePath("app"))
 	for i := range same.Paths {
 		if same.Paths[i].Manifest.Digest != res.Paths[i].Manifest.Digest {
 			t.Errorf("%s: re-push with the same key rewrote the manifest", same.Paths[i].Info.StorePath)
@@ -209,10 +209,10 @@ func TestPushSignAndResign(t *testing.T) {
 
 	// Without the NARs, a push with a second key still works: stored paths
 	// are re-signed from their narinfo, never re-read.
-	if err := os.RemoveAll(filepath.Join(c.dir, "nar")); err != nil {
+	if err := os.RemoveAll(filepath.Join(c.Dir, "nar")); err != nil {
 		t.Fatal(err)
 	}
-	res2 := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{SignKeys: []narinfo.SecretKey{k2}}, storePath("app"))
+	res2 := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{SignKeys: []narinfo.SecretKey{k2}}, storePath("app"))
 	if res2.Packed != 0 || res2.Reused != 5 {
 		t.Errorf("re-sign: Packed %d, Reused %d; want 0, 5", res2.Packed, res2.Reused)
 	}
@@ -262,11 +262,11 @@ func checkPulledSigs(t *testing.T, l backend.Target, ref string, keys ...narinfo
 func TestPullExistingFiles(t *testing.T) {
 	c := closureCache(t)
 	l := openLayout(t)
-	push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{}, storePath("app"))
+	push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{}, storePath("app"))
 	want := cacheFiles(t, c, appClosure...)
 
 	out := t.TempDir()
-	lib := c.infos[storePath("lib")]
+	lib := c.Infos[storePath("lib")]
 	right := filepath.Join(out, filepath.FromSlash(lib.URL))
 	wrong := filepath.Join(out, lib.HashPart()+".narinfo")
 	os.MkdirAll(filepath.Dir(right), 0o755)
@@ -277,7 +277,7 @@ func TestPullExistingFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Same length, wrong content.
-	base := c.infos[storePath("base")]
+	base := c.Infos[storePath("base")]
 	sameLen := bytes.Repeat([]byte("x"), len(want[base.URL]))
 	if err := os.WriteFile(filepath.Join(out, filepath.FromSlash(base.URL)), sameLen, 0o644); err != nil {
 		t.Fatal(err)
@@ -315,7 +315,7 @@ func TestPullCorruptBlob(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := openLayout(t)
-			res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{}, storePath("app"))
+			res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{}, storePath("app"))
 			var lib artifact.PathArtifact
 			for _, p := range res.Paths {
 				if p.Info.StorePath == storePath("lib") {
@@ -368,9 +368,9 @@ func TestPullOtherReferences(t *testing.T) {
 	c := closureCache(t)
 	l := openLayout(t)
 	ctx := t.Context()
-	push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{}, storePath("app"))
+	push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{}, storePath("app"))
 
-	lib := c.infos[storePath("lib")]
+	lib := c.Infos[storePath("lib")]
 	out := t.TempDir()
 	res, err := artifact.Pull(ctx, l, spec.PathTag(lib.StorePath), out, artifact.PullOptions{})
 	if err != nil {
@@ -432,7 +432,7 @@ func TestInspect(t *testing.T) {
 	c := closureCache(t)
 	l := openLayout(t)
 	k := testKey("inspect-1")
-	res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{Tag: "v1", SignKeys: []narinfo.SecretKey{k}}, storePath("app"))
+	res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{Tag: "v1", SignKeys: []narinfo.SecretKey{k}}, storePath("app"))
 
 	for _, jobs := range []int{0, 1, 16} {
 		s, err := artifact.Inspect(t.Context(), l, "v1", jobs)
@@ -448,7 +448,7 @@ func TestInspect(t *testing.T) {
 		}
 		var narSize, fileSize uint64
 		for i, p := range s.Paths {
-			want := c.infos[p.StorePath]
+			want := c.Infos[p.StorePath]
 			if want == nil {
 				t.Fatalf("unknown path %s", p.StorePath)
 			}
@@ -470,7 +470,7 @@ func TestInspect(t *testing.T) {
 
 	// Unsigned paths report an empty list, not null.
 	l2 := openLayout(t)
-	push(t, l2, openCache(t, c.url(), nil), artifact.PushOptions{}, storePath("data"))
+	push(t, l2, openCache(t, c.URL(), nil), artifact.PushOptions{}, storePath("data"))
 	s, err := artifact.Inspect(t.Context(), l2, "data", 1)
 	if err != nil {
 		t.Fatal(err)
@@ -487,7 +487,7 @@ func TestPushDeterministic(t *testing.T) {
 	var firstTree map[string][]byte
 	for _, jobs := range []int{1, 8, 3} {
 		l := openLayout(t)
-		res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{Jobs: jobs, Tag: "t"}, storePath("app"))
+		res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{Jobs: jobs, Tag: "t"}, storePath("app"))
 		tree := readTree(t, l.Dir())
 		if firstRes == nil {
 			firstRes, firstTree = res, tree
@@ -510,7 +510,7 @@ func TestPushSplitClosure(t *testing.T) {
 	}{{spec.ClosureVersion, 1500}, {spec.Version, 1800}} {
 		t.Run("v"+tc.version, func(t *testing.T) {
 			l := openLayout(t)
-			res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{ManifestLimit: tc.limit, ClosureVersion: tc.version}, storePath("app"))
+			res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{ManifestLimit: tc.limit, ClosureVersion: tc.version}, storePath("app"))
 			parts := res.Index.Parts
 			if tc.version == spec.Version {
 				parts = res.Manifest.Parts
@@ -561,13 +561,13 @@ func TestPushFailureLeavesNoClosureTag(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := closureCache(t)
-			good := *c.infos[storePath("lib")]
+			good := *c.Infos[storePath("lib")]
 			bad := good
 			tt.edit(&bad)
-			c.writeInfo(&bad)
+			c.WriteInfo(&bad)
 
 			l := openLayout(t)
-			_, err := artifact.Push(t.Context(), l, openCache(t, c.url(), nil), []string{storePath("app")}, artifact.PushOptions{Jobs: 1, TempDir: t.TempDir()})
+			_, err := artifact.Push(t.Context(), l, openCache(t, c.URL(), nil), []string{storePath("app")}, artifact.PushOptions{Jobs: 1, TempDir: t.TempDir()})
 			if !errors.Is(err, artifact.ErrHashMismatch) {
 				t.Fatalf("Push error = %v, want ErrHashMismatch", err)
 			}
@@ -596,8 +596,8 @@ func TestPushFailureLeavesNoClosureTag(t *testing.T) {
 				t.Errorf("files left next to the layout: %v", entries)
 			}
 
-			c.writeInfo(&good)
-			res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{}, storePath("app"))
+			c.WriteInfo(&good)
+			res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{}, storePath("app"))
 			if res.Reused != stored || res.Packed != 5-stored {
 				t.Errorf("push after fixing: Reused %d, Packed %d; want %d, %d", res.Reused, res.Packed, stored, 5-stored)
 			}
@@ -608,7 +608,7 @@ func TestPushFailureLeavesNoClosureTag(t *testing.T) {
 func TestPushInvalid(t *testing.T) {
 	c := closureCache(t)
 	l := openLayout(t)
-	src := openCache(t, c.url(), nil)
+	src := openCache(t, c.URL(), nil)
 	tests := []struct {
 		name string
 		args []string

@@ -8,7 +8,8 @@ import (
 	"github.com/nixoci/nixoci/spec"
 )
 
-// Source is where Push reads store paths from.
+// Source is where Push reads store paths from; package source has the
+// local Nix store and binary caches.
 type Source interface {
 	// ResolveRoot turns a user's argument into a store path.
 	ResolveRoot(arg string) (string, error)

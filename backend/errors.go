@@ -29,12 +29,37 @@ var (
 	ErrRegistry = errors.New("registry failed")
 )
 
-// IsTransient reports whether err is worth retrying later: the registry
-// was unreachable, stalled, or failed on its side.
+// IsTransient reports whether err is worth retrying later: the server was
+// unreachable (refused, reset, timed out), stalled, cut a body short, or
+// failed on its side (ErrRegistry, or a StatusError of 408, 429 or 5xx).
 func IsTransient(err error) bool {
-	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrRegistry) || errors.Is(err, ErrStalled) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)
+	var status *StatusError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, ErrUnreachable), errors.Is(err, ErrRegistry), errors.Is(err, ErrStalled),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.As(err, &status):
+		return transientStatus(status.StatusCode)
+	case errors.As(err, &netErr):
+		return netErr.Timeout()
+	}
+	return false
 }
+
+func transientStatus(code int) bool {
+	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
+}
+
+// StatusError is an HTTP answer other than the one asked for from a
+// server that is not a registry (a binary cache); IsTransient holds for
+// 408, 429 and 5xx.
+type StatusError struct {
+	StatusCode int
+	Status     string // e.g. "503 Service Unavailable"
+}
+
+func (e *StatusError) Error() string { return "HTTP " + e.Status }
 
 // classify wraps err from a registry with the condition it represents and
 // the target's name.
@@ -59,7 +84,7 @@ func classify(ctx context.Context, name, op string, err error) error {
 			kind = ErrUnauthorized
 		case resp.StatusCode == http.StatusForbidden:
 			kind = ErrDenied
-		case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+		case transientStatus(resp.StatusCode):
 			kind = ErrRegistry
 		case resp.StatusCode == http.StatusBadRequest && hasCode(resp.Errors, errcode.ErrorCodeManifestBlobUnknown):
 			// A manifest whose blobs were stored a moment ago: the
@@ -83,42 +108,125 @@ func classify(ctx context.Context, name, op string, err error) error {
 }
 
 // remoteTarget is a registry repository whose errors say which registry
-// failed and how.
+// failed and how, and whose operations are retried (see RetryAttempts).
 type remoteTarget struct {
 	*remote.Repository
 	name string
 }
 
+// retry runs one operation on the registry, classifying its errors.
+func (r *remoteTarget) retry(ctx context.Context, op string, f func(ctx context.Context) error) error {
+	return Retry(ctx, r.name+": "+op, func(ctx context.Context) error {
+		return classify(ctx, r.name, op, f(ctx))
+	})
+}
+
+// retryUpload is retry for an operation that sends content: it is tried
+// again only if content can be rewound (an io.Seeker).
+func (r *remoteTarget) retryUpload(ctx context.Context, op string, content io.Reader, f func(ctx context.Context, content io.Reader) error) error {
+	rewind := rewinder(content)
+	rt := newRetrier(r.name + ": " + op)
+	actx := rt.attemptContext(ctx)
+	for {
+		err := classify(ctx, r.name, op, f(actx, content))
+		if err == nil || rewind == nil || !rt.again(ctx, err) {
+			return err
+		}
+		if rerr := rewind(); rerr != nil {
+			return err
+		}
+	}
+}
+
+// rewinder returns a function that moves content back to where it is now,
+// or nil if content cannot seek.
+func rewinder(content io.Reader) func() error {
+	s, ok := content.(io.Seeker)
+	if !ok {
+		return nil
+	}
+	start, err := s.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil
+	}
+	return func() error {
+		_, err := s.Seek(start, io.SeekStart)
+		return err
+	}
+}
+
+// fetch opens content with open, retried, and returns its descriptor
+// (which open may resolve, as FetchReference does) and a body that resumes
+// after transient failures (resumingBody), drawing on the same attempts.
+func (r *remoteTarget) fetch(ctx context.Context, op string, open func(ctx context.Context) (ocispec.Descriptor, io.ReadCloser, error)) (ocispec.Descriptor, io.ReadCloser, error) {
+	rt := newRetrier(r.name + ": " + op)
+	actx := rt.attemptContext(ctx)
+	fail := func(err error) error { return classify(ctx, r.name, op, err) }
+	for {
+		desc, rc, err := open(actx)
+		if err == nil {
+			reopen := func(ctx context.Context, offset int64) (io.ReadCloser, error) {
+				rc, err := r.Repository.Fetch(ctx, desc)
+				if err != nil {
+					return nil, err
+				}
+				return SkipTo(rc, offset)
+			}
+			return desc, newResumingBody(actx, rt, desc.Size, rc, reopen, fail), nil
+		}
+		err = fail(err)
+		if !rt.again(ctx, err) {
+			return desc, nil, err
+		}
+	}
+}
+
 func (r *remoteTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	rc, err := r.Repository.Fetch(ctx, desc)
-	return rc, classify(ctx, r.name, "fetching "+desc.Digest.String(), err)
-}
-
-func (r *remoteTarget) Push(ctx context.Context, desc ocispec.Descriptor, content io.Reader) error {
-	return classify(ctx, r.name, "pushing "+desc.Digest.String(), r.Repository.Push(ctx, desc, content))
-}
-
-func (r *remoteTarget) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
-	ok, err := r.Repository.Exists(ctx, desc)
-	return ok, classify(ctx, r.name, "checking "+desc.Digest.String(), err)
-}
-
-func (r *remoteTarget) Resolve(ctx context.Context, reference string) (ocispec.Descriptor, error) {
-	d, err := r.Repository.Resolve(ctx, reference)
-	return d, classify(ctx, r.name, "resolving "+reference, err)
-}
-
-func (r *remoteTarget) Tag(ctx context.Context, desc ocispec.Descriptor, reference string) error {
-	return classify(ctx, r.name, "tagging "+reference, r.Repository.Tag(ctx, desc, reference))
-}
-
-func (r *remoteTarget) PushReference(ctx context.Context, desc ocispec.Descriptor, content io.Reader, reference string) error {
-	return classify(ctx, r.name, "pushing manifest "+reference, r.Repository.PushReference(ctx, desc, content, reference))
+	_, rc, err := r.fetch(ctx, "fetching "+desc.Digest.String(), func(ctx context.Context) (ocispec.Descriptor, io.ReadCloser, error) {
+		rc, err := r.Repository.Fetch(ctx, desc)
+		return desc, rc, err
+	})
+	return rc, err
 }
 
 func (r *remoteTarget) FetchReference(ctx context.Context, reference string) (ocispec.Descriptor, io.ReadCloser, error) {
-	d, rc, err := r.Repository.FetchReference(ctx, reference)
-	return d, rc, classify(ctx, r.name, "fetching "+reference, err)
+	return r.fetch(ctx, "fetching "+reference, func(ctx context.Context) (ocispec.Descriptor, io.ReadCloser, error) {
+		return r.Repository.FetchReference(ctx, reference)
+	})
+}
+
+func (r *remoteTarget) Push(ctx context.Context, desc ocispec.Descriptor, content io.Reader) error {
+	return r.retryUpload(ctx, "pushing "+desc.Digest.String(), content, func(ctx context.Context, content io.Reader) error {
+		return r.Repository.Push(ctx, desc, content)
+	})
+}
+
+func (r *remoteTarget) PushReference(ctx context.Context, desc ocispec.Descriptor, content io.Reader, reference string) error {
+	return r.retryUpload(ctx, "pushing manifest "+reference, content, func(ctx context.Context, content io.Reader) error {
+		return r.Repository.PushReference(ctx, desc, content, reference)
+	})
+}
+
+func (r *remoteTarget) Exists(ctx context.Context, desc ocispec.Descriptor) (ok bool, err error) {
+	err = r.retry(ctx, "checking "+desc.Digest.String(), func(ctx context.Context) (err error) {
+		ok, err = r.Repository.Exists(ctx, desc)
+		return err
+	})
+	return ok, err
+}
+
+func (r *remoteTarget) Resolve(ctx context.Context, reference string) (d ocispec.Descriptor, err error) {
+	err = r.retry(ctx, "resolving "+reference, func(ctx context.Context) (err error) {
+		d, err = r.Repository.Resolve(ctx, reference)
+		return err
+	})
+	return d, err
+}
+
+func (r *remoteTarget) Tag(ctx context.Context, desc ocispec.Descriptor, reference string) error {
+	return r.retry(ctx, "tagging "+reference, func(ctx context.Context) error {
+		return r.Repository.Tag(ctx, desc, reference)
+	})
 }
 
 // String names the target.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -130,6 +131,7 @@ func TestClassify(t *testing.T) {
 // methods return classified errors naming the repository.
 func TestRemoteTargetClassifies(t *testing.T) {
 	t.Setenv("DOCKER_CONFIG", t.TempDir()) // no credentials from the user's config
+	SetRetrySleep(t, func(context.Context, time.Duration) bool { return true })
 	tests := []struct {
 		status int
 		want   error
@@ -151,7 +153,6 @@ func TestRemoteTargetClassifies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The test server's own client: no retries, no backoff.
 			tgt, err := Open(t.Context(), ref, Options{HTTPClient: srv.Client()})
 			if err != nil {
 				t.Fatal(err)
@@ -209,6 +210,7 @@ func TestRemoteTargetClassifies(t *testing.T) {
 
 func TestRemotePing(t *testing.T) {
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	SetRetrySleep(t, func(context.Context, time.Duration) bool { return true })
 	tests := []struct {
 		status int
 		want   error // nil: Ping succeeds

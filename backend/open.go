@@ -27,7 +27,8 @@ type Options struct {
 	// Create makes a missing image-layout directory (for writing).
 	Create bool
 	// HTTPClient, when set, is the transport under authentication; it
-	// defaults to a retrying client with bounded timeouts.
+	// defaults to DefaultHTTPClient. Operations on a registry are retried
+	// as RetryAttempts describes, whichever client is used.
 	HTTPClient *http.Client
 	// UserAgent is sent to registries.
 	UserAgent string
@@ -108,9 +109,12 @@ type Pinger interface {
 }
 
 // ResolveBlob implements BlobResolver with a HEAD request.
-func (r *remoteTarget) ResolveBlob(ctx context.Context, d digest.Digest) (ocispec.Descriptor, error) {
-	desc, err := r.Repository.Blobs().Resolve(ctx, d.String())
-	return desc, classify(ctx, r.name, "resolving blob "+d.String(), err)
+func (r *remoteTarget) ResolveBlob(ctx context.Context, d digest.Digest) (desc ocispec.Descriptor, err error) {
+	err = r.retry(ctx, "resolving blob "+d.String(), func(ctx context.Context) (err error) {
+		desc, err = r.Repository.Blobs().Resolve(ctx, d.String())
+		return err
+	})
+	return desc, err
 }
 
 // Ping implements Pinger: GET /v2/ with the repository's credentials.
@@ -119,5 +123,5 @@ func (r *remoteTarget) Ping(ctx context.Context) error {
 		Client: r.Repository.Client, PlainHTTP: r.Repository.PlainHTTP,
 		Reference: registry.Reference{Registry: r.Repository.Reference.Registry},
 	}}
-	return classify(ctx, r.name, "ping", reg.Ping(ctx))
+	return r.retry(ctx, "ping", reg.Ping)
 }

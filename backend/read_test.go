@@ -28,6 +28,7 @@ func TestReadAllAndVerifyReader(t *testing.T) {
 		{"other bytes", bytes.ToUpper(data), good, 1 << 20, true},
 		{"over limit", data, good, 4, true},
 		{"bad digest", data, ocispec.Descriptor{Digest: "sha256:nothex", Size: good.Size}, 1 << 20, true},
+		{"unknown algorithm", data, ocispec.Descriptor{Digest: "md5:d41d8cd98f00b204e9800998ecf8427e", Size: good.Size}, 1 << 20, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := backend.ReadAll(io.NopCloser(bytes.NewReader(tc.content)), tc.desc, tc.limit)

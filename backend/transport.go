@@ -10,8 +10,6 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
-
-	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
 // DefaultTimeout bounds connecting, waiting for response headers, and
@@ -33,11 +31,12 @@ func TimeoutFromEnv() time.Duration {
 	return DefaultTimeout
 }
 
-// NewHTTPClient returns the client nixoci talks to registries with: it
-// retries what is safe to retry (5xx, 429 honouring Retry-After, 408,
-// resets, for requests whose body can be replayed) with exponential
-// backoff, and bounds every wait by timeout so that a stalled registry
-// fails instead of hanging.
+// NewHTTPClient returns the client nixoci talks to registries and binary
+// caches with. It bounds every wait by timeout (connecting, response
+// headers, and each read or write that makes no progress) so that a
+// stalled server fails instead of hanging. It does not retry: operations
+// are retried as a whole (Retry, RetryAttempts), and the client only
+// passes each response's Retry-After on to that.
 func NewHTTPClient(timeout time.Duration) *http.Client {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -53,14 +52,15 @@ func NewHTTPClient(timeout time.Duration) *http.Client {
 	}
 	tr.ResponseHeaderTimeout = timeout
 	tr.MaxIdleConnsPerHost = 64
-	return &http.Client{Transport: retry.NewTransport(&idleTransport{base: tr, idle: timeout})}
+	return &http.Client{Transport: &idleTransport{base: tr, idle: timeout}}
 }
 
 // DefaultHTTPClient is NewHTTPClient(TimeoutFromEnv()).
 func DefaultHTTPClient() *http.Client { return NewHTTPClient(TimeoutFromEnv()) }
 
 // idleTransport makes response bodies fail with ErrStalled when a read
-// waits longer than idle for data.
+// waits longer than idle for data, and notes Retry-After headers for the
+// operation's retries.
 type idleTransport struct {
 	base http.RoundTripper
 	idle time.Duration
@@ -69,6 +69,7 @@ type idleTransport struct {
 func (t *idleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
 	if err == nil {
+		noteRetryAfter(req, resp)
 		resp.Body = newIdleBody(resp.Body, t.idle, req.URL.Redacted())
 	}
 	return resp, err

@@ -27,7 +27,7 @@ func newSynthCache(t testing.TB) *synthCache {
 	if err := os.MkdirAll(filepath.Join(dir, "nar"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte(spec.CacheInfo("/nix/store")), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte(spec.CacheInfo("/nix/store", spec.DefaultPriority)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return &synthCache{t: t, dir: dir}

@@ -3,25 +3,19 @@ package image
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-
 	"log/slog"
 	"maps"
 	"os"
-	"path"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
-	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
@@ -60,7 +54,8 @@ type Options struct {
 	// artifacts: it would make digests depend on which .drv files a
 	// machine happens to have.)
 	Platform *ocispec.Platform
-	// Jobs is how many layers are converted at once; default CPUs.
+	// Jobs is how many layers are converted (and store-path manifests
+	// read) at once; default backend.DefaultJobs().
 	Jobs    int
 	TempDir string
 }
@@ -91,49 +86,104 @@ func Build(ctx context.Context, src backend.Target, closureRef string, dst backe
 }
 
 // BuildUnion makes an image of the union of several closures (a path in
-// more than one is one layer).
+// more than one is one layer). Nothing is written until the closures,
+// the link roots and the entrypoint have been checked; the tag is written
+// last.
 func BuildUnion(ctx context.Context, src backend.Target, closureRefs []string, dst backend.Target, tag string, opts Options) (*Result, error) {
-	if !spec.ValidTag(tag) {
-		return nil, fmt.Errorf("invalid image tag %q", tag)
-	}
-	if opts.MaxLayers == 0 {
-		opts.MaxLayers = spec.DefaultMaxLayers
-	}
-	if opts.MaxLayers < 2 {
-		return nil, fmt.Errorf("--max-layers must be at least 2 (one store-path layer and the root layer)")
-	}
-	if opts.Compression == "" {
-		opts.Compression = spec.LayerGzip
-	}
-	if opts.Jobs <= 0 {
-		opts.Jobs = runtime.NumCPU()
+	opts, err := opts.withDefaults(tag)
+	if err != nil {
+		return nil, err
 	}
 	closure, paths, err := readUnion(ctx, src, closureRefs, opts.Jobs)
 	if err != nil {
 		return nil, err
 	}
-	closureRef := strings.Join(closureRefs, "+")
-	byPath := map[string]artifact.PathArtifact{}
-	for _, p := range paths {
-		byPath[p.Info.StorePath] = p
-	}
-
 	// The root layer first: it decides whether the entrypoint exists, and
 	// a bad entrypoint must fail before anything is written.
-	users, err := imageUsers(opts)
+	root, pathEnv, err := planRoot(ctx, src, strings.Join(closureRefs, "+"), paths, opts)
 	if err != nil {
 		return nil, err
+	}
+	layers, err := ensureLayers(ctx, src, dst, groupPaths(paths, opts.MaxLayers-1), opts)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Tag: tag}
+	for _, l := range layers {
+		if l.Reused {
+			res.Reused++
+		} else {
+			res.Converted++
+		}
+	}
+	platform := platformOf(closure.Roots, paths)
+	if opts.Platform != nil {
+		platform = *opts.Platform
+	}
+	cfg := imageConfig(opts, platform, closure, pathEnv)
+	if err := storeImages(ctx, dst, res, cfg, root, layers, paths, closure, opts); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// OptionError reports an Options field that Build cannot use.
+type OptionError struct {
+	Option string // the field, e.g. "User"
+	Value  string // as messages show it: quoted if a string
+	Reason string
+}
+
+func (e *OptionError) Error() string {
+	return fmt.Sprintf("image: %s %s: %s", e.Option, e.Value, e.Reason)
+}
+
+// ErrManifestTooLarge: the image manifest would be larger than
+// registries must accept (spec.MaxManifestSize); fewer layers
+// (Options.MaxLayers) make it smaller.
+var ErrManifestTooLarge = errors.New("image manifest too large")
+
+// withDefaults checks opts for an image tagged tag and fills in defaults.
+func (opts Options) withDefaults(tag string) (Options, error) {
+	if !spec.ValidTag(tag) {
+		return opts, fmt.Errorf("invalid image tag %q", tag)
+	}
+	if opts.NixSnapshotter && len(tag+snapshotterSuffix) > 128 {
+		return opts, fmt.Errorf("tag %q is too long to add %s for the nix-snapshotter image", tag, snapshotterSuffix)
+	}
+	if opts.MaxLayers == 0 {
+		opts.MaxLayers = spec.DefaultMaxLayers
+	}
+	if opts.MaxLayers < 2 {
+		return opts, &OptionError{"MaxLayers", strconv.Itoa(opts.MaxLayers), "must be at least 2 (one store-path layer and the root layer)"}
+	}
+	if opts.Compression == "" {
+		opts.Compression = spec.LayerGzip
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = backend.DefaultJobs()
+	}
+	return opts, nil
+}
+
+// planRoot assembles the root layer: /etc/passwd with the image's users,
+// links into the link roots (whose bin directories are returned for
+// PATH), and checks that the entrypoint is in the image.
+func planRoot(ctx context.Context, src backend.Target, closureRef string, paths []artifact.PathArtifact, opts Options) (rootFS, []string, error) {
+	users, err := imageUsers(opts)
+	if err != nil {
+		return nil, nil, err
 	}
 	root := newRootFS(users)
 	var pathEnv []string
 	for _, lr := range opts.LinkRoots {
-		p, ok := byPath[lr]
-		if !ok {
-			return nil, fmt.Errorf("link root %s: %w of %s", lr, ErrOutsideClosure, closureRef)
+		i := slices.IndexFunc(paths, func(p artifact.PathArtifact) bool { return p.Info.StorePath == lr })
+		if i < 0 {
+			return nil, nil, fmt.Errorf("link root %s: %w of %s", lr, ErrOutsideClosure, closureRef)
 		}
-		top, err := topEntries(ctx, src, p)
+		top, err := topEntries(ctx, src, paths[i])
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		root.linkRoot(lr, top)
 		for _, h := range top {
@@ -144,11 +194,15 @@ func BuildUnion(ctx context.Context, src backend.Target, closureRefs []string, d
 	}
 	if len(opts.Entrypoint) > 0 {
 		if err := checkInImage(opts.Entrypoint[0], paths, root); err != nil {
-			return nil, fmt.Errorf("entrypoint: %w", err)
+			return nil, nil, fmt.Errorf("entrypoint: %w", err)
 		}
 	}
+	return root, pathEnv, nil
+}
 
-	units := groupPaths(paths, opts.MaxLayers-1)
+// ensureLayers reuses or converts the layer of each unit of paths,
+// opts.Jobs at once, and annotates their descriptors.
+func ensureLayers(ctx context.Context, src, dst backend.Target, units [][]artifact.PathArtifact, opts Options) ([]Layer, error) {
 	layers := make([]Layer, len(units))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Jobs)
@@ -163,48 +217,36 @@ func BuildUnion(ctx context.Context, src backend.Target, closureRefs []string, d
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	res := &Result{Tag: tag}
-	for _, l := range layers {
-		if l.Reused {
-			res.Reused++
-		} else {
-			res.Converted++
-		}
-	}
+	return layers, g.Wait()
+}
 
+// snapshotterSuffix is added to the tag of the nix-snapshotter form.
+const snapshotterSuffix = "-nix"
+
+// storeImages stores the root layer, then the image (config, manifest,
+// tag) and, if asked, its nix-snapshotter form, recording them in res.
+func storeImages(ctx context.Context, dst backend.Target, res *Result, cfg ocispec.Image, root rootFS, layers []Layer,
+	paths []artifact.PathArtifact, closure *artifact.Closure, opts Options) error {
 	rootLayer, err := storeRootLayer(ctx, dst, root, opts.Compression)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	platform := platformOf(closure.Roots, byPath)
-	if opts.Platform != nil {
-		platform = *opts.Platform
-	}
-	cfg := imageConfig(opts, platform, closure, pathEnv)
 	res.Layers = append(layers, rootLayer)
-	res.Manifest, res.ManifestData, res.Config, err = storeImage(ctx, dst, tag, cfg, res.Layers, closure)
+	res.Manifest, res.ManifestData, res.Config, err = storeImage(ctx, dst, res.Tag, cfg, res.Layers, closure)
+	if err != nil || !opts.NixSnapshotter {
+		return err
+	}
+	res.SnapshotterTag = res.Tag + snapshotterSuffix
+	nixLayer, err := storeSnapshotterLayer(ctx, dst, layers, paths)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if opts.NixSnapshotter {
-		res.SnapshotterTag = tag + "-nix"
-		if len(res.SnapshotterTag) > 128 {
-			return nil, fmt.Errorf("tag %q is too long to add -nix for the nix-snapshotter image", tag)
-		}
-		nixLayer, err := storeSnapshotterLayer(ctx, dst, layers, paths)
-		if err != nil {
-			return nil, err
-		}
-		d, _, _, err := storeImage(ctx, dst, res.SnapshotterTag, cfg, []Layer{nixLayer, rootLayer}, closure)
-		if err != nil {
-			return nil, err
-		}
-		res.Snapshotter = &d
+	d, _, _, err := storeImage(ctx, dst, res.SnapshotterTag, cfg, []Layer{nixLayer, rootLayer}, closure)
+	if err != nil {
+		return err
 	}
-	return res, nil
+	res.Snapshotter = &d
+	return nil
 }
 
 // readUnion reads closures and the artifacts of their paths: the roots
@@ -294,7 +336,7 @@ func ensureLayer(ctx context.Context, src, dst backend.Target, unit []artifact.P
 	if err != nil {
 		return Layer{}, err
 	}
-	if err := pushBytes(ctx, dst, emptyConfig, []byte("{}")); err != nil {
+	if err := backend.PushBytes(ctx, dst, spec.EmptyConfig, spec.EmptyConfigData); err != nil {
 		return Layer{}, err
 	}
 	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), layerTag(unit, opts.Compression)); err != nil {
@@ -303,32 +345,14 @@ func ensureLayer(ctx context.Context, src, dst backend.Target, unit []artifact.P
 	return l, nil
 }
 
-var emptyConfig = ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: ocispec.DescriptorEmptyJSON.Digest, Size: 2}
-
+// pushFile stores the blob held in file.
 func pushFile(ctx context.Context, dst backend.Target, desc ocispec.Descriptor, file string) error {
-	if ok, err := dst.Exists(ctx, desc); err != nil || ok {
-		return err
-	}
 	f, err := os.Open(file)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return ignoreExists(dst.Push(ctx, desc, f))
-}
-
-func pushBytes(ctx context.Context, dst backend.Target, desc ocispec.Descriptor, data []byte) error {
-	if ok, err := dst.Exists(ctx, desc); err != nil || ok {
-		return err
-	}
-	return ignoreExists(dst.Push(ctx, desc, bytes.NewReader(data)))
-}
-
-func ignoreExists(err error) error {
-	if errors.Is(err, errdef.ErrAlreadyExists) {
-		return nil
-	}
-	return err
+	return backend.PushBlob(ctx, dst, desc, f)
 }
 
 // storeRootLayer compresses and stores the root layer.
@@ -355,143 +379,9 @@ func storeSmallLayer(ctx context.Context, dst backend.Target, raw []byte, c spec
 		return Layer{}, err
 	}
 	desc := ocispec.Descriptor{MediaType: c.MediaType(), Digest: digest.FromBytes(b.Bytes()), Size: int64(b.Len())}
-	if err := pushBytes(ctx, dst, desc, b.Bytes()); err != nil {
+	if err := backend.PushBytes(ctx, dst, desc, b.Bytes()); err != nil {
 		return Layer{}, err
 	}
 	desc.Annotations = annotations
 	return Layer{Descriptor: desc, DiffID: digest.FromBytes(raw)}, nil
-}
-
-// imageUsers are the users /etc/passwd lists besides root.
-func imageUsers(opts Options) ([]User, error) {
-	var users []User
-	if opts.BuildpacksStack != "" {
-		users = append(users, User{Name: "cnb", UID: 1000, GID: 1000, Home: "/home/cnb"})
-	}
-	if opts.User != "" {
-		uid, gid, ok := strings.Cut(opts.User, ":")
-		u, err1 := strconv.Atoi(uid)
-		g, err2 := strconv.Atoi(gid)
-		if !ok || err1 != nil || err2 != nil || u < 0 || g < 0 {
-			return nil, fmt.Errorf("--user %q: want UID:GID, both numbers", opts.User)
-		}
-		if u != 0 && !(opts.BuildpacksStack != "" && u == 1000) {
-			users = append(users, User{Name: "user", UID: u, GID: g, Home: "/tmp"})
-		}
-	}
-	return users, nil
-}
-
-// checkInImage fails unless p is in a store path of the closure or made
-// by the root layer.
-func checkInImage(p string, paths []artifact.PathArtifact, root rootFS) error {
-	if !path.IsAbs(p) {
-		return nil // resolved through PATH at run time
-	}
-	clean := path.Clean(p)
-	for _, a := range paths {
-		if clean == a.Info.StorePath || strings.HasPrefix(clean, a.Info.StorePath+"/") {
-			return nil
-		}
-	}
-	if root.has(clean) {
-		return nil
-	}
-	return fmt.Errorf("%s: %w", p, ErrOutsideClosure)
-}
-
-// platformOf maps the Nix system of the closure's roots to an OCI
-// platform; unknown systems fall back to the host's.
-func platformOf(roots []string, byPath map[string]artifact.PathArtifact) ocispec.Platform {
-	systems := map[string]ocispec.Platform{
-		"x86_64-linux":      {OS: "linux", Architecture: "amd64"},
-		"aarch64-linux":     {OS: "linux", Architecture: "arm64"},
-		"i686-linux":        {OS: "linux", Architecture: "386"},
-		"armv7l-linux":      {OS: "linux", Architecture: "arm", Variant: "v7"},
-		"armv6l-linux":      {OS: "linux", Architecture: "arm", Variant: "v6"},
-		"riscv64-linux":     {OS: "linux", Architecture: "riscv64"},
-		"powerpc64le-linux": {OS: "linux", Architecture: "ppc64le"},
-		"s390x-linux":       {OS: "linux", Architecture: "s390x"},
-	}
-	for _, r := range roots {
-		if p, ok := byPath[r]; ok {
-			if pl, ok := systems[p.Info.System]; ok {
-				return pl
-			}
-		}
-	}
-	return ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}
-}
-
-// imageConfig is the runtime configuration; it has no creation time.
-func imageConfig(opts Options, pl ocispec.Platform, c *artifact.Closure, pathEnv []string) ocispec.Image {
-	env := slices.Clone(opts.Env)
-	hasPath := slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "PATH=") })
-	if !hasPath {
-		dirs := slices.Compact(append(slices.Sorted(slices.Values(pathEnv)), "/usr/bin"))
-		for _, lr := range opts.LinkRoots {
-			dirs = append(dirs, lr+"/bin")
-		}
-		env = append([]string{"PATH=" + strings.Join(dirs, ":")}, env...)
-	}
-	labels := map[string]string{spec.AnnotationClosure: strings.Join(c.Roots, " ")}
-	for k, v := range opts.Labels {
-		labels[k] = v
-	}
-	user := opts.User
-	if opts.BuildpacksStack != "" {
-		labels["io.buildpacks.stack.id"] = opts.BuildpacksStack
-		env = append(env, "CNB_USER_ID=1000", "CNB_GROUP_ID=1000")
-		if user == "" {
-			user = "1000:1000"
-		}
-	}
-	return ocispec.Image{
-		Platform: pl,
-		Config: ocispec.ImageConfig{
-			User: user, Env: env, Entrypoint: opts.Entrypoint, Cmd: opts.Cmd,
-			WorkingDir: opts.WorkingDir, Labels: labels,
-		},
-		RootFS: ocispec.RootFS{Type: "layers"},
-	}
-}
-
-// storeImage writes the config and the manifest, and tags it last.
-func storeImage(ctx context.Context, dst backend.Target, tag string, cfg ocispec.Image, layers []Layer, c *artifact.Closure) (desc ocispec.Descriptor, data []byte, cfgDesc ocispec.Descriptor, err error) {
-	cfg.RootFS.DiffIDs = nil
-	var descs []ocispec.Descriptor
-	for _, l := range layers {
-		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.DiffID)
-		descs = append(descs, l.Descriptor)
-	}
-	cfgData, err := json.Marshal(cfg)
-	if err != nil {
-		return desc, nil, cfgDesc, err
-	}
-	cfgDesc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfgData), Size: int64(len(cfgData))}
-	if err := pushBytes(ctx, dst, cfgDesc, cfgData); err != nil {
-		return desc, nil, cfgDesc, err
-	}
-	m := ocispec.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageManifest,
-		Config:    cfgDesc,
-		Layers:    descs,
-		Annotations: map[string]string{
-			spec.AnnotationVersion: spec.Version,
-			spec.AnnotationClosure: strings.Join(c.Digests, " "),
-		},
-	}
-	data, err = json.Marshal(m)
-	if err != nil {
-		return desc, nil, cfgDesc, err
-	}
-	if len(data) > spec.MaxManifestSize {
-		return desc, nil, cfgDesc, fmt.Errorf("image manifest would be %d bytes, over %d: lower --max-layers", len(data), spec.MaxManifestSize)
-	}
-	desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(data), Size: int64(len(data))}
-	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), tag); err != nil {
-		return desc, nil, cfgDesc, err
-	}
-	return desc, data, cfgDesc, nil
 }

@@ -4,13 +4,13 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
@@ -22,6 +22,7 @@ import (
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/codec"
+	"github.com/nixoci/nixoci/internal/countio"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -63,8 +64,8 @@ func convertLayer(ctx context.Context, src backend.Target, paths []artifact.Path
 		}
 	}()
 	blobHash := sha256.New()
-	counter := &countWriter{w: io.MultiWriter(f, blobHash)}
-	cw, err := layerCompressor(counter, c)
+	var size atomic.Int64
+	cw, err := layerCompressor(countio.Writer{W: io.MultiWriter(f, blobHash), N: &size}, c)
 	if err != nil {
 		return Layer{}, "", err
 	}
@@ -97,7 +98,7 @@ func convertLayer(ctx context.Context, src backend.Target, paths []artifact.Path
 		Descriptor: ocispec.Descriptor{
 			MediaType: c.MediaType(),
 			Digest:    digest.NewDigest(digest.SHA256, blobHash),
-			Size:      counter.n,
+			Size:      size.Load(),
 		},
 		DiffID:    digest.NewDigest(digest.SHA256, diffHash),
 		Paths:     paths,
@@ -108,26 +109,14 @@ func convertLayer(ctx context.Context, src backend.Target, paths []artifact.Path
 // convertPath writes one store path's tar entries, reading its NAR blob
 // and checking both the blob digest and the NAR hash as it goes.
 func convertPath(ctx context.Context, src backend.Target, tw *tar.Writer, p artifact.PathArtifact) (RootType, error) {
-	rc, err := src.Fetch(ctx, p.NAR)
-	if err != nil {
-		return "", fmt.Errorf("%s: fetching NAR: %w", p.Info.StorePath, err)
-	}
-	defer rc.Close()
-	blobHash, narHash := sha256.New(), sha256.New()
-	blob := io.TeeReader(rc, blobHash)
-	comp, _ := spec.CompressionOfMediaType(p.NAR.MediaType)
-	dec, err := codec.NewReader(blob, comp)
+	narHash := sha256.New()
+	var root RootType
+	err := readNAR(ctx, src, p, func(nar io.Reader) (err error) {
+		root, err = writeNAR(tw, p.Info.StorePath, io.TeeReader(nar, narHash))
+		return err
+	})
 	if err != nil {
 		return "", err
-	}
-	defer dec.Close()
-	root, err := writeNAR(tw, p.Info.StorePath, io.TeeReader(dec, narHash))
-	if err != nil {
-		return "", err
-	}
-	io.Copy(io.Discard, blob)
-	if got := hex.EncodeToString(blobHash.Sum(nil)); got != p.NAR.Digest.Encoded() {
-		return "", fmt.Errorf("%s: NAR blob %s is corrupt (content hashes to sha256:%s): %w", p.Info.StorePath, p.NAR.Digest, got, artifact.ErrHashMismatch)
 	}
 	if got, _ := narinfo.HashFromDigest(narHash.Sum(nil)); got != p.Info.NarHash {
 		return "", fmt.Errorf("%s: NAR hashes to %s, its narinfo says %s: %w", p.Info.StorePath, got, p.Info.NarHash, artifact.ErrHashMismatch)
@@ -135,15 +124,40 @@ func convertPath(ctx context.Context, src backend.Target, tw *tar.Writer, p arti
 	return root, nil
 }
 
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+// readNAR streams p's NAR blob from src, decompressed, to use, and
+// checks the blob's size and digest. A blob that does not match is
+// reported as such rather than any error use returned: it explains them.
+// use's errors name the store path.
+func readNAR(ctx context.Context, src backend.Target, p artifact.PathArtifact, use func(nar io.Reader) error) error {
+	rc, err := src.Fetch(ctx, p.NAR)
+	if err != nil {
+		return fmt.Errorf("%s: fetching NAR: %w", p.Info.StorePath, err)
+	}
+	blob, err := backend.VerifyReader(rc, p.NAR)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.Info.StorePath, err)
+	}
+	defer blob.Close()
+	comp, _ := spec.CompressionOfMediaType(p.NAR.MediaType)
+	dec, err := codec.NewReader(blob, comp)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", p.Info.StorePath, err)
+	} else {
+		err = use(dec)
+		dec.Close()
+	}
+	// Reading to the end (a decompressor may stop before it, at padding)
+	// is what checks the blob.
+	_, verr := io.Copy(io.Discard, blob)
+	switch {
+	case errors.Is(verr, backend.ErrHashMismatch):
+		return fmt.Errorf("%s: NAR blob is corrupt: %w", p.Info.StorePath, verr)
+	case err != nil:
+		return err
+	case verr != nil:
+		return fmt.Errorf("%s: reading NAR blob: %w", p.Info.StorePath, verr)
+	}
+	return nil
 }
 
 // layerTag is the tag of the artifact that records the layer of paths.
@@ -185,7 +199,7 @@ func layerArtifact(l Layer) ([]byte, ocispec.Descriptor, error) {
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: spec.ArtifactTypeLayer,
-		Config:       emptyConfig,
+		Config:       spec.EmptyConfig,
 		Layers:       []ocispec.Descriptor{desc},
 		Annotations:  a,
 	}
@@ -199,16 +213,14 @@ func layerArtifact(l Layer) ([]byte, ocispec.Descriptor, error) {
 // findLayer looks up a stored layer of paths; it reports false if there is
 // none or it no longer matches the paths' NARs.
 func findLayer(ctx context.Context, dst backend.Target, paths []artifact.PathArtifact, c spec.LayerCompression) (Layer, bool, error) {
-	desc, rc, err := dst.FetchReference(ctx, layerTag(paths, c))
-	if err != nil {
-		if errors.Is(err, errdef.ErrNotFound) {
-			return Layer{}, false, nil
-		}
-		return Layer{}, false, err
+	desc, data, err := backend.FetchManifest(ctx, dst, layerTag(paths, c))
+	if errors.Is(err, errdef.ErrNotFound) {
+		return Layer{}, false, nil
+	} else if err != nil {
+		return Layer{}, false, fmt.Errorf("layer artifact %s: %w", layerTag(paths, c), err)
 	}
-	defer rc.Close()
 	var m ocispec.Manifest
-	if err := json.NewDecoder(io.LimitReader(rc, backend.MaxManifestRead)).Decode(&m); err != nil {
+	if err := json.Unmarshal(data, &m); err != nil {
 		return Layer{}, false, fmt.Errorf("layer artifact %s: %w", desc.Digest, err)
 	}
 	var hashes []string

@@ -14,9 +14,7 @@ import (
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
-	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/nar"
-	"github.com/nixoci/nixoci/spec"
 )
 
 // rootEntry is one entry of the root layer.
@@ -123,29 +121,21 @@ func (r rootFS) tar() ([]byte, error) {
 // topEntries lists the nodes of a store path's NAR down to depth 2 (for
 // /bin/hello), reading the NAR blob without writing anything.
 func topEntries(ctx context.Context, src backend.Target, p artifact.PathArtifact) ([]gonar.Header, error) {
-	rc, err := src.Fetch(ctx, p.NAR)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p.Info.StorePath, err)
-	}
-	defer rc.Close()
-	comp, _ := spec.CompressionOfMediaType(p.NAR.MediaType)
-	dec, err := codec.NewReader(rc, comp)
-	if err != nil {
-		return nil, err
-	}
-	defer dec.Close()
-	nr := nar.NewReader(dec)
 	var out []gonar.Header
-	for {
-		h, err := nr.Next()
-		if err == io.EOF {
-			return out, nil
+	err := readNAR(ctx, src, p, func(r io.Reader) error {
+		nr := nar.NewReader(r)
+		for {
+			h, err := nr.Next()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.Info.StorePath, err)
+			}
+			if h.Path != "/" && strings.Count(h.Path, "/") <= 2 {
+				out = append(out, *h)
+			}
 		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.Info.StorePath, err)
-		}
-		if h.Path != "/" && strings.Count(h.Path, "/") <= 2 {
-			out = append(out, *h)
-		}
-	}
+	})
+	return out, err
 }

@@ -7,9 +7,12 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	gonar "github.com/nix-community/go-nix/pkg/nar"
 	"github.com/nix-community/go-nix/pkg/wire"
+
+	"github.com/nixoci/nixoci/internal/countio"
 )
 
 // Header describes one node of a NAR. It is go-nix's nar.Header, so callers
@@ -98,7 +101,7 @@ type frame struct {
 //
 // A Reader has no Close method: there is nothing to release.
 type Reader struct {
-	cr     countingReader
+	cr     countio.Reader
 	limits Limits
 	state  state
 	err    error // sticky error, returned by every later call
@@ -138,13 +141,13 @@ func NewReaderWithLimits(r io.Reader, l Limits) *Reader {
 		l.MaxDepth = DefaultLimits.MaxDepth
 	}
 
-	return &Reader{cr: countingReader{r: r}, limits: l}
+	return &Reader{cr: countio.Reader{R: r, N: new(atomic.Int64)}, limits: l}
 }
 
 // Offset returns the number of bytes read from the underlying reader so far.
 // After Next has returned io.EOF it is the size of the NAR.
 func (r *Reader) Offset() int64 {
-	return r.cr.n
+	return r.cr.N.Load()
 }
 
 // Next advances to the next node of the archive and returns its header. Any
@@ -628,16 +631,4 @@ func Validate(r io.Reader) (narSize int64, err error) {
 			return nr.Offset(), err
 		}
 	}
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-
-	return n, err
 }

@@ -1,5 +1,7 @@
 package spec
 
+import "strconv"
+
 // Version is the format version of store-path, layer and image artifacts
 // and of version 1 closures, written into their manifests
 // (AnnotationVersion) so that readers can refuse formats they do not
@@ -91,10 +93,16 @@ const AnnotationTitle = "org.opencontainers.image.title"
 // would be larger are split into parts (see SPEC.md, "Large closures").
 const MaxManifestSize = 4 << 20
 
-// CacheInfo is the content of the nix-cache-info blob of a closure whose
-// paths live in storeDir (normally /nix/store).
-func CacheInfo(storeDir string) string {
-	return "StoreDir: " + storeDir + "\nWantMassQuery: 1\nPriority: 40\n"
+// DefaultPriority is the substituter priority a nix-cache-info announces
+// unless told otherwise: 40, as cache.nixos.org, so Nix asks both alike.
+const DefaultPriority = 40
+
+// CacheInfo is the content of a nix-cache-info file for paths that live
+// in storeDir (normally /nix/store), announcing priority (lower is
+// preferred). Closures store CacheInfo(storeDir, DefaultPriority); `nixoci
+// serve` answers /nix-cache-info with its configured priority.
+func CacheInfo(storeDir string, priority int) string {
+	return "StoreDir: " + storeDir + "\nWantMassQuery: 1\nPriority: " + strconv.Itoa(priority) + "\n"
 }
 
 // Image layers (see SPEC.md, "Images").

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/nixoci/nixoci/catalog"
 	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/spec"
 )
 
 // Options configure a Server. Zero values mean the documented defaults.
@@ -212,7 +214,7 @@ func routeOf(r *http.Request) string {
 
 func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/x-nix-cache-info")
-	fmt.Fprintf(w, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", s.opts.StoreDir, s.opts.Priority)
+	io.WriteString(w, spec.CacheInfo(s.opts.StoreDir, s.opts.Priority))
 }
 
 // serveHealth checks every backend.

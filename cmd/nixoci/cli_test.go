@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nix-community/go-nix/pkg/nixbase32"
-
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
@@ -23,48 +21,10 @@ import (
 // its directory and the two store paths.
 func writeCache(t *testing.T) (dir, app, lib string) {
 	t.Helper()
-	dir = t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "nar"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte(spec.CacheInfo("/nix/store")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	base := func(name string) string {
-		sum := sha256.Sum256([]byte(name))
-		return nixbase32.EncodeToString(sum[:20]) + "-" + name
-	}
-	add := func(name, content string, refs ...string) string {
-		n := fixture.FileNAR(t, content)
-		z := fixture.Compress(t, n, spec.CompressionZstd)
-		info := &narinfo.NarInfo{
-			StorePath:   "/nix/store/" + base(name),
-			URL:         spec.NarURL(fixture.Nix32(z), spec.CompressionZstd),
-			Compression: "zstd",
-			FileHash:    "sha256:" + fixture.Nix32(z),
-			FileSize:    uint64(len(z)),
-			NarHash:     "sha256:" + fixture.Nix32(n),
-			NarSize:     uint64(len(n)),
-			References:  []string{},
-		}
-		for _, r := range refs {
-			info.References = append(info.References, base(r))
-		}
-		text, err := info.Format()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, info.URL), z, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, info.HashPart()+".narinfo"), text, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return info.StorePath
-	}
-	lib = add("lib-1.0", "library\n")
-	app = add("app-2.1", "#!/bin/sh\nexec lib\n", "lib-1.0")
-	return dir, app, lib
+	c := fixture.NewCache(t)
+	c.Add("lib-1.0", "library", spec.CompressionZstd)
+	c.Add("app-2.1", "application", spec.CompressionZstd, "lib-1.0")
+	return c.Dir, fixture.StorePath("app-2.1"), fixture.StorePath("lib-1.0")
 }
 
 // writeKey writes a Nix secret key file and returns its path and key.
@@ -121,7 +81,7 @@ func TestCLIPushPullInspect(t *testing.T) {
 			t.Errorf("%s: NAR not pulled: %v", p, err)
 		}
 	}
-	if data, err := os.ReadFile(filepath.Join(dir, "nix-cache-info")); err != nil || string(data) != spec.CacheInfo("/nix/store") {
+	if data, err := os.ReadFile(filepath.Join(dir, "nix-cache-info")); err != nil || string(data) != spec.CacheInfo("/nix/store", spec.DefaultPriority) {
 		t.Errorf("nix-cache-info = %q, %v", data, err)
 	}
 
@@ -158,5 +118,26 @@ func TestCLIDefaultStore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(store, "oci-layout")); err != nil {
 		t.Errorf("default store not created: %v", err)
+	}
+}
+
+// TestImageErrorsNameFlags: image.Build's errors about its options name
+// the option; the CLI names the flag.
+func TestImageErrorsNameFlags(t *testing.T) {
+	t.Setenv("NIXOCI_STORE", t.TempDir())
+	cache, app, _ := writeCache(t)
+	layout := "oci:" + filepath.Join(t.TempDir(), "l")
+	mustRun(t, "push", "--to", layout+":c", "--from-cache", "file://"+cache, app)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-layers", "1"}, "--max-layers 1: must be at least 2"},
+		{[]string{"--user", "me"}, `--user "me": want UID:GID`},
+	} {
+		code, _, stderr := runCLI(t, append([]string{"image", "--from", layout + ":c", "--to", layout + ":img"}, tc.args...)...)
+		if code != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("image %v: exit %d, stderr %q; want 1 and %q", tc.args, code, stderr, tc.want)
+		}
 	}
 }

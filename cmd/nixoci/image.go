@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/image"
+	"github.com/nixoci/nixoci/source"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -38,119 +41,80 @@ Examples:
   nixoci image --from ghcr.io/me/nix:shell --to ghcr.io/me/img:shell --nix-snapshotter
 `
 
+// imageFlags are the flags of nixoci image.
+type imageFlags struct {
+	from, to, workdir, user, compression, buildpacks, platform *string
+	entrypoint, cmd, env, linkRoots, labels                    stringList
+	maxLayers, jobs                                            *int
+	nixSnap, plainHTTP                                         *bool
+}
+
+func newImageFlags(fs *flag.FlagSet) *imageFlags {
+	f := &imageFlags{}
+	f.from = fs.String("from", "", "closure to make the image of: TARGET:CLOSURE_TAG")
+	f.to = fs.String("to", "", "where to write the image: TARGET:IMAGE_TAG (required)")
+	fs.Var(&f.entrypoint, "entrypoint", "entrypoint argument (repeatable) or a JSON array")
+	fs.Var(&f.cmd, "cmd", "default command argument (repeatable) or a JSON array")
+	fs.Var(&f.env, "env", "environment variable KEY=VALUE (repeatable); PATH defaults to the link roots' bin directories")
+	fs.Var(&f.linkRoots, "link-root", "store path (or symlink to one) of the closure whose top-level directories are linked into / (repeatable)")
+	fs.Var(&f.labels, "label", "image label KEY=VALUE (repeatable)")
+	f.workdir = fs.String("workdir", "", "working directory")
+	f.user = fs.String("user", "", "UID:GID to run as (added to /etc/passwd)")
+	f.maxLayers = fs.Int("max-layers", spec.DefaultMaxLayers, "most layers; larger closures group their smallest paths")
+	f.compression = fs.String("compression", "gzip", "layer compression: gzip (every client) or zstd")
+	f.nixSnap = fs.Bool("nix-snapshotter", false, "also write the nix-snapshotter form of the image, tagged IMAGE_TAG-nix")
+	f.buildpacks = fs.String("buildpacks-stack", "", "make a Cloud Native Buildpacks stack image with this stack ID")
+	f.jobs = fs.Int("jobs", 0, "layers converted at once, and store paths pushed with PATHs (default "+backend.DefaultJobsText+")")
+	f.platform = fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: the closure's system if recorded, else this machine's)")
+	f.plainHTTP = fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	return f
+}
+
 func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("image", imageHelp, stdout)
-	from := fs.String("from", "", "closure to make the image of: TARGET:CLOSURE_TAG")
-	to := fs.String("to", "", "where to write the image: TARGET:IMAGE_TAG (required)")
-	var entrypoint, cmd, env, linkRoots, labels stringList
-	fs.Var(&entrypoint, "entrypoint", "entrypoint argument (repeatable) or a JSON array")
-	fs.Var(&cmd, "cmd", "default command argument (repeatable) or a JSON array")
-	fs.Var(&env, "env", "environment variable KEY=VALUE (repeatable); PATH defaults to the link roots' bin directories")
-	fs.Var(&linkRoots, "link-root", "store path (or symlink to one) of the closure whose top-level directories are linked into / (repeatable)")
-	fs.Var(&labels, "label", "image label KEY=VALUE (repeatable)")
-	workdir := fs.String("workdir", "", "working directory")
-	user := fs.String("user", "", "UID:GID to run as (added to /etc/passwd)")
-	maxLayers := fs.Int("max-layers", spec.DefaultMaxLayers, "most layers; larger closures group their smallest paths")
-	compression := fs.String("compression", "gzip", "layer compression: gzip (every client) or zstd")
-	nixSnap := fs.Bool("nix-snapshotter", false, "also write the nix-snapshotter form of the image, tagged IMAGE_TAG-nix")
-	buildpacks := fs.String("buildpacks-stack", "", "make a Cloud Native Buildpacks stack image with this stack ID")
-	jobs := fs.Int("jobs", 0, "layers converted at once (default: CPUs)")
-	platform := fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: the closure's system if recorded, else this machine's)")
-	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	f := newImageFlags(fs)
 	paths, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	if *to == "" {
+	if *f.to == "" {
 		return fmt.Errorf("%w: --to TARGET:IMAGE_TAG is required", errUsage)
 	}
-	if (*from == "") == (len(paths) == 0) {
+	if (*f.from == "") == (len(paths) == 0) {
 		return fmt.Errorf("%w: give either --from TARGET:CLOSURE_TAG or store PATHs", errUsage)
 	}
-	dstRef, err := backend.ParseRef(*to)
+	dstRef, err := backend.ParseRef(*f.to)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if err := dstRef.ValidateTag(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	comp, err := spec.ParseLayerCompression(*compression)
+	opts, err := f.options()
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return err
 	}
-	opts := image.Options{
-		WorkingDir: *workdir, User: *user, MaxLayers: *maxLayers, Compression: comp,
-		NixSnapshotter: *nixSnap, BuildpacksStack: *buildpacks, Jobs: *jobs, Env: env,
-		Labels: map[string]string{},
-	}
-	if opts.Entrypoint, err = argList(entrypoint); err != nil {
-		return fmt.Errorf("%w: --entrypoint: %v", errUsage, err)
-	}
-	if opts.Cmd, err = argList(cmd); err != nil {
-		return fmt.Errorf("%w: --cmd: %v", errUsage, err)
-	}
-	if *platform != "" {
-		parts := strings.Split(*platform, "/")
-		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-			return fmt.Errorf("%w: --platform %q: want OS/ARCH[/VARIANT], e.g. linux/arm64", errUsage, *platform)
-		}
-		opts.Platform = &ocispec.Platform{OS: parts[0], Architecture: parts[1]}
-		if len(parts) == 3 {
-			opts.Platform.Variant = parts[2]
-		}
-	}
-	for _, l := range labels {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok {
-			return fmt.Errorf("%w: --label %q: want KEY=VALUE", errUsage, l)
-		}
-		opts.Labels[k] = v
-	}
-	local := &artifact.LocalStore{}
-	for _, lr := range linkRoots {
-		p := lr
-		if resolved, err := local.ResolveRoot(lr); err == nil {
-			p = resolved
-		}
-		opts.LinkRoots = append(opts.LinkRoots, p)
-	}
-
 	// --from is checked before the destination is opened (and created).
 	var srcRef backend.Ref
-	if *from != "" {
-		if srcRef, err = backend.ParseRef(*from); err != nil {
+	if *f.from != "" {
+		if srcRef, err = backend.ParseRef(*f.from); err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		if srcRef.Reference == "" {
 			return fmt.Errorf("%w: --from %s names no closure: append :TAG", errUsage, srcRef)
 		}
 	}
-	dst, err := openRef(ctx, dstRef.Base(), *plainHTTP, true)
+	dst, err := openRef(ctx, dstRef.Base(), *f.plainHTTP, true)
 	if err != nil {
 		return err
 	}
-	src, closureTag := dst, ""
-	if *from != "" {
-		closureTag = srcRef.Reference
-		if srcRef.Base() != dstRef.Base() {
-			if src, err = openRef(ctx, srcRef.Base(), *plainHTTP, false); err != nil {
-				return err
-			}
-		}
-	} else {
-		progress := &artifact.Progress{}
-		stop := showProgress(stderr, "pushing", progress)
-		res, err := artifact.Push(ctx, dst, local, paths, artifact.PushOptions{Jobs: *jobs, Progress: progress})
-		stop()
-		if err != nil {
-			return err
-		}
-		closureTag = res.Tag
-		fmt.Fprintf(stderr, "pushed closure %s (%d store paths, %d packed)\n", dstRef.Base().WithReference(res.Tag), len(res.Paths), res.Packed)
+	src, closureTag, err := f.closure(ctx, srcRef, dstRef, dst, paths, stderr)
+	if err != nil {
+		return err
 	}
 	res, err := image.Build(ctx, src, closureTag, dst, dstRef.Reference, opts)
 	if err != nil {
-		return err
+		return imageError(err)
 	}
 	fmt.Fprintf(stderr, "image %s: %d layers (%d converted, %d reused, 1 root)\n", dstRef, len(res.Layers), res.Converted, res.Reused)
 	fmt.Fprintf(stdout, "%s\n", dstRef)
@@ -159,6 +123,89 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "%s\n", res.Manifest.Digest)
 	return nil
+}
+
+// options turns the flags into image.Options.
+func (f *imageFlags) options() (image.Options, error) {
+	comp, err := spec.ParseLayerCompression(*f.compression)
+	if err != nil {
+		return image.Options{}, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	opts := image.Options{
+		WorkingDir: *f.workdir, User: *f.user, MaxLayers: *f.maxLayers, Compression: comp,
+		NixSnapshotter: *f.nixSnap, BuildpacksStack: *f.buildpacks, Jobs: *f.jobs, Env: f.env,
+		Labels: map[string]string{},
+	}
+	if opts.Entrypoint, err = argList(f.entrypoint); err != nil {
+		return opts, fmt.Errorf("%w: --entrypoint: %v", errUsage, err)
+	}
+	if opts.Cmd, err = argList(f.cmd); err != nil {
+		return opts, fmt.Errorf("%w: --cmd: %v", errUsage, err)
+	}
+	if *f.platform != "" {
+		parts := strings.Split(*f.platform, "/")
+		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+			return opts, fmt.Errorf("%w: --platform %q: want OS/ARCH[/VARIANT], e.g. linux/arm64", errUsage, *f.platform)
+		}
+		opts.Platform = &ocispec.Platform{OS: parts[0], Architecture: parts[1]}
+		if len(parts) == 3 {
+			opts.Platform.Variant = parts[2]
+		}
+	}
+	for _, l := range f.labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok {
+			return opts, fmt.Errorf("%w: --label %q: want KEY=VALUE", errUsage, l)
+		}
+		opts.Labels[k] = v
+	}
+	local := &source.LocalStore{}
+	for _, lr := range f.linkRoots {
+		p := lr
+		if resolved, err := local.ResolveRoot(lr); err == nil {
+			p = resolved
+		}
+		opts.LinkRoots = append(opts.LinkRoots, p)
+	}
+	return opts, nil
+}
+
+// closure is where the image's closure is read from and its tag: --from,
+// or the closure of paths, pushed to dst first.
+func (f *imageFlags) closure(ctx context.Context, srcRef, dstRef backend.Ref, dst backend.Target, paths []string, stderr io.Writer) (backend.Target, string, error) {
+	if *f.from != "" {
+		if srcRef.Base() == dstRef.Base() {
+			return dst, srcRef.Reference, nil
+		}
+		src, err := openRef(ctx, srcRef.Base(), *f.plainHTTP, false)
+		return src, srcRef.Reference, err
+	}
+	progress := &artifact.Progress{}
+	stop := showProgress(stderr, "pushing", progress)
+	res, err := artifact.Push(ctx, dst, &source.LocalStore{}, paths, artifact.PushOptions{Jobs: *f.jobs, Progress: progress})
+	stop()
+	if err != nil {
+		return nil, "", err
+	}
+	fmt.Fprintf(stderr, "pushed closure %s (%d store paths, %d packed)\n", dstRef.Base().WithReference(res.Tag), len(res.Paths), res.Packed)
+	return dst, res.Tag, nil
+}
+
+// imageFlagOf names the flag that sets each image.Options field an
+// image.OptionError can name.
+var imageFlagOf = map[string]string{"MaxLayers": "--max-layers", "User": "--user"}
+
+// imageError says, for errors image.Build reports about its options,
+// which flag to change.
+func imageError(err error) error {
+	var opt *image.OptionError
+	if errors.As(err, &opt) && imageFlagOf[opt.Option] != "" {
+		return fmt.Errorf("%s %s: %s", imageFlagOf[opt.Option], opt.Value, opt.Reason)
+	}
+	if errors.Is(err, image.ErrManifestTooLarge) {
+		return fmt.Errorf("%w (lower --max-layers)", err)
+	}
+	return err
 }
 
 // argList turns repeated flag values into an argument list; a single

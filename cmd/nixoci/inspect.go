@@ -26,6 +26,7 @@ Examples:
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("inspect", inspectHelp, stdout)
 	asJSON := fs.Bool("json", false, "print JSON")
+	jobs := fs.Int("jobs", 0, "narinfos fetched at once (default "+backend.DefaultJobsText+")")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for the registry even if it is not on loopback")
 	refs, err := parseFlags(fs, args)
 	if err != nil {
@@ -45,7 +46,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	s, err := artifact.Inspect(ctx, t, ref.Reference, 16)
+	s, err := artifact.Inspect(ctx, t, ref.Reference, *jobs)
 	if err != nil {
 		return err
 	}

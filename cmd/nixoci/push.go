@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/source"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -36,7 +36,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	to := fs.String("to", "", "target to push to: oci:DIR or HOST[:PORT]/REPO, optionally with :TAG (default: the local store, see 'nixoci help')")
 	tag := fs.String("tag", "", "tag of the closure (default: the name of the first PATH, e.g. hello-2.12)")
 	compression := fs.String("compression", string(spec.DefaultCompression), "NAR compression: zstd, xz or none")
-	jobs := fs.Int("jobs", 0, "store paths processed at once (default max(4, CPUs)); never changes what is written")
+	jobs := fs.Int("jobs", 0, "store paths processed (and narinfos of --from-cache fetched) at once (default "+backend.DefaultJobsText+"); never changes what is written")
 	var signKeys stringList
 	fs.Var(&signKeys, "sign-key", "sign narinfos with this Nix secret key file (repeatable)")
 	fromCache := fs.String("from-cache", "", "import the paths from this binary cache (file:///DIR or http(s)://…) instead of the local store")
@@ -88,12 +88,14 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	var src artifact.Source
 	if *fromCache != "" {
-		src, err = artifact.OpenBinaryCache(*fromCache, http.DefaultClient)
+		bc, err := source.OpenBinaryCache(*fromCache, nil)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
+		bc.Jobs = *jobs
+		src = bc
 	} else {
-		src = &artifact.LocalStore{Compression: comp}
+		src = &source.LocalStore{Compression: comp}
 	}
 	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true)
 	if err != nil {

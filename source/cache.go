@@ -1,4 +1,4 @@
-package artifact
+package source
 
 import (
 	"context"
@@ -17,16 +17,15 @@ import (
 	"github.com/nix-community/go-nix/pkg/storepath"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/nar"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
-// ErrNotInCache: a binary cache has no narinfo for a store path.
-var ErrNotInCache = errors.New("not in binary cache")
-
 // BinaryCache is an existing Nix binary cache (a file:// directory as
-// `nix copy --to file://` writes, or an http(s) cache) as a Source. Its
+// `nix copy --to file://` writes, or an http(s) cache) as an
+// artifact.Source. Its
 // NARs are stored as they are, never recompressed; each is checked
 // against its narinfo's FileHash, FileSize, NarHash and NarSize, and
 // parsed strictly as a NAR, while it is copied.
@@ -34,14 +33,14 @@ type BinaryCache struct {
 	base   *url.URL
 	client *http.Client
 	// Jobs bounds concurrent narinfo fetches while walking a closure;
-	// default 16.
+	// default backend.DefaultJobs().
 	Jobs int
 }
 
-var _ Source = (*BinaryCache)(nil)
-
 // OpenBinaryCache opens the cache at rawURL (file:///DIR, http://…,
-// https://…). client may be nil for http.DefaultClient.
+// https://…). client may be nil for backend.DefaultHTTPClient(), the
+// client and timeouts registries get; either way, HTTP requests are
+// retried and cut-off downloads resumed as backend.Retry describes.
 func OpenBinaryCache(rawURL string, client *http.Client) (*BinaryCache, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -64,7 +63,7 @@ func OpenBinaryCache(rawURL string, client *http.Client) (*BinaryCache, error) {
 	}
 	u.RawQuery, u.Fragment = "", ""
 	if client == nil {
-		client = http.DefaultClient
+		client = backend.DefaultHTTPClient()
 	}
 	return &BinaryCache{base: u, client: client}, nil
 }
@@ -99,7 +98,7 @@ func (c *BinaryCache) Closure(ctx context.Context, roots []string) ([]*narinfo.N
 	storeDir := path.Dir(roots[0])
 	jobs := c.Jobs
 	if jobs <= 0 {
-		jobs = 16
+		jobs = backend.DefaultJobs()
 	}
 	var mu sync.Mutex
 	seen := map[string]*narinfo.NarInfo{}
@@ -147,7 +146,7 @@ func (c *BinaryCache) Closure(ctx context.Context, roots []string) ([]*narinfo.N
 // NarInfo fetches and parses the narinfo of storePath.
 func (c *BinaryCache) NarInfo(ctx context.Context, storePath string) (*narinfo.NarInfo, error) {
 	name := spec.PathTag(storePath) + ".narinfo"
-	rc, err := c.open(ctx, name)
+	rc, err := c.open(ctx, name, -1)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", c, storePath, err)
 	}
@@ -165,8 +164,9 @@ func (c *BinaryCache) NarInfo(ctx context.Context, storePath string) (*narinfo.N
 	return info, nil
 }
 
-// open opens a file of the cache by its URL relative to the cache root.
-func (c *BinaryCache) open(ctx context.Context, rel string) (io.ReadCloser, error) {
+// open opens a file of the cache, of size bytes (negative if unknown), by
+// its URL relative to the cache root.
+func (c *BinaryCache) open(ctx context.Context, rel string, size int64) (io.ReadCloser, error) {
 	ref, err := url.Parse(rel)
 	if err != nil {
 		return nil, fmt.Errorf("URL %q: %w", rel, err)
@@ -186,9 +186,24 @@ func (c *BinaryCache) open(ctx context.Context, rel string) (io.ReadCloser, erro
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return nil, fmt.Errorf("URL %q: scheme %q not allowed", rel, u.Scheme)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	return backend.OpenResuming(ctx, c.String()+": "+rel, size, func(ctx context.Context, offset int64) (io.ReadCloser, error) {
+		rc, err := c.get(ctx, u.String(), offset)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", rel, err)
+		}
+		return rc, nil
+	})
+}
+
+// get fetches url from offset on: with a Range request, or skipping the
+// first bytes of a server that answers it whole.
+func (c *BinaryCache) get(ctx context.Context, url string, offset int64) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
+	}
+	if offset > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
@@ -196,13 +211,16 @@ func (c *BinaryCache) open(ctx context.Context, rel string) (io.ReadCloser, erro
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
+		return backend.SkipTo(resp.Body, offset)
+	case resp.StatusCode == http.StatusPartialContent && offset > 0 &&
+		strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", offset)):
 		return resp.Body, nil
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone || resp.StatusCode == http.StatusForbidden:
 		resp.Body.Close()
-		return nil, fmt.Errorf("%s: HTTP %s: %w", rel, resp.Status, ErrNotInCache)
+		return nil, fmt.Errorf("HTTP %s: %w", resp.Status, ErrNotInCache)
 	default:
 		resp.Body.Close()
-		return nil, fmt.Errorf("%s: HTTP %s", rel, resp.Status)
+		return nil, &backend.StatusError{StatusCode: resp.StatusCode, Status: resp.Status}
 	}
 }
 
@@ -216,7 +234,7 @@ func (c *BinaryCache) WriteNAR(ctx context.Context, info *narinfo.NarInfo, w io.
 	default:
 		return "", fmt.Errorf("%s: %s: compression %q is not one nixoci stores (xz, zstd, none)", c, info.StorePath, info.Compression)
 	}
-	rc, err := c.open(ctx, info.URL)
+	rc, err := c.open(ctx, info.URL, int64(info.FileSize))
 	if err != nil {
 		return "", fmt.Errorf("%s: %s: %w", c, info.StorePath, err)
 	}

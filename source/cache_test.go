@@ -1,4 +1,4 @@
-package artifact_test
+package source_test
 
 import (
 	"bytes"
@@ -8,39 +8,33 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/source"
 	"github.com/nixoci/nixoci/spec"
 )
 
-var _ artifact.Source = (*artifact.BinaryCache)(nil)
+// Both sources are what artifact.Push reads from.
+var (
+	_ artifact.Source = (*source.BinaryCache)(nil)
+	_ artifact.Source = (*source.LocalStore)(nil)
+)
 
-// closureCache is a cache holding app -> lib -> base, app -> data and
-// app -> twin, where twin has the same NAR as data, and an unrelated path.
-// The NARs use every compression nixoci stores.
-func closureCache(t testing.TB) *testCache {
-	t.Helper()
-	c := newTestCache(t)
-	c.add("base", "base", spec.CompressionZstd, "base") // self reference
-	c.add("lib", "library", spec.CompressionXz, "base")
-	c.add("data", "data", spec.CompressionNone)
-	c.add("twin", "data", spec.CompressionNone)
-	c.add("app", "application", spec.CompressionZstd, "lib", "data", "twin", "base")
-	c.add("unrelated", "unrelated", spec.CompressionZstd)
-	return c
-}
-
-func openCache(t testing.TB, url string, client *http.Client) *artifact.BinaryCache {
-	t.Helper()
-	bc, err := artifact.OpenBinaryCache(url, client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bc
-}
+// Synthetic store paths and caches, shared with the other packages' tests.
+var (
+	nix32        = fixture.Nix32
+	storePath    = fixture.StorePath
+	makeNAR      = fixture.NAR
+	compress     = fixture.Compress
+	closureCache = fixture.ClosureCache
+	openCache    = fixture.OpenCache
+)
 
 func formatted(t testing.TB, info *narinfo.NarInfo) string {
 	t.Helper()
@@ -52,12 +46,12 @@ func formatted(t testing.TB, info *narinfo.NarInfo) string {
 }
 
 // checkClosure compares a closure with the cache's narinfos of names.
-func checkClosure(t *testing.T, c *testCache, got []*narinfo.NarInfo, names ...string) {
+func checkClosure(t *testing.T, c *fixture.Cache, got []*narinfo.NarInfo, names ...string) {
 	t.Helper()
 	var gotPaths, wantPaths []string
 	for _, info := range got {
 		gotPaths = append(gotPaths, info.StorePath)
-		if want, ok := c.infos[info.StorePath]; !ok {
+		if want, ok := c.Infos[info.StorePath]; !ok {
 			t.Errorf("closure has %s, which is not in the cache", info.StorePath)
 		} else if g, w := formatted(t, info), formatted(t, want); g != w {
 			t.Errorf("%s: narinfo\n%s\nwant\n%s", info.StorePath, g, w)
@@ -77,7 +71,7 @@ func TestBinaryCacheClosure(t *testing.T) {
 	c := closureCache(t)
 	ctx := t.Context()
 	for _, jobs := range []int{0, 1} {
-		bc := openCache(t, c.url(), nil)
+		bc := openCache(t, c.URL(), nil)
 		bc.Jobs = jobs
 		got, err := bc.Closure(ctx, []string{storePath("app")})
 		if err != nil {
@@ -98,42 +92,42 @@ func TestBinaryCacheClosureErrors(t *testing.T) {
 	ctx := t.Context()
 
 	// A reference the cache does not have.
-	c.add("broken", "broken", spec.CompressionZstd, "ghost")
-	_, err := openCache(t, c.url(), nil).Closure(ctx, []string{storePath("broken")})
-	if !errors.Is(err, artifact.ErrNotInCache) {
+	c.Add("broken", "broken", spec.CompressionZstd, "ghost")
+	_, err := openCache(t, c.URL(), nil).Closure(ctx, []string{storePath("broken")})
+	if !errors.Is(err, source.ErrNotInCache) {
 		t.Errorf("missing reference: error = %v, want ErrNotInCache", err)
 	} else if !strings.Contains(err.Error(), storePath("ghost")) {
 		t.Errorf("missing reference: error %q does not name %s", err, storePath("ghost"))
 	}
 
 	// A narinfo describing another path than its name says.
-	impostor := *c.infos[storePath("lib")]
+	impostor := *c.Infos[storePath("lib")]
 	data, _ := impostor.Format()
-	c.write(spec.PathTag(storePath("impostor"))+".narinfo", data)
-	if _, err := openCache(t, c.url(), nil).Closure(ctx, []string{storePath("impostor")}); err == nil || !strings.Contains(err.Error(), "describes") {
+	c.Write(spec.PathTag(storePath("impostor"))+".narinfo", data)
+	if _, err := openCache(t, c.URL(), nil).Closure(ctx, []string{storePath("impostor")}); err == nil || !strings.Contains(err.Error(), "describes") {
 		t.Errorf("narinfo for another path: error = %v", err)
 	}
 
 	// A narinfo without FileHash cannot be stored unchanged.
-	nofh := *c.infos[storePath("unrelated")]
+	nofh := *c.Infos[storePath("unrelated")]
 	nofh.FileHash, nofh.FileSize = "", 0
-	c.writeInfo(&nofh)
-	if _, err := openCache(t, c.url(), nil).Closure(ctx, []string{nofh.StorePath}); err == nil || !strings.Contains(err.Error(), "FileHash") {
+	c.WriteInfo(&nofh)
+	if _, err := openCache(t, c.URL(), nil).Closure(ctx, []string{nofh.StorePath}); err == nil || !strings.Contains(err.Error(), "FileHash") {
 		t.Errorf("narinfo without FileHash: error = %v", err)
 	}
 
 	// A narinfo that does not parse.
-	c.write(spec.PathTag(storePath("garbled"))+".narinfo", []byte("StorePath: nonsense\n"))
-	if _, err := openCache(t, c.url(), nil).Closure(ctx, []string{storePath("garbled")}); err == nil || errors.Is(err, artifact.ErrNotInCache) {
+	c.Write(spec.PathTag(storePath("garbled"))+".narinfo", []byte("StorePath: nonsense\n"))
+	if _, err := openCache(t, c.URL(), nil).Closure(ctx, []string{storePath("garbled")}); err == nil || errors.Is(err, source.ErrNotInCache) {
 		t.Errorf("garbled narinfo: error = %v, want a parse error", err)
 	}
 }
 
 func TestBinaryCacheWriteNAR(t *testing.T) {
 	c := closureCache(t)
-	bc := openCache(t, c.url(), nil)
+	bc := openCache(t, c.URL(), nil)
 	for _, name := range []string{"app", "lib", "data", "base"} {
-		info := c.infos[storePath(name)]
+		info := c.Infos[storePath(name)]
 		var out bytes.Buffer
 		comp, err := bc.WriteNAR(t.Context(), info, &out)
 		if err != nil {
@@ -142,7 +136,7 @@ func TestBinaryCacheWriteNAR(t *testing.T) {
 		if string(comp) != info.Compression {
 			t.Errorf("%s: compression %q, want %q", name, comp, info.Compression)
 		}
-		file, err := os.ReadFile(filepath.Join(c.dir, info.URL))
+		file, err := os.ReadFile(filepath.Join(c.Dir, info.URL))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,15 +150,15 @@ func TestBinaryCacheWriteNAR(t *testing.T) {
 // (FileHash and FileSize match) but whose content is wrong in some way.
 func TestBinaryCacheWriteNARRejects(t *testing.T) {
 	c := closureCache(t)
-	good := c.infos[storePath("app")]
-	goodFile, err := os.ReadFile(filepath.Join(c.dir, good.URL))
+	good := c.Infos[storePath("app")]
+	goodFile, err := os.ReadFile(filepath.Join(c.Dir, good.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
 	nar := makeNAR(t, "application")
 	// A copy of the good file outside the cache directory, which a URL
 	// escaping the directory would reach.
-	if err := os.WriteFile(filepath.Join(filepath.Dir(c.dir), "escaped.nar.zst"), goodFile, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(filepath.Dir(c.Dir), "escaped.nar.zst"), goodFile, 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -176,7 +170,7 @@ func TestBinaryCacheWriteNARRejects(t *testing.T) {
 	// withFile stores file under a fresh URL and returns a narinfo whose
 	// FileHash/FileSize describe it, with NarHash/NarSize of nar.
 	withFile := func(name string, file []byte, comp spec.Compression) *narinfo.NarInfo {
-		return c.addFile(name, nar, file, comp)
+		return c.AddFile(name, nar, file, comp)
 	}
 	appended := append(bytes.Clone(goodFile), []byte("trailing garbage")...)
 
@@ -186,14 +180,14 @@ func TestBinaryCacheWriteNARRejects(t *testing.T) {
 		want error  // sentinel the error must wrap, or nil
 		msg  string // substring of the error, or ""
 	}{
-		{"FileHash mismatch", edited(func(n *narinfo.NarInfo) { n.FileHash = "sha256:" + nix32([]byte("other")) }), artifact.ErrHashMismatch, "FileHash"},
-		{"NarHash mismatch", edited(func(n *narinfo.NarInfo) { n.NarHash = "sha256:" + nix32([]byte("other")) }), artifact.ErrHashMismatch, ""},
-		{"NarSize mismatch", edited(func(n *narinfo.NarInfo) { n.NarSize++ }), artifact.ErrHashMismatch, ""},
+		{"FileHash mismatch", edited(func(n *narinfo.NarInfo) { n.FileHash = "sha256:" + nix32([]byte("other")) }), source.ErrHashMismatch, "FileHash"},
+		{"NarHash mismatch", edited(func(n *narinfo.NarInfo) { n.NarHash = "sha256:" + nix32([]byte("other")) }), source.ErrHashMismatch, ""},
+		{"NarSize mismatch", edited(func(n *narinfo.NarInfo) { n.NarSize++ }), source.ErrHashMismatch, ""},
 		{"URL leaving the cache", edited(func(n *narinfo.NarInfo) { n.URL = "../escaped.nar.zst" }), nil, "leaves the cache directory"},
 		{"URL leaving through nar/", edited(func(n *narinfo.NarInfo) { n.URL = "nar/../../escaped.nar.zst" }), nil, "leaves the cache directory"},
-		{"absolute URL path", edited(func(n *narinfo.NarInfo) { n.URL = filepath.Join(filepath.Dir(c.dir), "escaped.nar.zst") }), nil, "leaves the cache directory"},
-		{"file URL", edited(func(n *narinfo.NarInfo) { n.URL = "file://" + filepath.Join(filepath.Dir(c.dir), "escaped.nar.zst") }), nil, "leaves the cache directory"},
-		{"missing file", edited(func(n *narinfo.NarInfo) { n.URL = "nar/missing.nar.zst" }), artifact.ErrNotInCache, ""},
+		{"absolute URL path", edited(func(n *narinfo.NarInfo) { n.URL = filepath.Join(filepath.Dir(c.Dir), "escaped.nar.zst") }), nil, "leaves the cache directory"},
+		{"file URL", edited(func(n *narinfo.NarInfo) { n.URL = "file://" + filepath.Join(filepath.Dir(c.Dir), "escaped.nar.zst") }), nil, "leaves the cache directory"},
+		{"missing file", edited(func(n *narinfo.NarInfo) { n.URL = "nar/missing.nar.zst" }), source.ErrNotInCache, ""},
 		{"unknown compression", edited(func(n *narinfo.NarInfo) { n.Compression = "bzip2" }), nil, "bzip2"},
 		{"data after the NAR, uncompressed", withFile("tail-none", append(bytes.Clone(nar), "junk"...), spec.CompressionNone), nil, "after the end of the NAR"},
 		{"data after the NAR, zstd", withFile("tail-zstd", compress(t, append(bytes.Clone(nar), "junk"...), spec.CompressionZstd), spec.CompressionZstd), nil, "after the end of the NAR"},
@@ -204,7 +198,7 @@ func TestBinaryCacheWriteNARRejects(t *testing.T) {
 		{"garbage after the zstd frame", withFile("appended", appended, spec.CompressionZstd), nil, ""},
 		{"garbage after the xz stream", withFile("appended-xz", append(compress(t, nar, spec.CompressionXz), "trailing garbage"...), spec.CompressionXz), nil, ""},
 	}
-	bc := openCache(t, c.url(), nil)
+	bc := openCache(t, c.URL(), nil)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
@@ -226,7 +220,7 @@ func TestBinaryCacheWriteNARRejects(t *testing.T) {
 // not one plain stream: xz stream padding and concatenated streams (what
 // nixoci's own xz writer produces for large NARs).
 func TestBinaryCacheWriteNARConcatenated(t *testing.T) {
-	c := newTestCache(t)
+	c := fixture.NewCache(t)
 	nar := makeNAR(t, "concatenated")
 	tests := []struct {
 		name string
@@ -237,9 +231,9 @@ func TestBinaryCacheWriteNARConcatenated(t *testing.T) {
 		{"xz streams", spec.CompressionXz, append(compress(t, nar[:40], spec.CompressionXz), compress(t, nar[40:], spec.CompressionXz)...)},
 		{"zstd frames", spec.CompressionZstd, append(compress(t, nar[:40], spec.CompressionZstd), compress(t, nar[40:], spec.CompressionZstd)...)},
 	}
-	bc := openCache(t, c.url(), nil)
+	bc := openCache(t, c.URL(), nil)
 	for _, tt := range tests {
-		info := c.addFile(strings.ReplaceAll(tt.name, " ", "-"), nar, tt.file, tt.comp)
+		info := c.AddFile(strings.ReplaceAll(tt.name, " ", "-"), nar, tt.file, tt.comp)
 		var out bytes.Buffer
 		if _, err := bc.WriteNAR(t.Context(), info, &out); err != nil {
 			t.Errorf("%s: %v", tt.name, err)
@@ -251,7 +245,7 @@ func TestBinaryCacheWriteNARConcatenated(t *testing.T) {
 
 func TestBinaryCacheHTTP(t *testing.T) {
 	c := closureCache(t)
-	srv := httptest.NewServer(http.FileServer(http.Dir(c.dir)))
+	srv := httptest.NewServer(http.FileServer(http.Dir(c.Dir)))
 	defer srv.Close()
 	ctx := t.Context()
 	for _, u := range []string{srv.URL, srv.URL + "/"} {
@@ -266,19 +260,19 @@ func TestBinaryCacheHTTP(t *testing.T) {
 			if _, err := bc.WriteNAR(ctx, info, &out); err != nil {
 				t.Fatalf("%s: %v", info.StorePath, err)
 			}
-			file, _ := os.ReadFile(filepath.Join(c.dir, info.URL))
+			file, _ := os.ReadFile(filepath.Join(c.Dir, info.URL))
 			if !bytes.Equal(out.Bytes(), file) {
 				t.Errorf("%s: WriteNAR over HTTP differs from the file", info.StorePath)
 			}
 		}
-		if _, err := bc.NarInfo(ctx, storePath("ghost")); !errors.Is(err, artifact.ErrNotInCache) {
+		if _, err := bc.NarInfo(ctx, storePath("ghost")); !errors.Is(err, source.ErrNotInCache) {
 			t.Errorf("404 narinfo: error = %v, want ErrNotInCache", err)
 		}
 	}
 
 	// A cache below a path prefix.
 	mux := http.NewServeMux()
-	mux.Handle("/cache/", http.StripPrefix("/cache/", http.FileServer(http.Dir(c.dir))))
+	mux.Handle("/cache/", http.StripPrefix("/cache/", http.FileServer(http.Dir(c.Dir))))
 	sub := httptest.NewServer(mux)
 	defer sub.Close()
 	got, err := openCache(t, sub.URL+"/cache", sub.Client()).Closure(ctx, []string{storePath("lib")})
@@ -288,21 +282,30 @@ func TestBinaryCacheHTTP(t *testing.T) {
 	checkClosure(t, c, got, "lib", "base")
 }
 
+// TestBinaryCacheHTTPErrors: what each status means. A transient one
+// (5xx, 429) is asked again; here the second answer is 404.
 func TestBinaryCacheHTTPErrors(t *testing.T) {
 	tests := []struct {
 		status      int
 		notInCache  bool
+		requests    int
 		description string
 	}{
-		{http.StatusNotFound, true, "404"},
-		{http.StatusGone, true, "410"},
-		{http.StatusForbidden, true, "403 (S3 for a missing key)"},
-		{http.StatusInternalServerError, false, "500"},
-		{http.StatusBadGateway, false, "502"},
-		{http.StatusUnauthorized, false, "401"},
+		{http.StatusNotFound, true, 1, "404"},
+		{http.StatusGone, true, 1, "410"},
+		{http.StatusForbidden, true, 1, "403 (S3 for a missing key)"},
+		{http.StatusInternalServerError, true, 2, "500, then 404"},
+		{http.StatusBadGateway, true, 2, "502, then 404"},
+		{http.StatusTooManyRequests, true, 2, "429, then 404"},
+		{http.StatusUnauthorized, false, 1, "401"},
 	}
 	for _, tt := range tests {
+		requests := 0
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if requests++; requests > 1 {
+				http.NotFound(w, r)
+				return
+			}
 			http.Error(w, "nope", tt.status)
 		}))
 		_, err := openCache(t, srv.URL, srv.Client()).NarInfo(t.Context(), storePath("app"))
@@ -311,7 +314,10 @@ func TestBinaryCacheHTTPErrors(t *testing.T) {
 			t.Errorf("%s: no error", tt.description)
 			continue
 		}
-		if errors.Is(err, artifact.ErrNotInCache) != tt.notInCache {
+		if requests != tt.requests {
+			t.Errorf("%s: %d requests, want %d", tt.description, requests, tt.requests)
+		}
+		if errors.Is(err, source.ErrNotInCache) != tt.notInCache {
 			t.Errorf("%s: error %v: errors.Is(ErrNotInCache) = %v, want %v", tt.description, err, !tt.notInCache, tt.notInCache)
 		}
 		if !strings.Contains(err.Error(), spec.PathTag(storePath("app"))+".narinfo") {
@@ -320,9 +326,60 @@ func TestBinaryCacheHTTPErrors(t *testing.T) {
 	}
 }
 
+// TestBinaryCacheHTTPResumes: a NAR download cut off half-way is resumed
+// with a Range request from where it stopped, and the NAR is whole.
+func TestBinaryCacheHTTPResumes(t *testing.T) {
+	c := closureCache(t)
+	files := http.FileServer(http.Dir(c.Dir))
+	var mu sync.Mutex
+	cut := map[string]bool{}
+	var ranges []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		first := strings.HasPrefix(r.URL.Path, "/nar/") && !cut[r.URL.Path]
+		cut[r.URL.Path] = true
+		if rg := r.Header.Get("Range"); rg != "" {
+			ranges = append(ranges, rg)
+		}
+		mu.Unlock()
+		if !first {
+			files.ServeHTTP(w, r)
+			return
+		}
+		data, err := os.ReadFile(filepath.Join(c.Dir, filepath.FromSlash(r.URL.Path)))
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Write(data[:len(data)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection drops mid-body
+	}))
+	defer srv.Close()
+	bc := openCache(t, srv.URL, srv.Client())
+	infos, err := bc.Closure(t.Context(), []string{storePath("app")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range infos {
+		var out bytes.Buffer
+		if _, err := bc.WriteNAR(t.Context(), info, &out); err != nil {
+			t.Fatalf("%s: %v", info.StorePath, err)
+		}
+		file, _ := os.ReadFile(filepath.Join(c.Dir, info.URL))
+		if !bytes.Equal(out.Bytes(), file) {
+			t.Errorf("%s: resumed NAR differs from the file", info.StorePath)
+		}
+	}
+	if len(ranges) == 0 || !strings.HasPrefix(ranges[0], "bytes=") {
+		t.Errorf("no Range request resumed the downloads: %q", ranges)
+	}
+}
+
 func TestOpenBinaryCache(t *testing.T) {
 	for _, bad := range []string{"file://", "s3://bucket", "/tmp/cache", "ssh://host", "http://[::1"} {
-		if _, err := artifact.OpenBinaryCache(bad, nil); err == nil {
+		if _, err := source.OpenBinaryCache(bad, nil); err == nil {
 			t.Errorf("OpenBinaryCache(%q) succeeded", bad)
 		}
 	}
@@ -332,7 +389,7 @@ func TestOpenBinaryCache(t *testing.T) {
 		{"https://cache.example/sub?x=1#f", "binary cache https://cache.example/sub"},
 	}
 	for _, tt := range tests {
-		bc, err := artifact.OpenBinaryCache(tt.url, nil)
+		bc, err := source.OpenBinaryCache(tt.url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -346,7 +403,7 @@ func TestOpenBinaryCache(t *testing.T) {
 // not part of the directory; silently reading /cache instead is wrong.
 func TestOpenBinaryCacheFileHost(t *testing.T) {
 	for _, u := range []string{"file://tmp/cache", "file://example.com/srv/cache"} {
-		if bc, err := artifact.OpenBinaryCache(u, nil); err == nil {
+		if bc, err := source.OpenBinaryCache(u, nil); err == nil {
 			t.Errorf("OpenBinaryCache(%q) = %s, want an error", u, bc)
 		}
 	}
@@ -381,7 +438,7 @@ func TestBinaryCacheResolveRoot(t *testing.T) {
 		if tt.ok && (err != nil || got != tt.want) {
 			t.Errorf("ResolveRoot(%q) = %q, %v; want %q", tt.arg, got, err, tt.want)
 		}
-		if !tt.ok && !errors.Is(err, artifact.ErrNotInStore) {
+		if !tt.ok && !errors.Is(err, source.ErrNotInStore) {
 			t.Errorf("ResolveRoot(%q) = %q, %v; want ErrNotInStore", tt.arg, got, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package artifact
+package source
 
 import (
 	"bufio"
@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -26,7 +25,7 @@ import (
 	"github.com/nixoci/nixoci/spec"
 )
 
-// LocalStore is the local Nix store as a Source. It asks the Nix
+// LocalStore is the local Nix store as an artifact.Source. It asks the Nix
 // command-line tools for closures and metadata, using only output forms
 // that have been stable across Nix versions (`nix-store --query
 // --requisites`, `nix-store --dump-db`) and reading signatures and content
@@ -40,8 +39,6 @@ type LocalStore struct {
 	// NixStore and Nix are the commands run; default "nix-store", "nix".
 	NixStore, Nix string
 }
-
-var _ Source = (*LocalStore)(nil)
 
 func (s *LocalStore) storeDir() string {
 	if s.StoreDir != "" {
@@ -244,12 +241,12 @@ func parseDumpDB(out []byte, infos map[string]*narinfo.NarInfo) error {
 func (s *LocalStore) addSignatures(ctx context.Context, paths []string, infos map[string]*narinfo.NarInfo) {
 	out, err := s.run(ctx, s.nix(), append([]string{"path-info", "--extra-experimental-features", "nix-command", "--json"}, paths...)...)
 	if err != nil {
-		slog.Warn("cannot read signatures from the local store; paths keep only signatures made with --sign-key", "err", err)
+		slog.Warn("cannot read signatures from the local store; paths are pushed with only the signatures of the push's own keys", "err", err)
 		return
 	}
 	entries, err := parsePathInfoJSON(out, s.storeDir())
 	if err != nil {
-		slog.Warn("cannot parse `nix path-info --json`; paths keep only signatures made with --sign-key", "err", err)
+		slog.Warn("cannot parse `nix path-info --json`; paths are pushed with only the signatures of the push's own keys", "err", err)
 		return
 	}
 	for p, e := range entries {
@@ -336,30 +333,4 @@ func (s *LocalStore) WriteNAR(ctx context.Context, info *narinfo.NarInfo, w io.W
 		return "", fmt.Errorf("%w (the store path changed after it was registered; `nix-store --verify --check-contents` finds such paths)", err)
 	}
 	return comp, nil
-}
-
-// checkNAR compares a NAR's hash and size with what info records.
-func checkNAR(info *narinfo.NarInfo, h hash.Hash, n int64) error {
-	got, err := narinfo.HashFromDigest(h.Sum(nil))
-	if err != nil {
-		return err
-	}
-	if got != info.NarHash || uint64(n) != info.NarSize {
-		return fmt.Errorf("%s: NAR is %s (%d bytes) but its metadata says %s (%d bytes): %w",
-			info.StorePath, got, n, info.NarHash, info.NarSize, ErrHashMismatch)
-	}
-	return nil
-}
-
-// ctxReader stops a long copy when ctx is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
