@@ -22,7 +22,9 @@
 //	store.go         NewStoreDir, NixCopyFrom
 //	trees.go         DiffTrees, TreesEqual
 //	registry.go      Registry, RegistryOptions, StartRegistry
-//	dockerconfig.go  DockerConfig
+//	dockerconfig.go  DockerConfig, DockerConfigJSON
+//	tokenserver.go   TokenServer, TokenOptions, StartTokenServer (token auth)
+//	credhelper.go    CredentialHelper (a docker-credential-NAME script)
 //	net.go           FreePort, WaitHTTP
 //	binary.go        BuildBinary, CleanupBinaries, Main
 package testenv

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -28,6 +29,14 @@ type RegistryOptions struct {
 	// User, when not empty, turns on htpasswd (bcrypt) authentication with this
 	// single user and Password. Without it the registry needs no credentials.
 	User, Password string
+	// Token, when set, turns on token authentication (auth: token) with
+	// this token server as realm and its certificate as rootcertbundle;
+	// User and Password are then not used.
+	Token *TokenServer
+	// Program is the registry binary: "docker-registry" (Debian's
+	// distribution 2.8, the default) or "registry" (distribution v3,
+	// installed by .ci/run); both take the same configuration.
+	Program string
 }
 
 // Registry is a real docker-registry (distribution 2.8) listening on
@@ -41,8 +50,9 @@ type Registry struct {
 	User       string // from RegistryOptions; empty without auth
 	Password   string
 
-	t   testing.TB
-	exe string
+	t     testing.TB
+	exe   string
+	token bool // token authentication: GET /v2/ answers 401
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -59,7 +69,7 @@ type Registry struct {
 // test failed, logs the tail of its log file.
 func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	t.Helper()
-	exe := Tool(t, "docker-registry")
+	exe := Tool(t, cmp.Or(opts.Program, "docker-registry"))
 	base := t.TempDir()
 	r := &Registry{
 		Addr:       fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
@@ -70,6 +80,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		Password:   opts.Password,
 		t:          t,
 		exe:        exe,
+		token:      opts.Token != nil,
 	}
 	if err := os.Mkdir(r.Dir, 0o755); err != nil {
 		t.Fatalf("StartRegistry: %v", err)
@@ -84,7 +95,9 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	fmt.Fprintf(&cfg, "log:\n  level: warn\n  accesslog:\n    disabled: true\n")
 	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", yamlString(r.Dir))
 	fmt.Fprintf(&cfg, "http:\n  addr: %s\n  secret: %s\n", yamlString(r.Addr), hex.EncodeToString(secret))
-	if opts.User != "" {
+	if opts.Token != nil {
+		cfg.WriteString(opts.Token.registryConfig())
+	} else if opts.User != "" {
 		htpasswdFile := filepath.Join(base, "htpasswd")
 		cmd := Cmd(t, "htpasswd", "-i", "-B", "-c", htpasswdFile, opts.User)
 		cmd.Stdin = strings.NewReader(opts.Password)
@@ -145,7 +158,7 @@ func (r *Registry) Start() {
 	}(r.exited)
 
 	want := http.StatusOK
-	if r.User != "" {
+	if r.User != "" || r.token {
 		want = http.StatusUnauthorized
 	}
 	if err := waitHTTP(r.URL()+"/v2/", registryReadyTimeout, r.exited, want); err != nil {
