@@ -86,7 +86,8 @@ func classify(ctx context.Context, name, op string, err error) error {
 // failed and how.
 type remoteTarget struct {
 	*remote.Repository
-	name string
+	name      string
+	chunkSize int64 // see Options.ChunkSize; never 0
 }
 
 func (r *remoteTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
@@ -95,7 +96,7 @@ func (r *remoteTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.R
 }
 
 func (r *remoteTarget) Push(ctx context.Context, desc ocispec.Descriptor, content io.Reader) error {
-	return classify(ctx, r.name, "pushing "+desc.Digest.String(), r.Repository.Push(ctx, desc, content))
+	return classify(ctx, r.name, "pushing "+desc.Digest.String(), r.push(ctx, desc, content))
 }
 
 func (r *remoteTarget) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
