@@ -57,6 +57,7 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	jobs := fs.Int("jobs", 0, "layers converted at once (default: CPUs)")
 	platform := fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: the closure's system if recorded, else this machine's)")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	chunkSize := chunkSizeFlag(fs)
 	paths, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -125,7 +126,7 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("%w: --from %s names no closure: append :TAG", errUsage, srcRef)
 		}
 	}
-	dst, err := openRef(ctx, dstRef.Base(), *plainHTTP, true)
+	dst, err := openRef(ctx, dstRef.Base(), *plainHTTP, true, chunkSize.option())
 	if err != nil {
 		return err
 	}
@@ -143,14 +144,14 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		res, err := artifact.Push(ctx, dst, local, paths, artifact.PushOptions{Jobs: *jobs, Progress: progress})
 		stop()
 		if err != nil {
-			return err
+			return chunkHint(err)
 		}
 		closureTag = res.Tag
 		fmt.Fprintf(stderr, "pushed closure %s (%d store paths, %d packed)\n", dstRef.Base().WithReference(res.Tag), len(res.Paths), res.Packed)
 	}
 	res, err := image.Build(ctx, src, closureTag, dst, dstRef.Reference, opts)
 	if err != nil {
-		return err
+		return chunkHint(err)
 	}
 	fmt.Fprintf(stderr, "image %s: %d layers (%d converted, %d reused, 1 root)\n", dstRef, len(res.Layers), res.Converted, res.Reused)
 	fmt.Fprintf(stdout, "%s\n", dstRef)

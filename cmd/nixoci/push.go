@@ -41,6 +41,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(&signKeys, "sign-key", "sign narinfos with this Nix secret key file (repeatable)")
 	fromCache := fs.String("from-cache", "", "import the paths from this binary cache (file:///DIR or http(s)://…) instead of the local store")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for the registry even if it is not on loopback")
+	chunkSize := chunkSizeFlag(fs)
 	paths, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -91,7 +92,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		src = &artifact.LocalStore{Compression: comp}
 	}
-	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true)
+	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true, chunkSize.option())
 	if err != nil {
 		return err
 	}
@@ -100,7 +101,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	res, err := artifact.Push(ctx, dst, src, paths, opts)
 	stop()
 	if err != nil {
-		return err
+		return chunkHint(err)
 	}
 	parts := ""
 	if n := len(res.Manifest.Parts); n > 0 {

@@ -44,6 +44,12 @@ in /. Layers are converted once, stored in the first --from target that
 holds all of the name's closures, and reused by every later image; a
 name whose layers exist answers at once.
 
+Registry credentials come from the docker config file ($DOCKER_CONFIG,
+with its credsStore and credHelpers), or, in containers, from the
+environment: NIXOCI_REGISTRY_USERNAME and NIXOCI_REGISTRY_PASSWORD are
+used for every --from registry. Uploads and composed layers larger
+than --chunk-size are sent to registries in chunks.
+
 Examples:
   nixoci serve --from oci:/srv/nix-oci --sign-key /etc/nix/cache.sec
   nixoci serve --from oci:/srv/nix-oci --registry --names /etc/nixoci/names.json
@@ -67,6 +73,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	backendTimeout := fs.Duration("backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
 	maxBackend := fs.Int("max-backend-requests", 64, "concurrent requests to the backends")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	chunkSize := chunkSizeFlag(fs)
 	registryAPI := fs.Bool("registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the --from targets holding the closures)")
 	names := fs.String("names", "", "JSON file of friendly image names and meta-packages for --registry")
 	maxLayers := fs.Int("max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
@@ -88,8 +95,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Priority: *priority, AccessLog: *accessLog, NegativeTTL: *negativeTTL, CacheTTL: *cacheTTL,
 		CacheSize: *cacheSize, BackendTimeout: *backendTimeout, MaxBackendRequests: *maxBackend,
 	}
+	more := []targetOption{chunkSize.option()}
+	if creds, err := envCredentials(); err != nil {
+		return err
+	} else if creds != nil {
+		more = append(more, creds)
+	}
 	for i, f := range from {
-		ref, t, err := openTarget(ctx, f, *plainHTTP, (*upload || *registryAPI) && i == 0)
+		ref, t, err := openTarget(ctx, f, *plainHTTP, (*upload || *registryAPI) && i == 0, more...)
 		if err != nil {
 			return err
 		}
