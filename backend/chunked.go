@@ -113,7 +113,7 @@ func (u *chunkedUpload) start(ctx context.Context) error {
 	}
 	resp, err := u.r.Repository.Client.Do(req)
 	if err != nil {
-		return err
+		return uploadError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
@@ -199,7 +199,7 @@ func (u *chunkedUpload) patch(ctx context.Context, data []byte) error {
 	req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", u.offset, u.offset+int64(len(data))-1))
 	resp, err := u.r.Repository.Client.Do(req)
 	if err != nil {
-		return err
+		return uploadError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
@@ -216,7 +216,7 @@ func (u *chunkedUpload) status(ctx context.Context) error {
 	}
 	resp, err := u.r.Repository.Client.Do(req)
 	if err != nil {
-		return err
+		return uploadError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusOK {
@@ -268,7 +268,7 @@ func (u *chunkedUpload) put(ctx context.Context, body io.Reader, size int64) err
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := u.r.Repository.Client.Do(req)
 	if err != nil {
-		return err
+		return uploadError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {

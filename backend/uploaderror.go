@@ -36,26 +36,29 @@ func answerError(resp *http.Response) error {
 	if json.NewDecoder(io.LimitReader(resp.Body, maxErrorBody)).Decode(&body) == nil {
 		e.Errors = body.Errors
 	}
-	return uploadError(e)
+	if e.StatusCode == http.StatusRequestEntityTooLarge {
+		return fmt.Errorf("%w: %w", ErrBodyTooLarge, e)
+	}
+	return e
 }
 
 // uploadError adds what a caller needs to know to an error from an
-// upload: ErrBodyTooLarge for a 413, and request URLs without their
-// query strings (upload URLs carry the registry's session state, and may
-// carry signatures), the digest excepted.
+// upload: ErrBodyTooLarge for a 413, and, in the answer or transport
+// error err is, request URLs without their query strings (upload URLs
+// carry the registry's session state, and may carry signatures), the
+// digest excepted. Errors wrapping those have their messages made
+// already, so it is applied where requests fail.
 func uploadError(err error) error {
-	var urlErr *url.Error
-	if errors.As(err, &urlErr) {
-		if u, perr := url.Parse(urlErr.URL); perr == nil {
-			urlErr.URL = redactURL(u).String()
+	switch e := err.(type) {
+	case *url.Error:
+		if u, perr := url.Parse(e.URL); perr == nil {
+			e.URL = redactURL(u).String()
 		}
+	case *errcode.ErrorResponse:
+		e.URL = redactURL(e.URL)
 	}
 	var resp *errcode.ErrorResponse
-	if !errors.As(err, &resp) {
-		return err
-	}
-	resp.URL = redactURL(resp.URL)
-	if resp.StatusCode == http.StatusRequestEntityTooLarge {
+	if errors.As(err, &resp) && resp.StatusCode == http.StatusRequestEntityTooLarge && !errors.Is(err, ErrBodyTooLarge) {
 		return fmt.Errorf("%w: %w", ErrBodyTooLarge, err)
 	}
 	return err
