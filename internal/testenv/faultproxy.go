@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -75,8 +76,11 @@ type ProxyRequest struct {
 	Fault    string // "" if forwarded unchanged, else one of the Fault* kinds
 	Status   int    // status sent to the client (0 if none was)
 	Location string // Location header of the response, if any
-	Duration time.Duration
-	Finished bool // false while the proxy is still answering it
+	// BodyBytes counts the request body bytes read from the client
+	// (half of them for a reset upload, all when forwarded).
+	BodyBytes int64
+	Duration  time.Duration
+	Finished  bool // false while the proxy is still answering it
 }
 
 // Digest returns the request's digest query parameter (blob upload PUTs
@@ -270,20 +274,35 @@ func (p *FaultProxy) pick(r *http.Request, x float64) string {
 	return kind
 }
 
-// finish completes the log entry i with what was sent.
-func (p *FaultProxy) finish(i int, w *statusWriter, start time.Time) {
+// finish completes the log entry i with what was sent and read.
+func (p *FaultProxy) finish(i int, w *statusWriter, body *countingBody, start time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rec := &p.log[i]
 	rec.Status, rec.Location, rec.Duration = w.status, w.Header().Get("Location"), time.Since(start)
+	rec.BodyBytes = body.n.Load()
 	rec.Finished = true
+}
+
+// countingBody counts what is read of a request body.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 func (p *FaultProxy) serve(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	fault, i := p.decide(r)
 	w := &statusWriter{ResponseWriter: rw}
-	defer p.finish(i, w, start) // runs on panics too
+	body := &countingBody{ReadCloser: r.Body}
+	r.Body = body
+	defer p.finish(i, w, body, start) // runs on panics too
 	switch fault {
 	case "":
 		p.proxy.ServeHTTP(w, r)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -322,5 +323,14 @@ func TestFaultProxyResetsUploads(t *testing.T) {
 	}
 	if c := p.Counts(); c[FaultReset] != 1 {
 		t.Errorf("Counts() = %v, want 1 reset", c)
+	}
+	var puts []int64
+	for _, r := range p.Log() {
+		if r.Method == http.MethodPut {
+			puts = append(puts, r.BodyBytes)
+		}
+	}
+	if want := []int64{int64(len(data)) / 2, int64(len(data))}; !slices.Equal(puts, want) {
+		t.Errorf("body bytes read of the PUTs: %v, want %v (half, then all)", puts, want)
 	}
 }
