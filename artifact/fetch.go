@@ -53,3 +53,13 @@ func FetchPathByHash(ctx context.Context, t backend.Target, hash string) (PathAr
 	}
 	return art, nil
 }
+
+// FetchPathManifest reads the store-path artifact whose manifest desc
+// names (by digest, as a version 2 closure lists it).
+func FetchPathManifest(ctx context.Context, t backend.Target, desc ocispec.Descriptor) (PathArtifact, error) {
+	data, err := backend.FetchAll(ctx, t, desc, backend.MaxManifestRead)
+	if err != nil {
+		return PathArtifact{}, fmt.Errorf("path manifest %w", err)
+	}
+	return ParsePathManifest(desc, data)
+}

@@ -47,37 +47,31 @@ func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) 
 	if err != nil {
 		return nil, err
 	}
-	var narinfos []ocispec.Descriptor
-	for _, l := range c.Layers {
-		if l.MediaType == spec.MediaTypeNarInfo {
-			narinfos = append(narinfos, l)
-		}
-	}
-	paths := make([]PathSummary, len(narinfos))
-	g, gctx := errgroup.WithContext(ctx)
 	if jobs <= 0 {
 		jobs = 8
 	}
-	g.SetLimit(jobs)
-	for i, d := range narinfos {
-		g.Go(func() error {
-			info, err := fetchNarInfo(gctx, t, d)
-			if err != nil {
-				return err
-			}
-			paths[i] = PathSummary{
-				StorePath: info.StorePath, NarHash: info.NarHash, NarSize: info.NarSize,
-				FileSize: info.FileSize, Compression: info.Compression, URL: info.URL,
-				References: info.References, Deriver: info.Deriver, Sigs: info.Sigs, CA: info.CA,
-			}
-			if paths[i].Sigs == nil {
-				paths[i].Sigs = []string{}
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	var infos []*narinfo.NarInfo
+	if c.Version == spec.ClosureVersion {
+		arts, err := ClosurePaths(ctx, t, c, jobs)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range arts {
+			infos = append(infos, a.Info)
+		}
+	} else if infos, err = closureNarInfos(ctx, t, c, jobs); err != nil {
 		return nil, err
+	}
+	paths := make([]PathSummary, len(infos))
+	for i, info := range infos {
+		paths[i] = PathSummary{
+			StorePath: info.StorePath, NarHash: info.NarHash, NarSize: info.NarSize,
+			FileSize: info.FileSize, Compression: info.Compression, URL: info.URL,
+			References: info.References, Deriver: info.Deriver, Sigs: info.Sigs, CA: info.CA,
+		}
+		if paths[i].Sigs == nil {
+			paths[i].Sigs = []string{}
+		}
 	}
 	sort.Slice(paths, func(i, j int) bool { return paths[i].StorePath < paths[j].StorePath })
 	s := &ClosureSummary{
@@ -89,6 +83,26 @@ func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) 
 		s.FileSize += p.FileSize
 	}
 	return s, nil
+}
+
+// closureNarInfos fetches the narinfo layers of a version 1 closure.
+func closureNarInfos(ctx context.Context, t backend.Target, c *Closure, jobs int) ([]*narinfo.NarInfo, error) {
+	var narinfos []ocispec.Descriptor
+	for _, l := range c.Layers {
+		if l.MediaType == spec.MediaTypeNarInfo {
+			narinfos = append(narinfos, l)
+		}
+	}
+	infos := make([]*narinfo.NarInfo, len(narinfos))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	for i, d := range narinfos {
+		g.Go(func() (err error) {
+			infos[i], err = fetchNarInfo(gctx, t, d)
+			return err
+		})
+	}
+	return infos, g.Wait()
 }
 
 // fetchNarInfo fetches, verifies and parses a narinfo blob.

@@ -55,8 +55,16 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 	if opts.Jobs <= 0 {
 		opts.Jobs = max(4, runtime.NumCPU())
 	}
+	var layers []ocispec.Descriptor
+	err = retryTransient(ctx, opts.Progress, "closure "+reference, func() (err error) {
+		layers, err = BinaryCacheLayers(ctx, src, c, opts.Jobs)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", reference, err)
+	}
 	var nars, narinfos, last []ocispec.Descriptor
-	for _, l := range c.Layers {
+	for _, l := range layers {
 		title := l.Annotations[spec.AnnotationTitle]
 		if !titlePattern.MatchString(title) {
 			return nil, fmt.Errorf("%s: layer %s has title %q, which is not a binary-cache file name: %w", reference, l.Digest, title, ErrNotArtifact)

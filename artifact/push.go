@@ -46,16 +46,24 @@ type PushOptions struct {
 	ManifestLimit int
 	// Progress, if set, is updated as work is done.
 	Progress *Progress
+	// ClosureVersion is the format version of the closure written:
+	// spec.ClosureVersion by default, or spec.Version ("1") for readers
+	// that know only version 1. Store-path artifacts are the same in both.
+	ClosureVersion string
 }
 
 // PushResult describes a pushed closure.
 type PushResult struct {
-	Roots    []string
-	Tag      string
-	Closure  ocispec.Descriptor // what Tag names: a manifest, or an index of parts
-	Paths    []PathArtifact     // sorted by store path
-	Packed   int                // paths whose NAR was read and stored now
-	Reused   int                // paths whose artifact already existed
+	Roots   []string
+	Tag     string
+	Closure ocispec.Descriptor // what Tag names: a manifest, or an index of parts
+	Paths   []PathArtifact     // sorted by store path
+	Packed  int                // paths whose NAR was read and stored now
+	Reused  int                // paths whose artifact already existed
+	Parts   int                // part manifests or indexes of a split closure (0 if not split)
+	// Index is what a version 2 closure stored besides its paths; Manifest
+	// what a version 1 closure did.
+	Index    ClosureIndex
 	Manifest ClosureManifests
 }
 
@@ -148,14 +156,29 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 		}
 	}
 	sort.Slice(res.Paths, func(i, j int) bool { return res.Paths[i].Info.StorePath < res.Paths[j].Info.StorePath })
-	cm, err := NewClosureManifests(roots, res.Paths, path.Dir(roots[0]), opts.ManifestLimit)
-	if err != nil {
-		return nil, err
+	storeDir := path.Dir(roots[0])
+	switch opts.ClosureVersion {
+	case spec.Version:
+		cm, err := NewClosureManifests(roots, res.Paths, storeDir, opts.ManifestLimit)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.storeClosure(ctx, cm, tag); err != nil {
+			return nil, err
+		}
+		res.Manifest, res.Closure, res.Parts = cm, cm.Top.Descriptor, len(cm.Parts)
+	case "", spec.ClosureVersion:
+		ci, err := NewClosureIndex(roots, res.Paths, storeDir, opts.ManifestLimit)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.storeClosureIndex(ctx, ci, tag); err != nil {
+			return nil, err
+		}
+		res.Index, res.Closure, res.Parts = ci, ci.Top.Descriptor, len(ci.Parts)
+	default:
+		return nil, fmt.Errorf("closure format version %q: this nixoci writes %q and %q", opts.ClosureVersion, spec.ClosureVersion, spec.Version)
 	}
-	if err := p.storeClosure(ctx, cm, tag); err != nil {
-		return nil, err
-	}
-	res.Manifest, res.Closure = cm, cm.Top.Descriptor
 	return res, nil
 }
 
@@ -269,6 +292,11 @@ func (p *pusher) store(ctx context.Context, info *narinfo.NarInfo, narFile *os.F
 // manifest, and last the tag.
 func StoreArtifact(ctx context.Context, dst backend.Target, info *narinfo.NarInfo, openNAR func() (io.ReadCloser, error)) (PathArtifact, error) {
 	p := &pusher{dst: dst}
+	// The manifest's config: a registry refuses a manifest whose blobs it
+	// lacks, and an image layout would hold a manifest others cannot copy.
+	if err := p.pushBlob(ctx, emptyConfig, bytesOpener(emptyConfigData)); err != nil {
+		return PathArtifact{}, err
+	}
 	return p.storeArtifact(ctx, info, openNAR, func(ctx context.Context, desc ocispec.Descriptor, data []byte, tag string) error {
 		return dst.PushReference(ctx, desc, bytes.NewReader(data), tag)
 	})
@@ -351,6 +379,24 @@ func (p *pusher) storeClosure(ctx context.Context, cm ClosureManifests, tag stri
 	})
 	if err != nil {
 		return fmt.Errorf("storing closure manifest: %w", err)
+	}
+	return nil
+}
+
+// storeClosureIndex writes a version 2 closure's cache-info blob and
+// manifest, its parts, and last its top index under tag.
+func (p *pusher) storeClosureIndex(ctx context.Context, ci ClosureIndex, tag string) error {
+	blobs := ci.Blobs()
+	for _, b := range blobs[:len(blobs)-1] {
+		if err := p.pushBlob(ctx, b.Descriptor, bytesOpener(b.Data)); err != nil {
+			return fmt.Errorf("storing closure %s: %w", b.Descriptor.ArtifactType, err)
+		}
+	}
+	err := retryTransient(ctx, p.opts.Progress, "closure "+tag, func() error {
+		return p.dst.PushReference(ctx, ci.Top.Descriptor, bytes.NewReader(ci.Top.Data), tag)
+	})
+	if err != nil {
+		return fmt.Errorf("storing closure index: %w", err)
 	}
 	return nil
 }

@@ -392,16 +392,20 @@ func TestPullOtherReferences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	closureLayers, err := artifact.BinaryCacheLayers(ctx, l, closure, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
 	foreign := []struct {
 		tag      string
 		manifest ocispec.Manifest
 	}{
-		{"other-type", ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: "application/vnd.example", Config: ocispec.DescriptorEmptyJSON, Layers: closure.Layers,
+		{"other-type", ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: "application/vnd.example", Config: ocispec.DescriptorEmptyJSON, Layers: closureLayers,
 			Annotations: map[string]string{spec.AnnotationVersion: "1"}}},
-		{"version-2", ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: spec.ArtifactTypeClosure, Config: ocispec.DescriptorEmptyJSON, Layers: closure.Layers,
+		{"version-2", ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: spec.ArtifactTypeClosure, Config: ocispec.DescriptorEmptyJSON, Layers: closureLayers,
 			Annotations: map[string]string{spec.AnnotationVersion: "2"}}},
 		{"bad-title", ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: spec.ArtifactTypeClosure, Config: ocispec.DescriptorEmptyJSON,
-			Layers:      []ocispec.Descriptor{{MediaType: spec.MediaTypeNarInfo, Digest: closure.Layers[1].Digest, Size: closure.Layers[1].Size, Annotations: map[string]string{spec.AnnotationTitle: "../escape.narinfo"}}},
+			Layers:      []ocispec.Descriptor{{MediaType: spec.MediaTypeNarInfo, Digest: closureLayers[1].Digest, Size: closureLayers[1].Size, Annotations: map[string]string{spec.AnnotationTitle: "../escape.narinfo"}}},
 			Annotations: map[string]string{spec.AnnotationVersion: "1"}}},
 	}
 	for _, f := range foreign {
@@ -435,7 +439,7 @@ func TestInspect(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.Reference != "v1" || s.Digest != res.Closure.Digest.String() || s.MediaType != ocispec.MediaTypeImageManifest ||
+		if s.Reference != "v1" || s.Digest != res.Closure.Digest.String() || s.MediaType != ocispec.MediaTypeImageIndex ||
 			s.Parts != 1 || s.ManifestSize != res.Closure.Size || !slices.Equal(s.Roots, []string{storePath("app")}) {
 			t.Errorf("summary header = %+v", s)
 		}
@@ -489,7 +493,7 @@ func TestPushDeterministic(t *testing.T) {
 			firstRes, firstTree = res, tree
 			continue
 		}
-		if res.Closure.Digest != firstRes.Closure.Digest || !bytes.Equal(res.Manifest.Top.Data, firstRes.Manifest.Top.Data) {
+		if res.Closure.Digest != firstRes.Closure.Digest || !bytes.Equal(res.Index.Top.Data, firstRes.Index.Top.Data) {
 			t.Errorf("Jobs %d: closure %s, want %s", jobs, res.Closure.Digest, firstRes.Closure.Digest)
 		}
 		if !maps.EqualFunc(tree, firstTree, bytes.Equal) {
@@ -500,35 +504,46 @@ func TestPushDeterministic(t *testing.T) {
 
 func TestPushSplitClosure(t *testing.T) {
 	c := closureCache(t)
-	l := openLayout(t)
-	res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{ManifestLimit: 1800}, storePath("app"))
-	n := len(res.Manifest.Parts)
-	if n < 2 {
-		t.Fatalf("limit 1800: %d parts, want a split", n)
-	}
-	if res.Closure.MediaType != ocispec.MediaTypeImageIndex {
-		t.Errorf("closure media type %q, want an index", res.Closure.MediaType)
-	}
-	for i, p := range res.Manifest.Parts {
-		if len(p.Data) > 1800 {
-			t.Errorf("part %d is %d bytes", i+1, len(p.Data))
-		}
-		if ok, err := l.Exists(t.Context(), p.Descriptor); !ok || err != nil {
-			t.Errorf("part %d not stored", i+1)
-		}
-	}
-	out := t.TempDir()
-	pres := pull(t, l, "app", out)
-	compareTrees(t, readTree(t, out), cacheFiles(t, c, appClosure...))
-	if pres.Closure.Parts != n {
-		t.Errorf("pulled closure has %d parts, want %d", pres.Closure.Parts, n)
-	}
-	s, err := artifact.Inspect(t.Context(), l, "app", 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Parts != n || len(s.Paths) != 5 || s.MediaType != ocispec.MediaTypeImageIndex {
-		t.Errorf("Inspect: %d parts, %d paths, %s", s.Parts, len(s.Paths), s.MediaType)
+	for _, tc := range []struct {
+		version string
+		limit   int
+	}{{spec.ClosureVersion, 1500}, {spec.Version, 1800}} {
+		t.Run("v"+tc.version, func(t *testing.T) {
+			l := openLayout(t)
+			res := push(t, l, openCache(t, c.url(), nil), artifact.PushOptions{ManifestLimit: tc.limit, ClosureVersion: tc.version}, storePath("app"))
+			parts := res.Index.Parts
+			if tc.version == spec.Version {
+				parts = res.Manifest.Parts
+			}
+			n := len(parts)
+			if n < 2 || res.Parts != n {
+				t.Fatalf("limit %d: %d parts (result says %d), want a split", tc.limit, n, res.Parts)
+			}
+			if res.Closure.MediaType != ocispec.MediaTypeImageIndex {
+				t.Errorf("closure media type %q, want an index", res.Closure.MediaType)
+			}
+			for i, p := range parts {
+				if len(p.Data) > tc.limit {
+					t.Errorf("part %d is %d bytes", i+1, len(p.Data))
+				}
+				if ok, err := l.Exists(t.Context(), p.Descriptor); !ok || err != nil {
+					t.Errorf("part %d not stored", i+1)
+				}
+			}
+			out := t.TempDir()
+			pres := pull(t, l, "app", out)
+			compareTrees(t, readTree(t, out), cacheFiles(t, c, appClosure...))
+			if pres.Closure.Parts != n || pres.Closure.Version != tc.version {
+				t.Errorf("pulled closure has %d parts, version %s; want %d, %s", pres.Closure.Parts, pres.Closure.Version, n, tc.version)
+			}
+			s, err := artifact.Inspect(t.Context(), l, "app", 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Parts != n || len(s.Paths) != 5 || s.MediaType != ocispec.MediaTypeImageIndex {
+				t.Errorf("Inspect: %d parts, %d paths, %s", s.Parts, len(s.Paths), s.MediaType)
+			}
+		})
 	}
 }
 

@@ -167,7 +167,12 @@ func (l *Layout) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, err
 
 // Push implements content.Pusher: the content is verified against desc
 // while it is written to a temporary file, then renamed into blobs/.
+// A manifest with a subject is also listed in the subject's referrers
+// index (see ReferrerLister).
 func (l *Layout) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	if isManifestType(desc.MediaType) {
+		return l.pushManifest(ctx, desc, r)
+	}
 	return l.storage.Push(ctx, desc, r)
 }
 
@@ -274,13 +279,26 @@ func (l *Layout) TagMany(ctx context.Context, tags []Tagged) error {
 		return err
 	}
 	defer unlock()
+	return l.updateIndex(func(byTag map[string]ocispec.Descriptor) error {
+		for _, t := range tags {
+			d := plainDescriptor(t.Descriptor)
+			d.Annotations = map[string]string{ocispec.AnnotationRefName: t.Tag}
+			byTag[t.Tag] = d
+		}
+		return nil
+	})
+}
+
+// updateIndex rewrites index.json with the tags change leaves in byTag;
+// the caller holds the lock.
+func (l *Layout) updateIndex(change func(byTag map[string]ocispec.Descriptor) error) error {
 	// Under the lock, always read the file afresh: the cache is for
 	// readers, and a writer must start from the latest index.
 	idx, err := l.readIndex()
 	if err != nil {
 		return err
 	}
-	byTag := make(map[string]ocispec.Descriptor, len(idx.tags)+len(tags))
+	byTag := make(map[string]ocispec.Descriptor, len(idx.tags)+1)
 	var untagged []ocispec.Descriptor
 	for _, d := range idx.all {
 		if name, ok := d.Annotations[ocispec.AnnotationRefName]; ok {
@@ -289,10 +307,8 @@ func (l *Layout) TagMany(ctx context.Context, tags []Tagged) error {
 			untagged = append(untagged, d)
 		}
 	}
-	for _, t := range tags {
-		d := plainDescriptor(t.Descriptor)
-		d.Annotations = map[string]string{ocispec.AnnotationRefName: t.Tag}
-		byTag[t.Tag] = d
+	if err := change(byTag); err != nil {
+		return err
 	}
 	names := make([]string, 0, len(byTag))
 	for name := range byTag {

@@ -47,6 +47,8 @@ type Target interface {
 	registry.ReferencePusher
 	BlobResolver
 	Pinger
+	ReferrerLister
+	TagLister
 }
 
 // Open opens the target r names (its Reference is ignored).

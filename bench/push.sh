@@ -5,7 +5,7 @@
 # table with ratios. Usage: bench/push.sh   (as root, Nix installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters ='
+export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false'
 go build -o bin/nixoci ./cmd/nixoci
 NIXOCI=$PWD/bin/nixoci
 work=$(mktemp -d /tmp/nixoci-bench.XXXXXX)

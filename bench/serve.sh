@@ -6,7 +6,7 @@
 # docker-registry installed; takes a few minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters ='
+export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false'
 go build -o bin/nixoci ./cmd/nixoci
 go build -o bin/httpload ./bench/httpload
 go build -o bin/fileserver ./bench/fileserver

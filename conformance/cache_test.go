@@ -42,72 +42,80 @@ func TestFromCacheKeepsNARs(t *testing.T) {
 	copyAndCompare(t, out, key.Public, fx.App, fx.Closure)
 }
 
-// TestLargeClosure: a closure of over 12,000 store paths, too large for
-// one 4 MiB manifest, is split into parts; it pulls back whole with
-// nixoci and with oras, and Nix reads every narinfo.
+// TestLargeClosure: a closure of over 15,000 store paths, too large for
+// one 4 MiB manifest or index, is split into parts, in both closure
+// versions; it pulls back whole with nixoci and with oras, and Nix reads
+// every narinfo.
 func TestLargeClosure(t *testing.T) {
 	c := newSynthCache(t)
-	root, n := c.tree("big", 120, 100)
-	layoutDir := filepath.Join(t.TempDir(), "l")
-	layout := "oci:" + layoutDir
-	cmd := nixoci(t, "push", "--from-cache", c.url(), "--to", layout+":big", "--jobs", "16", root)
-	_, stderr, err := testenv.RunCmdErr(cmd)
-	if err != nil {
-		t.Fatalf("push: %v\n%s", err, stderr)
-	}
-	if !strings.Contains(stderr, "split into 2 parts") {
-		t.Errorf("push of %d paths: want a split into 2 parts, got: %s", n, stderr)
-	}
+	root, n := c.tree("big", 150, 100)
+	for _, tc := range []struct{ version, artifactType string }{
+		{spec.ClosureVersion, spec.ArtifactTypeClosureV2},
+		{spec.Version, spec.ArtifactTypeClosure},
+	} {
+		t.Run("v"+tc.version, func(t *testing.T) {
+			layoutDir := filepath.Join(t.TempDir(), "l")
+			layout := "oci:" + layoutDir
+			cmd := nixoci(t, "push", "--from-cache", c.url(), "--to", layout+":big", "--jobs", "16", "--closure-version", tc.version, root)
+			_, stderr, err := testenv.RunCmdErr(cmd)
+			if err != nil {
+				t.Fatalf("push: %v\n%s", err, stderr)
+			}
+			if !strings.Contains(stderr, "split into 2 parts") {
+				t.Errorf("push of %d paths: want a split into 2 parts, got: %s", n, stderr)
+			}
 
-	// Every manifest nixoci wrote respects the registry limit.
-	index := oras(t, "manifest", "fetch", "--oci-layout", layoutDir+":big")
-	var idx struct {
-		ArtifactType string `json:"artifactType"`
-		Manifests    []struct {
-			Digest string `json:"digest"`
-			Size   int    `json:"size"`
-		} `json:"manifests"`
-	}
-	if err := json.Unmarshal([]byte(index), &idx); err != nil {
-		t.Fatal(err)
-	}
-	if idx.ArtifactType != spec.ArtifactTypeClosure || len(idx.Manifests) != 2 {
-		t.Fatalf("closure index: artifactType %q with %d parts", idx.ArtifactType, len(idx.Manifests))
-	}
-	for _, m := range idx.Manifests {
-		part := oras(t, "manifest", "fetch", "--oci-layout", layoutDir+"@"+m.Digest)
-		if len(part) > spec.MaxManifestSize || m.Size > spec.MaxManifestSize {
-			t.Errorf("part %s is %d bytes, over %d", m.Digest, len(part), spec.MaxManifestSize)
-		}
-	}
+			// Every manifest nixoci wrote respects the registry limit.
+			index := oras(t, "manifest", "fetch", "--oci-layout", layoutDir+":big")
+			var idx struct {
+				ArtifactType string `json:"artifactType"`
+				Manifests    []struct {
+					Digest string `json:"digest"`
+					Size   int    `json:"size"`
+				} `json:"manifests"`
+			}
+			if err := json.Unmarshal([]byte(index), &idx); err != nil {
+				t.Fatal(err)
+			}
+			if idx.ArtifactType != tc.artifactType || len(idx.Manifests) != 2 {
+				t.Fatalf("closure index: artifactType %q with %d parts", idx.ArtifactType, len(idx.Manifests))
+			}
+			for _, m := range idx.Manifests {
+				part := oras(t, "manifest", "fetch", "--oci-layout", layoutDir+"@"+m.Digest)
+				if len(part) > spec.MaxManifestSize || m.Size > spec.MaxManifestSize {
+					t.Errorf("part %s is %d bytes, over %d", m.Digest, len(part), spec.MaxManifestSize)
+				}
+			}
 
-	out := t.TempDir()
-	run(t, "pull", layout+":big", "--to", out)
-	narinfos, _ := filepath.Glob(filepath.Join(out, "*.narinfo"))
-	if len(narinfos) != n {
-		t.Fatalf("pulled %d narinfos, want %d", len(narinfos), n)
-	}
-	orasOut := t.TempDir()
-	oras(t, "pull", "--oci-layout", layoutDir+":big", "-o", orasOut)
-	orasNarinfos, _ := filepath.Glob(filepath.Join(orasOut, "*.narinfo"))
-	if len(orasNarinfos) != n {
-		t.Errorf("oras pulled %d narinfos, want %d", len(orasNarinfos), n)
-	}
-	// Nix itself walks the whole closure through the pulled cache.
-	paths := strings.Fields(testenv.Run(t, "nix", "path-info", "--store", "file://"+out, "--recursive", root))
-	if len(paths) != n {
-		t.Errorf("nix path-info --recursive found %d paths in the pulled cache, want %d", len(paths), n)
-	}
-	summary := run(t, "inspect", "--json", layout+":big")
-	var s struct {
-		Parts int               `json:"parts"`
-		Paths []json.RawMessage `json:"paths"`
-	}
-	if err := json.Unmarshal([]byte(summary), &s); err != nil {
-		t.Fatal(err)
-	}
-	if s.Parts != 2 || len(s.Paths) != n {
-		t.Errorf("inspect: %d parts, %d paths; want 2, %d", s.Parts, len(s.Paths), n)
+			out := t.TempDir()
+			run(t, "pull", layout+":big", "--to", out)
+			narinfos, _ := filepath.Glob(filepath.Join(out, "*.narinfo"))
+			if len(narinfos) != n {
+				t.Fatalf("pulled %d narinfos, want %d", len(narinfos), n)
+			}
+			orasOut := t.TempDir()
+			oras(t, "pull", "--oci-layout", layoutDir+":big", "-o", orasOut)
+			orasNarinfos, _ := filepath.Glob(filepath.Join(orasOut, "*.narinfo"))
+			if len(orasNarinfos) != n {
+				t.Errorf("oras pulled %d narinfos, want %d", len(orasNarinfos), n)
+			}
+			// Nix itself walks the whole closure through the pulled cache.
+			paths := strings.Fields(testenv.Run(t, "nix", "path-info", "--store", "file://"+orasOut, "--recursive", root))
+			if len(paths) != n {
+				t.Errorf("nix path-info --recursive found %d paths in the oras-pulled cache, want %d", len(paths), n)
+			}
+			summary := run(t, "inspect", "--json", layout+":big")
+			var s struct {
+				Parts int               `json:"parts"`
+				Paths []json.RawMessage `json:"paths"`
+			}
+			if err := json.Unmarshal([]byte(summary), &s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Parts != 2 || len(s.Paths) != n {
+				t.Errorf("inspect: %d parts, %d paths; want 2, %d", s.Parts, len(s.Paths), n)
+			}
+		})
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"runtime"
@@ -107,15 +108,11 @@ func BuildUnion(ctx context.Context, src backend.Target, closureRefs []string, d
 	if opts.Jobs <= 0 {
 		opts.Jobs = runtime.NumCPU()
 	}
-	closure, err := readUnion(ctx, src, closureRefs)
+	closure, paths, err := readUnion(ctx, src, closureRefs, opts.Jobs)
 	if err != nil {
 		return nil, err
 	}
 	closureRef := strings.Join(closureRefs, "+")
-	paths, err := closurePaths(ctx, src, closure, opts.Jobs)
-	if err != nil {
-		return nil, err
-	}
 	byPath := map[string]artifact.PathArtifact{}
 	for _, p := range paths {
 		byPath[p.Info.StorePath] = p
@@ -210,18 +207,27 @@ func BuildUnion(ctx context.Context, src backend.Target, closureRefs []string, d
 	return res, nil
 }
 
-// readUnion reads closures and merges them: roots and layers of all,
-// the descriptor of the first (a single closure is returned as it is).
-func readUnion(ctx context.Context, src backend.Target, refs []string) (*artifact.Closure, error) {
+// readUnion reads closures and the artifacts of their paths: the roots
+// of all, the digest of each, the descriptor of the first; a path in
+// several closures once, in store-path order.
+func readUnion(ctx context.Context, src backend.Target, refs []string, jobs int) (*artifact.Closure, []artifact.PathArtifact, error) {
 	if len(refs) == 0 {
-		return nil, errors.New("no closure named")
+		return nil, nil, errors.New("no closure named")
 	}
 	var union *artifact.Closure
 	var digests []string
+	byPath := map[string]artifact.PathArtifact{}
 	for _, ref := range refs {
 		c, err := artifact.ReadClosure(ctx, src, ref)
 		if err != nil {
-			return nil, fmt.Errorf("closure %s: %w", ref, err)
+			return nil, nil, fmt.Errorf("closure %s: %w", ref, err)
+		}
+		ps, err := artifact.ClosurePaths(ctx, src, c, max(jobs, 8))
+		if err != nil {
+			return nil, nil, fmt.Errorf("closure %s: %w", ref, err)
+		}
+		for _, p := range ps {
+			byPath[p.Info.StorePath] = p
 		}
 		digests = append(digests, c.Descriptor.Digest.String())
 		if union == nil {
@@ -229,39 +235,13 @@ func readUnion(ctx context.Context, src backend.Target, refs []string) (*artifac
 			continue
 		}
 		union.Roots = append(union.Roots, c.Roots...)
-		union.Layers = append(union.Layers, c.Layers...)
 	}
 	slices.Sort(union.Roots)
 	union.Roots = slices.Compact(union.Roots)
 	union.Digests = digests
-	return union, nil
-}
-
-// closurePaths reads the store-path artifact of every path in a closure.
-func closurePaths(ctx context.Context, src backend.Target, c *artifact.Closure, jobs int) ([]artifact.PathArtifact, error) {
-	var hashes []string
-	seen := map[string]bool{}
-	for _, l := range c.Layers {
-		h := strings.TrimSuffix(l.Annotations[spec.AnnotationTitle], ".narinfo")
-		if l.MediaType == spec.MediaTypeNarInfo && !seen[h] {
-			seen[h] = true
-			hashes = append(hashes, h)
-		}
-	}
-	paths := make([]artifact.PathArtifact, len(hashes))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(jobs, 8))
-	for i, h := range hashes {
-		g.Go(func() (err error) {
-			paths[i], err = artifact.FetchPathByHash(gctx, src, h)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
+	paths := slices.Collect(maps.Values(byPath))
 	sort.Slice(paths, func(i, j int) bool { return paths[i].Info.StorePath < paths[j].Info.StorePath })
-	return paths, nil
+	return union, paths, nil
 }
 
 // groupPaths splits paths into at most n layers: the largest n-1 paths

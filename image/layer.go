@@ -148,14 +148,11 @@ func (c *countWriter) Write(p []byte) (int, error) {
 
 // layerTag is the tag of the artifact that records the layer of paths.
 func layerTag(paths []artifact.PathArtifact, c spec.LayerCompression) string {
-	if len(paths) == 1 {
-		return spec.PathTag(paths[0].Info.StorePath) + ".layer." + string(c)
+	hashes := make([]string, len(paths))
+	for i, p := range paths {
+		hashes[i] = spec.PathTag(p.Info.StorePath)
 	}
-	h := sha256.New()
-	for _, p := range paths {
-		io.WriteString(h, spec.PathTag(p.Info.StorePath)+"\n")
-	}
-	return "group." + hex.EncodeToString(h.Sum(nil))[:40] + "." + string(c)
+	return spec.LayerTag(hashes, c)
 }
 
 // layerAnnotations are the annotations of a layer in an image manifest.

@@ -5,7 +5,7 @@
 # Nix store with the key trusted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters ='
+export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false'
 NIXOCI=${NIXOCI:-./bin/nixoci}
 work=$(mktemp -d /tmp/nixoci-demo.XXXXXX)
 export NIXOCI_STORE=${NIXOCI_STORE:-$work/store}

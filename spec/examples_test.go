@@ -116,6 +116,24 @@ func TestExamples(t *testing.T) {
 	checkExample(t, "closure-part-1.json", split.Parts[0].Data)
 	checkExample(t, "closure-part-2.json", split.Parts[1].Data)
 
+	// Version 2: an index of the path manifests, whole and split.
+	ci, err := artifact.NewClosureIndex([]string{app.Info.StorePath}, []artifact.PathArtifact{app, data}, "/nix/store", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "closure-v2-index.json", ci.Top.Data)
+	checkExample(t, "closure-v2-cache-info.json", ci.CacheInfoManifest.Data)
+	splitV2, err := artifact.NewClosureIndex([]string{app.Info.StorePath}, []artifact.PathArtifact{app, data}, "/nix/store", 1100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(splitV2.Parts) != 2 {
+		t.Fatalf("v2 split into %d parts, want 2", len(splitV2.Parts))
+	}
+	checkExample(t, "closure-v2-split-index.json", splitV2.Top.Data)
+	checkExample(t, "closure-v2-part-1.json", splitV2.Parts[0].Data)
+	checkExample(t, "closure-v2-part-2.json", splitV2.Parts[1].Data)
+
 	// What a substituter renders from the manifest alone is the narinfo.
 	parsed, err := artifact.ParsePathManifest(app.Manifest, manifest)
 	if err != nil {

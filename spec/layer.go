@@ -1,7 +1,10 @@
 package spec
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -41,3 +44,19 @@ func (c LayerCompression) MediaType() string {
 // ~127 lower layers overlay-based runtimes accept, leaving room for users
 // who add layers on top.
 const DefaultMaxLayers = 100
+
+// LayerTag is the tag of the layer artifact (SPEC.md section 8.2) of the
+// store paths with hash parts hashes, in store-path order:
+// "<hash>.layer.<compression>" for one path,
+// "group.<first 40 hex digits of the sha256 of the hash parts, one a
+// line>.<compression>" for several.
+func LayerTag(hashes []string, c LayerCompression) string {
+	if len(hashes) == 1 {
+		return hashes[0] + ".layer." + string(c)
+	}
+	h := sha256.New()
+	for _, hp := range hashes {
+		io.WriteString(h, hp+"\n")
+	}
+	return "group." + hex.EncodeToString(h.Sum(nil))[:40] + "." + string(c)
+}

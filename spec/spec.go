@@ -1,9 +1,18 @@
 package spec
 
-// Version is the version of the artifact format described in SPEC.md. It is
-// written into every manifest nixoci produces (AnnotationVersion) so that
-// readers can refuse formats they do not understand.
+// Version is the format version of store-path, layer and image artifacts
+// and of version 1 closures, written into their manifests
+// (AnnotationVersion) so that readers can refuse formats they do not
+// understand. Format version 2 of SPEC.md changed only closures.
 const Version = "1"
+
+// ClosureVersion is the version of the closures nixoci writes (SPEC.md
+// section 5): an image index referring to every path manifest. Readers
+// also read Version 1 closures.
+const ClosureVersion = "2"
+
+// FormatVersion is the version of SPEC.md this code implements.
+const FormatVersion = "2"
 
 // Artifact types: the artifactType of the manifests nixoci writes.
 const (
@@ -17,6 +26,17 @@ const (
 	// single manifest; the parts are listed by an index of type
 	// ArtifactTypeClosure.
 	ArtifactTypeClosurePart = "application/vnd.nixoci.closure.part.v1"
+
+	// ArtifactTypeClosureV2 marks the image index of a version 2 closure,
+	// which lists the closure's path manifests (or its part indexes) and
+	// whose subject is the first root's path manifest.
+	ArtifactTypeClosureV2 = "application/vnd.nixoci.closure.v2"
+	// ArtifactTypeClosurePartV2 marks one part index of a version 2
+	// closure too large for one index.
+	ArtifactTypeClosurePartV2 = "application/vnd.nixoci.closure.part.v2"
+	// ArtifactTypeCacheInfo marks the manifest holding a version 2
+	// closure's nix-cache-info blob.
+	ArtifactTypeCacheInfo = "application/vnd.nixoci.cache-info.v2"
 )
 
 // Blob media types.

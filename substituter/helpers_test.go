@@ -460,6 +460,10 @@ func (f *failing) PushReference(context.Context, ocispec.Descriptor, io.Reader, 
 func (f *failing) ResolveBlob(context.Context, digest.Digest) (ocispec.Descriptor, error) {
 	return ocispec.Descriptor{}, f.err("resolve blob")
 }
-func (f *failing) Ping(context.Context) error { return f.err("ping") }
+func (f *failing) Ping(context.Context) error                               { return f.err("ping") }
+func (f *failing) Tags(context.Context, string, func([]string) error) error { return f.err("tags") }
+func (f *failing) Referrers(context.Context, ocispec.Descriptor, string, func([]ocispec.Descriptor) error) error {
+	return f.err("referrers")
+}
 
 var _ backend.Target = (*failing)(nil)

@@ -32,6 +32,7 @@ func commands() []command {
 		{"push", "store the closures of store paths", runPush},
 		{"pull", "write a stored closure as a Nix binary cache directory", runPull},
 		{"inspect", "show the store paths of a stored closure", runInspect},
+		{"copy", "copy a closure or image between targets, ready to serve", runCopy},
 		{"image", "make a runnable OCI image of a stored closure", runImage},
 		{"serve", "serve the Nix binary-cache protocol from stored artifacts", runServe},
 		{"version", "print the version", runVersion},

@@ -41,6 +41,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(&signKeys, "sign-key", "sign narinfos with this Nix secret key file (repeatable)")
 	fromCache := fs.String("from-cache", "", "import the paths from this binary cache (file:///DIR or http(s)://…) instead of the local store")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for the registry even if it is not on loopback")
+	closureVersion := fs.String("closure-version", spec.ClosureVersion, "closure format: 2 (an index of the path manifests; copies with OCI tools keep working) or 1 (for nixoci before format 2, see spec/SPEC.md 5.4)")
 	chunkSize := chunkSizeFlag(fs)
 	paths, err := parseFlags(fs, args)
 	if err != nil {
@@ -75,7 +76,10 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		*tag = ref.Reference
 	}
-	opts := artifact.PushOptions{Tag: *tag, Jobs: *jobs, Progress: &artifact.Progress{}}
+	if *closureVersion != spec.ClosureVersion && *closureVersion != spec.Version {
+		return fmt.Errorf("%w: --closure-version %q: want %s or %s", errUsage, *closureVersion, spec.ClosureVersion, spec.Version)
+	}
+	opts := artifact.PushOptions{Tag: *tag, Jobs: *jobs, Progress: &artifact.Progress{}, ClosureVersion: *closureVersion}
 	for _, f := range signKeys {
 		k, err := narinfo.LoadSecretKey(f)
 		if err != nil {
@@ -104,7 +108,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return chunkHint(err)
 	}
 	parts := ""
-	if n := len(res.Manifest.Parts); n > 0 {
+	if n := res.Parts; n > 0 {
 		parts = fmt.Sprintf(", split into %d parts", n)
 	}
 	fmt.Fprintf(stderr, "pushed %d store paths (%d packed, %d already stored)%s\n", len(res.Paths), res.Packed, res.Reused, parts)

@@ -12,17 +12,17 @@ import (
 
 // nixConfig is what NixEnv puts in NIX_CONFIG: the nix-command experimental
 // feature (for `nix copy` and friends); an empty build-users-group, because
-// the tests run Nix as root without a daemon and without nixbld users; and no
+// the tests run Nix as root without a daemon and without nixbld users; no
+// sandbox, since fixture builders run the host's /bin/sh (Debian's nix-bin
+// does not always install an /etc/nix/nix.conf saying so); and no
 // substituters, because there is no network: with the default
 // (cache.nixos.org) every build of a new derivation first spends about 5 s
 // retrying a host name that cannot resolve. Tests that want a substituter
 // pass it on the command line (--option substituters ..., or --from), which
 // wins over NIX_CONFIG.
-const nixConfig = "experimental-features = nix-command\nbuild-users-group =\nsubstituters ="
+const nixConfig = "experimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false"
 
-// NixEnv returns os.Environ() with NIX_CONFIG set to
-// "experimental-features = nix-command", "build-users-group =" and
-// "substituters =" (one per line), followed by
+// NixEnv returns os.Environ() with NIX_CONFIG set to nixConfig, followed by
 // any NIX_CONFIG that was already set (so its settings win). Use it for every
 // nix command; Run, RunErr and Cmd use it for every command.
 func NixEnv() []string {

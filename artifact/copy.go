@@ -1,0 +1,345 @@
+package artifact
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/spec"
+)
+
+// CopyOptions configure Copy. The zero value is usable.
+type CopyOptions struct {
+	// Jobs bounds concurrent requests; default 16, since copying waits on
+	// the network, not the CPU.
+	Jobs int
+	// Progress, if set, is updated as paths are copied.
+	Progress *Progress
+}
+
+// CopyResult describes a copy.
+type CopyResult struct {
+	Kind       string             `json:"kind"` // "closure", "image" or "path"
+	Descriptor ocispec.Descriptor `json:"descriptor"`
+	Paths      int                `json:"paths"`
+	// Blobs and manifests copied, mounted from the source repository
+	// (same registry, no bytes sent), and found at the destination.
+	Copied       int64 `json:"copied"`
+	CopiedBytes  int64 `json:"copiedBytes"`
+	Mounted      int64 `json:"mounted"`
+	MountedBytes int64 `json:"mountedBytes"`
+	Skipped      int64 `json:"skipped"`
+	// Tags written at the destination: path and layer tags, then the
+	// closure or image tag.
+	Tagged int64 `json:"tagged"`
+	// UpToDate: the destination tag named this artifact already, and
+	// nothing was done.
+	UpToDate bool `json:"upToDate"`
+}
+
+// Copy copies the closure, image or store path that srcRef names in src
+// to dst, tagged dstTag, with everything a substituter needs there: the
+// artifact and everything it refers to, each store path's manifest tagged
+// with its hash (so lookups take one request), and for an image made by
+// nixoci image the layer artifacts that let later images reuse its
+// layers. What dst has already is skipped; blobs are mounted instead of
+// uploaded when both are repositories of one registry. The closure or
+// image tag is written last, and only if everything else succeeded. An
+// artifact that is not nixoci's is refused (ErrNotArtifact): copy it with
+// oras copy or crane copy.
+func Copy(ctx context.Context, src backend.Target, srcRef string, dst backend.Target, dstTag string, opts CopyOptions) (*CopyResult, error) {
+	if opts.Jobs <= 0 {
+		opts.Jobs = 16
+	}
+	if !spec.ValidTag(dstTag) {
+		return nil, fmt.Errorf("invalid destination tag %q", dstTag)
+	}
+	desc, data, err := backend.FetchManifest(ctx, src, srcRef)
+	if err != nil {
+		return nil, err
+	}
+	res := &CopyResult{Descriptor: desc}
+	c := &copier{src: src, dst: dst, opts: opts, res: res}
+	c.graph = c.graphOptions()
+	paths, layerTags, err := c.plan(ctx, srcRef, desc, data)
+	if err != nil {
+		return nil, err
+	}
+	res.Paths = len(paths)
+	if opts.Progress != nil {
+		opts.Progress.PathsTotal.Store(int64(len(paths)))
+	}
+	if cur, err := dst.Resolve(ctx, dstTag); err == nil && cur.Digest == desc.Digest {
+		res.UpToDate = true
+		return res, nil
+	} else if err != nil && !errors.Is(err, errdef.ErrNotFound) {
+		return nil, err
+	}
+
+	// Paths first, each tagged, then what else the artifact refers to,
+	// then the artifact itself under its tag.
+	if err := c.copyPaths(ctx, paths); err != nil {
+		return nil, err
+	}
+	if err := c.copyLayerArtifacts(ctx, layerTags); err != nil {
+		return nil, err
+	}
+	rest := c.graph
+	rest.FindSuccessors = func(ctx context.Context, f content.Fetcher, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		succ, err := content.Successors(ctx, f, d)
+		return slices.DeleteFunc(succ, func(s ocispec.Descriptor) bool { return c.done(s.Digest) }), err
+	}
+	rest.PreCopy = func(_ context.Context, d ocispec.Descriptor) error {
+		if d.Digest == desc.Digest {
+			return oras.SkipNode // pushed with its tag below
+		}
+		return nil
+	}
+	if err := oras.CopyGraph(ctx, src, dst, desc, rest); err != nil {
+		return nil, fmt.Errorf("copying %s: %w", srcRef, err)
+	}
+	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), dstTag); err != nil {
+		return nil, fmt.Errorf("tagging %s: %w", dstTag, err)
+	}
+	res.Tagged++
+	return res, nil
+}
+
+type copier struct {
+	src, dst backend.Target
+	opts     CopyOptions
+	res      *CopyResult
+	graph    oras.CopyGraphOptions
+	copied   sync.Map // digest -> true: at the destination now
+}
+
+func (c *copier) done(d digest.Digest) bool {
+	_, ok := c.copied.Load(d)
+	return ok
+}
+
+// copyBlob copies a blob unless this copy has already.
+func (c *copier) copyBlob(ctx context.Context, d ocispec.Descriptor) error {
+	if c.done(d.Digest) {
+		return nil
+	}
+	if err := oras.CopyGraph(ctx, c.src, c.dst, d, c.graph); err != nil {
+		return err
+	}
+	c.copied.Store(d.Digest, true)
+	return nil
+}
+
+// graphOptions counts what a graph copy does and mounts blobs across
+// repositories of one registry.
+func (c *copier) graphOptions() oras.CopyGraphOptions {
+	g := oras.DefaultCopyGraphOptions
+	g.Concurrency = c.opts.Jobs
+	g.PostCopy = func(_ context.Context, d ocispec.Descriptor) error {
+		atomic.AddInt64(&c.res.Copied, 1)
+		atomic.AddInt64(&c.res.CopiedBytes, d.Size)
+		if c.opts.Progress != nil {
+			c.opts.Progress.Transferred.Add(d.Size)
+		}
+		return nil
+	}
+	g.OnCopySkipped = func(context.Context, ocispec.Descriptor) error {
+		atomic.AddInt64(&c.res.Skipped, 1)
+		return nil
+	}
+	g.OnMounted = func(_ context.Context, d ocispec.Descriptor) error {
+		atomic.AddInt64(&c.res.Mounted, 1)
+		atomic.AddInt64(&c.res.MountedBytes, d.Size)
+		return nil
+	}
+	if srcHost, srcRepo, ok := backend.RemoteRepository(c.src); ok {
+		if dstHost, dstRepo, ok := backend.RemoteRepository(c.dst); ok && srcHost == dstHost && srcRepo != dstRepo {
+			g.MountFrom = func(context.Context, ocispec.Descriptor) ([]string, error) { return []string{srcRepo}, nil }
+		}
+	}
+	return g
+}
+
+// plan reads what srcRef names and returns the path manifests to copy and
+// tag, and for an image the tags of its layer artifacts.
+func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descriptor, data []byte) ([]ocispec.Descriptor, []string, error) {
+	var probe manifestProbe
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", srcRef, err)
+	}
+	switch probe.ArtifactType {
+	case spec.ArtifactTypePath:
+		c.res.Kind = "path"
+		return []ocispec.Descriptor{desc}, nil, nil
+	case spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2:
+		c.res.Kind = "closure"
+		cl, err := ParseClosure(ctx, c.src, srcRef, desc, data)
+		if err != nil {
+			return nil, nil, err
+		}
+		if cl.Version == spec.ClosureVersion {
+			return cl.PathManifests, nil, nil
+		}
+		arts, err := ClosurePaths(ctx, c.src, cl, c.opts.Jobs)
+		if err != nil {
+			return nil, nil, err
+		}
+		out := make([]ocispec.Descriptor, len(arts))
+		for i, a := range arts {
+			out[i] = a.Manifest
+		}
+		return out, nil, nil
+	}
+	var m ocispec.Manifest
+	if desc.MediaType == ocispec.MediaTypeImageManifest && json.Unmarshal(data, &m) == nil && m.Config.MediaType == ocispec.MediaTypeImageConfig && m.Annotations[spec.AnnotationClosure] != "" {
+		c.res.Kind = "image"
+		return c.imagePaths(ctx, m)
+	}
+	kind := probe.ArtifactType
+	if kind == "" {
+		kind = probe.MediaType
+	}
+	return nil, nil, fmt.Errorf("%s is %s, not a nixoci closure, store path or image: %w (copy other artifacts with oras copy or crane copy)", srcRef, kind, ErrNotArtifact)
+}
+
+// imagePaths lists the path manifests an image's layers were made from
+// (their annotations name them) and the tags of its layer artifacts.
+func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.Descriptor, []string, error) {
+	var digests []digest.Digest
+	var layerTags []string
+	comp := spec.LayerGzip
+	for _, l := range m.Layers {
+		if l.MediaType == spec.LayerZstd.MediaType() {
+			comp = spec.LayerZstd
+		}
+		manifests := strings.Fields(l.Annotations[spec.AnnotationPathManifest])
+		paths := strings.Fields(l.Annotations[spec.AnnotationStorePath])
+		if len(manifests) == 0 {
+			continue // the root layer, or nix-snapshotter's
+		}
+		if len(manifests) != len(paths) {
+			return nil, nil, fmt.Errorf("image layer %s names %d paths and %d path manifests: %w", l.Digest, len(paths), len(manifests), ErrNotArtifact)
+		}
+		hashes := make([]string, len(paths))
+		for i, p := range paths {
+			hashes[i] = spec.PathTag(p)
+			d, err := digest.Parse(manifests[i])
+			if err != nil {
+				return nil, nil, fmt.Errorf("image layer %s: path manifest %q: %w", l.Digest, manifests[i], ErrNotArtifact)
+			}
+			digests = append(digests, d)
+		}
+		layerTags = append(layerTags, spec.LayerTag(hashes, comp))
+	}
+	out := make([]ocispec.Descriptor, len(digests))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Jobs)
+	for i, d := range digests {
+		g.Go(func() (err error) {
+			out[i], err = c.src.Resolve(gctx, d.String())
+			if err != nil {
+				return fmt.Errorf("path manifest %s of the image: %w", d, err)
+			}
+			return nil
+		})
+	}
+	return out, layerTags, g.Wait()
+}
+
+// copyPaths copies each path manifest (and its blobs) unless dst has it,
+// and tags it with its store path's hash unless that tag names it already.
+// A layout is tagged in one rewrite of its index at the end.
+func (c *copier) copyPaths(ctx context.Context, paths []ocispec.Descriptor) error {
+	batch, _ := c.dst.(backend.BatchTagger)
+	var mu sync.Mutex
+	var pending []backend.Tagged
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Jobs)
+	for _, d := range paths {
+		g.Go(func() error {
+			data, err := backend.FetchAll(gctx, c.src, d, backend.MaxManifestRead)
+			if err != nil {
+				return fmt.Errorf("path manifest %w", err)
+			}
+			art, err := ParsePathManifest(d, data)
+			if err != nil {
+				return err
+			}
+			tag := spec.PathTag(art.Info.StorePath)
+			defer c.copied.Store(d.Digest, true)
+			if cur, err := c.dst.Resolve(gctx, tag); err == nil && cur.Digest == d.Digest {
+				atomic.AddInt64(&c.res.Skipped, 1)
+				c.opts.Progress.pathDone(art.Info.NarSize, true)
+				return nil
+			}
+			for _, b := range []ocispec.Descriptor{emptyConfig, art.NAR, art.NarInfo} {
+				if err := c.copyBlob(gctx, b); err != nil {
+					return fmt.Errorf("%s: %w", art.Info.StorePath, err)
+				}
+			}
+			if batch != nil {
+				if err := c.dst.Push(gctx, art.Manifest, bytes.NewReader(data)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+					return fmt.Errorf("%s: %w", art.Info.StorePath, err)
+				}
+				mu.Lock()
+				pending = append(pending, backend.Tagged{Descriptor: art.Manifest, Tag: tag})
+				mu.Unlock()
+			} else if err := c.dst.PushReference(gctx, art.Manifest, bytes.NewReader(data), tag); err != nil {
+				return fmt.Errorf("%s: tagging %s: %w", art.Info.StorePath, tag, err)
+			}
+			atomic.AddInt64(&c.res.Tagged, 1)
+			c.opts.Progress.pathDone(art.Info.NarSize, false)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if len(pending) > 0 {
+		return batch.TagMany(ctx, pending)
+	}
+	return nil
+}
+
+// copyLayerArtifacts copies the layer artifacts the source has under
+// tags; one the source lacks is skipped (a later image converts it).
+func (c *copier) copyLayerArtifacts(ctx context.Context, tags []string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Jobs)
+	for _, tag := range tags {
+		g.Go(func() error {
+			desc, data, err := backend.FetchManifest(gctx, c.src, tag)
+			if errors.Is(err, errdef.ErrNotFound) {
+				return nil
+			} else if err != nil {
+				return fmt.Errorf("layer artifact %s: %w", tag, err)
+			}
+			if cur, err := c.dst.Resolve(gctx, tag); err == nil && cur.Digest == desc.Digest {
+				return nil
+			}
+			if err := oras.CopyGraph(gctx, c.src, c.dst, desc, c.graph); err != nil {
+				return fmt.Errorf("layer artifact %s: %w", tag, err)
+			}
+			if err := c.dst.PushReference(gctx, desc, bytes.NewReader(data), tag); err != nil {
+				return fmt.Errorf("tagging %s: %w", tag, err)
+			}
+			atomic.AddInt64(&c.res.Tagged, 1)
+			return nil
+		})
+	}
+	return g.Wait()
+}

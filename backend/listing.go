@@ -1,0 +1,34 @@
+package backend
+
+import (
+	"context"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry"
+)
+
+// TagLister lists a target's tags page by page, in order (registries
+// paginate with the distribution API's "last" parameter). Every Target
+// implements it.
+type TagLister = registry.TagLister
+
+// Tags implements TagLister for a registry repository.
+func (r *remoteTarget) Tags(ctx context.Context, last string, fn func(tags []string) error) error {
+	return classify(ctx, r.name, "listing tags", r.Repository.Tags(ctx, last, fn))
+}
+
+// Referrers implements ReferrerLister for a registry repository: the
+// referrers API where the registry has it, else the referrers tag schema.
+func (r *remoteTarget) Referrers(ctx context.Context, desc ocispec.Descriptor, artifactType string, fn func([]ocispec.Descriptor) error) error {
+	return classify(ctx, r.name, "listing referrers of "+desc.Digest.String(), r.Repository.Referrers(ctx, desc, artifactType, fn))
+}
+
+// RemoteRepository reports the registry host and repository t speaks to,
+// if t is a registry repository (for cross-repository blob mounts).
+func RemoteRepository(t Target) (host, repository string, ok bool) {
+	r, ok := t.(*remoteTarget)
+	if !ok {
+		return "", "", false
+	}
+	return r.Repository.Reference.Registry, r.Repository.Reference.Repository, true
+}

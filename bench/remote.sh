@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Remote-registry benchmark, side by side in one run: docker-registry made
+# remote by a latency proxy (bench/latencyproxy) at several delays, versus
+# nginx on loopback serving the directory `nix copy --to file://` wrote for
+# the same closure (what a user would run otherwise).
+#
+# For each closure shape and delay it measures, with Nix's narinfo disk
+# cache off:
+#   narinfos  nix path-info --store http://SERVE -r ROOT     (serve cold)
+#   copy      nix copy --from http://SERVE into an empty store (serve cold)
+#   push      nixoci push of the closure into an empty repository
+#   repush    the same push again (everything stored)
+# and prints a Markdown table with ratios to nginx (narinfos, copy) and to
+# the push without delay.
+#
+# Usage: bench/remote.sh           (chain of 332 paths and a DAG of 301,
+#                                   delays 0 5 20 50 ms; some minutes)
+#        bench/remote.sh --quick   (151-path DAG at 20 ms: one line)
+# As root, with Nix, nginx and docker-registry installed (.ci/run installs
+# them). Extra nixoci serve flags: SERVE_FLAGS="..." bench/remote.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=false
+[ "${1:-}" = --quick ] && quick=true
+export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false\nnarinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0'
+go build -o bin/nixoci ./cmd/nixoci
+go build -o bin/latencyproxy ./bench/latencyproxy
+NIXOCI=$PWD/bin/nixoci
+work=$(mktemp -d /tmp/nixoci-bench-remote.XXXXXX)
+shm=$(mktemp -d /dev/shm/nixoci-bench-remote.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work" "$shm"; }
+trap cleanup EXIT
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+waitfor() { for _ in $(seq 400); do curl -sf -o /dev/null "$1" && return; sleep 0.05; done; echo "not ready: $1" >&2; tail -5 "$work"/*.log >&2; exit 1; }
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+
+closure() { nix-instantiate --eval --read-write-mode -E "import ./bench/remote-closures.nix { $1 }" | tr -d '"'; }
+if $quick; then
+  shapes=("dag:levels = 10; width = 15; kb = 50;")
+  delays=(20)
+else
+  shapes=("chain:shape = \"chain\"; n = 332; kb = 100;" "dag:levels = 15; width = 20; kb = 50;")
+  delays=(0 5 20 50)
+fi
+
+regport=$(freeport)
+mkdir -p "$work/reg"
+cat > "$work/reg.yml" <<EOC
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/reg}}
+http: {addr: 127.0.0.1:$regport}
+EOC
+docker-registry serve "$work/reg.yml" >"$work/registry.log" 2>&1 & pids+=($!)
+waitfor "http://127.0.0.1:$regport/v2/"
+
+ngport=$(freeport)
+cat > "$work/nginx.conf" <<EOC
+user root; worker_processes auto; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  types { text/x-nix-narinfo narinfo; } default_type application/octet-stream;
+  server { listen 127.0.0.1:$ngport; root $work/cache; } }
+EOC
+NGINX=http://127.0.0.1:$ngport
+
+# A proxy with the given delay in front of the registry; sets addr.
+# (Functions that start processes set variables instead of printing, so
+# they run in this shell and pids keeps the processes.)
+proxy() {
+  : >"$work/proxy.addr"
+  ./bin/latencyproxy -to "http://127.0.0.1:$regport" -delay "$1ms" >"$work/proxy.addr" 2>"$work/proxy-$1.log" & pids+=($!)
+  for _ in $(seq 200); do [ -s "$work/proxy.addr" ] && break; sleep 0.02; done
+  addr=$(cat "$work/proxy.addr")
+}
+# A fresh (cold) nixoci serve from a repository; sets url.
+serve() {
+  local port; port=$(freeport)
+  # shellcheck disable=SC2086
+  "$NIXOCI" serve --listen "127.0.0.1:$port" --from "$1" --access-log=false ${SERVE_FLAGS:-} >"$work/serve-$port.log" 2>&1 & pids+=($!)
+  waitfor "http://127.0.0.1:$port/nix-cache-info"
+  url="http://127.0.0.1:$port"
+}
+stop_last() { kill "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+narinfos() { # URL ROOT: seconds for every narinfo of the closure
+  local t0; t0=$(now)
+  nix path-info --store "$1" -r "$2" >/dev/null 2>>"$work/nix.log" || { tail "$work/nix.log" >&2; exit 1; }
+  secs "$t0" "$(now)"
+}
+copy() { # URL ROOT: seconds to substitute the closure into an empty store
+  local store t0; store=$(mktemp -d "$shm/store.XXXXXX")
+  t0=$(now)
+  nix copy --from "$1" --to "$store" --no-check-sigs "$2" >/dev/null 2>>"$work/nix.log" || { tail "$work/nix.log" >&2; exit 1; }
+  secs "$t0" "$(now)"
+  rm -rf "$store"
+}
+
+rows=()
+for s in "${shapes[@]}"; do
+  name=${s%%:*}; root=$(closure "${s#*:}")
+  npaths=$(nix-store -qR "$root" | wc -l)
+  rm -rf "$work/cache"
+  nix copy --to "file://$work/cache?compression=zstd" "$root" >>"$work/nix.log" 2>&1
+  nginx -c "$work/nginx.conf" & pids+=($!)
+  waitfor "$NGINX/nix-cache-info"
+  ng_narinfos=$(narinfos "$NGINX" "$root")
+  ng_copy=$(copy "$NGINX" "$root")
+  stop_last
+  base_push=
+  for d in "${delays[@]}"; do
+    proxy "$d"
+    repo="$addr/bench-$name-$d-$RANDOM"
+    # The push without delay is the reference: measure it first.
+    if [ -z "$base_push" ]; then
+      t0=$(now); "$NIXOCI" push --to "127.0.0.1:$regport/base-$name-$RANDOM:c" "$root" >/dev/null 2>>"$work/push.log"
+      base_push=$(secs "$t0" "$(now)")
+    fi
+    t0=$(now); "$NIXOCI" push --to "$repo:c" "$root" >/dev/null 2>>"$work/push.log"; push=$(secs "$t0" "$(now)")
+    t0=$(now); "$NIXOCI" push --to "$repo:c" "$root" >/dev/null 2>>"$work/push.log"; repush=$(secs "$t0" "$(now)")
+    serve "$repo"; n=$(narinfos "$url" "$root"); stop_last
+    serve "$repo"; c=$(copy "$url" "$root"); stop_last
+    stop_last # the proxy
+    rows+=("| $name ($npaths paths) | $d ms | $n s | $ng_narinfos s | **$(ratio "$n" "$ng_narinfos")×** | $c s | $ng_copy s | **$(ratio "$c" "$ng_copy")×** | $push s | $base_push s | **$(ratio "$push" "$base_push")×** | $repush s ($(python3 -c "print(f'{100*$repush/$push:.1f}')")%) |")
+    if $quick; then
+      echo "quick ($name, $npaths paths, ${d} ms): narinfos $(ratio "$n" "$ng_narinfos")× nginx, nix copy $(ratio "$c" "$ng_copy")× nginx, push $(ratio "$push" "$base_push")× no-delay push, re-push $(python3 -c "print(f'{100*$repush/$push:.1f}')")% of push"
+    fi
+  done
+done
+$quick && exit 0
+echo "| closure | delay | narinfos cold (serve) | nginx | ratio | nix copy (serve) | nginx | ratio | push | push, no delay | ratio | re-push |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"

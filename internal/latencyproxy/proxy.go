@@ -1,0 +1,62 @@
+// Package latencyproxy makes a registry on loopback behave like one far
+// away: a reverse proxy that waits a fixed time before forwarding each
+// request, as a round trip to a registry in another region would. It is
+// for benchmarks and tests, in front of a real registry.
+package latencyproxy
+
+import (
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"time"
+)
+
+// Proxy forwards every request to its backend after Delay.
+type Proxy struct {
+	delay    time.Duration
+	rp       *httputil.ReverseProxy
+	requests atomic.Int64
+	upload   atomic.Int64
+}
+
+// New makes a proxy to backend (e.g. "http://127.0.0.1:5000") that
+// delays each request by delay before forwarding it.
+func New(backend string, delay time.Duration) (*Proxy, error) {
+	u, err := url.Parse(backend)
+	if err != nil {
+		return nil, err
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	// The registry's Location headers name it; rewrite nothing: clients
+	// given a relative or proxied Location come back through us, and the
+	// distribution registry answers with paths relative to its host,
+	// which is ours as the client sees it.
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
+	rp.FlushInterval = -1
+	return &Proxy{delay: delay, rp: rp}, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.requests.Add(1)
+	if r.ContentLength > 0 {
+		p.upload.Add(r.ContentLength)
+	}
+	if p.delay > 0 {
+		t := time.NewTimer(p.delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+// Requests is the number of requests received.
+func (p *Proxy) Requests() int64 { return p.requests.Load() }
+
+// UploadBytes is the sum of the request bodies' declared lengths.
+func (p *Proxy) UploadBytes() int64 { return p.upload.Load() }
