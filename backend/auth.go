@@ -2,6 +2,8 @@ package backend
 
 import (
 	"log/slog"
+	"net/http"
+	"strings"
 
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
@@ -16,16 +18,17 @@ import (
 // config file, with its credsStore and credHelpers (docker-credential-NAME
 // programs) as docker and oras use them. Tokens are cached per registry
 // and scope until they expire (see expiringCache), and fetched again when
-// a registry refuses one.
+// a registry refuses one, not when it refused a request sent before the
+// token was there (refusalObserver).
 func newAuthClient(opts Options) *auth.Client {
-	client := &auth.Client{
-		Client:     opts.HTTPClient,
-		Cache:      newExpiringCache(auth.NewCache()),
-		Credential: opts.Credentials,
+	cache := newExpiringCache(auth.NewCache())
+	httpClient := opts.HTTPClient
+	if httpClient == nil {
+		httpClient = DefaultHTTPClient()
 	}
-	if client.Client == nil {
-		client.Client = DefaultHTTPClient()
-	}
+	observed := *httpClient
+	observed.Transport = &refusalObserver{base: httpClient.Transport, cache: cache}
+	client := &auth.Client{Client: &observed, Cache: cache, Credential: opts.Credentials}
 	if opts.UserAgent != "" {
 		client.SetUserAgent(opts.UserAgent)
 	}
@@ -40,4 +43,30 @@ func newAuthClient(opts Options) *auth.Client {
 		}
 	}
 	return client
+}
+
+// refusalObserver tells the cache which token each refused (401) request
+// carried, so that a request sent without a token, while another one
+// was fetching it, does not fetch it again: requests started at once
+// each meet the registry's challenge, and oras-go's cache merges only
+// the fetches that overlap.
+type refusalObserver struct {
+	base  http.RoundTripper
+	cache *expiringCache
+}
+
+func (o *refusalObserver) RoundTrip(req *http.Request) (*http.Response, error) {
+	base := o.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	resp, err := base.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		token, bearer := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+		if !bearer {
+			token = ""
+		}
+		o.cache.noteRefusal(req.Context(), token)
+	}
+	return resp, err
 }

@@ -30,10 +30,23 @@ type expiringCache struct {
 	auth.Cache
 	now func() time.Time
 
-	mu      sync.Mutex
-	entries map[string]*tokenEntry // by cacheID
-	fetches singleflight.Group
+	mu       sync.Mutex
+	entries  map[string]*tokenEntry // by cacheID
+	refusals map[context.Context]refusal
+	fetches  singleflight.Group
 }
+
+// refusal is the bearer token ("" for none) a request carried when the
+// registry answered 401. auth.Client calls Set with the refused
+// request's context.
+type refusal struct {
+	token string
+	at    time.Time
+}
+
+// refusalsKept bounds how long a refusal that no Set followed (a second
+// 401, a challenge oras-go does not answer) is remembered.
+const refusalsKept = time.Minute
 
 // tokenEntry is what expiringCache knows of a cached bearer token.
 type tokenEntry struct {
@@ -44,7 +57,7 @@ type tokenEntry struct {
 }
 
 func newExpiringCache(c auth.Cache) *expiringCache {
-	return &expiringCache{Cache: c, now: time.Now, entries: map[string]*tokenEntry{}}
+	return &expiringCache{Cache: c, now: time.Now, entries: map[string]*tokenEntry{}, refusals: map[context.Context]refusal{}}
 }
 
 func cacheID(registry, key string) string { return registry + " " + key }
@@ -83,9 +96,37 @@ func (c *expiringCache) GetToken(ctx context.Context, registry string, scheme au
 	return "", errdef.ErrNotFound
 }
 
+// noteRefusal records that the request with context ctx was refused
+// while carrying token.
+func (c *expiringCache) noteRefusal(ctx context.Context, token string) {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, r := range c.refusals {
+		if now.Sub(r.at) > refusalsKept {
+			delete(c.refusals, k)
+		}
+	}
+	c.refusals[ctx] = refusal{token: token, at: now}
+}
+
 // Set implements auth.Cache, remembering when a bearer token is due for
-// refresh and how it was fetched.
+// refresh and how it was fetched. A request refused without the token
+// now cached for key (it was sent before that token was fetched) gets
+// that token, if it is not due for refresh, instead of a new one.
 func (c *expiringCache) Set(ctx context.Context, registry string, scheme auth.Scheme, key string, fetch func(context.Context) (string, error)) (string, error) {
+	if scheme == auth.SchemeBearer {
+		c.mu.Lock()
+		r, refused := c.refusals[ctx]
+		delete(c.refusals, ctx)
+		e := c.entries[cacheID(registry, key)]
+		c.mu.Unlock()
+		if refused && e != nil && r.token != e.token && (e.refreshAt.IsZero() || c.now().Before(e.refreshAt)) {
+			if cached, err := c.Cache.GetToken(ctx, registry, scheme, key); err == nil && cached == e.token {
+				return cached, nil
+			}
+		}
+	}
 	token, err := c.Cache.Set(ctx, registry, scheme, key, fetch)
 	if err != nil || scheme != auth.SchemeBearer {
 		return token, err

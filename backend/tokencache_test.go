@@ -189,3 +189,50 @@ func TestExpiringCacheBasic(t *testing.T) {
 		t.Errorf("Basic credentials tracked for expiry: %v", c.entries)
 	}
 }
+
+// TestExpiringCacheRefusals: a request refused without the cached token
+// (sent before it was fetched) gets it; one refused with it gets a new one.
+func TestExpiringCacheRefusals(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	clock := &fakeClock{now: t0}
+	c := newExpiringCache(auth.NewCache())
+	c.now = clock.Now
+	var fetches int
+	fetch := func(context.Context) (string, error) {
+		fetches++
+		now := clock.Now()
+		return makeJWT(now.Unix(), now.Add(5*time.Minute).Unix(), fetches), nil
+	}
+	type key struct{ n int }
+	request := func(n int) context.Context { return context.WithValue(context.Background(), key{n}, n) }
+
+	ctx := request(1)
+	c.noteRefusal(ctx, "")
+	first, _ := c.Set(ctx, testRegistry, auth.SchemeBearer, testScope, fetch)
+	for _, tc := range []struct {
+		name    string
+		sent    func() string // the token the refused request carried
+		after   time.Duration
+		fetches int
+		same    bool
+	}{
+		{"sent with no token while the first was fetched", func() string { return "" }, time.Second, 1, true},
+		{"sent with an older token", func() string { return "old-token" }, 2 * time.Second, 1, true},
+		{"sent with the cached token", func() string { return first }, 3 * time.Second, 2, false},
+	} {
+		clock.Set(t0.Add(tc.after))
+		ctx := request(int(tc.after))
+		c.noteRefusal(ctx, tc.sent())
+		got, err := c.Set(ctx, testRegistry, auth.SchemeBearer, testScope, fetch)
+		if err != nil || fetches != tc.fetches || (got == first) != tc.same {
+			t.Errorf("%s: %d fetches, same token %v (err %v); want %d, %v", tc.name, fetches, got == first, err, tc.fetches, tc.same)
+		}
+	}
+	// Without a refusal noted (a fetch oras-go asks for itself), Set fetches.
+	if _, err := c.Set(request(99), testRegistry, auth.SchemeBearer, testScope, fetch); err != nil || fetches != 3 {
+		t.Errorf("Set without a refusal: %d fetches, want 3 (%v)", fetches, err)
+	}
+	if len(c.refusals) != 0 {
+		t.Errorf("%d refusals kept after their Set", len(c.refusals))
+	}
+}
