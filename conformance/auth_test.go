@@ -72,7 +72,8 @@ func (a *authCheck) checkTokens(name, user string, reqs []testenv.TokenRequest, 
 // server, push, pull, inspect, image, copy and serve (the real Nix
 // substituting through it) work with credentials from a docker config
 // file, from a credential helper named in credHelpers and from one in
-// credsStore, asking one token per scope per run, not one per request;
+// credsStore (and serve from NIXOCI_REGISTRY_USERNAME and _PASSWORD),
+// asking one token per scope per run, not one per request;
 // serve gets a new token when the registry refuses the one it has; a
 // wrong password fails naming the token server's answer; anonymous pulls
 // work where granted and fail clearly where not; neither the password
@@ -148,6 +149,21 @@ func TestTokenAuth(t *testing.T) {
 			}
 			_, metrics := httpGet(t, srv.URL+"/metrics")
 			a.seen.WriteString(metrics + srv.Logs())
+
+			// serve in a container: credentials from the environment.
+			tokens, requests = len(ts.Requests()), proxy.Requests()
+			envSrv := startServe(t, []string{"DOCKER_CONFIG=" + t.TempDir(), "NIXOCI_REGISTRY_USERNAME=nix", "NIXOCI_REGISTRY_PASSWORD=" + password},
+				"--from", host+"/src1")
+			if _, stderr, err := realise(t, envSrv.URL, key.Public, fx.App); err != nil {
+				t.Fatalf("substituting through serve with credentials from the environment: %v\n%s", err, stderr)
+			}
+			a.checkTokens("serve, credentials from the environment", "nix", ts.Requests()[tokens:], proxy.Requests()-requests)
+			_, metrics = httpGet(t, envSrv.URL+"/metrics")
+			a.seen.WriteString(metrics + envSrv.Logs())
+			_, stderr, err = a.run([]string{"NIXOCI_REGISTRY_USERNAME=nix"}, "serve", "--from", host+"/src1")
+			if err == nil || !strings.Contains(stderr, "NIXOCI_REGISTRY_PASSWORD") {
+				t.Errorf("serve with a user and no password: %v, %s; want a usage error naming NIXOCI_REGISTRY_PASSWORD", err, stderr)
+			}
 
 			// A wrong password: the token server's refusal, named.
 			wrong := []string{"DOCKER_CONFIG=" + testenv.DockerConfig(t, host, "nix", "wrong-"+password)}

@@ -124,15 +124,25 @@ func narSize(t *testing.T, path string) int64 {
 // middle of two chunks; each is resumed from what the registry reports
 // (one status request each, the same session, no new upload), the bytes
 // sent stay under the blob's size plus two chunks, and the closure's
-// digest equals that of a clean push.
+// digest equals that of a clean push. The registry wants tokens.
 func TestChunkedUploadResumes(t *testing.T) {
 	const chunk = 4 << 20
 	big := randomClosure(t, "fx-random-48m", 48<<20)
 	blobSize := narSize(t, big) // --compression none: the blob is the NAR
 	for _, r := range registryPrograms {
 		t.Run(r.name, func(t *testing.T) {
-			reg := testenv.StartRegistry(t, testenv.RegistryOptions{Program: r.program})
-			clean := lastLine(run(t, "push", "--compression", "none", "--to", reg.Ref("clean")+":c", big))
+			// With token auth: every request of the upload, the status
+			// requests too, carries a token for the push scope.
+			ts := testenv.StartTokenServer(t, testenv.TokenOptions{Users: map[string]testenv.TokenUser{
+				"nix": {Password: "resume-pw", Grants: map[string][]string{"*": {"pull", "push"}}}}})
+			reg := testenv.StartRegistry(t, testenv.RegistryOptions{Program: r.program, Token: ts})
+			push := func(to string, args ...string) string {
+				host, _, _ := strings.Cut(to, "/")
+				cmd := nixoci(t, append([]string{"push", "--compression", "none", "--to", to}, append(args, big)...)...)
+				cmd.Env = append(cmd.Env, "DOCKER_CONFIG="+testenv.DockerConfig(t, host, "nix", "resume-pw"))
+				return lastLine(testenv.RunCmd(t, cmd))
+			}
+			clean := push(reg.Ref("clean") + ":c")
 			var patches atomic.Int32
 			proxy := testenv.StartFaultProxy(t, reg.Addr, testenv.FaultOptions{Reset: 1, MaxConsecutive: -1,
 				Only: func(r *http.Request) bool {
@@ -142,7 +152,11 @@ func TestChunkedUploadResumes(t *testing.T) {
 					n := patches.Add(1)
 					return n == 4 || n == 9
 				}})
-			cut := lastLine(run(t, "push", "--compression", "none", "--chunk-size", "4MiB", "--to", proxy.Ref("cut")+":c", big))
+			tokens := len(ts.Requests())
+			cut := push(proxy.Ref("cut")+":c", "--chunk-size", "4MiB")
+			if n := len(ts.Requests()) - tokens; n != 2 {
+				t.Errorf("%d token requests for the push through resets, want 2 (pull; pull,push)", n)
+			}
 			if cut != clean {
 				t.Errorf("closure digest through resets %s, clean push %s", cut, clean)
 			}
@@ -158,7 +172,9 @@ func TestChunkedUploadResumes(t *testing.T) {
 				sent += req.BodyBytes
 				switch req.Method {
 				case http.MethodPost:
-					posts++
+					if req.Status == http.StatusAccepted { // not the challenged first try
+						posts++
+					}
 				case http.MethodGet:
 					statuses++
 					if req.Status != http.StatusNoContent {
