@@ -25,6 +25,7 @@
 //	dockerconfig.go  DockerConfig, DockerConfigJSON
 //	tokenserver.go   TokenServer, TokenOptions, StartTokenServer (token auth)
 //	credhelper.go    CredentialHelper (a docker-credential-NAME script)
+//	nginx.go         NginxProxy, StartNginxProxy (a proxy with a body limit)
 //	net.go           FreePort, WaitHTTP
 //	binary.go        BuildBinary, CleanupBinaries, Main
 package testenv
