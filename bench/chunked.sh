@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Chunked upload benchmark, side by side in one run: nixoci push of the
+# benchmark closure (bench/go-closure.nix, ~190 MB of NAR) straight to
+# docker-registry in one request per blob (--chunk-size 0), versus through
+# nginx as a reverse proxy with a body limit, in chunks of 4, 8 (the
+# default), 16 and 64 MiB. nginx buffers each request body before passing
+# it on, as its default is; its limit is 100m (Cloudflare's), so that 64
+# MiB chunks pass. Every push goes to a fresh repository, so every blob is
+# sent; runs are interleaved and the median of $RUNS is reported, with
+# --compression none (each blob is its NAR: upload-bound) and with the
+# default zstd. Storage and nginx's buffers are in /dev/shm.
+# Usage: bench/chunked.sh   (as root; Nix, nginx, docker-registry installed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false'
+RUNS=${RUNS:-5}
+go build -o bin/nixoci ./cmd/nixoci
+NIXOCI=$PWD/bin/nixoci
+work=$(mktemp -d /dev/shm/nixoci-bench-chunked.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+waitfor() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return; sleep 0.05; done; echo "not ready: $1"; exit 1; }
+
+root=$(nix-build bench/go-closure.nix --no-out-link)
+closure=$(nix-store --query --requisites "$root")
+narsize=$(nix path-info --json $closure | tr ',' '\n' | sed -n 's/.*"narSize":\([0-9]*\).*/\1/p' | paste -sd+ | bc)
+tar -cf - $closure 2>/dev/null | cat > /dev/null # warm the page cache
+
+regport=$(freeport)
+mkdir -p "$work/reg"
+cat > "$work/reg.yml" <<EOC
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/reg}}
+http: {addr: 127.0.0.1:$regport}
+EOC
+docker-registry serve "$work/reg.yml" >"$work/reg.log" 2>&1 & pids+=($!)
+waitfor "http://127.0.0.1:$regport/v2/"
+ngport=$(freeport)
+mkdir -p "$work/nginx"
+cat > "$work/nginx.conf" <<EOC
+user root; worker_processes 2; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
+events { worker_connections 1024; }
+http { access_log off; client_max_body_size 100m;
+  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
+  server { listen 127.0.0.1:$ngport;
+    location / { proxy_pass http://127.0.0.1:$regport; proxy_set_header Host \$http_host;
+      proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }
+EOC
+nginx -c "$work/nginx.conf" & pids+=($!)
+waitfor "http://127.0.0.1:$ngport/v2/"
+
+# push NAME HOSTPORT CHUNK COMPRESSION: seconds of one push to a fresh repository.
+n=0
+push() {
+  n=$((n + 1))
+  local start end
+  start=$(date +%s.%N)
+  "$NIXOCI" push --chunk-size "$3" --compression "$4" --to "$2/run$n:b" "$root" > "$work/push.out" 2> "$work/push.err" || {
+    cat "$work/push.err"; exit 1; }
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc >> "$work/t-$1-$4"
+}
+configs="direct:127.0.0.1:$regport:0 nginx4:127.0.0.1:$ngport:4MiB nginx8:127.0.0.1:$ngport:8MiB nginx16:127.0.0.1:$ngport:16MiB nginx64:127.0.0.1:$ngport:64MiB"
+for comp in none zstd; do
+  for _ in $(seq "$RUNS"); do
+    for c in $configs; do
+      IFS=: read -r name host port chunk <<< "$c"
+      push "$name" "$host:$port" "$chunk" "$comp"
+    done
+  done
+done
+
+median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+ratio() { echo "scale=2; $1 / $2" | bc; }
+row() { # NAME LABEL
+  local none zstd
+  none=$(median "$work/t-$1-none"); zstd=$(median "$work/t-$1-zstd")
+  echo "| $2 | $(printf %.2f "$none") | $(ratio "$none" "$d_none")× | $(printf %.2f "$zstd") | $(ratio "$zstd" "$d_zstd")× |"
+}
+d_none=$(median "$work/t-direct-none"); d_zstd=$(median "$work/t-direct-zstd")
+cat <<EOT
+Closure: $(echo "$closure" | wc -l) store paths, $(echo "scale=1; $narsize / 1000000" | bc) MB of NAR. $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg). Median of $RUNS interleaved runs.
+
+| push | --compression none: s | vs direct | zstd (default): s | vs direct |
+|---|---|---|---|---|
+$(row direct "straight to docker-registry, one request per blob (\`--chunk-size 0\`)")
+$(row nginx4 "through nginx, 4 MiB chunks")
+$(row nginx8 "through nginx, **8 MiB chunks (default)**")
+$(row nginx16 "through nginx, 16 MiB chunks")
+$(row nginx64 "through nginx, 64 MiB chunks")
+EOT
