@@ -28,11 +28,18 @@ import (
 const DefaultChunkSize = 8 << 20
 
 // How a cut chunk is resumed: at most maxResumes attempts in a row
-// without progress, waiting resumeWait, doubled each time.
+// without progress, waiting resumeWait, doubled each time. A blob read
+// from a file is sent again from its start at most maxRestarts times
+// when its session is lost.
 const (
-	maxResumes = 5
-	resumeWait = 250 * time.Millisecond
+	maxResumes  = 5
+	resumeWait  = 250 * time.Millisecond
+	maxRestarts = 2
 )
+
+// errSessionLost: the registry no longer has the upload session in the
+// state it was left in; the blob must be sent again from its start.
+var errSessionLost = errors.New("upload session lost")
 
 // errChunksRefused: the registry (or a proxy) answered the first chunk
 // as if it does not take uploads in chunks.
@@ -65,7 +72,10 @@ func (r *remoteTarget) push(ctx context.Context, desc ocispec.Descriptor, conten
 // Content-Range, PUT with the digest closes it. A chunk whose request
 // fails is resumed from the offset the registry reports for the session
 // (GET on its URL), not sent again from the start, and never resent
-// blindly by a lower layer (its request has no GetBody).
+// blindly by a lower layer (its request has no GetBody). Only when the
+// registry has lost the session (or cannot go on with it) is the blob
+// sent again from its start in a new one: here, if it is read from a
+// file (an io.Seeker), else by the caller (the error is transient).
 //
 // Requests go through the target's auth.Client with the push scope, so
 // tokens are fetched and refreshed as for any other request.
@@ -85,14 +95,40 @@ func (u *chunkedUpload) run(ctx context.Context, content io.Reader) error {
 		scheme = "http"
 	}
 	u.base = &url.URL{Scheme: scheme, Host: ref.Host(), Path: "/v2/" + ref.Repository + "/blobs/uploads/"}
+	seeker, _ := content.(io.Seeker)
+	var origin int64
+	if seeker != nil {
+		var err error
+		if origin, err = seeker.Seek(0, io.SeekCurrent); err != nil {
+			seeker = nil
+		}
+	}
+	buf := make([]byte, min(u.r.chunkSize, u.desc.Size))
+	for restarts := 0; ; restarts++ {
+		err := u.upload(ctx, content, buf)
+		if !errors.Is(err, errSessionLost) || seeker == nil || restarts == maxRestarts {
+			return err // a lost session of a stream is the caller's to start over
+		}
+		slog.Warn("blob upload session lost; sending the blob again from its start",
+			"target", u.r.name, "digest", u.desc.Digest, "err", err)
+		if _, err := seeker.Seek(origin, io.SeekStart); err != nil {
+			return err
+		}
+	}
+}
+
+// upload sends the blob from content (at its start) in a new session.
+func (u *chunkedUpload) upload(ctx context.Context, content io.Reader, buf []byte) error {
+	u.location, u.offset = nil, 0
 	if err := u.start(ctx); err != nil {
 		return err
 	}
-	buf := make([]byte, min(u.r.chunkSize, u.desc.Size))
 	for u.offset < u.desc.Size {
 		chunk := buf[:min(int64(len(buf)), u.desc.Size-u.offset)]
 		if _, err := io.ReadFull(content, chunk); err != nil {
-			return fmt.Errorf("reading %s at byte %d of %d: %w", u.desc.Digest, u.offset, u.desc.Size, err)
+			// %v: a short or failing source is not a failed connection
+			// (classify would take io.ErrUnexpectedEOF for one).
+			return fmt.Errorf("reading %s at byte %d of %d: %v", u.desc.Digest, u.offset, u.desc.Size, err)
 		}
 		err := u.send(ctx, chunk)
 		if errors.Is(err, errChunksRefused) {
@@ -150,8 +186,8 @@ func (u *chunkedUpload) send(ctx context.Context, chunk []byte) error {
 			return err
 		}
 		if u.offset < start || u.offset > end {
-			return fmt.Errorf("%s: registry reports %d bytes of the blob while bytes %d-%d were sent; the upload starts over: %w",
-				u.desc.Digest, u.offset, start, end-1, ErrRegistry)
+			return fmt.Errorf("%w: registry reports %d bytes of %s while bytes %d-%d were sent: %w",
+				errSessionLost, u.offset, u.desc.Digest, start, end-1, ErrRegistry)
 		}
 	}
 	return nil
@@ -179,10 +215,16 @@ func (u *chunkedUpload) resume(ctx context.Context, cause error, failures *int) 
 		if err == nil {
 			return nil
 		}
-		if !resumable(ctx, err) {
-			// The session is gone (expired, or cancelled by a registry
-			// that cannot resume it): the caller may start over.
-			return fmt.Errorf("upload session lost at byte %d: %w: %w", u.offset, ErrRegistry, err)
+		if ctx.Err() != nil {
+			return err
+		}
+		if !resumable(ctx, err) || hasStatus(err, http.StatusRequestedRangeNotSatisfiable) {
+			// The registry answers, but not with the session's state: it
+			// is gone (expired, or cancelled by a registry that cannot
+			// go on after a cut chunk, as docker-registry 2.8), or
+			// refused (distribution v3, which then holds other bytes
+			// than its state token says).
+			return fmt.Errorf("%w at byte %d: %w: %w", errSessionLost, u.offset, ErrRegistry, err)
 		}
 		cause = err
 	}
@@ -247,7 +289,7 @@ func (u *chunkedUpload) pushWhole(ctx context.Context, first []byte, rest io.Rea
 		return nil
 	}
 	var resp *errcode.ErrorResponse
-	if errors.As(err, &resp) && resp.StatusCode == http.StatusRequestEntityTooLarge {
+	if hasStatus(err, http.StatusRequestEntityTooLarge) && errors.As(err, &resp) {
 		err = resp // chunks are refused: smaller ones would not help
 	}
 	return fmt.Errorf("%w; in one request instead: %w", refusal, err)
@@ -333,6 +375,12 @@ func sameHost(a, b *url.URL) bool {
 		return "80"
 	}
 	return strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
+}
+
+// hasStatus reports whether err is a registry's answer with this status.
+func hasStatus(err error, status int) bool {
+	var resp *errcode.ErrorResponse
+	return errors.As(err, &resp) && resp.StatusCode == status
 }
 
 // refusesChunks reports whether the answer to a first chunk says chunks
