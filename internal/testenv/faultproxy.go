@@ -26,6 +26,7 @@ const (
 	Fault503   = "503"   // 503 Service Unavailable, upstream not contacted
 	Fault429   = "429"   // 429 Too Many Requests with Retry-After: 1
 	FaultStall = "stall" // nothing sent for StallFor, then the connection aborted
+	FaultCut   = "cut"   // upload body cut short on its way to the registry
 )
 
 // FaultOptions configure StartFaultProxy. The zero value forwards every
@@ -54,6 +55,11 @@ type FaultOptions struct {
 	// Stall sends nothing (and reads no request body) for StallFor, or
 	// until the client goes away, then aborts the connection.
 	Stall float64
+	// Cut, for PUT, PATCH and POST with a body, forwards the request with
+	// only the first half of its body, then aborts both connections: the
+	// registry receives (and may store) part of the body, as when a
+	// connection drops mid-upload. Other requests are forwarded.
+	Cut float64
 	// StallFor is how long a stall lasts; default 10s.
 	StallFor time.Duration
 	// MaxConsecutive bounds how many requests in a row with the same key
@@ -215,7 +221,7 @@ func FormatCounts(c map[string]int) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "total=%d", total)
-	for _, k := range []string{FaultReset, Fault500, Fault503, Fault429, FaultStall} {
+	for _, k := range []string{FaultReset, Fault500, Fault503, Fault429, FaultStall, FaultCut} {
 		fmt.Fprintf(&b, " %s=%d", k, c[k])
 	}
 	return b.String()
@@ -256,7 +262,7 @@ func (p *FaultProxy) pick(r *http.Request, x float64) string {
 		p    float64
 	}{
 		{FaultReset, p.opts.Reset}, {Fault500, p.opts.Status500}, {Fault503, p.opts.Status503},
-		{Fault429, p.opts.TooMany}, {FaultStall, p.opts.Stall},
+		{Fault429, p.opts.TooMany}, {FaultStall, p.opts.Stall}, {FaultCut, p.opts.Cut},
 	} {
 		acc += c.p
 		if c.p > 0 && x < acc {
@@ -320,6 +326,14 @@ func (p *FaultProxy) serve(rw http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(status)
 		io.WriteString(w, body)
+	case FaultCut:
+		if r.ContentLength <= 0 {
+			p.proxy.ServeHTTP(w, r)
+			return
+		}
+		r.Body = &cutBody{ReadCloser: r.Body, left: r.ContentLength / 2}
+		p.proxy.ServeHTTP(discardWriter{http.Header{}}, r)
+		panic(http.ErrAbortHandler)
 	case FaultStall:
 		timer := time.NewTimer(p.opts.StallFor)
 		defer timer.Stop()
@@ -426,3 +440,30 @@ func (w *cutWriter) abort() {
 	}
 	panic(http.ErrAbortHandler)
 }
+
+// cutBody ends a request body with an error after left bytes, so that
+// the transport forwarding it aborts the upstream request mid-body.
+type cutBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *cutBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errors.New("body cut by the fault proxy")
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// discardWriter swallows the response to a cut request: the client gets
+// a broken connection instead.
+type discardWriter struct{ h http.Header }
+
+func (w discardWriter) Header() http.Header       { return w.h.Clone() }
+func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (discardWriter) WriteHeader(int)             {}
