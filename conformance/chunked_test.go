@@ -244,3 +244,63 @@ func TestChunkedUploadFallback(t *testing.T) {
 		})
 	}
 }
+
+// TestChunkedUploadSessionLost: a chunk cut short on its way to the
+// registry, which stores part of it. Distribution v3 reports the bytes it
+// holds and the upload goes on from there, mid-chunk; docker-registry 2.8
+// cancels such a session, so the blob is sent again in a new one, once.
+// Either way the closure's digest is that of a clean push.
+func TestChunkedUploadSessionLost(t *testing.T) {
+	const chunk = 4 << 20
+	big := randomClosure(t, "fx-random-48m", 48<<20)
+	blobSize := narSize(t, big)
+	for _, r := range registryPrograms {
+		t.Run(r.name, func(t *testing.T) {
+			reg := testenv.StartRegistry(t, testenv.RegistryOptions{Program: r.program})
+			clean := lastLine(run(t, "push", "--compression", "none", "--to", reg.Ref("clean")+":c", big))
+			var patches atomic.Int32
+			proxy := testenv.StartFaultProxy(t, reg.Addr, testenv.FaultOptions{Cut: 1, MaxConsecutive: -1,
+				Only: func(r *http.Request) bool { return r.Method == http.MethodPatch && patches.Add(1) == 4 }})
+			cut := lastLine(run(t, "push", "--compression", "none", "--chunk-size", "4MiB", "--to", proxy.Ref("cut")+":c", big))
+			if cut != clean {
+				t.Errorf("closure digest after a cut chunk %s, clean push %s", cut, clean)
+			}
+			if c := proxy.Counts(); c[testenv.FaultCut] != 1 {
+				t.Fatalf("faults injected: %s, want 1 cut", testenv.FormatCounts(c))
+			}
+			var sent int64
+			var status []int
+			posts := 0
+			for _, req := range proxy.Log() {
+				if !strings.Contains(req.Path, "/blobs/uploads/") {
+					continue
+				}
+				sent += req.BodyBytes
+				switch req.Method {
+				case http.MethodGet:
+					status = append(status, req.Status)
+				case http.MethodPost:
+					posts++
+				}
+			}
+			puts := countPuts(proxy.Log())
+			t.Logf("blob %d bytes in %d-byte chunks, the 4th cut after half: status answered %v, %d bytes sent (%+d), %d uploads opened for %d blobs",
+				blobSize, chunk, status, sent, sent-blobSize, posts, puts)
+			switch {
+			case len(status) == 1 && status[0] == http.StatusNoContent: // resumed where the registry stopped
+				if posts != puts || sent >= blobSize+chunk {
+					t.Errorf("resumed: %d uploads for %d blobs, %d bytes sent; want no new upload and under the blob and a chunk", posts, puts, sent)
+				}
+			case len(status) == 1: // the session is gone: the blob again, once
+				if posts != puts+1 || sent < blobSize+3*chunk+chunk/2 || sent >= 2*blobSize+chunk {
+					t.Errorf("started over: %d uploads for %d blobs, %d bytes sent; want one more upload, and the cut part and the blob once more", posts, puts, sent)
+				}
+			default:
+				t.Errorf("status requests answered %v, want one", status)
+			}
+			if r.program == "registry" && (len(status) != 1 || status[0] != http.StatusNoContent) {
+				t.Errorf("distribution v3 answered the status request %v; it reported the bytes it held when this test was written", status)
+			}
+		})
+	}
+}
