@@ -8,7 +8,7 @@ STATICCHECK ?= $(shell command -v staticcheck || echo $(HOME)/go/bin/staticcheck
 
 # package:target pairs run by `make fuzz`.
 FUZZ_TARGETS = ./narinfo:FuzzParse ./nar:FuzzReader ./image:FuzzWriteNAR \
-	./backend:FuzzParseRef ./substituter:FuzzServeHTTP
+	./backend:FuzzParseRef ./substituter:FuzzServeHTTP ./imageregistry:FuzzServeHTTP
 
 .PHONY: test check build demo fuzz
 

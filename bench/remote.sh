@@ -125,7 +125,7 @@ for s in "${shapes[@]}"; do
     stop_last # the proxy
     rows+=("| $name ($npaths paths) | $d ms | $n s | $ng_narinfos s | **$(ratio "$n" "$ng_narinfos")×** | $c s | $ng_copy s | **$(ratio "$c" "$ng_copy")×** | $push s | $base_push s | **$(ratio "$push" "$base_push")×** | $repush s ($(python3 -c "print(f'{100*$repush/$push:.1f}')")%) |")
     if $quick; then
-      echo "quick ($name, $npaths paths, ${d} ms): narinfos $(ratio "$n" "$ng_narinfos")× nginx, nix copy $(ratio "$c" "$ng_copy")× nginx, push $(ratio "$push" "$base_push")× no-delay push, re-push $(python3 -c "print(f'{100*$repush/$push:.1f}')")% of push"
+      echo "quick ($name, $npaths paths, ${d} ms): narinfos $(ratio "$n" "$ng_narinfos")× nginx ($n s vs $ng_narinfos s), nix copy $(ratio "$c" "$ng_copy")× nginx ($c s vs $ng_copy s), push $(ratio "$push" "$base_push")× no-delay push ($push s vs $base_push s), re-push $(python3 -c "print(f'{100*$repush/$push:.1f}')")% of push"
     fi
   done
 done

@@ -4,8 +4,28 @@
 # `nix copy --to file://` wrote for the same closures. Prints a Markdown
 # table with ratios. Usage: bench/serve.sh   (as root; Nix, nginx, wrk,
 # docker-registry installed; takes a few minutes)
+#
+# bench/serve.sh --narinfo-only [--before REV] [--rounds N] runs only the
+# warm narinfo part, with access logs on and off, against nginx; with
+# --before it also builds REV (e.g. main) and runs its server the same
+# way, interleaved with this tree's, N rounds (default 3). On a machine
+# shared with other sessions, give the run a higher scheduling weight than
+# theirs (the kernel weighs sessions, not processes, against each other):
+#   setsid sh -c 'echo -15 > /proc/self/autogroup; exec bash bench/serve.sh --narinfo-only --before main'
+# bench/serve-handler.sh REV measures the same in process, without the
+# network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+narinfo_only=; before=; rounds=3
+while [ $# -gt 0 ]; do
+  case $1 in
+    --narinfo-only) narinfo_only=1 ;;
+    --before) before=$2; shift ;;
+    --rounds) rounds=$2; shift ;;
+    *) echo "usage: bench/serve.sh [--narinfo-only [--before REV] [--rounds N]]" >&2; exit 2 ;;
+  esac
+  shift
+done
 export NIX_CONFIG="${NIX_CONFIG:-}"$'\nexperimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false'
 go build -o bin/nixoci ./cmd/nixoci
 go build -o bin/httpload ./bench/httpload
@@ -19,8 +39,12 @@ freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 waitfor() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return; sleep 0.05; done; echo "not ready: $1"; tail -5 "$work"/*.log "$work"/nginx.err 2>/dev/null; exit 1; }
 
 many=$(nix-instantiate --eval --read-write-mode -E 'import ./bench/many-paths.nix {}' | tr -d '"')
-go=$(nix-build bench/go-closure.nix --no-out-link)
-big=$(nix-build bench/big-file.nix --no-out-link)
+if [ -n "$narinfo_only" ]; then
+  go=; big=
+else
+  go=$(nix-build bench/go-closure.nix --no-out-link)
+  big=$(nix-build bench/big-file.nix --no-out-link)
+fi
 nix-store --generate-binary-cache-key bench-1 "$work/sec" "$work/pub"
 for r in $many $go $big; do
   nix copy --to "file://$work/cache?compression=zstd&secret-key=$work/sec" $r >>"$work/nix-copy.log" 2>&1 || { tail "$work/nix-copy.log"; exit 1; }
@@ -30,6 +54,22 @@ npaths=$(wc -l < "$work/hashes.txt")
 
 # The same bytes as artifacts, in a layout and in a registry.
 "$NIXOCI" push --from-cache "file://$work/cache" --to "oci:$work/layout:many" $many >/dev/null 2>&1
+ngport=$(freeport)
+cat > "$work/nginx.conf" <<EOC
+user root; worker_processes auto; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  types { text/x-nix-narinfo narinfo; } default_type application/octet-stream;
+  server { listen 127.0.0.1:$ngport; root $work/cache; } }
+EOC
+nginx -c "$work/nginx.conf" & pids+=($!)
+NGINX=http://127.0.0.1:$ngport
+waitfor "$NGINX/nix-cache-info"
+wrkrate() { HASHES="$work/hashes.txt" wrk -t2 -c16 -d10s -s bench/narinfo.lua "$1" | tee -a "$work/wrk.log" | awk '/Requests\/sec/ {print int($2)}'; }
+if [ -n "$narinfo_only" ]; then
+  . bench/serve-narinfo.sh
+  exit
+fi
 "$NIXOCI" push --from-cache "file://$work/cache" --to "oci:$work/layout:go" $go >/dev/null 2>&1
 "$NIXOCI" push --from-cache "file://$work/cache" --to "oci:$work/layout:big" $big >/dev/null 2>&1
 regport=$(freeport)
@@ -45,17 +85,6 @@ waitfor "http://127.0.0.1:$regport/v2/"
 "$NIXOCI" push --from-cache "file://$work/cache" --to "127.0.0.1:$regport/bench:many" --jobs 16 $many >/dev/null 2>&1
 "$NIXOCI" push --from-cache "file://$work/cache" --to "127.0.0.1:$regport/bench:big" $big >/dev/null 2>&1
 
-ngport=$(freeport)
-cat > "$work/nginx.conf" <<EOC
-user root; worker_processes auto; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
-  types { text/x-nix-narinfo narinfo; } default_type application/octet-stream;
-  server { listen 127.0.0.1:$ngport; root $work/cache; } }
-EOC
-nginx -c "$work/nginx.conf" & pids+=($!)
-NGINX=http://127.0.0.1:$ngport
-waitfor "$NGINX/nix-cache-info"
 gfport=$(freeport)
 ./bin/fileserver "127.0.0.1:$gfport" "$work/cache" & pids+=($!)
 GOFS=http://127.0.0.1:$gfport
@@ -68,7 +97,6 @@ serve() { # serve PORT FROM: start nixoci serve, print its pid
 lport=$(freeport); serve $lport "oci:$work/layout"; lpid=${pids[-1]}; LAYOUT=http://127.0.0.1:$lport
 rport=$(freeport); serve $rport "127.0.0.1:$regport/bench"; REG=http://127.0.0.1:$rport
 
-wrkrate() { HASHES="$work/hashes.txt" wrk -t2 -c16 -d10s -s bench/narinfo.lua "$1" | tee -a "$work/wrk.log" | awk '/Requests\/sec/ {print int($2)}'; }
 coldload() { sed 's|^|/|; s|$|.narinfo|' "$work/hashes.txt" | ./bin/httpload -c 16 "$1"; }
 
 cold_layout=$(coldload $LAYOUT)

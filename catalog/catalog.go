@@ -59,7 +59,6 @@ type Catalog struct {
 	paths    map[string]ocispec.Descriptor // hash part -> path manifest (version 2)
 	closures map[digest.Digest]*Closure    // closure digest -> closure
 	byRoot   map[string][]*Closure         // root hash part -> closures rooted there
-	tags     map[string]ocispec.Descriptor // tag -> what it named at the last refresh
 	foreign  map[digest.Digest]bool        // manifests that are not closures
 	members  int                           // path entries held, over all closures
 	last     struct {
@@ -151,7 +150,7 @@ func isNix32(s string) bool {
 // through the referrers of its root). It reports false if the catalog is
 // full.
 func (c *Catalog) Add(cl *artifact.Closure) bool {
-	entry := fromArtifact(cl)
+	entry := FromArtifact(cl)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.addLocked(entry)
@@ -177,8 +176,8 @@ func (c *Catalog) addLocked(cl *Closure) bool {
 	return true
 }
 
-// fromArtifact keeps what the catalog needs of a closure read back.
-func fromArtifact(a *artifact.Closure) *Closure {
+// FromArtifact keeps what the catalog needs of a closure read back.
+func FromArtifact(a *artifact.Closure) *Closure {
 	cl := &Closure{Descriptor: a.Descriptor}
 	for _, r := range a.Roots {
 		cl.Roots = append(cl.Roots, spec.PathTag(r))
@@ -276,7 +275,7 @@ func (c *Catalog) refresh(ctx context.Context) error {
 			case err != nil:
 				return fmt.Errorf("closure %s: %w", tags[i], err)
 			}
-			read[i] = fromArtifact(a)
+			read[i] = FromArtifact(a)
 			return nil
 		})
 	}

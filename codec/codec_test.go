@@ -4,29 +4,17 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"io"
-	"math/rand"
 	"os/exec"
 	"sync"
 	"testing"
 
+	"github.com/nixoci/nixoci/internal/testenv"
 	"github.com/nixoci/nixoci/spec"
 )
 
-// sample is compressible but not trivially so: words from a small
-// vocabulary with random bytes mixed in.
-func sample(n int, seed int64) []byte {
-	r := rand.New(rand.NewSource(seed))
-	words := []string{"nix", "store", "closure", "oci", "layer", "manifest", "\x00\x01", "/nix/store/"}
-	var b bytes.Buffer
-	for b.Len() < n {
-		if r.Intn(8) == 0 {
-			b.WriteByte(byte(r.Intn(256)))
-		} else {
-			b.WriteString(words[r.Intn(len(words))])
-		}
-	}
-	return b.Bytes()[:n]
-}
+// sample is compressible but not trivially so, and the same bytes with
+// every Go version.
+func sample(n int, seed uint64) []byte { return testenv.SampleData(n, seed) }
 
 func compress(t *testing.T, c spec.Compression, in []byte) []byte {
 	t.Helper()
@@ -73,7 +61,7 @@ func TestRoundTrip(t *testing.T) {
 	withChunkSize(t, 64<<10)
 	for _, c := range []spec.Compression{spec.CompressionNone, spec.CompressionZstd, spec.CompressionXz} {
 		for _, n := range []int{0, 1, 64 << 10, 64<<10 + 1, 300 << 10} {
-			in := sample(n, int64(n))
+			in := sample(n, uint64(n))
 			got := decompress(t, c, compress(t, c, in))
 			if !bytes.Equal(got, in) {
 				t.Errorf("%s, %d bytes: round trip differs (got %d bytes)", c, n, len(got))
@@ -128,10 +116,7 @@ func TestReproducibleUnderConcurrency(t *testing.T) {
 // TestSystemXzReadsOutput checks against the real xz tool (liblzma), which
 // is what Nix links.
 func TestSystemXzReadsOutput(t *testing.T) {
-	xzBin, err := exec.LookPath("xz")
-	if err != nil {
-		t.Skip("xz not installed")
-	}
+	xzBin := testenv.Tool(t, "xz")
 	withChunkSize(t, 32<<10)
 	in := sample(100<<10, 3)
 	cmd := exec.Command(xzBin, "-dc")
@@ -146,11 +131,9 @@ func TestSystemXzReadsOutput(t *testing.T) {
 }
 
 func TestReadsBzip2(t *testing.T) {
-	if _, err := exec.LookPath("bzip2"); err != nil {
-		t.Skip("bzip2 not installed")
-	}
+	bzip2Bin := testenv.Tool(t, "bzip2")
 	in := sample(10<<10, 4)
-	cmd := exec.Command("bzip2", "-c")
+	cmd := exec.Command(bzip2Bin, "-c")
 	cmd.Stdin = bytes.NewReader(in)
 	bz, err := cmd.Output()
 	if err != nil {

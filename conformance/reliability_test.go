@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -307,6 +308,10 @@ func TestFaultyRegistry(t *testing.T) {
 // artifacts; running the push again completes it with the same digest
 // and without storing again what was already stored. One variant pushes
 // into an image layout, the other into a registry; they run side by side.
+// Half the runs are killed after a random part of a clean push's time,
+// the others as soon as the target shows a random number of path tags
+// but no closure tag (timing alone, on a loaded machine, may miss that
+// window); each variant must have had kills in it.
 func TestCrashConsistency(t *testing.T) {
 	runs := relShort(10, 50)
 	seed := relSeed(t, 1)
@@ -333,22 +338,33 @@ func TestCrashConsistency(t *testing.T) {
 		out := testenv.RunCmd(t, cmd)
 		return lastLine(out), time.Since(start)
 	}
-	// killedPush starts a push, kills it after a random part of a clean
-	// push's time, and counts the outcome.
-	killedPush := func(t *testing.T, i int, f *crashFigures, rng *rand.Rand, cleanTime time.Duration, to, root string) time.Duration {
+	// killedPush starts a push and kills it: in even runs after a random
+	// part of a clean push's time, in odd runs once s shows at least a
+	// random number of the n path tags and no closure tag. It says when
+	// the kill came and whether the push was still running then.
+	killedPush := func(t *testing.T, i int, rng *rand.Rand, cleanTime time.Duration, to, root string, s relStore, n int) (string, bool) {
 		t.Helper()
-		delay := time.Duration(rng.Int63n(int64(cleanTime)))
 		p := startPush(t, env, pushArgs(to, root)...)
-		killed, err := p.killAfter(delay)
-		switch {
-		case killed:
-			f.kills++
-		case err != nil:
-			t.Fatalf("run %d: push failed before the kill: %v\n%s", i, err, p.stderr.String())
-		default:
-			f.completed++
+		var killed bool
+		var err error
+		var when string
+		if i%2 == 0 {
+			delay := time.Duration(rng.Int63n(int64(cleanTime)))
+			killed, err = p.killAfter(delay)
+			when = fmt.Sprintf("after %v", delay.Round(time.Millisecond))
+		} else {
+			k := 1 + rng.Intn(max(1, n/2))
+			killed, err = p.killWhen(func() bool {
+				tags, err := s.Tags()
+				_, closure := tags["crash"]
+				return err == nil && len(tags) >= k && !closure
+			})
+			when = fmt.Sprintf("at %d+ path tags, after %v", k, p.end.Sub(p.start).Round(time.Millisecond))
 		}
-		return delay
+		if !killed && err != nil {
+			t.Fatalf("run %d: push failed before the kill: %v\n%s", i, err, p.stderr.String())
+		}
+		return when, killed
 	}
 	t.Cleanup(func() {
 		left, _ := filepath.Glob(filepath.Join(tmp, "nixoci-nar-*"))
@@ -365,25 +381,24 @@ func TestCrashConsistency(t *testing.T) {
 		for i := range runs {
 			dir := filepath.Join(t.TempDir(), "l")
 			to := "oci:" + dir + ":crash"
-			delay := killedPush(t, i, &f, rng, cleanTime, to, layoutRoot)
-
 			s := layoutStore{dir}
-			tagsAfterKill := 0
+			when, killed := killedPush(t, i, rng, cleanTime, to, layoutRoot, s, layoutN)
+
+			tagsAfterKill, closure := 0, false
 			// Without oci-layout (killed while creating it) the directory
 			// is not a layout yet; the re-run makes it one.
 			if _, err := os.Stat(filepath.Join(dir, "oci-layout")); err == nil {
 				tagged := relCheckAll(t, s)
 				relCheckLayoutTools(t, dir, tagged)
 				tagsAfterKill = len(tagged)
-				if _, ok := tagged["crash"]; ok {
-					f.closureAfterKill++
+				if _, closure = tagged["crash"]; closure {
 					tagsAfterKill--
 					if _, err := relCheckClosure(s, "crash", layoutN); err != nil {
 						t.Errorf("run %d: closure tag after the kill: %v", i, err)
 					}
 				}
-				f.tagsAfterKill += tagsAfterKill
 			}
+			f.count(killed, tagsAfterKill, closure)
 			before := layoutBlobFiles(t, dir)
 
 			got, rerun := push(t, to, layoutRoot)
@@ -409,10 +424,10 @@ func TestCrashConsistency(t *testing.T) {
 			leftovers, _ := filepath.Glob(filepath.Join(dir, "ingest", "*"))
 			idxTmp, _ := filepath.Glob(filepath.Join(dir, ".index.json.*"))
 			f.garbage += len(leftovers) + len(idxTmp)
-			t.Logf("run %d: kill after %v: %d path tags, %d blobs; re-run %v; %d leftover temporary files",
-				i, delay.Round(time.Millisecond), tagsAfterKill, len(before), rerun.Round(time.Millisecond), len(leftovers)+len(idxTmp))
+			t.Logf("run %d: kill %s (killed: %v): %d path tags, closure tag %v, %d blobs; re-run %v; %d leftover temporary files",
+				i, when, killed, tagsAfterKill, closure, len(before), rerun.Round(time.Millisecond), len(leftovers)+len(idxTmp))
 		}
-		f.report(t, runs, start)
+		f.report(t, runs, seed, start)
 	})
 
 	t.Run("registry", func(t *testing.T) {
@@ -427,19 +442,19 @@ func TestCrashConsistency(t *testing.T) {
 		var f crashFigures
 		for i := range runs {
 			repo := fmt.Sprintf("crash-%d", i)
-			delay := killedPush(t, i, &f, rng, cleanTime, reg.Ref(repo)+":crash", regRoot)
-
 			s := newRegistryStore(reg, repo)
+			when, killed := killedPush(t, i, rng, cleanTime, reg.Ref(repo)+":crash", regRoot, s, regN)
+
 			tagged := relCheckAll(t, s)
 			tagsAfterKill := len(tagged)
-			if _, ok := tagged["crash"]; ok {
-				f.closureAfterKill++
+			_, closure := tagged["crash"]
+			if closure {
 				tagsAfterKill--
 				if _, err := relCheckClosure(s, "crash", regN); err != nil {
 					t.Errorf("run %d: closure tag after the kill: %v", i, err)
 				}
 			}
-			f.tagsAfterKill += tagsAfterKill
+			f.count(killed, tagsAfterKill, closure)
 			before := registryRepoBlobs(t, reg, repo)
 			f.blobsBefore += len(before)
 
@@ -462,28 +477,73 @@ func TestCrashConsistency(t *testing.T) {
 			if _, err := relCheckClosure(s, "crash", regN); err != nil {
 				t.Errorf("run %d: %v", i, err)
 			}
-			t.Logf("run %d: kill after %v: %d path tags, %d blobs; re-run %v: %d requests, %d blob uploads",
-				i, delay.Round(time.Millisecond), tagsAfterKill, len(before), rerun.Round(time.Millisecond), len(log), allPuts)
+			t.Logf("run %d: kill %s (killed: %v): %d path tags, closure tag %v, %d blobs; re-run %v: %d requests, %d blob uploads",
+				i, when, killed, tagsAfterKill, closure, len(before), rerun.Round(time.Millisecond), len(log), allPuts)
 		}
-		f.report(t, runs, start)
+		f.report(t, runs, seed, start)
 	})
 }
 
 // crashFigures sum up the runs of one TestCrashConsistency variant.
 type crashFigures struct {
-	kills, completed       int // pushes killed; finished before their kill
+	completed              int // pushes that finished before their kill
+	beforeTags             int // killed before any path tag was written
+	midPush                int // killed with path tags written but no closure tag
+	afterClosure           int // killed after the closure tag (while cleaning up)
 	tagsAfterKill          int // path tags found after kills (each checked complete)
 	closureAfterKill       int // closure tags found after kills (checked complete)
 	blobsBefore, rewritten int // blobs stored before re-runs; of those, stored again
 	garbage                int // temporary files left in the target
 }
 
-func (f crashFigures) report(t *testing.T, runs int, start time.Time) {
-	t.Logf("%d runs: %d killed mid-push, %d finished before the kill; after the kills %d path tags and %d closure tags "+
-		"were found, all complete; the re-runs stored again %d of the %d blobs already stored; "+
+// count classifies a run by what its kill left.
+func (f *crashFigures) count(killed bool, pathTags int, closure bool) {
+	f.tagsAfterKill += pathTags
+	if closure {
+		f.closureAfterKill++
+	}
+	switch {
+	case !killed:
+		f.completed++
+	case closure:
+		f.afterClosure++
+	case pathTags == 0:
+		f.beforeTags++
+	default:
+		f.midPush++
+	}
+}
+
+// report logs the figures and fails the test unless some kill came in
+// the middle of a push: between its first path tag and its closure tag.
+func (f crashFigures) report(t *testing.T, runs int, seed int64, start time.Time) {
+	t.Logf("%d runs: killed %d before any tag, %d mid-push (path tags, no closure tag), %d after the closure tag; %d finished before the kill; "+
+		"after the kills %d path tags and %d closure tags were found, all complete; the re-runs stored again %d of the %d blobs already stored; "+
 		"%d temporary files left in the target; %v",
-		runs, f.kills, f.completed, f.tagsAfterKill, f.closureAfterKill, f.rewritten, f.blobsBefore, f.garbage,
+		runs, f.beforeTags, f.midPush, f.afterClosure, f.completed, f.tagsAfterKill, f.closureAfterKill, f.rewritten, f.blobsBefore, f.garbage,
 		time.Since(start).Round(100*time.Millisecond))
+	if f.midPush == 0 {
+		t.Errorf("no push was killed between its first path tag and its closure tag (seed %d): the runs did not test a half-written closure", seed)
+	}
+}
+
+// killWhen sends SIGKILL as soon as ready holds (polled every few
+// milliseconds) unless the push has finished; it reports whether the
+// kill interrupted it, and the push's error if not.
+func (p *killablePush) killWhen(ready func() bool) (killed bool, err error) {
+	tick := time.NewTicker(5 * time.Millisecond) // polling interval
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-p.done:
+			return false, err
+		case <-tick.C:
+		}
+		if ready() {
+			p.cmd.Process.Signal(syscall.SIGKILL)
+			return true, <-p.done
+		}
+	}
 }
 
 // TestConcurrentPushes: 8 pushes of overlapping closures at once into

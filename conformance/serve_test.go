@@ -3,8 +3,10 @@ package conformance
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/internal/testenv"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -44,25 +47,51 @@ func (s *served) Logs() string {
 
 // startServe runs `nixoci serve` on a free port with extra env entries,
 // waits until it answers, and stops it (SIGTERM, checked to exit 0) at
-// the end of the test.
+// the end of the test. A port taken before serve binds it is retried.
 func startServe(t *testing.T, env []string, args ...string) *served {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	var s *served
+	testenv.StartOnFreePort(t, func(addr string) error {
+		var err error
+		s, err = tryServe(t, addr, env, args...)
+		return err
+	})
+	return s
+}
+
+// tryServe starts `nixoci serve` on addr and waits until it answers. It is
+// testenv.ErrAddrInUse when serve exited because addr was taken.
+func tryServe(t *testing.T, addr string, env []string, args ...string) (*served, error) {
+	t.Helper()
 	cmd := nixoci(t, append([]string{"serve", "--listen", addr}, args...)...)
 	cmd.Env = append(cmd.Env, env...)
 	s := &served{URL: "http://" + addr, cmd: cmd}
 	cmd.Stdout, cmd.Stderr = s, s
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	if err := testenv.WaitServer(s.URL+"/nix-cache-info", 20*time.Second, exited, http.StatusOK); err != nil {
+		select {
+		case <-exited:
+			if testenv.BindFailed(s.Logs()) {
+				return nil, fmt.Errorf("nixoci serve: %w:\n%s", testenv.ErrAddrInUse, s.Logs())
+			}
+			return nil, fmt.Errorf("nixoci serve exited: %v (%v)\n%s", waitErr, err, s.Logs())
+		default:
+			cmd.Process.Kill()
+			<-exited
+			return nil, fmt.Errorf("nixoci serve not ready on %s: %v\n%s", addr, err, s.Logs())
+		}
+	}
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("nixoci serve did not shut down cleanly on SIGTERM: %v\n%s", err, s.Logs())
+		case <-exited:
+			if waitErr != nil {
+				t.Errorf("nixoci serve did not shut down cleanly on SIGTERM: %v\n%s", waitErr, s.Logs())
 			}
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
@@ -72,24 +101,20 @@ func startServe(t *testing.T, env []string, args ...string) *served {
 			t.Logf("nixoci serve logs:\n%s", s.Logs())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(s.URL + "/nix-cache-info")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("nixoci serve exited: %v\n%s", err, s.Logs())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nixoci serve not ready on %s:\n%s", addr, s.Logs())
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not a readiness assumption
+	return s, nil
+}
+
+// TestServeTakenPortIsRetried: serve on a port taken since FreePort
+// found it fails in the way startServe retries on another port.
+func TestServeTakenPortIsRetried(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, err = tryServe(t, taken.Addr().String(), nil, "--from", "oci:"+fixture.Layout(t).Dir())
+	if !errors.Is(err, testenv.ErrAddrInUse) {
+		t.Errorf("serve on a taken port: %v, want testenv.ErrAddrInUse", err)
 	}
 }
 
@@ -186,15 +211,36 @@ func TestServeRegistryAuth(t *testing.T) {
 	}
 }
 
-// TestServeUpload: `nix copy --to http://…` with a netrc stores paths as
-// artifacts that inspect, oras and another client see; without
-// credentials every upload is refused and nothing is tagged.
+// htpasswdFile writes an htpasswd file with the real htpasswd (Debian's
+// apache2-utils), each user's password given on stdin; flags choose the
+// hash (-B: bcrypt).
+func htpasswdFile(t *testing.T, flag string, userPasswords ...string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "htpasswd")
+	for i := 0; i+1 < len(userPasswords); i += 2 {
+		args := []string{"-i", flag, f, userPasswords[i]}
+		if i == 0 {
+			args = append([]string{"-c"}, args...)
+		}
+		cmd := testenv.Cmd(t, "htpasswd", args...)
+		cmd.Stdin = strings.NewReader(userPasswords[i+1])
+		testenv.RunCmd(t, cmd)
+	}
+	return f
+}
+
+// TestServeUpload: `nix copy --to http://…` with a netrc and a server
+// whose --credentials file `htpasswd -B` made stores paths as artifacts
+// that inspect, oras and another client see; without credentials or with
+// a wrong password every upload is refused and nothing is tagged.
 func TestServeUpload(t *testing.T) {
 	fx := testenv.BuildFixture(t, "upload")
 	key := testenv.GenerateKey(t, "upload-1")
 	layoutDir := filepath.Join(t.TempDir(), "l")
-	creds := filepath.Join(t.TempDir(), "creds")
-	os.WriteFile(creds, []byte("# uploaders\nci:up-pw-7\n"), 0o600)
+	creds := htpasswdFile(t, "-B", "ci", "up-pw-7", "other", "other-pw-3")
+	if data, _ := os.ReadFile(creds); !strings.Contains(string(data), "ci:$2y$") {
+		t.Fatalf("htpasswd -B did not write a bcrypt entry for ci:\n%s", data)
+	}
 
 	// Refused without --credentials at all.
 	if stderr, code := runFail(t, "serve", "--from", "oci:"+layoutDir, "--upload"); code != 2 || !strings.Contains(stderr, "--credentials") {
@@ -218,7 +264,11 @@ func TestServeUpload(t *testing.T) {
 		stdout, stderr, err := testenv.RunCmdErr(cmd)
 		return stdout + stderr, err
 	}
-	for _, tc := range []struct{ name, netrc string }{{"no credentials", ""}, {"wrong password", netrc("nope")}} {
+	for _, tc := range []struct{ name, netrc string }{
+		{"no credentials", ""},
+		{"wrong password", netrc("nope")},
+		{"another user's password", netrc("other-pw-3")},
+	} {
 		if out, err := nixCopyTo(tc.netrc); err == nil {
 			t.Fatalf("%s: nix copy --to succeeded:\n%s", tc.name, out)
 		}
@@ -247,8 +297,50 @@ func TestServeUpload(t *testing.T) {
 		t.Fatalf("substituting uploaded paths: %v\n%s", err, stderr)
 	}
 	testenv.TreesEqual(t, fx.App, filepath.Join(store, fx.App))
-	if strings.Contains(srv.Logs(), "up-pw-7") {
-		t.Error("the upload password appears in the server logs")
+	hashes, _ := os.ReadFile(creds)
+	for _, secret := range append([]string{"up-pw-7", "other-pw-3"}, strings.Fields(string(hashes))...) {
+		if strings.Contains(srv.Logs(), secret) {
+			t.Errorf("a credential appears in the server logs: %q", secret)
+		}
+	}
+	_, metrics := httpGet(t, srv.URL+"/metrics")
+	if strings.Contains(metrics, "up-pw-7") || strings.Contains(metrics, "$2y$") {
+		t.Error("a credential appears in the metrics")
+	}
+}
+
+// TestServeRefusesWeakCredentials: a credentials file with a password in
+// clear, or hashed otherwise than with bcrypt (htpasswd's default MD5,
+// SHA-1), stops serve at startup with the file, the line and the scheme,
+// never quoting the file.
+func TestServeRefusesWeakCredentials(t *testing.T) {
+	layout := "oci:" + filepath.Join(t.TempDir(), "l")
+	plain := filepath.Join(t.TempDir(), "plain")
+	os.WriteFile(plain, []byte("# the old nixoci format\nci:up-pw-7\n"), 0o600)
+	for _, tc := range []struct {
+		name, file string
+		wants      []string
+	}{
+		{"plaintext", plain, []string{plain, "line 2", "plaintext", "htpasswd -B"}},
+		{"htpasswd -m", htpasswdFile(t, "-m", "ci", "up-pw-7"), []string{"line 1", "$apr1$", "htpasswd -B"}},
+		{"htpasswd -s", htpasswdFile(t, "-s", "ci", "up-pw-7"), []string{"line 1", "{SHA}", "htpasswd -B"}},
+		{"bcrypt, then plaintext", func() string {
+			f := htpasswdFile(t, "-B", "ci", "up-pw-7")
+			data, _ := os.ReadFile(f)
+			os.WriteFile(f, append(data, "late:up-pw-7\n"...), 0o600)
+			return f
+		}(), []string{"line 2", "plaintext"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stderr, code := runFail(t, "serve", "--from", layout, "--upload", "--credentials", tc.file, "--listen", "127.0.0.1:0")
+			if code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			mustContain(t, "serve with "+tc.name+" credentials", stderr, tc.wants...)
+			if strings.Contains(stderr, "up-pw-7") {
+				t.Errorf("the error quotes the password:\n%s", stderr)
+			}
+		})
 	}
 }
 

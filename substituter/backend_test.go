@@ -14,6 +14,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
 )
@@ -90,7 +91,7 @@ func TestBackendTimeout(t *testing.T) {
 	l := newLayout(t)
 	p := newTestPath(t, "slow-1", "slow", spec.CompressionZstd)
 	p.store(t, l)
-	s, _ := newServer(t, substituter.Options{Backends: backends(stalling{l}), BackendTimeout: 20 * time.Millisecond})
+	s, _ := newServer(t, substituter.Options{Backends: backendsWith(serving.BackendOptions{Timeout: 20 * time.Millisecond}, stalling{l})})
 	for _, path := range []string{p.NarInfoPath(), p.NarURLPath()} {
 		if r := get(t, s, path); r.Code != http.StatusGatewayTimeout {
 			t.Errorf("GET %s from a stalled backend = %d, want 504", path, r.Code)
@@ -115,7 +116,7 @@ func TestBackendConcurrencyLimit(t *testing.T) {
 			<-release
 		}
 	}}
-	s, _ := newServer(t, substituter.Options{Backends: backends(c), MaxBackendRequests: 1, BackendTimeout: 50 * time.Millisecond})
+	s, _ := newServer(t, substituter.Options{Backends: backendsWith(serving.BackendOptions{MaxRequests: 1, Timeout: 50 * time.Millisecond}, c)})
 	done := make(chan response)
 	go func() { done <- get(t, s, a.NarInfoPath()) }()
 	eventually(t, "the first lookup to reach the backend", func() bool { return len(c.fetchReferences()) == 1 })

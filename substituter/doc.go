@@ -13,4 +13,9 @@
 // http://…` is translated into the same writes as `nixoci push`: NAR
 // blob, narinfo blob, manifest, tag, with the narinfo PUT as the commit
 // point.
+//
+// Backend fan-out, blob streaming, the caches, metrics and access logs
+// come from package internal/serving, shared with package imageregistry,
+// which `nixoci serve --registry` mounts under /v2/ on the same listener
+// and backends; /metrics, served here, shows both.
 package substituter

@@ -59,7 +59,7 @@ func FuzzServeHTTP(f *testing.F) {
 		Backends: backends(c),
 		Logger:   logger,
 		Upload: &substituter.UploadOptions{
-			Credentials: map[string]string{testUser: testPassword},
+			Credentials: testCredentials(f, testUser, testPassword),
 			TempDir:     f.TempDir(),
 			MaxNARSize:  1 << 20,
 		},

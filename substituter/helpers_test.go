@@ -22,10 +22,13 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/internal/fixture"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
@@ -155,10 +158,12 @@ func blobFile(l *backend.Layout, d digest.Digest) string {
 	return filepath.Join(l.Dir(), "blobs", d.Algorithm().String(), d.Encoded())
 }
 
-// syncBuffer is a goroutine-safe buffer for logs.
+// syncBuffer is a goroutine-safe buffer for logs. If flush is set,
+// String calls it first (to write out a buffered access log).
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu    sync.Mutex
+	b     bytes.Buffer
+	flush func() error
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
@@ -168,6 +173,9 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 
 func (s *syncBuffer) String() string {
+	if s.flush != nil {
+		s.flush()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -180,12 +188,18 @@ func testLogger() (*slog.Logger, *syncBuffer) {
 }
 
 // newServer makes a Server, failing the test on error. A nil Logger in
-// opts is replaced by one writing to the returned buffer.
+// opts is replaced by one writing to the returned buffer, and so is the
+// access log with AccessLog set.
 func newServer(t testing.TB, opts substituter.Options) (*substituter.Server, *syncBuffer) {
 	t.Helper()
 	var logs *syncBuffer
 	if opts.Logger == nil {
 		opts.Logger, logs = testLogger()
+		if opts.AccessLog && opts.AccessLogTo == nil {
+			opts.AccessLogTo = serving.NewAccessLog(logs)
+			logs.flush = opts.AccessLogTo.Flush
+			t.Cleanup(func() { opts.AccessLogTo.Close() })
+		}
 	}
 	s, err := substituter.New(opts)
 	if err != nil {
@@ -194,13 +208,23 @@ func newServer(t testing.TB, opts substituter.Options) (*substituter.Server, *sy
 	return s, logs
 }
 
-// backends is a shorthand for one backend list.
-func backends(ts ...backend.Target) []substituter.Backend {
-	var bs []substituter.Backend
+// backends makes Backends of ts, named backend0, backend1, …, with the
+// default options.
+func backends(ts ...backend.Target) *serving.Backends {
+	return backendsWith(serving.BackendOptions{}, ts...)
+}
+
+// backendsWith makes Backends of ts with opts.
+func backendsWith(opts serving.BackendOptions, ts ...backend.Target) *serving.Backends {
+	var list []serving.Backend
 	for i, t := range ts {
-		bs = append(bs, substituter.Backend{Name: "backend" + strconv.Itoa(i), Target: t})
+		list = append(list, serving.Backend{Name: "backend" + strconv.Itoa(i), Target: t})
 	}
-	return bs
+	b, err := serving.NewBackends(list, opts)
+	if err != nil {
+		panic(err) // only with no target: a mistake in the test
+	}
+	return b
 }
 
 // response is a recorded response.
@@ -271,21 +295,58 @@ func rawRequest(t testing.TB, srv *httptest.Server, method, target string, body 
 	return resp, data, err
 }
 
-// metricValue returns the value of the series named exactly series
-// ("name" or "name{labels}") in /metrics, and whether it is there.
-func metricValue(t testing.TB, h http.Handler, series string) (float64, bool) {
+// scrape reads /metrics from h with the Prometheus text parser, failing
+// the test unless it parses cleanly with HELP and TYPE on every metric.
+// Series are keyed "name" or "name{k="v",…}", labels sorted by name;
+// histograms appear as name_count and name_sum.
+func scrape(t testing.TB, h http.Handler) map[string]float64 {
 	t.Helper()
 	r := get(t, h, "/metrics")
-	for _, line := range strings.Split(r.Body, "\n") {
-		if s, v, ok := strings.Cut(line, " "); ok && s == series {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metrics line %q: %v", line, err)
+	if r.Code != 200 || !strings.HasPrefix(r.Header["Content-Type"][0], "text/plain") {
+		t.Fatalf("GET /metrics: %d %q", r.Code, r.Header.Get("Content-Type"))
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(strings.NewReader(r.Body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v\n%s", err, r.Body)
+	}
+	series := map[string]float64{}
+	for name, f := range families {
+		if f.GetHelp() == "" || f.Type == nil {
+			t.Errorf("%s has no HELP or TYPE", name)
+		}
+		for _, m := range f.Metric {
+			var labels []string
+			for _, l := range m.Label { // sorted by name by the parser
+				labels = append(labels, l.GetName()+"="+strconv.Quote(l.GetValue()))
 			}
-			return f, true
+			key := name
+			if len(labels) > 0 {
+				key += "{" + strings.Join(labels, ",") + "}"
+			}
+			switch {
+			case m.Counter != nil:
+				series[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				series[key] = m.Gauge.GetValue()
+			case m.Untyped != nil:
+				series[key] = m.Untyped.GetValue()
+			case m.Histogram != nil:
+				k := strings.Replace(key, name, name+"_count", 1)
+				series[k] = float64(m.Histogram.GetSampleCount())
+				series[strings.Replace(key, name, name+"_sum", 1)] = m.Histogram.GetSampleSum()
+			}
 		}
 	}
-	return 0, false
+	return series
+}
+
+// metricValue returns the value of the series named exactly series (as
+// scrape keys them) in /metrics, and whether it is there.
+func metricValue(t testing.TB, h http.Handler, series string) (float64, bool) {
+	t.Helper()
+	v, ok := scrape(t, h)[series]
+	return v, ok
 }
 
 // eventually polls cond until it holds or the deadline passes.

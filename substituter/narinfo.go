@@ -6,14 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
-
-	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/internal/serving"
 )
 
 // pathEntry is a store path as served: its artifact, which backend has
@@ -22,12 +18,6 @@ type pathEntry struct {
 	art     artifact.PathArtifact
 	backend int
 	text    []byte
-}
-
-// narLocation is where a NAR blob is: which backend, and its descriptor.
-type narLocation struct {
-	backend int
-	desc    ocispec.Descriptor
 }
 
 func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
@@ -46,51 +36,94 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such path", http.StatusNotFound)
 		return
 	}
+	if bc := s.opts.BlobCache; bc != nil && r.Method == http.MethodGet {
+		// Nix asks for a NAR right after the narinfo of a path it lacks.
+		bc.Prefetch(serving.BlobLocation{Backend: e.backend, Desc: e.art.NAR})
+	}
 	h := w.Header()
 	h["Content-Type"] = narinfoContentType
 	h["Content-Length"] = []string{strconv.Itoa(len(e.text))}
 	w.Write(e.text)
 }
 
-// lookup finds the store path with hash part hash: nil if no backend has
-// it. Concurrent lookups of one hash share one backend request.
+// lookup finds the store path with hash part hash for Nix: nil if no
+// backend has it. Concurrent lookups of one hash share one backend
+// request; a path not cached starts fetching what Nix will likely ask
+// next (see prefetcher).
 func (s *Server) lookup(ctx context.Context, hash string) (*pathEntry, error) {
-	if e, ok := s.narinfos.get(hash); ok {
-		s.metrics.cache("narinfo", true)
+	if e, ok := s.narinfos.Get(hash); ok {
+		s.metrics.cache.Count(true)
 		return e, nil
 	}
-	s.metrics.cache("narinfo", false)
-	v, err, _ := s.flight.Do("narinfo/"+hash, func() (any, error) {
-		// Detached from the first caller: others may wait on the result.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.BackendTimeout)
-		defer cancel()
+	s.metrics.cache.Count(false)
+	e, err := s.fetchShared(ctx, hash, func(ctx context.Context) (*pathEntry, error) {
 		e, err := s.fetchPath(ctx, hash)
+		if e != nil || err != nil {
+			return e, err
+		}
+		return s.catalogLookup(ctx, hash)
+	})
+	if errors.Is(err, errNotFound) {
+		return nil, nil
+	}
+	if err == nil && s.prefetch != nil {
+		s.prefetch.after(e, hash)
+	}
+	return e, err
+}
+
+// errNotFound: no backend has the path.
+var errNotFound = errors.New("not found")
+
+// fetchShared runs fetch for hash once for all concurrent callers, Nix's
+// requests and prefetches alike, detached from the first caller (others
+// may wait on it), and caches the answer: found for CacheTTL, not found
+// (errNotFound) for NegativeTTL. Failures are not cached.
+func (s *Server) fetchShared(ctx context.Context, hash string, fetch func(context.Context) (*pathEntry, error)) (*pathEntry, error) {
+	v, err, _ := s.flight.Do("narinfo/"+hash, func() (any, error) {
+		if e, ok := s.narinfos.Get(hash); ok {
+			return e, nil // fetched while this caller waited to start
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.backends.Timeout())
+		defer cancel()
+		e, err := fetch(ctx)
 		if err != nil {
 			return nil, err
 		}
 		if e == nil {
-			s.narinfos.put(hash, nil, s.opts.NegativeTTL)
+			s.narinfos.Put(hash, nil, s.opts.NegativeTTL)
 		} else {
-			s.narinfos.put(hash, e, s.opts.CacheTTL)
-			s.nars.put(e.art.NAR.Digest.Encoded(), narLocation{e.backend, e.art.NAR}, s.opts.CacheTTL)
+			s.narinfos.Put(hash, e, s.opts.CacheTTL)
+			s.backends.RememberBlob(e.backend, e.art.NAR)
 		}
 		return e, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return v.(*pathEntry), nil
+	e := v.(*pathEntry)
+	if e == nil {
+		return nil, errNotFound
+	}
+	return e, nil
 }
 
-// fetchPath asks the backends in order. "Not found" from all of them is
-// (nil, nil); any other failure, if no backend has the path, is an error.
+// fetchPath asks the backends in order by tag. "Not found" from all of
+// them is (nil, nil); any other failure, if no backend has the path, is
+// an error.
 func (s *Server) fetchPath(ctx context.Context, hash string) (*pathEntry, error) {
-	art, i, found, err := askBackends(ctx, s, "narinfo", func(ctx context.Context, t backend.Target) (artifact.PathArtifact, error) {
+	art, i, found, err := serving.Ask(ctx, s.backends, s.metrics.narinfo, func(ctx context.Context, t backend.Target) (artifact.PathArtifact, error) {
 		return artifact.FetchPathByHash(ctx, t, hash)
 	})
 	if !found {
 		return nil, err
 	}
+	return s.newEntry(art, i)
+}
+
+// newEntry renders the narinfo of art, found in backend i, with the
+// server's signatures.
+func (s *Server) newEntry(art artifact.PathArtifact, i int) (*pathEntry, error) {
 	info := *art.Info
 	for _, k := range s.opts.SignKeys {
 		if err := info.AddSignature(k); err != nil {
@@ -99,59 +132,11 @@ func (s *Server) fetchPath(ctx context.Context, hash string) (*pathEntry, error)
 	}
 	text, err := info.Format()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", s.opts.Backends[i].Name, hash, err)
+		return nil, fmt.Errorf("%s: %s: %w", s.backends.List()[i].Name, info.StorePath, err)
 	}
 	return &pathEntry{art: art, backend: i, text: text}, nil
 }
 
-// askBackends asks each backend in order, one request within the bound
-// on backend concurrency, timed as op, and returns the first answer with
-// the backend's index. "Not found" everywhere is found false with a nil
-// error; failures of backends that had no answer are joined in the error.
-func askBackends[T any](ctx context.Context, s *Server, op string, ask func(context.Context, backend.Target) (T, error)) (v T, backend int, found bool, err error) {
-	var errs []error
-	for i, b := range s.opts.Backends {
-		release, err := s.acquire(ctx)
-		if err != nil {
-			return v, 0, false, err
-		}
-		start := time.Now()
-		got, err := ask(ctx, b.Target)
-		release()
-		s.metrics.observeBackend(op, start, err)
-		if isNotFound(err) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", b.Name, err))
-			continue
-		}
-		return got, i, true, nil
-	}
-	return v, 0, false, errors.Join(errs...)
-}
-
-// locateNAR finds the backend holding the NAR blob with digest hex d: from
-// the narinfos served before, else by asking each backend.
-func (s *Server) locateNAR(ctx context.Context, d digest.Digest) (narLocation, bool, error) {
-	if loc, ok := s.nars.get(d.Encoded()); ok {
-		s.metrics.cache("nar", true)
-		return loc, true, nil
-	}
-	s.metrics.cache("nar", false)
-	ctx, cancel := context.WithTimeout(ctx, s.opts.BackendTimeout)
-	defer cancel()
-	desc, i, found, err := askBackends(ctx, s, "resolve_blob", func(ctx context.Context, t backend.Target) (ocispec.Descriptor, error) {
-		return t.ResolveBlob(ctx, d)
-	})
-	if !found {
-		return narLocation{}, false, err
-	}
-	loc := narLocation{i, desc}
-	s.nars.put(d.Encoded(), loc, s.opts.CacheTTL)
-	return loc, true, nil
-}
-
 var narinfoContentType = []string{"text/x-nix-narinfo"}
 
-func isNotFound(err error) bool { return errors.Is(err, errdef.ErrNotFound) }
+func isNotFound(err error) bool { return serving.IsNotFound(err) }

@@ -4,31 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
+	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/catalog"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
 )
-
-// Backend is one place artifacts are read from.
-type Backend struct {
-	Name   string // shown in logs, e.g. "oci:/srv/nix" or "ghcr.io/me/nix"
-	Target backend.Target
-}
 
 // Options configure a Server. Zero values mean the documented defaults.
 type Options struct {
 	// Backends are tried in order; the first that has a path answers.
-	Backends []Backend
+	// Required; handlers on one listener share one (see package serving).
+	Backends *serving.Backends
 	// SignKeys add one signature each to every narinfo served.
 	SignKeys []narinfo.SecretKey
 	// Priority is announced in nix-cache-info; default 40 (as
@@ -36,12 +30,6 @@ type Options struct {
 	Priority int
 	// StoreDir is announced in nix-cache-info; default /nix/store.
 	StoreDir string
-	// BackendTimeout bounds each metadata request to a backend (narinfo
-	// lookups, blob lookups); default 20s. NAR bodies are not bounded in
-	// total, only by BackendIdleTimeout between reads... see NARIdleTimeout.
-	BackendTimeout time.Duration
-	// MaxBackendRequests bounds concurrent backend operations; default 64.
-	MaxBackendRequests int
 	// CacheSize is the number of narinfos kept in memory; default 50000.
 	CacheSize int
 	// CacheTTL is how long a found narinfo is served from memory; default
@@ -54,34 +42,53 @@ type Options struct {
 	// Upload, if set, accepts `nix copy --to http://…` into the first
 	// backend for clients presenting one of its credentials.
 	Upload *UploadOptions
-	// Registry, if set, also serves the read-only OCI distribution API
-	// under /v2/, composing images from closures (see RegistryOptions).
-	Registry *RegistryOptions
-	// Logger receives access and error logs; default slog.Default().
+	// Logger receives error logs; default slog.Default().
 	Logger *slog.Logger
-	// AccessLog logs every request (at Info); errors are always logged.
+	// AccessLog logs every request that is not a 5xx, one line each, to
+	// AccessLogTo; 5xx answers are logged through Logger in any case.
 	AccessLog bool
+	// BlobCache, if set, receives the NAR of every narinfo Nix asks for
+	// (GET), fetched ahead into local disk, and NAR requests are served
+	// from it when it has the blob or is fetching it.
+	BlobCache *serving.BlobCache
+	// Prefetch bounds the requests made ahead of Nix (see prefetcher);
+	// default 32, negative disables prefetching.
+	Prefetch int
+	// CatalogInterval is how often each backend's closures are read, so
+	// that closures copied without their path tags are served (SPEC.md
+	// 5.3); default 1 minute, negative: never (closures are then found
+	// only through their roots' referrers). The first read starts with
+	// the server.
+	CatalogInterval time.Duration
+	// CatalogMaxPaths bounds the paths the catalogs hold; default
+	// catalog.DefaultMaxPaths.
+	CatalogMaxPaths int
+	// AccessLogTo receives the access log; default one writing to
+	// os.Stderr (where slog's default handler writes too), written out
+	// at Close. Handlers on one listener share one.
+	AccessLogTo *serving.AccessLog
 }
 
 // Server is an http.Handler speaking the Nix binary-cache protocol.
 type Server struct {
 	opts     Options
 	log      *slog.Logger
+	backends *serving.Backends
 	metrics  *metrics
-	narinfos *lru[*pathEntry]  // hash part -> entry (nil entry: not found)
-	nars     *lru[narLocation] // nar digest hex -> where it is
-	verified *lru[fileID]      // blob digest -> identity of the file hashed whole
-	composed *lru[*composed]   // repository name -> composed image
+	narinfos *serving.LRU[*pathEntry] // hash part -> entry (nil entry: not found)
 	flight   singleflight.Group
-	sem      chan struct{}
-	inflight atomic.Int64
-	mux      *http.ServeMux
+	handler  http.Handler
+	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
 	upload   *uploader
+	catalogs []*catalog.Catalog // one per backend
+	prefetch *prefetcher        // nil: off
+	stop     context.CancelFunc // ends the catalog refreshes
+	ready    chan struct{}      // closed when the catalogs were first read
 }
 
 // New makes a Server.
 func New(opts Options) (*Server, error) {
-	if len(opts.Backends) == 0 {
+	if opts.Backends == nil {
 		return nil, errors.New("substituter: no backend")
 	}
 	if opts.Priority == 0 {
@@ -89,12 +96,6 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.StoreDir == "" {
 		opts.StoreDir = "/nix/store"
-	}
-	if opts.BackendTimeout <= 0 {
-		opts.BackendTimeout = 20 * time.Second
-	}
-	if opts.MaxBackendRequests <= 0 {
-		opts.MaxBackendRequests = 64
 	}
 	if opts.CacheSize == 0 {
 		opts.CacheSize = 50000
@@ -111,12 +112,37 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		opts:     opts,
 		log:      opts.Logger,
-		metrics:  newMetrics(),
-		narinfos: newLRU[*pathEntry](opts.CacheSize),
-		nars:     newLRU[narLocation](opts.CacheSize),
-		verified: newLRU[fileID](opts.CacheSize),
-		composed: newLRU[*composed](1000),
-		sem:      make(chan struct{}, opts.MaxBackendRequests),
+		backends: opts.Backends,
+		narinfos: serving.NewLRU[*pathEntry](opts.CacheSize),
+	}
+	m, err := newMetrics(opts.Backends.Metrics(), s.narinfos)
+	if err != nil {
+		return nil, fmt.Errorf("substituter: %w (one binary-cache server per serving.Backends)", err)
+	}
+	s.metrics = m
+	for _, b := range opts.Backends.List() {
+		s.catalogs = append(s.catalogs, catalog.New(b.Target, b.Name, catalog.Options{MaxPaths: opts.CatalogMaxPaths}))
+	}
+	if opts.Prefetch >= 0 {
+		if opts.Prefetch == 0 {
+			opts.Prefetch = 32
+		}
+		s.prefetch = newPrefetcher(s, opts.Prefetch)
+		if err := opts.Backends.Metrics().Register(s.prefetch.collectors()...); err != nil {
+			return nil, fmt.Errorf("substituter: %w", err)
+		}
+	}
+	if opts.CatalogInterval == 0 {
+		opts.CatalogInterval = time.Minute
+	}
+	s.opts = opts
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.ready = make(chan struct{})
+	if opts.CatalogInterval > 0 {
+		go s.refreshCatalogs(ctx, opts.CatalogInterval)
+	} else {
+		close(s.ready)
 	}
 	if opts.Upload != nil {
 		u, err := newUploader(s, *opts.Upload)
@@ -125,17 +151,17 @@ func New(opts Options) (*Server, error) {
 		}
 		s.upload = u
 	}
-	s.mux = http.NewServeMux()
-	s.mux.HandleFunc("GET /nix-cache-info", s.serveCacheInfo)
-	s.mux.HandleFunc("GET /healthz", s.serveHealth)
-	s.mux.HandleFunc("GET /metrics", s.serveMetrics)
-	s.mux.HandleFunc("GET /{file}", s.serveNarInfo)
-	s.mux.HandleFunc("GET /nar/{file}", s.serveNAR)
-	s.mux.HandleFunc("PUT /{file}", s.servePut)
-	if opts.Registry != nil {
-		s.mux.HandleFunc("/v2/", s.serveRegistry)
-	}
-	s.mux.HandleFunc("PUT /nar/{file}", s.servePut)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /nix-cache-info", s.serveCacheInfo)
+	mux.HandleFunc("GET /healthz", s.serveHealth)
+	mux.Handle("GET /metrics", opts.Backends.Metrics().Handler())
+	mux.HandleFunc("GET /{file}", s.serveNarInfo)
+	mux.HandleFunc("GET /nar/{file}", s.serveNAR)
+	mux.HandleFunc("PUT /{file}", s.servePut)
+	mux.HandleFunc("PUT /nar/{file}", s.servePut)
+	s.handler = serving.Handler(mux, serving.HandlerOptions{
+		Metrics: opts.Backends.Metrics(), Route: s.metrics.route, Logger: opts.Logger, AccessLog: s.accessLog(),
+	})
 	return s, nil
 }
 
@@ -168,47 +194,7 @@ func isNix32(s string) bool {
 }
 
 // ServeHTTP routes a request, counting and logging it.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	s.inflight.Add(1)
-	defer s.inflight.Add(-1)
-	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
-	route := routeOf(r)
-	defer func() {
-		status := strconv.Itoa(rw.status)
-		s.metrics.add("nixoci_requests_total", 1, "route", route, "method", methodLabel(r.Method), "status", status)
-		s.metrics.add("nixoci_response_bytes_total", float64(rw.bytes), "route", route)
-		if s.opts.AccessLog || rw.status >= 500 {
-			level := slog.LevelInfo
-			if rw.status >= 500 {
-				level = slog.LevelError
-			}
-			// Never log headers: they may carry credentials.
-			s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.EscapedPath(),
-				"status", rw.status, "bytes", rw.bytes, "duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr)
-		}
-	}()
-	// Every valid path is plain ASCII without escapes or dot segments;
-	// refuse anything else before it reaches a backend.
-	if strings.Contains(r.RequestURI, "%") || strings.Contains(r.URL.Path, "..") || strings.Contains(r.URL.Path, "//") {
-		if strings.HasPrefix(r.URL.Path, "/v2/") && s.opts.Registry != nil {
-			registryError(rw, http.StatusBadRequest, codeNameInvalid, "escapes, empty or dot segments in the path")
-			return
-		}
-		http.Error(rw, "bad path", http.StatusBadRequest)
-		return
-	}
-	s.mux.ServeHTTP(rw, r)
-}
-
-// methodLabel bounds the method label: clients choose methods freely.
-func methodLabel(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodPut:
-		return m
-	}
-	return "other"
-}
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // routeOf names the route for metrics, bounded in cardinality.
 func routeOf(r *http.Request) string {
@@ -220,8 +206,6 @@ func routeOf(r *http.Request) string {
 		return "narinfo"
 	case strings.HasPrefix(p, "/nar/"):
 		return "nar"
-	case strings.HasPrefix(p, "/v2/"):
-		return "registry"
 	}
 	return "other"
 }
@@ -231,68 +215,33 @@ func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", s.opts.StoreDir, s.opts.Priority)
 }
 
-func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	s.metrics.write(w)
-	fmt.Fprintf(w, "# HELP nixoci_inflight_requests Requests being served.\n# TYPE nixoci_inflight_requests gauge\nnixoci_inflight_requests %d\n", s.inflight.Load())
-	fmt.Fprintf(w, "# HELP nixoci_cached_narinfos Narinfo lookups held in memory.\n# TYPE nixoci_cached_narinfos gauge\nnixoci_cached_narinfos %d\n", s.narinfos.len())
-}
-
 // serveHealth checks every backend.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.BackendTimeout)
-	defer cancel()
-	var failed []string
-	for _, b := range s.opts.Backends {
-		if err := b.Target.Ping(ctx); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", b.Name, err))
-		}
-	}
-	if len(failed) > 0 {
+	if failed := s.backends.Ping(r.Context()); len(failed) > 0 {
 		http.Error(w, "unhealthy:\n"+strings.Join(failed, "\n"), http.StatusServiceUnavailable)
 		return
 	}
 	fmt.Fprintln(w, "ok")
 }
 
-// acquire takes a backend slot; it fails when ctx ends first.
-func (s *Server) acquire(ctx context.Context) (release func(), err error) {
-	select {
-	case s.sem <- struct{}{}:
-		return func() { <-s.sem }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+// accessLog is where access records go: nil without AccessLog.
+func (s *Server) accessLog() *serving.AccessLog {
+	switch {
+	case !s.opts.AccessLog:
+		return nil
+	case s.opts.AccessLogTo != nil:
+		return s.opts.AccessLogTo
 	}
+	s.ownLog = serving.NewAccessLog(os.Stderr)
+	return s.ownLog
 }
 
-// recorder captures the status and body size of a response.
-type recorder struct {
-	http.ResponseWriter
-	status      int
-	bytes       int64
-	wroteHeader bool
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if !r.wroteHeader {
-		r.status, r.wroteHeader = code, true
+// Close writes out the access log if the Server made it (AccessLog
+// without AccessLogTo); requests served after Close are logged at once.
+func (s *Server) Close() error {
+	s.stop()
+	if s.ownLog == nil {
+		return nil
 	}
-	r.ResponseWriter.WriteHeader(code)
+	return s.ownLog.Close()
 }
-
-func (r *recorder) Write(b []byte) (int, error) {
-	r.wroteHeader = true
-	n, err := r.ResponseWriter.Write(b)
-	r.bytes += int64(n)
-	return n, err
-}
-
-// ReadFrom keeps sendfile(2) working for files served through recorder.
-func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
-	r.wroteHeader = true
-	n, err := io.Copy(r.ResponseWriter, src)
-	r.bytes += n
-	return n, err
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -227,73 +226,9 @@ func TestHealthz(t *testing.T) {
 	}
 }
 
-var (
-	metricHelp   = regexp.MustCompile(`^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) \S.*$`)
-	metricType   = regexp.MustCompile(`^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$`)
-	metricSample = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*")*\})? (\S+)$`)
-)
-
-// checkExposition checks text against the Prometheus text format: HELP
-// and TYPE once per metric, before its samples; samples of one metric
-// together; no duplicate series; values that parse as floats.
-func checkExposition(t *testing.T, text string) map[string]float64 {
-	t.Helper()
-	if !strings.HasSuffix(text, "\n") {
-		t.Errorf("metrics do not end with a newline")
-	}
-	series := map[string]float64{}
-	typed := map[string]string{}
-	helped := map[string]bool{}
-	done := map[string]bool{} // metrics whose samples are over
-	current := ""
-	for i, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		switch {
-		case strings.HasPrefix(line, "# HELP "):
-			m := metricHelp.FindStringSubmatch(line)
-			if m == nil || helped[m[1]] {
-				t.Errorf("line %d: bad or repeated HELP: %q", i+1, line)
-				continue
-			}
-			helped[m[1]] = true
-		case strings.HasPrefix(line, "# TYPE "):
-			m := metricType.FindStringSubmatch(line)
-			if m == nil || typed[m[1]] != "" {
-				t.Errorf("line %d: bad or repeated TYPE: %q", i+1, line)
-				continue
-			}
-			typed[m[1]] = m[2]
-		case strings.HasPrefix(line, "#"):
-		default:
-			m := metricSample.FindStringSubmatch(line)
-			if m == nil {
-				t.Errorf("line %d: not a sample: %q", i+1, line)
-				continue
-			}
-			name := m[1]
-			if typed[name] == "" || !helped[name] {
-				t.Errorf("line %d: sample of %s before its HELP and TYPE", i+1, name)
-			}
-			if name != current {
-				if done[name] {
-					t.Errorf("line %d: samples of %s are not together", i+1, name)
-				}
-				done[current] = true
-				current = name
-			}
-			v, err := strconv.ParseFloat(m[3], 64)
-			if err != nil {
-				t.Errorf("line %d: value: %v", i+1, err)
-			}
-			key := name + m[2]
-			if _, dup := series[key]; dup {
-				t.Errorf("line %d: duplicate series %s", i+1, key)
-			}
-			series[key] = v
-		}
-	}
-	return series
-}
-
+// TestMetrics: /metrics parses with the Prometheus text parser, has the
+// Go and process collectors, and counts requests, backend operations and
+// cache lookups with the labels of what was asked.
 func TestMetrics(t *testing.T) {
 	l := newLayout(t)
 	app := newTestPath(t, "metrics-1", "metrics", spec.CompressionZstd)
@@ -303,61 +238,64 @@ func TestMetrics(t *testing.T) {
 	get(t, s, app.NarInfoPath())
 	get(t, s, app.NarURLPath())
 	get(t, s, "/"+hashPart("nope")+".narinfo")
-	r := get(t, s, "/metrics")
-	if r.Code != 200 || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/plain") {
-		t.Fatalf("GET /metrics: %d %q", r.Code, r.Header.Get("Content-Type"))
-	}
-	first := checkExposition(t, r.Body)
+	do(t, s, "BREW", "/nix-cache-info", nil)
+	first := scrape(t, s)
 	for _, want := range []string{
-		`nixoci_requests_total{route="narinfo",method="GET",status="200"}`,
-		`nixoci_requests_total{route="narinfo",method="GET",status="404"}`,
-		`nixoci_requests_total{route="nar",method="GET",status="200"}`,
+		`go_goroutines`,
+		`process_resident_memory_bytes`,
+		`nixoci_requests_total{method="GET",route="narinfo",status="200"}`,
+		`nixoci_requests_total{method="GET",route="narinfo",status="404"}`,
+		`nixoci_requests_total{method="GET",route="nar",status="200"}`,
+		`nixoci_requests_total{method="other",route="/nix-cache-info",status="405"}`,
+		`nixoci_request_seconds_count{route="narinfo"}`,
 		`nixoci_response_bytes_total{route="nar"}`,
 		`nixoci_backend_requests_total{op="narinfo",outcome="ok"}`,
 		`nixoci_backend_requests_total{op="narinfo",outcome="not_found"}`,
 		`nixoci_backend_requests_total{op="fetch_blob",outcome="ok"}`,
+		`nixoci_backend_seconds_count{op="narinfo"}`,
 		`nixoci_cache_total{cache="narinfo",result="miss"}`,
-		`nixoci_cache_total{cache="nar",result="hit"}`,
+		`nixoci_cache_total{cache="blob",result="hit"}`,
 		`nixoci_inflight_requests`,
 		`nixoci_cached_narinfos`,
 	} {
 		if _, ok := first[want]; !ok {
-			t.Errorf("metrics lack %s:\n%s", want, r.Body)
+			t.Errorf("metrics lack %s", want)
 		}
 	}
-	if v := first[`nixoci_response_bytes_total{route="nar"}`]; v != float64(len(app.File)) {
-		t.Errorf("NAR bytes %v, want %d", v, len(app.File))
-	}
-	if v := first[`nixoci_inflight_requests`]; v != 1 {
-		t.Errorf("inflight %v while only /metrics is served", v)
-	}
-	if v := first[`nixoci_cached_narinfos`]; v != 2 {
-		t.Errorf("cached narinfos %v, want 2 (one found, one absent)", v)
+	for k, want := range map[string]float64{
+		`nixoci_requests_total{method="GET",route="narinfo",status="200"}`:           1,
+		`nixoci_requests_total{method="GET",route="narinfo",status="404"}`:           1,
+		`nixoci_requests_total{method="other",route="/nix-cache-info",status="405"}`: 1,
+		`nixoci_request_seconds_count{route="narinfo"}`:                              2,
+		`nixoci_backend_requests_total{op="narinfo",outcome="ok"}`:                   1,
+		`nixoci_backend_requests_total{op="narinfo",outcome="not_found"}`:            1,
+		`nixoci_backend_seconds_count{op="narinfo"}`:                                 2,
+		`nixoci_response_bytes_total{route="nar"}`:                                   float64(len(app.File)),
+		`nixoci_inflight_requests`:                                                   1, // this scrape
+		`nixoci_cached_narinfos`:                                                     2, // one found, one absent
+	} {
+		if first[k] != want {
+			t.Errorf("%s = %v, want %v", k, first[k], want)
+		}
 	}
 
 	// Counters only go up.
 	get(t, s, app.NarInfoPath())
 	get(t, s, app.NarInfoPath())
-	second := checkExposition(t, get(t, s, "/metrics").Body)
+	second := scrape(t, s)
 	for k, v := range first {
-		if strings.HasPrefix(k, "nixoci_inflight") || strings.HasPrefix(k, "nixoci_cached") {
-			continue
-		}
-		if second[k] < v {
+		if strings.HasPrefix(k, "nixoci_") && !strings.HasPrefix(k, "nixoci_inflight") && !strings.HasPrefix(k, "nixoci_cached") && second[k] < v {
 			t.Errorf("%s went down: %v -> %v", k, v, second[k])
 		}
 	}
-	k := `nixoci_requests_total{route="narinfo",method="GET",status="200"}`
-	if second[k] != first[k]+2 {
-		t.Errorf("%s: %v -> %v, want +2", k, first[k], second[k])
-	}
-	k = `nixoci_cache_total{cache="narinfo",result="hit"}`
-	if second[k] != first[k]+2 {
-		t.Errorf("%s: %v -> %v, want +2", k, first[k], second[k])
-	}
-	k = `nixoci_requests_total{route="/metrics",method="GET",status="200"}`
-	if second[k] != first[k]+1 {
-		t.Errorf("%s: %v -> %v, want +1", k, first[k], second[k])
+	for k, delta := range map[string]float64{
+		`nixoci_requests_total{method="GET",route="narinfo",status="200"}`:  2,
+		`nixoci_cache_total{cache="narinfo",result="hit"}`:                  2,
+		`nixoci_requests_total{method="GET",route="/metrics",status="200"}`: 1,
+	} {
+		if second[k] != first[k]+delta {
+			t.Errorf("%s: %v -> %v, want +%v", k, first[k], second[k], delta)
+		}
 	}
 }
 

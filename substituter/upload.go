@@ -1,14 +1,11 @@
 package substituter
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -20,6 +17,8 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/nar"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
@@ -27,50 +26,13 @@ import (
 
 // UploadOptions enable `nix copy --to http://…` into the first backend.
 type UploadOptions struct {
-	// Credentials maps user names to passwords; clients authenticate with
+	// Credentials are the users who may upload; clients authenticate with
 	// HTTP Basic (Nix reads them from its netrc-file). Must not be empty.
-	Credentials map[string]string
+	Credentials *Credentials
 	// TempDir holds NARs while they are received; default os.TempDir().
 	TempDir string
 	// MaxNARSize bounds one uploaded NAR file; default 64 GiB.
 	MaxNARSize int64
-}
-
-// ErrNoCredentials: uploads were enabled without any credentials.
-var ErrNoCredentials = errors.New("substituter: uploads need credentials")
-
-// LoadCredentials reads a credentials file: one "user:password" a line,
-// blank lines and lines starting with # ignored. Errors never include the
-// file's content.
-func LoadCredentials(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("credentials file: %w", err)
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o077 != 0 {
-		slog.Warn("credentials file is readable by others; chmod 600 it", "file", path)
-	}
-	creds := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		user, pass, ok := strings.Cut(text, ":")
-		if !ok || user == "" || pass == "" {
-			return nil, fmt.Errorf("credentials file %s: line %d: want user:password", path, line)
-		}
-		creds[user] = pass
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("credentials file %s: %w", path, err)
-	}
-	if len(creds) == 0 {
-		return nil, fmt.Errorf("credentials file %s: %w", path, ErrNoCredentials)
-	}
-	return creds, nil
 }
 
 // uploader turns PUTs into artifact writes.
@@ -80,7 +42,7 @@ type uploader struct {
 	// received maps FileHash (hex) of NARs received to what they hold,
 	// so the narinfo PUT that follows can be checked without reading the
 	// NAR again.
-	received *lru[receivedNAR]
+	received *serving.LRU[receivedNAR]
 }
 
 type receivedNAR struct {
@@ -91,37 +53,30 @@ type receivedNAR struct {
 }
 
 func newUploader(s *Server, opts UploadOptions) (*uploader, error) {
-	if len(opts.Credentials) == 0 {
+	if opts.Credentials == nil || opts.Credentials.users() == 0 {
 		return nil, ErrNoCredentials
 	}
 	if opts.MaxNARSize <= 0 {
 		opts.MaxNARSize = 64 << 30
 	}
-	return &uploader{s: s, opts: opts, received: newLRU[receivedNAR](100000)}, nil
+	return &uploader{s: s, opts: opts, received: serving.NewLRU[receivedNAR](100000)}, nil
 }
 
-// authorized checks HTTP Basic credentials in constant time.
+// authorized checks HTTP Basic credentials.
 func (u *uploader) authorized(r *http.Request) bool {
 	user, pass, ok := r.BasicAuth()
-	if !ok {
-		return false
-	}
-	good := 0
-	for name, secret := range u.opts.Credentials {
-		good |= subtle.ConstantTimeCompare([]byte(user), []byte(name)) & subtle.ConstantTimeCompare([]byte(pass), []byte(secret))
-	}
-	return good == 1
+	return ok && u.opts.Credentials.Verify(user, pass)
 }
 
 func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 	u := s.upload
 	if u == nil {
-		s.metrics.add("nixoci_uploads_total", 1, "kind", "any", "outcome", "disabled")
+		s.countUpload("any", "disabled")
 		http.Error(w, "uploads are disabled on this server (start it with --upload)", http.StatusForbidden)
 		return
 	}
 	if !u.authorized(r) {
-		s.metrics.add("nixoci_uploads_total", 1, "kind", "any", "outcome", "unauthorized")
+		s.countUpload("any", "unauthorized")
 		w.Header().Set("WWW-Authenticate", `Basic realm="nixoci"`)
 		http.Error(w, "credentials required", http.StatusUnauthorized)
 		return
@@ -149,7 +104,7 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 		kind, status, err = "other", http.StatusNotFound, errors.New("only nix-cache-info, <hash>.narinfo and nar/<hash>.nar[.xz|.zst] can be uploaded")
 	}
 	if err != nil {
-		s.metrics.add("nixoci_uploads_total", 1, "kind", kind, "outcome", "error")
+		s.countUpload(kind, "error")
 		if status >= 500 {
 			s.log.Error("upload failed", "path", r.URL.Path, "status", status, "err", err)
 		} else {
@@ -158,7 +113,7 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), status)
 		return
 	}
-	s.metrics.add("nixoci_uploads_total", 1, "kind", kind, "outcome", "ok")
+	s.countUpload(kind, "ok")
 	w.WriteHeader(status)
 }
 
@@ -205,14 +160,24 @@ func (u *uploader) putNAR(r *http.Request, file string) (int, error) {
 		return http.StatusBadRequest, fmt.Errorf("%s: %w", file, res.err)
 	}
 	desc := ocispec.Descriptor{MediaType: comp.MediaType(), Digest: digest.NewDigest(digest.SHA256, fileHash), Size: size}
-	dst := u.s.opts.Backends[0].Target
+	dst := u.s.backends.List()[0].Target
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return http.StatusInternalServerError, err
 	}
-	if err := dst.Push(r.Context(), desc, tmp); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+	got := receivedNAR{res.narHash, uint64(res.size), size, comp}
+	switch err := dst.Push(r.Context(), desc, tmp); {
+	case errors.Is(err, errdef.ErrAlreadyExists):
+		// What is stored under this digest is not necessarily what was
+		// just received: it is read back, like a NAR stored before a
+		// restart, so a corrupt blob is never committed to.
+		var status int
+		if got, status, err = u.checkStoredNAR(r.Context(), desc.Digest, comp); err != nil {
+			return status, fmt.Errorf("%s: %w", file, err)
+		}
+	case err != nil:
 		return statusOf(err), fmt.Errorf("storing %s: %w", file, err)
 	}
-	u.received.put(desc.Digest.Encoded(), receivedNAR{res.narHash, uint64(res.size), size, comp}, 24*time.Hour)
+	u.received.Put(desc.Digest.Encoded(), got, 24*time.Hour)
 	return http.StatusCreated, nil
 }
 
@@ -235,11 +200,12 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 	if err != nil {
 		return http.StatusBadRequest, err
 	}
-	got, ok := u.received.get(fileHex)
+	got, ok := u.received.Get(fileHex)
 	if !ok {
-		got, err = u.checkStoredNAR(r.Context(), fileHex, comp)
+		var status int
+		got, status, err = u.checkStoredNAR(r.Context(), digest.NewDigestFromEncoded(digest.SHA256, fileHex), comp)
 		if err != nil {
-			return http.StatusBadRequest, fmt.Errorf("%s: NAR %s: %w", info.StorePath, info.URL, err)
+			return status, fmt.Errorf("%s: NAR %s: %w", info.StorePath, info.URL, err)
 		}
 	}
 	if got.narHash != info.NarHash || got.narSize != info.NarSize || uint64(got.fileSize) != info.FileSize || got.comp != comp {
@@ -263,7 +229,7 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 	}
 	// One artifact per store path: an upload never replaces a stored path
 	// with different content (it may add signatures to the same NAR).
-	existing, err := artifact.FetchPathByHash(r.Context(), u.s.opts.Backends[0].Target, hash)
+	existing, err := artifact.FetchPathByHash(r.Context(), u.s.backends.List()[0].Target, hash)
 	switch {
 	case err == nil && existing.Info.NarHash != info.NarHash:
 		return http.StatusConflict, fmt.Errorf("%s is stored with NarHash %s; refusing to replace it with %s", info.StorePath, existing.Info.NarHash, info.NarHash)
@@ -271,31 +237,47 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 		return statusOf(err), err
 	}
 	info.URL = spec.NarURL(strings.TrimPrefix(info.FileHash, "sha256:"), comp)
-	if _, err := artifact.StoreArtifact(r.Context(), u.s.opts.Backends[0].Target, info, nil); err != nil {
+	if _, err := artifact.StoreArtifact(r.Context(), u.s.backends.List()[0].Target, info, nil); err != nil {
 		return statusOf(err), err
 	}
-	u.s.narinfos.remove(hash)
+	u.s.narinfos.Remove(hash)
 	return http.StatusCreated, nil
 }
 
-// checkStoredNAR reads a NAR blob already in the upload backend (uploaded
-// before a restart, or by someone else) and describes it.
-func (u *uploader) checkStoredNAR(ctx context.Context, fileHex string, comp spec.Compression) (receivedNAR, error) {
-	dst := u.s.opts.Backends[0].Target
-	d := digest.NewDigestFromEncoded(digest.SHA256, fileHex)
+// checkStoredNAR reads the NAR blob d already in the upload backend
+// (uploaded before a restart, or by someone else) and describes it. A
+// blob whose content does not match d is ErrHashMismatch, whatever it
+// decodes to. The status answers an upload relying on the blob: 400 for
+// one never uploaded or not a NAR, 5xx for a backend failure or a
+// corrupt blob.
+func (u *uploader) checkStoredNAR(ctx context.Context, d digest.Digest, comp spec.Compression) (receivedNAR, int, error) {
+	dst := u.s.backends.List()[0].Target
 	desc, err := dst.ResolveBlob(ctx, d)
-	if err != nil {
-		return receivedNAR{}, fmt.Errorf("not uploaded: %w", err)
+	if errors.Is(err, errdef.ErrNotFound) {
+		return receivedNAR{}, http.StatusBadRequest, fmt.Errorf("not uploaded: %w", err)
+	} else if err != nil {
+		return receivedNAR{}, statusOf(err), err
 	}
 	rc, err := dst.Fetch(ctx, desc)
 	if err != nil {
-		return receivedNAR{}, err
+		return receivedNAR{}, statusOf(err), err
 	}
-	defer rc.Close()
-	fh, h := sha256.New(), sha256.New()
-	n, err := nar.ValidateCompressed(io.TeeReader(rc, fh), comp, h)
+	vr, err := backend.VerifyReader(rc, desc)
 	if err != nil {
-		return receivedNAR{}, err
+		return receivedNAR{}, statusOf(err), err
 	}
-	return receivedNAR{"sha256:" + nixbase32.EncodeToString(h.Sum(nil)), uint64(n), desc.Size, comp}, nil
+	defer vr.Close()
+	h := sha256.New()
+	n, err := nar.ValidateCompressed(vr, comp, h)
+	// The digest is checked first, on the whole blob: a NAR error in a
+	// corrupt blob is the corruption, not the client's fault.
+	if _, verr := io.Copy(io.Discard, vr); errors.Is(verr, backend.ErrHashMismatch) {
+		return receivedNAR{}, http.StatusBadGateway, fmt.Errorf("stored blob is corrupt; remove it from the backend so that an upload can store it again: %w", verr)
+	} else if verr != nil {
+		return receivedNAR{}, statusOf(verr), verr
+	}
+	if err != nil {
+		return receivedNAR{}, http.StatusBadRequest, err
+	}
+	return receivedNAR{"sha256:" + nixbase32.EncodeToString(h.Sum(nil)), uint64(n), desc.Size, comp}, http.StatusOK, nil
 }

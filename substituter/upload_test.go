@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
@@ -37,7 +40,7 @@ func uploadServer(t *testing.T, l *backend.Layout, opts substituter.Options) (*s
 	}
 	if opts.Upload == nil {
 		opts.Upload = &substituter.UploadOptions{
-			Credentials: map[string]string{testUser: testPassword, "bob": "bobs-other-password"},
+			Credentials: testCredentials(t, testUser, testPassword, "bob", "bobs-other-password"),
 			TempDir:     t.TempDir(),
 		}
 	}
@@ -75,7 +78,7 @@ func put(t *testing.T, s http.Handler, path string, body []byte, header ...strin
 
 func TestUploadNeedsCredentials(t *testing.T) {
 	l := newLayout(t)
-	for _, creds := range []map[string]string{nil, {}} {
+	for _, creds := range []*substituter.Credentials{nil, {}} {
 		_, err := substituter.New(substituter.Options{Backends: backends(l), Upload: &substituter.UploadOptions{Credentials: creds}})
 		if !errors.Is(err, substituter.ErrNoCredentials) {
 			t.Errorf("New with credentials %v: %v, want ErrNoCredentials", creds, err)
@@ -191,7 +194,7 @@ func TestUploadNAR(t *testing.T) {
 
 	// Too large: refused, not stored.
 	small, _ := uploadServer(t, l, substituter.Options{Upload: &substituter.UploadOptions{
-		Credentials: map[string]string{testUser: testPassword}, MaxNARSize: 100, TempDir: t.TempDir()}})
+		Credentials: testCredentials(t, testUser, testPassword), MaxNARSize: 100, TempDir: t.TempDir()}})
 	if r := put(t, small, p.NarURLPath(), p.File, goodAuth...); r.Code < 400 || r.Code >= 500 {
 		t.Errorf("NAR over MaxNARSize = %d, want 4xx", r.Code)
 	}
@@ -382,12 +385,17 @@ func TestUploadKeepsStoredPath(t *testing.T) {
 	}
 }
 
-// TestCredentialsNotLeaked: passwords never reach logs or metrics, even
-// from failed attempts.
+// TestCredentialsNotLeaked: passwords and their hashes never reach logs
+// or metrics, even from failed attempts.
 func TestCredentialsNotLeaked(t *testing.T) {
 	l := newLayout(t)
 	p := newTestPath(t, "leak-1", "leak", spec.CompressionZstd)
-	s, logs := uploadServer(t, l, substituter.Options{AccessLog: true})
+	htpasswd := testHtpasswd(t, testUser, testPassword, "bob", "bobs-other-password")
+	creds, err := substituter.ParseCredentials(strings.NewReader(htpasswd), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, logs := uploadServer(t, l, substituter.Options{AccessLog: true, Upload: &substituter.UploadOptions{Credentials: creds, TempDir: t.TempDir()}})
 	wrongPassword := "Wr0ng-" + testPassword
 	put(t, s, p.NarURLPath(), p.File, "Authorization", basicAuth(testUser, wrongPassword))
 	put(t, s, p.NarURLPath(), p.File, "Authorization", basicAuth(testPassword, testPassword))
@@ -403,7 +411,12 @@ func TestCredentialsNotLeaked(t *testing.T) {
 		t.Errorf("refused uploads not logged:\n%s", out)
 	}
 	encoded := strings.TrimPrefix(goodAuth[1], "Basic ")
-	for _, secret := range []string{testPassword, wrongPassword, encoded, "bobs-other-password"} {
+	secrets := []string{testPassword, wrongPassword, encoded, "bobs-other-password"}
+	for _, line := range strings.Fields(htpasswd) {
+		_, hash, _ := strings.Cut(line, ":")
+		secrets = append(secrets, hash, hash[7:29]) // the hash, its salt
+	}
+	for _, secret := range secrets {
 		if strings.Contains(out, secret) {
 			t.Errorf("log contains a credential %q:\n%s", secret, out)
 		}
@@ -420,63 +433,91 @@ func q(data []byte) []byte {
 	return c
 }
 
-func TestLoadCredentials(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		f := filepath.Join(dir, name)
-		if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f
+// withSkippableFrame returns a copy of p whose NAR file ends in a zstd
+// skippable frame holding payload: decoders skip it, so the file holds
+// the same NAR, and two payloads of one length give two files of one
+// length that differ only in their bytes.
+func withSkippableFrame(t *testing.T, p *testPath, payload string) *testPath {
+	t.Helper()
+	if p.Comp != spec.CompressionZstd {
+		t.Fatalf("withSkippableFrame: %s is %s, not zstd", p.Name, p.Comp)
+	}
+	frame := binary.LittleEndian.AppendUint32(nil, 0x184D2A50) // skippable frame magic
+	frame = binary.LittleEndian.AppendUint32(frame, uint32(len(payload)))
+	c := *p
+	c.File = append(slices.Clone(p.File), append(frame, payload...)...)
+	info := *p.Info
+	fileHash, err := narinfo.HashFromHex(hexSHA256(c.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info.FileHash, info.FileSize, info.URL = fileHash, uint64(len(c.File)), spec.NarURL(nix32(c.File), c.Comp)
+	c.Info = &info
+	return &c
+}
+
+func decompress(t *testing.T, data []byte, c spec.Compression) []byte {
+	t.Helper()
+	r, err := codec.NewReader(bytes.NewReader(data), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestUploadRefusesCorruptStoredNAR: a NAR blob stored under the digest a
+// narinfo names but holding other bytes (here: the same NAR in another
+// encoding of the same length, so only the digest tells them apart) is
+// never committed to, whether the client uploads the NAR again first (as
+// nix copy does) or only the narinfo (as after a server restart).
+func TestUploadRefusesCorruptStoredNAR(t *testing.T) {
+	base := newTestPath(t, "corrupt-stored-1", "corrupt stored", spec.CompressionZstd)
+	p := withSkippableFrame(t, base, "original")
+	corrupt := withSkippableFrame(t, base, "CORRUPT!").File
+	if got := decompress(t, corrupt, spec.CompressionZstd); !bytes.Equal(got, p.NAR) {
+		t.Fatal("the corrupt blob does not hold the same NAR: the test would not isolate the digest check")
 	}
 	for _, tc := range []struct {
-		name    string
-		content string
-		want    map[string]string
-		wantErr error // nil: any error when want is nil
+		name   string
+		putNAR bool
 	}{
-		{"one", "alice:secret\n", map[string]string{"alice": "secret"}, nil},
-		{"comments and blanks", "# users\n\nalice:secret\n  # indented comment\n\tbob:pa:ss:word  \r\n\n", map[string]string{"alice": "secret", "bob": "pa:ss:word"}, nil},
-		{"no trailing newline", "alice:secret", map[string]string{"alice": "secret"}, nil},
-		{"later wins", "alice:one\nalice:two\n", map[string]string{"alice": "two"}, nil},
-		{"empty", "", nil, substituter.ErrNoCredentials},
-		{"only comments", "# nobody\n\n", nil, substituter.ErrNoCredentials},
-		{"no colon", "alice:secret\nhunter2-no-colon\n", nil, nil},
-		{"empty user", ":hunter2-empty-user\n", nil, nil},
-		{"empty password", "hunter2-empty-pass:\n", nil, nil},
+		{"narinfo only", false},
+		{"NAR then narinfo", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := write(strings.ReplaceAll(tc.name, " ", "_"), tc.content)
-			got, err := substituter.LoadCredentials(f)
-			if tc.want != nil {
-				if err != nil {
-					t.Fatal(err)
+			l := newLayout(t)
+			blobFile := filepath.Join(l.Dir(), "blobs", "sha256", p.FileDigest().Encoded())
+			if err := os.MkdirAll(filepath.Dir(blobFile), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(blobFile, corrupt, 0o444); err != nil {
+				t.Fatal(err)
+			}
+			s, logs := uploadServer(t, l, substituter.Options{})
+			if tc.putNAR {
+				r := put(t, s, p.NarURLPath(), p.File, goodAuth...)
+				if r.Code < 500 || !strings.Contains(r.Body, p.FileDigest().String()) {
+					t.Errorf("PUT NAR over a corrupt stored blob = %d %q, want 5xx naming %s", r.Code, r.Body, p.FileDigest())
 				}
-				if len(got) != len(tc.want) {
-					t.Errorf("got %d users, want %v", len(got), tc.want)
-				}
-				for u, p := range tc.want {
-					if got[u] != p {
-						t.Errorf("user %q: password %q, want %q", u, got[u], p)
-					}
-				}
-				return
 			}
-			if err == nil {
-				t.Fatalf("accepted %q: %v", tc.content, got)
+			r := put(t, s, p.NarInfoPath(), []byte(narinfoText(t, p)), goodAuth...)
+			if r.Code < 400 {
+				t.Errorf("PUT narinfo over a corrupt stored NAR = %d, want it refused", r.Code)
 			}
-			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
-				t.Errorf("error %v, want %v", err, tc.wantErr)
+			if !strings.Contains(r.Body, p.FileDigest().String()) || !strings.Contains(r.Body, "corrupt") {
+				t.Errorf("refusal does not say which stored blob is corrupt: %q", r.Body)
 			}
-			if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "secret") {
-				t.Errorf("error shows the file's content: %v", err)
+			if desc, err := l.Resolve(context.Background(), p.Hash); err == nil {
+				t.Errorf("a narinfo was committed over a corrupt NAR: tag %s -> %s\n%s", p.Hash, desc.Digest, logs)
 			}
-			if !strings.Contains(err.Error(), f) {
-				t.Errorf("error does not name the file: %v", err)
+			if r := get(t, s, p.NarInfoPath()); r.Code != http.StatusNotFound {
+				t.Errorf("GET narinfo after the refusal = %d, want 404", r.Code)
 			}
 		})
-	}
-	if _, err := substituter.LoadCredentials(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("missing file: %v", err)
 	}
 }

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nixoci/nixoci/image"
+	"github.com/nixoci/nixoci/imageregistry"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
@@ -30,6 +33,28 @@ per path, then cached in memory); NARs stream from the blobs unchanged.
 A backend failure is answered 502/503/504, never 404, because Nix caches
 "not found" for an hour. /healthz checks the backends; /metrics is in the
 Prometheus text format.
+
+A registry far away costs a round trip per request, and Nix asks about one
+path at a time, so serve works ahead of it:
+  - When Nix asks for a path serve has not seen, serve fetches the rest of
+    the closure it roots (its closure artifact is found through the
+    referrers of the root's manifest or the closures read from the
+    target, see --catalog-interval), or else the path's references, with
+    up to --prefetch requests in flight. Nix's next narinfo requests are
+    then answered from memory. Cost: one request per path of the closure,
+    which Nix would have made anyway.
+  - When Nix asks for a narinfo (GET), serve starts fetching its NAR into
+    a local cache (--blob-cache-size, default 2GiB, evicting the least
+    recently used; NARs over a quarter of it are not cached), so the NAR
+    request that follows is served from local disk. Cost: disk up to the
+    limit, and the bandwidth of NARs whose narinfo a client asked for but
+    whose NAR it never fetched (e.g. 'nix path-info', or a path another
+    substituter supplied). Turn it off (--blob-cache-size 0) when clients
+    mostly query, when local disk is scarcer than bandwidth, or when serve
+    runs next to the registry.
+Copies of closures made with oras copy or crane copy carry no path tags;
+serve finds their paths through the closures it reads from each target at
+start and every --catalog-interval.
 
 With --upload and --credentials, 'nix copy --to http://HOST:PORT' stores
 paths as 'nixoci push' would (Nix sends the credentials from its
@@ -58,95 +83,213 @@ Examples:
 `
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", serveHelp, stdout)
-	var from, signKeys stringList
-	fs.Var(&from, "from", "target to serve from, oci:DIR or HOST[:PORT]/REPO (repeatable, tried in order; default: the local store)")
-	fs.Var(&signKeys, "sign-key", "add a signature made with this Nix secret key file to every narinfo (repeatable)")
-	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
-	priority := fs.Int("priority", 40, "priority announced in nix-cache-info (lower is preferred)")
-	upload := fs.Bool("upload", false, "accept 'nix copy --to http://…' into the first --from target (needs --credentials)")
-	credentials := fs.String("credentials", "", "file of user:password lines that may upload (HTTP Basic)")
-	accessLog := fs.Bool("access-log", true, "log every request")
-	negativeTTL := fs.Duration("negative-ttl", 5*time.Second, "how long a missing path is remembered")
-	cacheTTL := fs.Duration("cache-ttl", 10*time.Minute, "how long a found narinfo is served from memory")
-	cacheSize := fs.Int("cache-size", 50000, "narinfos kept in memory")
-	backendTimeout := fs.Duration("backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
-	maxBackend := fs.Int("max-backend-requests", 64, "concurrent requests to the backends")
-	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
-	chunkSize := chunkSizeFlag(fs)
-	registryAPI := fs.Bool("registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the --from targets holding the closures)")
-	names := fs.String("names", "", "JSON file of friendly image names and meta-packages for --registry")
-	maxLayers := fs.Int("max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
-	layerCompression := fs.String("layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
-	rest, err := parseFlags(fs, args)
+	f, err := parseServeFlags(args, stdout)
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, rest)
-	}
-	if *upload && *credentials == "" {
-		return fmt.Errorf("%w: --upload needs --credentials: refusing to accept anonymous writes", errUsage)
-	}
-	if len(from) == 0 {
-		from = append(from, "")
-	}
-	opts := substituter.Options{
-		Priority: *priority, AccessLog: *accessLog, NegativeTTL: *negativeTTL, CacheTTL: *cacheTTL,
-		CacheSize: *cacheSize, BackendTimeout: *backendTimeout, MaxBackendRequests: *maxBackend,
-	}
-	more := []targetOption{chunkSize.option()}
-	if creds, err := envCredentials(); err != nil {
+	backends, err := openServeBackends(ctx, f)
+	if err != nil {
 		return err
+	}
+	var accessLog *serving.AccessLog
+	if f.accessLog {
+		accessLog = serving.NewAccessLog(stderr)
+	}
+	blobs, err := openBlobCache(f, backends)
+	if err != nil {
+		return err
+	}
+	if blobs != nil {
+		defer blobs.Close()
+	}
+	h, err := serveHandler(f, backends, accessLog, blobs)
+	if err == nil {
+		err = listenAndServe(ctx, f.listen, h, func(addr string) {
+			for i, b := range backends.List() {
+				slog.Info("serving", "url", "http://"+addr, "from", b.Name, "upload", f.upload && i == 0)
+			}
+		})
+	}
+	if accessLog != nil {
+		if cerr := accessLog.Close(); cerr != nil {
+			slog.Error("writing the access log", "err", cerr)
+		}
+	}
+	return err
+}
+
+// serveFlags are the flags of nixoci serve.
+type serveFlags struct {
+	from, signKeys        stringList
+	listen                string
+	priority              int
+	upload                bool
+	credentials           string
+	accessLog             bool
+	negativeTTL, cacheTTL time.Duration
+	cacheSize             int
+	backendTimeout        time.Duration
+	maxBackend            int
+	plainHTTP             bool
+	chunkSize             *byteSize
+	registry              bool
+	names                 string
+	maxLayers             int
+	layerCompression      string
+	prefetch              int
+	catalogInterval       time.Duration
+	blobCacheSize         string
+	blobCacheDir          string
+}
+
+func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
+	f := &serveFlags{}
+	fs := newFlagSet("serve", serveHelp, stdout)
+	fs.Var(&f.from, "from", "target to serve from, oci:DIR or HOST[:PORT]/REPO (repeatable, tried in order; default: the local store)")
+	fs.Var(&f.signKeys, "sign-key", "add a signature made with this Nix secret key file to every narinfo (repeatable)")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	fs.IntVar(&f.priority, "priority", 40, "priority announced in nix-cache-info (lower is preferred)")
+	fs.BoolVar(&f.upload, "upload", false, "accept 'nix copy --to http://…' into the first --from target (needs --credentials)")
+	fs.StringVar(&f.credentials, "credentials", "", "htpasswd file of the users who may upload (HTTP Basic), bcrypt hashes only as 'htpasswd -B' writes; plaintext or other schemes are refused at startup")
+	fs.BoolVar(&f.accessLog, "access-log", true, "log every request")
+	fs.DurationVar(&f.negativeTTL, "negative-ttl", 5*time.Second, "how long a missing path is remembered")
+	fs.DurationVar(&f.cacheTTL, "cache-ttl", 10*time.Minute, "how long a found narinfo is served from memory")
+	fs.IntVar(&f.cacheSize, "cache-size", 50000, "narinfos kept in memory")
+	fs.DurationVar(&f.backendTimeout, "backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
+	fs.IntVar(&f.maxBackend, "max-backend-requests", 64, "concurrent requests to the backends")
+	fs.BoolVar(&f.plainHTTP, "plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	f.chunkSize = chunkSizeFlag(fs)
+	fs.BoolVar(&f.registry, "registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the --from targets holding the closures)")
+	fs.StringVar(&f.names, "names", "", "JSON file of friendly image names and meta-packages for --registry")
+	fs.IntVar(&f.prefetch, "prefetch", 32, "requests in flight fetching narinfos ahead of Nix: a closure's paths when Nix asks for its root, else a path's references (0: off)")
+	fs.DurationVar(&f.catalogInterval, "catalog-interval", time.Minute, "how often the closures of each --from target are read, so closures copied without their path tags (oras copy, crane copy) are served (0: never; then they are found only from their roots)")
+	fs.StringVar(&f.blobCacheSize, "blob-cache-size", "2GiB", "disk for NARs fetched ahead of Nix when it asks for their narinfo, e.g. 512MiB or 10GiB; 0: off, each NAR request then waits on the backend (see --help)")
+	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
+	fs.IntVar(&f.maxLayers, "max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
+	fs.StringVar(&f.layerCompression, "layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) > 0 {
+		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, rest)
+	}
+	if f.upload && f.credentials == "" {
+		return nil, fmt.Errorf("%w: --upload needs --credentials: refusing to accept anonymous writes", errUsage)
+	}
+	if f.names != "" && !f.registry {
+		return nil, fmt.Errorf("%w: --names needs --registry", errUsage)
+	}
+	if len(f.from) == 0 {
+		f.from = append(f.from, "")
+	}
+	return f, nil
+}
+
+// openServeBackends opens the --from targets; the first is opened for
+// writing if uploads or composed images are stored there.
+func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, error) {
+	var list []serving.Backend
+	more := []targetOption{f.chunkSize.option()}
+	if creds, err := envCredentials(); err != nil {
+		return nil, err
 	} else if creds != nil {
 		more = append(more, creds)
 	}
-	for i, f := range from {
-		ref, t, err := openTarget(ctx, f, *plainHTTP, (*upload || *registryAPI) && i == 0, more...)
+	for i, from := range f.from {
+		ref, t, err := openTarget(ctx, from, f.plainHTTP, (f.upload || f.registry) && i == 0, more...)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		opts.Backends = append(opts.Backends, substituter.Backend{Name: ref.Base().String(), Target: t})
+		list = append(list, serving.Backend{Name: ref.Base().String(), Target: t})
 	}
-	for _, f := range signKeys {
-		k, err := narinfo.LoadSecretKey(f)
+	return serving.NewBackends(list, serving.BackendOptions{
+		Timeout: f.backendTimeout, MaxRequests: f.maxBackend, CacheSize: f.cacheSize, CacheTTL: f.cacheTTL,
+	})
+}
+
+// serveHandler makes the binary-cache server and, with --registry, the
+// image registry, on the same backends and access log (nil: none): the
+// registry answers /v2/, the binary cache everything else.
+func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog, blobs *serving.BlobCache) (http.Handler, error) {
+	opts := substituter.Options{
+		BlobCache: blobs,
+		Backends:  backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
+		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
+		Prefetch: f.prefetch, CatalogInterval: f.catalogInterval,
+	}
+	if f.prefetch == 0 {
+		opts.Prefetch = -1
+	}
+	if f.catalogInterval == 0 {
+		opts.CatalogInterval = -1
+	}
+	for _, file := range f.signKeys {
+		k, err := narinfo.LoadSecretKey(file)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		opts.SignKeys = append(opts.SignKeys, k)
 	}
-	if *registryAPI {
-		comp, err := spec.ParseLayerCompression(*layerCompression)
+	if f.upload {
+		creds, err := substituter.LoadCredentials(f.credentials)
 		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		reg := &substituter.RegistryOptions{Image: image.Options{MaxLayers: *maxLayers, Compression: comp}}
-		if *names != "" {
-			if reg.Names, err = substituter.LoadNames(*names); err != nil {
-				return err
-			}
-		}
-		opts.Registry = reg
-	} else if *names != "" {
-		return fmt.Errorf("%w: --names needs --registry", errUsage)
-	}
-	if *upload {
-		creds, err := substituter.LoadCredentials(*credentials)
-		if err != nil {
-			return err
+			return nil, err
 		}
 		opts.Upload = &substituter.UploadOptions{Credentials: creds}
 	}
-	srv, err := substituter.New(opts)
-	if err != nil {
-		return err
+	cache, err := substituter.New(opts)
+	if err != nil || !f.registry {
+		return cache, err
 	}
-	ln, err := net.Listen("tcp", *listen)
+	comp, err := spec.ParseLayerCompression(f.layerCompression)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ropts := imageregistry.Options{
+		Backends: backends, AccessLog: accessLog != nil, AccessLogTo: accessLog, CacheTTL: f.cacheTTL,
+		Image: image.Options{MaxLayers: f.maxLayers, Compression: comp},
+	}
+	if f.names != "" {
+		if ropts.Names, err = imageregistry.LoadNames(f.names); err != nil {
+			return nil, err
+		}
+	}
+	reg, err := imageregistry.New(ropts)
+	if err != nil {
+		return nil, err
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
+			reg.ServeHTTP(w, r)
+			return
+		}
+		cache.ServeHTTP(w, r)
+	}), nil
+}
+
+// openBlobCache makes the NAR cache of --blob-cache-size (nil if 0).
+func openBlobCache(f *serveFlags, backends *serving.Backends) (*serving.BlobCache, error) {
+	size, err := parseSize(f.blobCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --blob-cache-size: %v", errUsage, err)
+	}
+	if size == 0 {
+		return nil, nil
+	}
+	return serving.NewBlobCache(backends, serving.BlobCacheOptions{Dir: f.blobCacheDir, MaxBytes: size})
+}
+
+// listenAndServe serves h on addr until ctx ends, then shuts down,
+// letting requests in progress finish for up to 30s. ready is called
+// once the listener is open.
+func listenAndServe(ctx context.Context, addr string, h http.Handler, ready func(addr string)) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -154,9 +297,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	for i, b := range opts.Backends {
-		slog.Info("serving", "url", "http://"+ln.Addr().String(), "from", b.Name, "upload", *upload && i == 0)
-	}
+	ready(ln.Addr().String())
 	select {
 	case err := <-errc:
 		return err

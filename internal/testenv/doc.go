@@ -26,6 +26,7 @@
 //	tokenserver.go   TokenServer, TokenOptions, StartTokenServer (token auth)
 //	credhelper.go    CredentialHelper (a docker-credential-NAME script)
 //	nginx.go         NginxProxy, StartNginxProxy (a proxy with a body limit)
-//	net.go           FreePort, WaitHTTP
+//	net.go           FreePort, StartOnFreePort, WaitHTTP, WaitServer
+//	data.go          SampleData
 //	binary.go        BuildBinary, CleanupBinaries, Main
 package testenv

@@ -2,16 +2,20 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago: it
 // binds port 0, reads the port the kernel picked, and closes the listener.
+// Another process may take the port before a server binds it: start
+// servers with StartOnFreePort, which retries on another port then.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -22,6 +26,47 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// ErrAddrInUse: a server could not bind the address it was given.
+var ErrAddrInUse = errors.New("address already in use")
+
+// startAttempts bounds StartOnFreePort's tries. Losing the race for a
+// just-freed port twice in a row is already rare.
+const startAttempts = 5
+
+// StartOnFreePort calls start with "127.0.0.1:PORT" for a port from
+// FreePort and, while start fails with ErrAddrInUse (the port was taken
+// between FreePort closing it and the server binding it), again with
+// another port, up to 5 times. It returns the address start succeeded
+// with; any other error, or running out of tries, fails the test.
+func StartOnFreePort(t testing.TB, start func(addr string) error) string {
+	t.Helper()
+	return startOnPorts(t, func() int { return FreePort(t) }, start)
+}
+
+func startOnPorts(t testing.TB, port func() int, start func(addr string) error) string {
+	t.Helper()
+	var err error
+	for range startAttempts {
+		addr := fmt.Sprintf("127.0.0.1:%d", port())
+		if err = start(addr); err == nil {
+			return addr
+		}
+		if !errors.Is(err, ErrAddrInUse) {
+			t.Fatalf("starting a server on %s: %v", addr, err)
+		}
+		t.Logf("%s was taken before the server bound it; trying another port", addr)
+	}
+	t.Fatalf("starting a server: %d ports in a row were taken before it bound them; last: %v", startAttempts, err)
+	return ""
+}
+
+// BindFailed reports whether a server's output says it could not bind
+// its address: Go servers print "bind: address already in use", nginx
+// "(98: Address already in use)".
+func BindFailed(output string) bool {
+	return strings.Contains(strings.ToLower(output), "address already in use")
+}
+
 // WaitHTTP polls url with GET until it answers with one of okStatus (any 2xx
 // when none is given) or until timeout has passed, then fails the test with
 // the last status or error seen.
@@ -30,6 +75,13 @@ func WaitHTTP(t testing.TB, url string, timeout time.Duration, okStatus ...int) 
 	if err := waitHTTP(url, timeout, nil, okStatus...); err != nil {
 		t.Fatalf("WaitHTTP: %v", err)
 	}
+}
+
+// WaitServer is WaitHTTP for a server process: it returns an error
+// instead of failing the test, and gives up as soon as exited is closed
+// (the process died), abandoning a request in flight.
+func WaitServer(url string, timeout time.Duration, exited <-chan struct{}, okStatus ...int) error {
+	return waitHTTP(url, timeout, exited, okStatus...)
 }
 
 // waitHTTP is WaitHTTP returning an error. It also gives up early if exited

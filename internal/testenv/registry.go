@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -52,7 +53,7 @@ type Registry struct {
 
 	t     testing.TB
 	exe   string
-	token bool // token authentication: GET /v2/ answers 401
+	token *TokenServer // token authentication: GET /v2/ answers 401
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -61,18 +62,24 @@ type Registry struct {
 	starts  int
 }
 
-// StartRegistry starts docker-registry on a free 127.0.0.1 port with storage
-// in a temp dir and waits (with a deadline) until GET /v2/ answers: 200
+// StartRegistry starts docker-registry on a free 127.0.0.1 port (another
+// one if the port is taken before it binds it, see StartOnFreePort) with
+// storage in a temp dir and waits (with a deadline) until GET /v2/ answers: 200
 // without auth, 401 with auth. The config is version 0.1, filesystem storage,
 // delete enabled, log level warn and, when opts.User is set, htpasswd auth
 // (the file made with htpasswd -B). t.Cleanup stops the registry and, if the
 // test failed, logs the tail of its log file.
 func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	t.Helper()
+	return startRegistry(t, opts, func() int { return FreePort(t) })
+}
+
+// startRegistry is StartRegistry on ports from port.
+func startRegistry(t testing.TB, opts RegistryOptions, port func() int) *Registry {
+	t.Helper()
 	exe := Tool(t, cmp.Or(opts.Program, "docker-registry"))
 	base := t.TempDir()
 	r := &Registry{
-		Addr:       fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
 		Dir:        filepath.Join(base, "storage"),
 		ConfigFile: filepath.Join(base, "config.yml"),
 		LogFile:    filepath.Join(base, "registry.log"),
@@ -80,7 +87,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		Password:   opts.Password,
 		t:          t,
 		exe:        exe,
-		token:      opts.Token != nil,
+		token:      opts.Token,
 	}
 	if err := os.Mkdir(r.Dir, 0o755); err != nil {
 		t.Fatalf("StartRegistry: %v", err)
@@ -90,22 +97,12 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	if _, err := rand.Read(secret); err != nil {
 		t.Fatalf("StartRegistry: %v", err)
 	}
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "version: 0.1\n")
-	fmt.Fprintf(&cfg, "log:\n  level: warn\n  accesslog:\n    disabled: true\n")
-	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", yamlString(r.Dir))
-	fmt.Fprintf(&cfg, "http:\n  addr: %s\n  secret: %s\n", yamlString(r.Addr), hex.EncodeToString(secret))
-	if opts.Token != nil {
-		cfg.WriteString(opts.Token.registryConfig())
-	} else if opts.User != "" {
-		htpasswdFile := filepath.Join(base, "htpasswd")
+	htpasswdFile := ""
+	if opts.User != "" {
+		htpasswdFile = filepath.Join(base, "htpasswd")
 		cmd := Cmd(t, "htpasswd", "-i", "-B", "-c", htpasswdFile, opts.User)
 		cmd.Stdin = strings.NewReader(opts.Password)
 		RunCmd(t, cmd)
-		fmt.Fprintf(&cfg, "auth:\n  htpasswd:\n    realm: nixoci-test\n    path: %s\n", yamlString(htpasswdFile))
-	}
-	if err := os.WriteFile(r.ConfigFile, []byte(cfg.String()), 0o644); err != nil {
-		t.Fatalf("StartRegistry: %v", err)
 	}
 
 	t.Cleanup(func() {
@@ -114,8 +111,32 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 			t.Logf("docker-registry %s log (%s), last lines:\n%s", r.Addr, r.LogFile, r.logTail())
 		}
 	})
-	r.Start()
+	startOnPorts(t, port, func(addr string) error {
+		r.Addr = addr
+		if err := r.writeConfig(hex.EncodeToString(secret), htpasswdFile); err != nil {
+			return err
+		}
+		return r.start()
+	})
 	return r
+}
+
+// writeConfig writes the registry's config.yml for r.Addr.
+func (r *Registry) writeConfig(secret, htpasswdFile string) error {
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "version: 0.1\n")
+	fmt.Fprintf(&cfg, "log:\n  level: warn\n  accesslog:\n    disabled: true\n")
+	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", yamlString(r.Dir))
+	fmt.Fprintf(&cfg, "http:\n  addr: %s\n  secret: %s\n", yamlString(r.Addr), secret)
+	if r.token != nil {
+		cfg.WriteString(r.token.registryConfig())
+	} else if htpasswdFile != "" {
+		fmt.Fprintf(&cfg, "auth:\n  htpasswd:\n    realm: nixoci-test\n    path: %s\n", yamlString(htpasswdFile))
+	}
+	if err := os.WriteFile(r.ConfigFile, []byte(cfg.String()), 0o644); err != nil {
+		return fmt.Errorf("StartRegistry: %w", err)
+	}
+	return nil
 }
 
 // Ref returns "127.0.0.1:PORT/" + repo.
@@ -129,17 +150,29 @@ func (r *Registry) URL() string { return "http://" + r.Addr }
 // within the deadline or exits (for example because the port was taken in
 // the meantime).
 func (r *Registry) Start() {
-	t := r.t
-	t.Helper()
+	r.t.Helper()
+	if err := r.start(); err != nil {
+		r.t.Fatalf("Registry.Start: %v", err)
+	}
+}
+
+// start starts the registry on r.Addr and waits until it is ready. It is
+// ErrAddrInUse when the registry exited because it could not bind r.Addr.
+func (r *Registry) start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cmd != nil {
-		t.Fatalf("Registry.Start: docker-registry %s is already running (pid %d)", r.Addr, r.cmd.Process.Pid)
+		return fmt.Errorf("docker-registry %s is already running (pid %d)", r.Addr, r.cmd.Process.Pid)
 	}
 	r.starts++
 	logf, err := os.OpenFile(r.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		t.Fatalf("Registry.Start: %v", err)
+		return err
+	}
+	logStart, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		logf.Close()
+		return err
 	}
 	fmt.Fprintf(logf, "--- testenv: start #%d of docker-registry on %s at %s ---\n", r.starts, r.Addr, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(r.exe, "serve", r.ConfigFile)
@@ -148,7 +181,7 @@ func (r *Registry) Start() {
 	err = cmd.Start()
 	logf.Close() // the child has its own copy
 	if err != nil {
-		t.Fatalf("Registry.Start: starting %s: %v", CommandLine(cmd.Args), err)
+		return fmt.Errorf("starting %s: %w", CommandLine(cmd.Args), err)
 	}
 	r.cmd = cmd
 	r.exited = make(chan struct{})
@@ -158,21 +191,27 @@ func (r *Registry) Start() {
 	}(r.exited)
 
 	want := http.StatusOK
-	if r.User != "" || r.token {
+	if r.User != "" || r.token != nil {
 		want = http.StatusUnauthorized
 	}
 	if err := waitHTTP(r.URL()+"/v2/", registryReadyTimeout, r.exited, want); err != nil {
 		exitMsg := "it was still running and has been killed"
+		exited := false
 		select {
 		case <-r.exited:
-			exitMsg = fmt.Sprintf("it exited: %v", r.waitErr)
+			exitMsg, exited = fmt.Sprintf("it exited: %v", r.waitErr), true
 		default:
 			r.kill()
 		}
 		r.cmd = nil
-		t.Fatalf("docker-registry on %s (%s) is not ready: %v\n%s\nlog (%s), last lines:\n%s",
+		err = fmt.Errorf("docker-registry on %s (%s) is not ready: %w\n%s\nlog (%s), last lines:\n%s",
 			r.Addr, CommandLine(cmd.Args), err, exitMsg, r.LogFile, r.logTail())
+		if exited && BindFailed(r.logSince(logStart)) {
+			err = fmt.Errorf("%w: %w", ErrAddrInUse, err)
+		}
+		return err
 	}
+	return nil
 }
 
 // Stop stops the registry (SIGTERM, then SIGKILL after a deadline) and waits
@@ -208,6 +247,15 @@ func (r *Registry) Stop() {
 func (r *Registry) kill() {
 	_ = r.cmd.Process.Kill()
 	<-r.exited
+}
+
+// logSince returns the log file from offset on.
+func (r *Registry) logSince(offset int64) string {
+	data, err := os.ReadFile(r.LogFile)
+	if err != nil || offset > int64(len(data)) {
+		return ""
+	}
+	return string(data[offset:])
 }
 
 // logTail returns the last lines of the log file.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -545,6 +546,54 @@ func TestFreePort(t *testing.T) {
 		t.Fatalf("port %d from FreePort cannot be bound: %v", p, err)
 	}
 	l.Close()
+}
+
+// TestStartRegistryRetriesTakenPort: when the port FreePort found is
+// taken before the registry binds it, StartRegistry tries another.
+func TestStartRegistryRetriesTakenPort(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	takenPort := taken.Addr().(*net.TCPAddr).Port
+	var offered []int
+	r := startRegistry(t, RegistryOptions{}, func() int {
+		p := FreePort(t)
+		if len(offered) == 0 {
+			p = takenPort
+		}
+		offered = append(offered, p)
+		return p
+	})
+	if len(offered) != 2 || r.Addr != fmt.Sprintf("127.0.0.1:%d", offered[1]) {
+		t.Errorf("ports offered %v, registry on %s; want the taken port %d, then another it runs on", offered, r.Addr, takenPort)
+	}
+	if status, _ := httpStatus(t, "GET", r.URL()+"/v2/", "", "", nil); status != http.StatusOK {
+		t.Errorf("GET /v2/ after the retry: %d", status)
+	}
+	if log, _ := os.ReadFile(r.LogFile); !BindFailed(string(log)) {
+		t.Errorf("the first start did not fail binding %d; log:\n%s", takenPort, log)
+	}
+}
+
+// TestStartOnFreePortGivesUp: other errors, or only taken ports, fail the
+// test instead of looping.
+func TestStartOnFreePortGivesUp(t *testing.T) {
+	tries := 0
+	f := runFake(t, func(tb testing.TB) {
+		StartOnFreePort(tb, func(string) error { tries++; return fmt.Errorf("bind: %w", ErrAddrInUse) })
+	})
+	if len(f.fatals) != 1 || tries != startAttempts {
+		t.Errorf("always taken: %d tries, fatals %q; want %d tries and one fatal", tries, f.fatals, startAttempts)
+	}
+	tries = 0
+	f = runFake(t, func(tb testing.TB) {
+		StartOnFreePort(tb, func(string) error { tries++; return errors.New("config is broken") })
+	})
+	if len(f.fatals) != 1 || !strings.Contains(f.fatals[0], "config is broken") || tries != 1 {
+		t.Errorf("another error: %d tries, fatals %q; want one try and a fatal naming it", tries, f.fatals)
+	}
 }
 
 func TestWaitHTTP(t *testing.T) {

@@ -1,4 +1,4 @@
-package substituter
+package serving
 
 import "time"
 

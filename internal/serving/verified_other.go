@@ -1,6 +1,6 @@
 //go:build !linux
 
-package substituter
+package serving
 
 import (
 	"io"

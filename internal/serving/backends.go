@@ -1,0 +1,143 @@
+package serving
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nixoci/nixoci/backend"
+)
+
+// Backend is one place artifacts are read from.
+type Backend struct {
+	Name   string // shown in logs, e.g. "oci:/srv/nix" or "ghcr.io/me/nix"
+	Target backend.Target
+}
+
+// BackendOptions configure Backends. Zero values mean the documented
+// defaults.
+type BackendOptions struct {
+	// Timeout bounds each metadata request to a backend (narinfo and
+	// manifest lookups, blob lookups); default 20s. Blob bodies are not
+	// bounded in total.
+	Timeout time.Duration
+	// MaxRequests bounds concurrent backend operations; default 64.
+	MaxRequests int
+	// CacheSize is the number of blob locations and verified blob files
+	// kept in memory; default 50000.
+	CacheSize int
+	// CacheTTL is how long a blob location is remembered; default 10
+	// minutes.
+	CacheTTL time.Duration
+	// Metrics receives backend, cache and blob counts; default a new
+	// Metrics.
+	Metrics *Metrics
+}
+
+// Backends are the places the servers of one listener read from, tried
+// in order, with what every handler shares: the bound on concurrent
+// backend requests, the metadata timeout, where blobs were found, which
+// blob files were verified whole, and the metrics.
+type Backends struct {
+	list     []Backend
+	opts     BackendOptions
+	sem      chan struct{}
+	blobs    *LRU[BlobLocation] // digest -> where the blob is
+	verified *LRU[fileID]       // digest -> identity of the file hashed whole
+
+	resolveBlob, fetchBlob *Op
+	blobCache              *Cache
+}
+
+// NewBackends makes Backends of list, which must not be empty.
+func NewBackends(list []Backend, opts BackendOptions) (*Backends, error) {
+	if len(list) == 0 {
+		return nil, errors.New("serving: no backend")
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 20 * time.Second
+	}
+	if opts.MaxRequests <= 0 {
+		opts.MaxRequests = 64
+	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = 50000
+	}
+	if opts.CacheTTL == 0 {
+		opts.CacheTTL = 10 * time.Minute
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	return &Backends{
+		list:     list,
+		opts:     opts,
+		sem:      make(chan struct{}, opts.MaxRequests),
+		blobs:    NewLRU[BlobLocation](opts.CacheSize),
+		verified: NewLRU[fileID](opts.CacheSize),
+
+		resolveBlob: opts.Metrics.Op("resolve_blob"),
+		fetchBlob:   opts.Metrics.Op("fetch_blob"),
+		blobCache:   opts.Metrics.Cache("blob"),
+	}, nil
+}
+
+// List returns the backends in order; the caller must not change it.
+func (b *Backends) List() []Backend { return b.list }
+
+// Timeout is the bound on one metadata request.
+func (b *Backends) Timeout() time.Duration { return b.opts.Timeout }
+
+// Metrics returns the metrics every handler over b counts into.
+func (b *Backends) Metrics() *Metrics { return b.opts.Metrics }
+
+// acquire takes a backend slot; it fails when ctx ends first.
+func (b *Backends) acquire(ctx context.Context) (release func(), err error) {
+	select {
+	case b.sem <- struct{}{}:
+		return func() { <-b.sem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Ask asks each backend in order, one request at a time within the bound
+// on backend concurrency, counted and timed as op, and returns the first answer with
+// the backend's index. "Not found" everywhere is found false with a nil
+// error; failures of backends that had no answer are joined in the error.
+func Ask[T any](ctx context.Context, b *Backends, op *Op, ask func(context.Context, backend.Target) (T, error)) (v T, index int, found bool, err error) {
+	var errs []error
+	for i, be := range b.list {
+		release, err := b.acquire(ctx)
+		if err != nil {
+			return v, 0, false, err
+		}
+		start := time.Now()
+		got, err := ask(ctx, be.Target)
+		release()
+		op.Observe(start, err)
+		if IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", be.Name, err))
+			continue
+		}
+		return got, i, true, nil
+	}
+	return v, 0, false, errors.Join(errs...)
+}
+
+// Ping checks every backend and returns one line per failing one.
+func (b *Backends) Ping(ctx context.Context) []string {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
+	defer cancel()
+	var failed []string
+	for _, be := range b.list {
+		if err := be.Target.Ping(ctx); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", be.Name, err))
+		}
+	}
+	return failed
+}

@@ -1,0 +1,265 @@
+package serving
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nixoci/nixoci/backend"
+)
+
+// BlobCache keeps blobs fetched ahead of a client on local disk, so the
+// request that follows (Nix asks for a NAR right after its narinfo)
+// finds the bytes ready instead of waiting a round trip to a remote
+// registry. Blobs are verified against their digest while they are
+// written and renamed into place only when complete; a cached file is
+// served like a verified layout file (sendfile). The cache holds at most
+// its size limit, evicting the least recently used; a blob larger than a
+// quarter of the limit is never cached (it streams from the backend).
+//
+// The directory is the process's own: its files are removed at start and
+// at Close, so serve processes never share one.
+type BlobCache struct {
+	b    *Backends
+	dir  string
+	max  int64
+	sem  chan struct{}
+	size int64
+
+	mu       sync.Mutex
+	entries  map[digest.Digest]*list.Element // complete files, most recent first
+	lru      *list.List
+	inflight map[digest.Digest]*blobFill
+
+	fills *prometheus.CounterVec
+	hits  *prometheus.CounterVec
+	bytes prometheus.GaugeFunc
+}
+
+type cachedBlob struct {
+	d    digest.Digest
+	size int64
+}
+
+type blobFill struct {
+	done chan struct{}
+	err  error
+}
+
+// BlobCacheOptions configure NewBlobCache.
+type BlobCacheOptions struct {
+	// Dir holds the cached files; default a new directory under
+	// os.TempDir(). Its files are removed at start and at Close.
+	Dir string
+	// MaxBytes bounds the disk used; required (> 0).
+	MaxBytes int64
+	// Jobs bounds concurrent fills; default 8.
+	Jobs int
+}
+
+// NewBlobCache makes a BlobCache over b's backends, counting into b's
+// metrics.
+func NewBlobCache(b *Backends, opts BlobCacheOptions) (*BlobCache, error) {
+	if opts.MaxBytes <= 0 {
+		return nil, errors.New("serving: blob cache without a size")
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = 8
+	}
+	dir := opts.Dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "nixoci-serve-blobs-"); err != nil {
+			return nil, err
+		}
+	} else if err := clearDir(dir); err != nil {
+		return nil, fmt.Errorf("blob cache %s: %w", dir, err)
+	}
+	c := &BlobCache{
+		b: b, dir: dir, max: opts.MaxBytes, sem: make(chan struct{}, opts.Jobs),
+		entries: map[digest.Digest]*list.Element{}, lru: list.New(), inflight: map[digest.Digest]*blobFill{},
+		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixoci_blob_cache_fills_total", Help: "Blobs fetched ahead into the local blob cache, by outcome.",
+		}, []string{"outcome"}),
+		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixoci_blob_cache_requests_total", Help: "Blob requests that found the blob cached, being fetched, or not cached.",
+		}, []string{"result"}),
+	}
+	c.bytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "nixoci_blob_cache_bytes", Help: "Bytes held by the local blob cache.",
+	}, func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return float64(c.size) })
+	if err := b.Metrics().Register(c.fills, c.hits, c.bytes); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// clearDir makes dir exist and empty of what a blob cache leaves.
+func clearDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() && validCacheName(e.Name()) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+	return nil
+}
+
+// validCacheName: a blob file (64 hex digits) or a partial one.
+func validCacheName(name string) bool {
+	base, _, _ := strings.Cut(name, ".")
+	return len(base) == 64 && digest.NewDigestFromEncoded(digest.SHA256, base).Validate() == nil
+}
+
+// Close removes the cached files.
+func (c *BlobCache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for d := range c.entries {
+		os.Remove(c.path(d))
+	}
+	c.entries, c.size = map[digest.Digest]*list.Element{}, 0
+	c.lru.Init()
+	return nil
+}
+
+func (c *BlobCache) path(d digest.Digest) string { return filepath.Join(c.dir, d.Encoded()) }
+
+// Prefetch starts fetching the blob at loc into the cache unless it is
+// there, being fetched, or too large; it does not wait.
+func (c *BlobCache) Prefetch(loc BlobLocation) {
+	d := loc.Desc.Digest
+	if loc.Desc.Size > c.max/4 || d.Validate() != nil {
+		return
+	}
+	c.mu.Lock()
+	if _, ok := c.entries[d]; ok {
+		c.mu.Unlock()
+		return
+	}
+	if _, ok := c.inflight[d]; ok {
+		c.mu.Unlock()
+		return
+	}
+	f := &blobFill{done: make(chan struct{})}
+	c.inflight[d] = f
+	c.mu.Unlock()
+	go func() {
+		f.err = c.fill(loc)
+		c.mu.Lock()
+		delete(c.inflight, d)
+		c.mu.Unlock()
+		close(f.done)
+		outcome := "ok"
+		if f.err != nil {
+			outcome = "failed"
+			slog.Debug("blob prefetch failed; the blob streams from the backend when asked", "digest", d.String(), "err", f.err)
+		}
+		c.fills.WithLabelValues(outcome).Inc()
+	}()
+}
+
+// fill downloads one blob, verified, into the cache.
+func (c *BlobCache) fill(loc BlobLocation) error {
+	c.sem <- struct{}{}
+	defer func() { <-c.sem }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	rc, err := c.b.OpenBlob(ctx, loc)
+	if err != nil {
+		return err
+	}
+	vr, err := backend.VerifyReader(rc, loc.Desc)
+	if err != nil {
+		return err
+	}
+	defer vr.Close()
+	d := loc.Desc.Digest
+	tmp, err := os.CreateTemp(c.dir, d.Encoded()+".part-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	_, err = io.Copy(tmp, vr)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := os.Rename(tmp.Name(), c.path(d)); err != nil {
+		return err
+	}
+	f, err := os.Open(c.path(d))
+	if err != nil {
+		return err
+	}
+	if _, id, ok := fileIdentity(f); ok {
+		c.b.verified.Put(d.String(), id, verifiedTTL)
+	}
+	f.Close()
+	c.entries[d] = c.lru.PushFront(cachedBlob{d, loc.Desc.Size})
+	c.size += loc.Desc.Size
+	for c.size > c.max && c.lru.Len() > 1 {
+		old := c.lru.Back()
+		e := old.Value.(cachedBlob)
+		c.lru.Remove(old)
+		delete(c.entries, e.d)
+		c.size -= e.size
+		os.Remove(c.path(e.d)) // a reader holding it open keeps its bytes
+	}
+	return nil
+}
+
+// Open returns the cached file of the blob with digest d, waiting (within
+// ctx) for a fetch in progress; nil if the blob is not cached.
+func (c *BlobCache) Open(ctx context.Context, d digest.Digest) *os.File {
+	c.mu.Lock()
+	f, filling := c.inflight[d]
+	c.mu.Unlock()
+	result := "cached"
+	if filling {
+		result = "waited"
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	c.mu.Lock()
+	el, ok := c.entries[d]
+	if ok {
+		c.lru.MoveToFront(el)
+	}
+	c.mu.Unlock()
+	if !ok {
+		c.hits.WithLabelValues("missed").Inc()
+		return nil
+	}
+	file, err := os.Open(c.path(d))
+	if err != nil {
+		c.hits.WithLabelValues("missed").Inc()
+		return nil // evicted meanwhile
+	}
+	c.hits.WithLabelValues(result).Inc()
+	return file
+}

@@ -1,0 +1,103 @@
+package serving
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// HandlerOptions configure Handler. Metrics and Route are required.
+type HandlerOptions struct {
+	Metrics *Metrics
+	// Route gives a request's route for metrics, one of a small fixed
+	// set resolved with Metrics.Route.
+	Route func(*http.Request) *Route
+	// Logger receives error logs, 5xx answers included; default
+	// slog.Default().
+	Logger *slog.Logger
+	// AccessLog, if set, receives every request that is not a 5xx.
+	AccessLog *AccessLog
+	// BadPath answers a request whose path has escapes, empty or dot
+	// segments; default a plain-text 400.
+	BadPath func(http.ResponseWriter)
+}
+
+// Handler wraps next with what every server of nixoci does to a
+// request: it refuses paths no valid request has before they reach next
+// (and a backend), and counts and logs each request. Headers are never
+// logged: they may carry credentials.
+func Handler(next http.Handler, opts HandlerOptions) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.BadPath == nil {
+		opts.BadPath = func(w http.ResponseWriter) { http.Error(w, "bad path", http.StatusBadRequest) }
+	}
+	return &handler{next: next, opts: opts}
+}
+
+type handler struct {
+	next http.Handler
+	opts HandlerOptions
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	m := h.opts.Metrics
+	m.inflight.Inc()
+	defer m.inflight.Dec()
+	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
+	route := h.opts.Route(r)
+	defer func() {
+		d := time.Since(start)
+		route.observe(r.Method, rw.status, rw.bytes, d)
+		switch {
+		case rw.status >= 500:
+			h.opts.Logger.Error("request", "method", r.Method, "path", r.URL.EscapedPath(),
+				"status", rw.status, "bytes", rw.bytes, "duration", d.Round(time.Microsecond), "remote", r.RemoteAddr)
+		case h.opts.AccessLog != nil:
+			h.opts.AccessLog.log(r, rw.status, rw.bytes, start, d)
+		}
+	}()
+	// Every valid path is plain ASCII without escapes or dot segments;
+	// refuse anything else before it reaches a backend.
+	if strings.Contains(r.RequestURI, "%") || strings.Contains(r.URL.Path, "..") || strings.Contains(r.URL.Path, "//") {
+		h.opts.BadPath(rw)
+		return
+	}
+	h.next.ServeHTTP(rw, r)
+}
+
+// recorder captures the status and body size of a response.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wroteHeader = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps sendfile(2) working for files served through recorder.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	r.wroteHeader = true
+	n, err := io.Copy(r.ResponseWriter, src)
+	r.bytes += n
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

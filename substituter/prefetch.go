@@ -1,0 +1,307 @@
+package substituter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/catalog"
+	"github.com/nixoci/nixoci/spec"
+)
+
+// Nix asks for narinfos about one at a time, so with a registry far away
+// every cold lookup costs a round trip on Nix's critical path. Serve
+// knows more than Nix: a closure lists its paths, a narinfo its
+// references. When Nix asks for a path serve had not seen, serve learns
+// what comes next and fetches it ahead, within its own bound on
+// concurrent requests, into the narinfo cache Nix's later requests read:
+//
+//   - a path that roots a stored closure (the catalog knows it, or the
+//     closure is a referrer of its manifest, SPEC.md 5.3): the closure's
+//     path manifests, by digest;
+//   - any other path: its references, then theirs, once each.
+//
+// Each path is fetched at most once per cache lifetime, whether Nix or
+// the prefetcher asks first (they share the lookup), so the requests for
+// one closure stay within its size plus the few that find the closure.
+// A failure only leaves the path to be fetched when Nix asks; it is never
+// remembered as "not found".
+
+// prefetcher runs the fetches ahead of Nix.
+type prefetcher struct {
+	s        *Server
+	sem      chan struct{}
+	mu       sync.Mutex
+	closures map[string]time.Time // closure digest -> when it was prefetched
+	paths    *prometheus.CounterVec
+	found    *prometheus.CounterVec
+}
+
+func newPrefetcher(s *Server, jobs int) *prefetcher {
+	p := &prefetcher{
+		s:        s,
+		sem:      make(chan struct{}, jobs),
+		closures: map[string]time.Time{},
+		paths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixoci_prefetched_narinfos_total",
+			Help: "Narinfos fetched ahead of Nix, by how the path was known (closure or references) and outcome.",
+		}, []string{"via", "outcome"}),
+		found: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixoci_prefetch_closures_total",
+			Help: "Closures learned from a root Nix asked for, by where they were found (catalog or referrers).",
+		}, []string{"source"}),
+	}
+	return p
+}
+
+func (p *prefetcher) collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.paths, p.found}
+}
+
+// after starts fetching what is likely to be asked after e, which Nix
+// just asked for and serve had not cached.
+func (p *prefetcher) after(e *pathEntry, hash string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if members, ok := p.closureOf(ctx, e, hash); ok {
+			p.members(ctx, e.backend, members)
+			return
+		}
+		p.references(ctx, e)
+	}()
+}
+
+// closureOf finds the closure rooted at the path: from the catalog, else
+// from the referrers of its manifest, recording what it finds. A closure
+// prefetched a moment ago is not fetched again.
+func (p *prefetcher) closureOf(ctx context.Context, e *pathEntry, hash string) ([]catalog.Member, bool) {
+	cat := p.s.catalogs[e.backend]
+	cl, ok := cat.ClosureOf(hash)
+	source := "catalog"
+	if !ok {
+		var err error
+		if cl, err = p.fromReferrers(ctx, e); err != nil {
+			p.s.log.Debug("prefetch: no closure from referrers", "path", e.art.Info.StorePath, "err", err)
+		}
+		ok, source = cl != nil, "referrers"
+	}
+	if !ok {
+		return nil, false
+	}
+	key := cl.Descriptor.Digest.String()
+	p.mu.Lock()
+	if t, seen := p.closures[key]; seen && time.Since(t) < p.s.opts.CacheTTL {
+		p.mu.Unlock()
+		return nil, true // fetched already; nothing more to learn
+	}
+	if len(p.closures) > 10000 {
+		clear(p.closures)
+	}
+	p.closures[key] = time.Now()
+	p.mu.Unlock()
+	p.found.WithLabelValues(source).Inc()
+	return cl.Members, true
+}
+
+// fromReferrers reads the smallest version 2 closure whose subject is the
+// path's manifest and adds it to the catalog.
+func (p *prefetcher) fromReferrers(ctx context.Context, e *pathEntry) (*catalog.Closure, error) {
+	t := p.s.backends.List()[e.backend].Target
+	var best ocispec.Descriptor
+	bestCount := -1
+	release, err := p.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	err = t.Referrers(ctx, e.art.Manifest, spec.ArtifactTypeClosureV2, func(refs []ocispec.Descriptor) error {
+		for _, r := range refs {
+			n, err := strconv.Atoi(r.Annotations[spec.AnnotationPathCount])
+			if err != nil {
+				n = 1 << 30
+			}
+			if bestCount < 0 || n < bestCount {
+				best, bestCount = r, n
+			}
+		}
+		return nil
+	})
+	release()
+	if err != nil || bestCount < 0 {
+		return nil, err
+	}
+	release, err = p.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a, err := artifact.ReadClosure(ctx, t, best.Digest.String())
+	release()
+	if err != nil {
+		return nil, err
+	}
+	p.s.catalogs[e.backend].Add(a)
+	cl, _ := p.s.catalogs[e.backend].ClosureOf(spec.PathTag(e.art.Info.StorePath))
+	if cl == nil {
+		// The catalog is full: use what was read without keeping it.
+		return catalog.FromArtifact(a), nil
+	}
+	return cl, nil
+}
+
+// members fetches the closure's paths Nix has not been answered yet.
+func (p *prefetcher) members(ctx context.Context, backendIndex int, members []catalog.Member) {
+	var wg sync.WaitGroup
+	for _, m := range members {
+		if _, ok := p.s.narinfos.Get(m.Hash); ok {
+			continue
+		}
+		release, err := p.acquire(ctx)
+		if err != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer release()
+			_, err := p.s.fetchShared(ctx, m.Hash, func(ctx context.Context) (*pathEntry, error) {
+				if m.Manifest.Digest == "" {
+					return p.s.fetchPath(ctx, m.Hash)
+				}
+				return p.s.fetchPathManifest(ctx, backendIndex, m.Manifest)
+			})
+			p.count("closure", err)
+		}()
+	}
+	wg.Wait()
+}
+
+// references walks the references of e breadth first, fetching each path
+// not cached, once.
+func (p *prefetcher) references(ctx context.Context, e *pathEntry) {
+	seen := map[string]bool{spec.PathTag(e.art.Info.StorePath): true}
+	level := []*pathEntry{e}
+	for len(level) > 0 && ctx.Err() == nil {
+		var mu sync.Mutex
+		var next []*pathEntry
+		var wg sync.WaitGroup
+		for _, pe := range level {
+			for _, ref := range pe.art.Info.References {
+				h := spec.PathTag(ref)
+				if seen[h] {
+					continue
+				}
+				seen[h] = true
+				if _, ok := p.s.narinfos.Get(h); ok {
+					continue // Nix or a closure prefetch had it; its references too, likely
+				}
+				release, err := p.acquire(ctx)
+				if err != nil {
+					return
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer release()
+					got, err := p.s.fetchShared(ctx, h, func(ctx context.Context) (*pathEntry, error) { return p.s.fetchPath(ctx, h) })
+					p.count("references", err)
+					if got != nil {
+						mu.Lock()
+						next = append(next, got)
+						mu.Unlock()
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		level = next
+	}
+}
+
+func (p *prefetcher) acquire(ctx context.Context) (func(), error) {
+	select {
+	case p.sem <- struct{}{}:
+		return func() { <-p.sem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *prefetcher) count(via string, err error) {
+	outcome := "ok"
+	switch {
+	case errors.Is(err, errNotFound):
+		outcome = "not_found"
+	case err != nil:
+		outcome = "failed"
+		p.s.log.Debug("prefetch failed; the path is fetched when asked", "err", err)
+	}
+	p.paths.WithLabelValues(via, outcome).Inc()
+}
+
+// refreshCatalogs reads every backend's closures now and then every
+// interval until ctx ends.
+func (s *Server) refreshCatalogs(ctx context.Context, interval time.Duration) {
+	refresh := func() {
+		for i, c := range s.catalogs {
+			if err := c.Refresh(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("cannot read the closures of a backend; copied closures are not served until it works", "backend", s.backends.List()[i].Name, "err", err)
+			}
+		}
+	}
+	refresh()
+	close(s.ready)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			refresh()
+		}
+	}
+}
+
+// fetchPathManifest reads the path manifest desc names from a backend.
+func (s *Server) fetchPathManifest(ctx context.Context, i int, desc ocispec.Descriptor) (*pathEntry, error) {
+	t := s.backends.List()[i].Target
+	art, err := artifact.FetchPathManifest(ctx, t, desc)
+	if err != nil {
+		return nil, err
+	}
+	return s.newEntry(art, i)
+}
+
+// catalogLookup finds a path through the closures of the backends, for
+// closures copied without their path tags. Until the catalogs were read
+// once it waits for them (within ctx): a "not found" Nix would remember
+// for an hour must not come from a catalog not read yet.
+func (s *Server) catalogLookup(ctx context.Context, hash string) (*pathEntry, error) {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: waiting for the closures of the backends to be read: %w", hash, ctx.Err())
+	}
+	var errs []error
+	for i, c := range s.catalogs {
+		d, ok := c.Path(hash)
+		if !ok {
+			continue
+		}
+		e, err := s.fetchPathManifest(ctx, i, d)
+		if err == nil {
+			return e, nil
+		}
+		if !isNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return nil, errors.Join(errs...)
+}

@@ -1,0 +1,144 @@
+package substituter_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+
+	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/internal/fixture"
+	"github.com/nixoci/nixoci/spec"
+	"github.com/nixoci/nixoci/substituter"
+)
+
+func chainNames(prefix string, n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%02d", prefix, i)
+	}
+	return names
+}
+
+// prefetched is the count of narinfos fetched ahead of Nix via a way.
+func prefetched(t *testing.T, s *substituter.Server, via string) float64 {
+	v, _ := metricValue(t, s, `nixoci_prefetched_narinfos_total{outcome="ok",via="`+via+`"}`)
+	return v
+}
+
+// TestPrefetchClosureFromRoot: Nix's request for a closure's root makes
+// serve fetch every path of the closure ahead (found through the
+// referrers of the root's manifest, the catalog being off), within the
+// closure's size plus a few requests; Nix's later requests reach no
+// backend.
+func TestPrefetchClosureFromRoot(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		version  string
+		catalog  bool
+		via      string
+		overhead int // backend requests beyond one per path
+	}{
+		{"v2 from referrers", spec.ClosureVersion, false, "closure", 2},
+		{"v2 from the catalog", spec.ClosureVersion, true, "closure", 0},
+		{"v1 by references", spec.Version, false, "references", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := fixture.Layout(t)
+			names := chainNames("pf", 30)
+			_, arts := fixture.Synthetic(t, l, "chain", tc.version, "1", names...)
+			c := &counting{Target: l}
+			var interval time.Duration // default: read at start
+			if !tc.catalog {
+				interval = -1
+			}
+			s, _ := newServer(t, substituter.Options{Backends: backends(c), CatalogInterval: interval})
+			defer s.Close()
+			if tc.catalog {
+				// The first read of the catalog is done once a lookup it
+				// could answer is answered.
+				get(t, s, "/00000000000000000000000000000000.narinfo")
+				c.reset()
+			}
+			if r := get(t, s, "/"+spec.PathTag(arts[0].Info.StorePath)+".narinfo"); r.Code != 200 {
+				t.Fatalf("root narinfo: %d %s", r.Code, r.Body)
+			}
+			eventually(t, "the closure prefetched", func() bool { return prefetched(t, s, tc.via) == float64(len(arts)-1) })
+			fetches := len(c.fetchReferences()) + len(c.fetch)
+			if max := len(arts) + tc.overhead; fetches > max {
+				t.Errorf("%d manifest fetches for a closure of %d paths (at most %d):\n%s", fetches, len(arts), max, c.String())
+			}
+			c.reset()
+			for _, a := range arts {
+				if r := get(t, s, "/"+spec.PathTag(a.Info.StorePath)+".narinfo"); r.Code != 200 {
+					t.Fatalf("%s: %d", a.Info.StorePath, r.Code)
+				}
+			}
+			if n := c.total(); n != 0 {
+				t.Errorf("Nix's requests after the prefetch reached the backend %d times:\n%s", n, c.String())
+			}
+		})
+	}
+}
+
+// flaky fails every fetch of one manifest while fail is set.
+type flaky struct {
+	backend.Target
+	digest string
+	fail   atomic.Bool
+	failed atomic.Int64
+}
+
+func (f *flaky) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+	if f.fail.Load() && d.Digest.String() == f.digest {
+		f.failed.Add(1)
+		return nil, fmt.Errorf("test: %w", backend.ErrRegistry)
+	}
+	return f.Target.Fetch(ctx, d)
+}
+
+func (f *flaky) FetchReference(ctx context.Context, ref string) (ocispec.Descriptor, io.ReadCloser, error) {
+	if f.fail.Load() && ref == f.digest {
+		f.failed.Add(1)
+		return ocispec.Descriptor{}, nil, fmt.Errorf("test: %w", backend.ErrRegistry)
+	}
+	return f.Target.FetchReference(ctx, ref)
+}
+
+// TestPrefetchFailureIsNotNotFound: a backend failure during prefetch
+// leaves the path to be fetched when Nix asks; it never turns into 404,
+// even for a path found only through a closure copied without tags.
+func TestPrefetchFailureIsNotNotFound(t *testing.T) {
+	src := fixture.Layout(t)
+	_, arts := fixture.Synthetic(t, src, "chain", spec.ClosureVersion, "2", chainNames("pff", 8)...)
+	l := fixture.Layout(t)
+	if _, err := oras.Copy(t.Context(), src, "chain", l, "chain", oras.DefaultCopyOptions); err != nil {
+		t.Fatal(err)
+	}
+	f := &flaky{Target: l, digest: arts[4].Manifest.Digest.String()}
+	f.fail.Store(true)
+	s, _ := newServer(t, substituter.Options{Backends: backends(f)})
+	defer s.Close()
+	if r := get(t, s, "/"+spec.PathTag(arts[0].Info.StorePath)+".narinfo"); r.Code != 200 {
+		t.Fatalf("root of the copied closure: %d %s", r.Code, r.Body)
+	}
+	eventually(t, "the prefetch to finish", func() bool {
+		v, _ := metricValue(t, s, `nixoci_prefetched_narinfos_total{outcome="failed",via="closure"}`)
+		return v == 1 && prefetched(t, s, "closure") == 6
+	})
+	if r := get(t, s, "/"+spec.PathTag(arts[4].Info.StorePath)+".narinfo"); r.Code != 502 {
+		t.Errorf("while the backend fails: %d, want 502", r.Code)
+	}
+	f.fail.Store(false)
+	if r := get(t, s, "/"+spec.PathTag(arts[4].Info.StorePath)+".narinfo"); r.Code != 200 {
+		t.Errorf("after the backend recovered: %d, want 200", r.Code)
+	}
+	if f.failed.Load() < 2 {
+		t.Errorf("the failure was injected %d times, want the prefetch's and Nix's", f.failed.Load())
+	}
+}
