@@ -7,24 +7,14 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 
 	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/nixoci/nixoci/backend"
 )
 
-// byteSize is a flag holding a size in bytes: a number with an optional
-// unit, K/KiB, M/MiB or G/GiB (powers of 1024, as nginx's
-// client_max_body_size counts: "16m" is 16 MiB) or kB, MB, GB (powers
-// of 1000).
+// byteSize is a flag holding a size in bytes, as parseSize reads it.
 type byteSize int64
-
-var sizeUnits = map[string]int64{
-	"": 1, "b": 1,
-	"k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30,
-	"kb": 1e3, "mb": 1e6, "gb": 1e9,
-}
 
 func (s *byteSize) String() string {
 	n := int64(*s)
@@ -40,20 +30,15 @@ func (s *byteSize) String() string {
 }
 
 func (s *byteSize) Set(v string) error {
-	num := strings.TrimRight(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-	unit, ok := sizeUnits[strings.ToLower(strings.TrimSpace(v[len(num):]))]
-	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-	if !ok || err != nil || n < 0 || n > (1<<62)/unit {
-		return fmt.Errorf("%q is not a size (e.g. 8MiB, 16m, 1048576)", v)
-	}
-	*s = byteSize(n * unit)
-	return nil
+	n, err := parseSize(v)
+	*s = byteSize(n)
+	return err
 }
 
 // chunkSizeFlag defines --chunk-size on fs.
 func chunkSizeFlag(fs *flag.FlagSet) *byteSize {
 	s := byteSize(backend.DefaultChunkSize)
-	fs.Var(&s, "chunk-size", "upload blobs larger than this to registries in chunks of this size, so that they pass proxies with a request body limit (nginx's client_max_body_size, Cloudflare's 100 MB); 0 sends every blob in one request")
+	fs.Var(&s, "chunk-size", "upload blobs larger than this to registries in chunks of this size (e.g. 4MiB), so that they pass proxies with a request body limit (nginx's client_max_body_size, Cloudflare's 100 MB); 0 sends every blob in one request")
 	return &s
 }
 

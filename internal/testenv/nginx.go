@@ -46,30 +46,77 @@ type NginxRequest struct {
 }
 
 // StartNginxProxy starts nginx as a proxy for upstream ("host:port",
-// spoken to over plain HTTP) on a free 127.0.0.1 port and waits until it
-// passes GET /v2/ on. nginx runs in the foreground as one process
-// (master_process off), as root (user root: the temp dirs are the
+// spoken to over plain HTTP) on a free 127.0.0.1 port (another one if the
+// port is taken before nginx binds it, see StartOnFreePort) and waits
+// until it passes GET /v2/ on. nginx runs in the foreground as one
+// process (master_process off), as root (user root: the temp dirs are the
 // test's); t.Cleanup stops it and, if the test failed, logs its error log.
 func StartNginxProxy(t testing.TB, upstream string, opts NginxOptions) *NginxProxy {
 	t.Helper()
 	exe := Tool(t, "nginx")
 	dir := t.TempDir()
-	p := &NginxProxy{
-		Addr:      fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
-		Upstream:  upstream,
-		Dir:       dir,
-		AccessLog: filepath.Join(dir, "access.log"),
-	}
+	p := &NginxProxy{Upstream: upstream, Dir: dir, AccessLog: filepath.Join(dir, "access.log")}
 	errorLog := filepath.Join(dir, "error.log")
-	var body strings.Builder
+	logs := func() string {
+		data, _ := os.ReadFile(errorLog)
+		return tail(string(data), 8192)
+	}
+	StartOnFreePort(t, func(addr string) error {
+		p.Addr = addr
+		confFile := filepath.Join(dir, "nginx.conf")
+		if err := os.WriteFile(confFile, []byte(nginxConfig(p, errorLog, opts)), 0o644); err != nil {
+			return err
+		}
+		os.Remove(errorLog)
+		cmd := exec.Command(exe, "-p", dir, "-c", confFile, "-e", errorLog)
+		cmd.SysProcAttr = childProcAttr()
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("%s: %w", CommandLine(cmd.Args), err)
+		}
+		exited := make(chan struct{})
+		var waitErr error
+		go func() { waitErr = cmd.Wait(); close(exited) }()
+		err := waitHTTP(p.URL()+"/v2/", registryReadyTimeout, exited, http.StatusOK, http.StatusUnauthorized)
+		select {
+		case <-exited:
+			if BindFailed(logs()) {
+				return ErrAddrInUse
+			}
+			return fmt.Errorf("nginx (%s) exited: %v\n%s", CommandLine(cmd.Args), waitErr, logs())
+		default:
+		}
+		if err != nil {
+			_ = cmd.Process.Kill()
+			<-exited
+			return fmt.Errorf("nginx (%s) is not ready: %w\n%s", CommandLine(cmd.Args), err, logs())
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(registryStopTimeout):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+			if t.Failed() {
+				t.Logf("nginx %s (proxy for %s) error log:\n%s", p.Addr, upstream, logs())
+			}
+		})
+		return nil
+	})
+	return p
+}
+
+// nginxConfig is the configuration of p.
+func nginxConfig(p *NginxProxy, errorLog string, opts NginxOptions) string {
+	var limit, refuse string
 	if opts.MaxBodySize != "" {
-		fmt.Fprintf(&body, "    client_max_body_size %s;\n", opts.MaxBodySize)
+		limit = fmt.Sprintf("    client_max_body_size %s;\n", opts.MaxBodySize)
 	}
-	refuse := ""
 	if opts.RefusePatch {
-		refuse = "      if ($request_method = PATCH) { return 405; }\n"
+		refuse = "            if ($request_method = PATCH) { return 405; }\n"
 	}
-	conf := fmt.Sprintf(`user root;
+	return fmt.Sprintf(`user root;
 daemon off;
 master_process off;
 pid %[1]s/nginx.pid;
@@ -96,51 +143,7 @@ http {
         }
     }
 }
-`, dir, errorLog, p.AccessLog, body.String(), p.Addr, refuse, upstream)
-	confFile := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
-		t.Fatalf("StartNginxProxy: %v", err)
-	}
-	cmd := exec.Command(exe, "-p", dir, "-c", confFile, "-e", errorLog)
-	out, err := os.Create(filepath.Join(dir, "output.log"))
-	if err != nil {
-		t.Fatalf("StartNginxProxy: %v", err)
-	}
-	defer out.Close()
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = childProcAttr()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("StartNginxProxy: %s: %v", CommandLine(cmd.Args), err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	logs := func() string {
-		data, _ := os.ReadFile(errorLog)
-		more, _ := os.ReadFile(out.Name())
-		return tail(string(data)+string(more), 8192)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(registryStopTimeout):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("nginx %s (proxy for %s) error log:\n%s", p.Addr, upstream, logs())
-		}
-	})
-	if err := waitHTTP(p.URL()+"/v2/", registryReadyTimeout, exited, http.StatusOK, http.StatusUnauthorized); err != nil {
-		select {
-		case <-exited:
-			t.Fatalf("nginx (%s) exited: %v\n%s", CommandLine(cmd.Args), waitErr, logs())
-		default:
-		}
-		t.Fatalf("nginx (%s) is not ready: %v\n%s", CommandLine(cmd.Args), err, logs())
-	}
-	return p
+`, p.Dir, errorLog, p.AccessLog, limit, p.Addr, refuse, p.Upstream)
 }
 
 // Ref returns "127.0.0.1:PORT/" + repo: the repository through nginx.
