@@ -121,7 +121,8 @@ func TestTokenAuth(t *testing.T) {
 			// serve, and Nix through it; then the registry's signing key
 			// changes, the token serve holds is refused, and it gets a new one.
 			tokens, requests := len(ts.Requests()), proxy.Requests()
-			srv := startServe(t, append(sources[1].env, "NIXOCI_DEBUG=1"), "--from", host+"/src0")
+			// No NAR cache: the NAR asked after the key change comes from the registry.
+			srv := startServe(t, append(sources[1].env, "NIXOCI_DEBUG=1"), "--from", host+"/src0", "--blob-cache-size", "0")
 			store, stderr, err := realise(t, srv.URL, key.Public, fx.App)
 			if err != nil {
 				t.Fatalf("substituting through serve: %v\n%s", err, stderr)

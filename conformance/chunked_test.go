@@ -79,9 +79,7 @@ func TestChunkedUploadThroughProxy(t *testing.T) {
 			}
 			testenv.TreesEqual(t, big, filepath.Join(store, big))
 
-			creds := filepath.Join(t.TempDir(), "creds")
-			os.WriteFile(creds, []byte("ci:up-pw-9\n"), 0o600)
-			up := startServe(t, nil, "--from", proxy.Ref("up"), "--upload", "--credentials", creds)
+			up := startServe(t, nil, "--from", proxy.Ref("up"), "--upload", "--credentials", htpasswdFile(t, "-B", "ci", "up-pw-9"))
 			before := len(proxy.Requests(t))
 			cmd := testenv.Cmd(t, "nix", "copy", "--to", up.URL+"/?compression=none&secret-key="+key.SecretFile, big,
 				"--option", "netrc-file", netrcFor(t, up.URL, "ci", "up-pw-9"))
