@@ -10,8 +10,8 @@
 # (proxy_request_buffering off, as registry set-ups such as Harbor's do),
 # another buffers each body first (nginx's default); both refuse a body
 # over the limit with 413 before reading it. Every push goes to a fresh
-# repository, so every blob is sent; runs are interleaved and the median
-# of $RUNS is reported, with --compression none (each blob is its NAR:
+# repository, so every blob is sent; runs are interleaved and the best
+# and median of $RUNS are reported, with --compression none (each blob is its NAR:
 # upload-bound) and with the default zstd. Storage and nginx's buffers are
 # in /dev/shm.
 # Usage: bench/chunked.sh   (as root; Nix, nginx, docker-registry installed)
@@ -82,16 +82,21 @@ for comp in none zstd; do
   done
 done
 
+# Other work on the machine only adds time, so the best of the runs is
+# the steadiest figure; the median is shown beside it.
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-ratio() { echo "scale=2; $1 / $2" | bc; }
+best() { sort -n "$1" | head -1; }
+ratio() { echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; }
 row() { # NAME LABEL
-  local none zstd
-  none=$(median "$work/t-$1-none"); zstd=$(median "$work/t-$1-zstd")
-  echo "| $2 | $(printf %.2f "$none") | $(ratio "$none" "$d_none")× | $(printf %.2f "$zstd") | $(ratio "$zstd" "$d_zstd")× |"
+  local out="| $2 |" comp b m
+  for comp in none zstd; do
+    b=$(best "$work/t-$1-$comp"); m=$(median "$work/t-$1-$comp")
+    out+=" $(printf %.2f "$b") ($(printf %.2f "$m")) | $(ratio "$b" "$(best "$work/t-direct-$comp")")× ($(ratio "$m" "$(median "$work/t-direct-$comp")")×) |"
+  done
+  echo "$out"
 }
-d_none=$(median "$work/t-direct-none"); d_zstd=$(median "$work/t-direct-zstd")
 cat <<EOT
-Closure: $(echo "$closure" | wc -l) store paths, $(echo "scale=1; $narsize / 1000000" | bc) MB of NAR. $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg). Median of $RUNS interleaved runs.
+Closure: $(echo "$closure" | wc -l) store paths, $(echo "scale=1; $narsize / 1000000" | bc) MB of NAR. $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg). Best (median) of $RUNS interleaved runs.
 
 | push | --compression none: s | vs direct | zstd (default): s | vs direct |
 |---|---|---|---|---|
