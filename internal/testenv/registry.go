@@ -40,7 +40,8 @@ type RegistryOptions struct {
 	Program string
 }
 
-// Registry is a real docker-registry (distribution 2.8) listening on
+// Registry is a real docker-registry (distribution 2.8, or distribution v3
+// with RegistryOptions.Program) listening on
 // 127.0.0.1, with filesystem storage in a temp dir. Its methods must be called
 // from the test's goroutine (they may call t.Fatal).
 type Registry struct {
