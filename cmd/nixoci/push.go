@@ -43,6 +43,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fromCache := fs.String("from-cache", "", "import the paths from this binary cache (file:///DIR or http(s)://…) instead of the local store")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for the registry even if it is not on loopback")
 	closureVersion := fs.String("closure-version", spec.ClosureVersion, "closure format: 2 (an index of the path manifests; copies with OCI tools keep working) or 1 (for nixoci before format 2, see spec/SPEC.md 5.4)")
+	chunkSize := chunkSizeFlag(fs)
 	paths, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -98,7 +99,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		src = &source.LocalStore{Compression: comp}
 	}
-	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true)
+	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true, chunkSize.option())
 	if err != nil {
 		return err
 	}
@@ -107,7 +108,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	res, err := artifact.Push(ctx, dst, src, paths, opts)
 	stop()
 	if err != nil {
-		return err
+		return chunkHint(err)
 	}
 	parts := ""
 	if n := res.Parts; n > 0 {

@@ -69,6 +69,12 @@ in /. Layers are converted once, stored in the first --from target that
 holds all of the name's closures, and reused by every later image; a
 name whose layers exist answers at once.
 
+Registry credentials come from the docker config file ($DOCKER_CONFIG,
+with its credsStore and credHelpers), or, in containers, from the
+environment: NIXOCI_REGISTRY_USERNAME and NIXOCI_REGISTRY_PASSWORD are
+used for every --from registry. Uploads and composed layers larger
+than --chunk-size are sent to registries in chunks.
+
 Examples:
   nixoci serve --from oci:/srv/nix-oci --sign-key /etc/nix/cache.sec
   nixoci serve --from oci:/srv/nix-oci --registry --names /etc/nixoci/names.json
@@ -125,6 +131,7 @@ type serveFlags struct {
 	backendTimeout        time.Duration
 	maxBackend            int
 	plainHTTP             bool
+	chunkSize             *byteSize
 	registry              bool
 	names                 string
 	maxLayers             int
@@ -151,6 +158,7 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.DurationVar(&f.backendTimeout, "backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
 	fs.IntVar(&f.maxBackend, "max-backend-requests", 64, "concurrent requests to the backends")
 	fs.BoolVar(&f.plainHTTP, "plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	f.chunkSize = chunkSizeFlag(fs)
 	fs.BoolVar(&f.registry, "registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the --from targets holding the closures)")
 	fs.StringVar(&f.names, "names", "", "JSON file of friendly image names and meta-packages for --registry")
 	fs.IntVar(&f.prefetch, "prefetch", 32, "requests in flight fetching narinfos ahead of Nix: a closure's paths when Nix asks for its root, else a path's references (0: off)")
@@ -182,8 +190,14 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 // writing if uploads or composed images are stored there.
 func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, error) {
 	var list []serving.Backend
+	more := []targetOption{f.chunkSize.option()}
+	if creds, err := envCredentials(); err != nil {
+		return nil, err
+	} else if creds != nil {
+		more = append(more, creds)
+	}
 	for i, from := range f.from {
-		ref, t, err := openTarget(ctx, from, f.plainHTTP, (f.upload || f.registry) && i == 0)
+		ref, t, err := openTarget(ctx, from, f.plainHTTP, (f.upload || f.registry) && i == 0, more...)
 		if err != nil {
 			return nil, err
 		}
