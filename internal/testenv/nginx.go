@@ -53,18 +53,67 @@ type NginxRequest struct {
 // test's); t.Cleanup stops it and, if the test failed, logs its error log.
 func StartNginxProxy(t testing.TB, upstream string, opts NginxOptions) *NginxProxy {
 	t.Helper()
-	exe := Tool(t, "nginx")
 	dir := t.TempDir()
 	p := &NginxProxy{Upstream: upstream, Dir: dir, AccessLog: filepath.Join(dir, "access.log")}
+	p.Addr = startNginx(t, dir, "/v2/", "proxy for "+upstream, func(addr, errorLog string) string {
+		p.Addr = addr
+		return nginxConfig(p, errorLog, opts)
+	})
+	return p
+}
+
+// NginxStatic is a real nginx serving a directory's files, as object
+// storage behind a registry's redirects would.
+type NginxStatic struct {
+	Addr      string // "127.0.0.1:PORT"
+	Root      string
+	AccessLog string // "METHOD URI STATUS REQUEST_LENGTH" per request
+}
+
+// StartNginxStatic starts nginx serving the files under root on a free
+// 127.0.0.1 port, as StartNginxProxy does, and waits until it answers.
+func StartNginxStatic(t testing.TB, root string) *NginxStatic {
+	t.Helper()
+	dir := t.TempDir()
+	s := &NginxStatic{Root: root, AccessLog: filepath.Join(dir, "access.log")}
+	if err := os.WriteFile(filepath.Join(root, ".ready"), nil, 0o644); err != nil {
+		t.Fatalf("StartNginxStatic: %v", err)
+	}
+	s.Addr = startNginx(t, dir, "/.ready", "serving "+root, func(addr, errorLog string) string {
+		return fmt.Sprintf(nginxCommon+`    server {
+        listen %[4]s;
+        root %[5]s;
+    }
+}
+`, dir, errorLog, s.AccessLog, addr, root)
+	})
+	return s
+}
+
+// URL returns "http://127.0.0.1:PORT".
+func (s *NginxStatic) URL() string { return "http://" + s.Addr }
+
+// Requests reads the access log: every request nginx has answered.
+func (s *NginxStatic) Requests(t testing.TB) []NginxRequest {
+	t.Helper()
+	return readNginxLog(t, s.AccessLog)
+}
+
+// startNginx runs nginx with the configuration config makes for an
+// address and the error log file, on a free port, until the test ends,
+// and returns the address once GET probe answers.
+func startNginx(t testing.TB, dir, probe, what string, config func(addr, errorLog string) string) string {
+	t.Helper()
+	exe := Tool(t, "nginx")
 	errorLog := filepath.Join(dir, "error.log")
 	logs := func() string {
 		data, _ := os.ReadFile(errorLog)
 		return tail(string(data), 8192)
 	}
+	var listening string
 	StartOnFreePort(t, func(addr string) error {
-		p.Addr = addr
 		confFile := filepath.Join(dir, "nginx.conf")
-		if err := os.WriteFile(confFile, []byte(nginxConfig(p, errorLog, opts)), 0o644); err != nil {
+		if err := os.WriteFile(confFile, []byte(config(addr, errorLog)), 0o644); err != nil {
 			return err
 		}
 		os.Remove(errorLog)
@@ -76,7 +125,7 @@ func StartNginxProxy(t testing.TB, upstream string, opts NginxOptions) *NginxPro
 		exited := make(chan struct{})
 		var waitErr error
 		go func() { waitErr = cmd.Wait(); close(exited) }()
-		err := waitHTTP(p.URL()+"/v2/", registryReadyTimeout, exited, http.StatusOK, http.StatusUnauthorized)
+		err := waitHTTP("http://"+addr+probe, registryReadyTimeout, exited, http.StatusOK, http.StatusUnauthorized)
 		select {
 		case <-exited:
 			if BindFailed(logs()) {
@@ -90,6 +139,7 @@ func StartNginxProxy(t testing.TB, upstream string, opts NginxOptions) *NginxPro
 			<-exited
 			return fmt.Errorf("nginx (%s) is not ready: %w\n%s", CommandLine(cmd.Args), err, logs())
 		}
+		listening = addr
 		t.Cleanup(func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -99,24 +149,17 @@ func StartNginxProxy(t testing.TB, upstream string, opts NginxOptions) *NginxPro
 				<-exited
 			}
 			if t.Failed() {
-				t.Logf("nginx %s (proxy for %s) error log:\n%s", p.Addr, upstream, logs())
+				t.Logf("nginx %s (%s) error log:\n%s", addr, what, logs())
 			}
 		})
 		return nil
 	})
-	return p
+	return listening
 }
 
-// nginxConfig is the configuration of p.
-func nginxConfig(p *NginxProxy, errorLog string, opts NginxOptions) string {
-	var limit, refuse string
-	if opts.MaxBodySize != "" {
-		limit = fmt.Sprintf("    client_max_body_size %s;\n", opts.MaxBodySize)
-	}
-	if opts.RefusePatch {
-		refuse = "            if ($request_method = PATCH) { return 405; }\n"
-	}
-	return fmt.Sprintf(`user root;
+// nginxCommon starts every configuration: directory (1), error log (2)
+// and access log (3); the server block follows.
+const nginxCommon = `user root;
 daemon off;
 master_process off;
 pid %[1]s/nginx.pid;
@@ -130,7 +173,18 @@ http {
     fastcgi_temp_path %[1]s/fastcgi;
     uwsgi_temp_path %[1]s/uwsgi;
     scgi_temp_path %[1]s/scgi;
-%[4]s    server {
+`
+
+// nginxConfig is the configuration of p.
+func nginxConfig(p *NginxProxy, errorLog string, opts NginxOptions) string {
+	var limit, refuse string
+	if opts.MaxBodySize != "" {
+		limit = fmt.Sprintf("    client_max_body_size %s;\n", opts.MaxBodySize)
+	}
+	if opts.RefusePatch {
+		refuse = "            if ($request_method = PATCH) { return 405; }\n"
+	}
+	return fmt.Sprintf(nginxCommon+`%[4]s    server {
         listen %[5]s;
         location / {
 %[6]s            proxy_pass http://%[7]s;
@@ -155,9 +209,14 @@ func (p *NginxProxy) URL() string { return "http://" + p.Addr }
 // Requests reads the access log: every request nginx has answered.
 func (p *NginxProxy) Requests(t testing.TB) []NginxRequest {
 	t.Helper()
-	data, err := os.ReadFile(p.AccessLog)
+	return readNginxLog(t, p.AccessLog)
+}
+
+func readNginxLog(t testing.TB, file string) []NginxRequest {
+	t.Helper()
+	data, err := os.ReadFile(file)
 	if err != nil {
-		t.Fatalf("NginxProxy.Requests: %v", err)
+		t.Fatalf("reading nginx's access log: %v", err)
 	}
 	var reqs []NginxRequest
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {

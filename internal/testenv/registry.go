@@ -38,6 +38,13 @@ type RegistryOptions struct {
 	// distribution 2.8, the default) or "registry" (distribution v3,
 	// installed by .ci/run); both take the same configuration.
 	Program string
+	// StorageDir, if set, is the storage root (default: a new temp dir).
+	StorageDir string
+	// RedirectBaseURL, if set, turns on the redirect storage middleware:
+	// blob GETs answer 307 to RedirectBaseURL + the blob's path under the
+	// storage root (docker/registry/v2/blobs/sha256/<2 hex>/<hex>/data),
+	// as registries on object storage redirect to it.
+	RedirectBaseURL string
 }
 
 // Registry is a real docker-registry (distribution 2.8, or distribution v3
@@ -52,9 +59,10 @@ type Registry struct {
 	User       string // from RegistryOptions; empty without auth
 	Password   string
 
-	t     testing.TB
-	exe   string
-	token *TokenServer // token authentication: GET /v2/ answers 401
+	t        testing.TB
+	exe      string
+	token    *TokenServer // token authentication: GET /v2/ answers 401
+	redirect string       // base URL of the redirect middleware, if any
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -89,8 +97,11 @@ func startRegistry(t testing.TB, opts RegistryOptions, port func() int) *Registr
 		t:          t,
 		exe:        exe,
 		token:      opts.Token,
+		redirect:   opts.RedirectBaseURL,
 	}
-	if err := os.Mkdir(r.Dir, 0o755); err != nil {
+	if opts.StorageDir != "" {
+		r.Dir = opts.StorageDir
+	} else if err := os.Mkdir(r.Dir, 0o755); err != nil {
 		t.Fatalf("StartRegistry: %v", err)
 	}
 
@@ -128,6 +139,9 @@ func (r *Registry) writeConfig(secret, htpasswdFile string) error {
 	fmt.Fprintf(&cfg, "version: 0.1\n")
 	fmt.Fprintf(&cfg, "log:\n  level: warn\n  accesslog:\n    disabled: true\n")
 	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", yamlString(r.Dir))
+	if r.redirect != "" {
+		fmt.Fprintf(&cfg, "  redirect:\n    disable: false\nmiddleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: %s\n", yamlString(r.redirect))
+	}
 	fmt.Fprintf(&cfg, "http:\n  addr: %s\n  secret: %s\n", yamlString(r.Addr), secret)
 	if r.token != nil {
 		cfg.WriteString(r.token.registryConfig())
