@@ -91,6 +91,9 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	if p.opts.Jobs <= 0 {
 		p.opts.Jobs = backend.DefaultJobs()
 	}
+	if res, ok, err := p.unchanged(ctx, roots, tag, infos); err != nil || ok {
+		return res, err
+	}
 	res := &PushResult{Roots: roots, Tag: tag}
 	if res.Paths, res.Packed, err = p.pushPaths(ctx, infos); err != nil {
 		return nil, err
