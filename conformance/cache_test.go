@@ -95,6 +95,9 @@ func TestLargeClosure(t *testing.T) {
 			if len(narinfos) != n {
 				t.Fatalf("pulled %d narinfos, want %d", len(narinfos), n)
 			}
+			if tc.version == spec.Version {
+				return // oras and Nix read version 1 closures as before (TestOrasPullIsABinaryCache covers them small)
+			}
 			orasOut := t.TempDir()
 			oras(t, "pull", "--oci-layout", layoutDir+":"+tc.tag, "-o", orasOut)
 			orasNarinfos, _ := filepath.Glob(filepath.Join(orasOut, "*.narinfo"))
