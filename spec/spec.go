@@ -81,6 +81,11 @@ const (
 	AnnotationRoots     = AnnotationPrefix + "roots"      // root store paths, space separated, sorted
 	AnnotationPathCount = AnnotationPrefix + "path-count" // number of store paths in the closure
 	AnnotationPart      = AnnotationPrefix + "part"       // "<i>/<n>" on split parts, 1-based
+	// AnnotationNarInfo on an entry of a version 2 closure index: the
+	// narinfo of the path, as its narinfo blob holds it. The path manifest
+	// is a function of it (section 4), so a reader checks it against the
+	// entry's digest and needs not fetch the manifest.
+	AnnotationNarInfo = AnnotationPrefix + "narinfo"
 )
 
 // AnnotationTitle is the standard OCI title annotation. oras pull writes
