@@ -169,6 +169,8 @@ func choosePlatforms(plans []*plan, want []ocispec.Platform) ([]*plan, error) {
 			return nil, sysErr
 		case sys == "":
 			p.platform = ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}
+			slog.Warn("no path of the closure records its system; the image is labelled with this machine's platform",
+				"closure", p.refs(), "platform", spec.PlatformString(p.platform))
 		default:
 			pl, err := spec.SystemPlatform(sys)
 			if err != nil {
