@@ -41,7 +41,7 @@ type Options struct {
 	MaxLayers   int
 	Compression spec.LayerCompression
 	// NixSnapshotter also writes the nix-snapshotter form, tagged
-	// "<tag>-nix".
+	// "<tag>-nix" (an index too, with several platforms).
 	NixSnapshotter bool
 	// BuildpacksStack makes the image a Cloud Native Buildpacks stack with
 	// this stack ID (label io.buildpacks.stack.id, user and group 1000).
@@ -119,37 +119,18 @@ func BuildPlatforms(ctx context.Context, src backend.Target, closureRefs []strin
 	return build(ctx, src, closureRefs, dst, tag, opts, groupEach)
 }
 
-// build reads the closures, groups them into images (group), and makes
-// them. Nothing is written until the closures, platforms, link roots
-// and entrypoint have been checked; the tag is written last.
+// build plans the images of the closures refs names, grouped into
+// images by group, then makes them: nothing is written until the plan
+// is checked, and the tag is written last.
 func build(ctx context.Context, src backend.Target, refs []string, dst backend.Target, tag string, opts Options,
 	group func([]closureRead) ([][]closureRead, error)) (*Result, error) {
 	opts, err := opts.withDefaults(tag)
 	if err != nil {
 		return nil, err
 	}
-	reads, err := readClosures(ctx, src, refs, opts.Jobs)
+	plans, roots, err := planImages(ctx, src, refs, opts, group)
 	if err != nil {
 		return nil, err
-	}
-	groups, err := group(reads)
-	if err != nil {
-		return nil, err
-	}
-	plans := newPlans(groups)
-	if err := checkLinkRoots(opts.LinkRoots, plans); err != nil {
-		return nil, err
-	}
-	if plans, err = choosePlatforms(plans, opts.Platforms); err != nil {
-		return nil, err
-	}
-	// Root layers first: they decide whether the entrypoint exists, and
-	// a bad entrypoint must fail before anything is written.
-	roots := make([]plannedRoot, len(plans))
-	for i, p := range plans {
-		if roots[i], err = planRoot(ctx, src, p, opts); err != nil {
-			return nil, err
-		}
 	}
 	units := make([][][]artifact.PathArtifact, len(plans))
 	for i, p := range plans {
@@ -174,6 +155,35 @@ func build(ctx context.Context, src backend.Target, refs []string, dst backend.T
 		return nil, err
 	}
 	return res, nil
+}
+
+// planImages reads the closures, groups them into images, gives each
+// its platform and plans its root layer, checking link roots and the
+// entrypoint. It writes nothing.
+func planImages(ctx context.Context, src backend.Target, refs []string, opts Options,
+	group func([]closureRead) ([][]closureRead, error)) ([]*plan, []plannedRoot, error) {
+	reads, err := readClosures(ctx, src, refs, opts.Jobs)
+	if err != nil {
+		return nil, nil, err
+	}
+	groups, err := group(reads)
+	if err != nil {
+		return nil, nil, err
+	}
+	plans := newPlans(groups)
+	if err := checkLinkRoots(opts.LinkRoots, plans); err != nil {
+		return nil, nil, err
+	}
+	if plans, err = choosePlatforms(plans, opts.Platforms); err != nil {
+		return nil, nil, err
+	}
+	roots := make([]plannedRoot, len(plans))
+	for i, p := range plans {
+		if roots[i], err = planRoot(ctx, src, p, opts); err != nil {
+			return nil, nil, err
+		}
+	}
+	return plans, roots, nil
 }
 
 // withDefaults checks opts for an image tagged tag and fills in defaults.

@@ -81,3 +81,19 @@ func TestWarnMixedSystems(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDerivedSystem: reading one path's system from its .drv, as a
+// push from the local store does for every path (the page cache warm).
+func BenchmarkDerivedSystem(b *testing.B) {
+	store := b.TempDir()
+	const out = "/nix/store/f62g1077pblgdq56h7wqdfzackx40ddv-hello"
+	drv := "a4l18b5wpp3qzac773sj8bvcb4lx1zr7-hello.drv"
+	if err := os.WriteFile(filepath.Join(store, drv), []byte(drvText("x86_64-linux", out, out+"-dev")), 0o444); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if s, err := derivedSystem(store, out, drv); err != nil || s != "x86_64-linux" {
+			b.Fatal(s, err)
+		}
+	}
+}
