@@ -24,7 +24,7 @@ paths=$(nix-store --query --requisites "$root" | wc -l)
 "$work/nixoci-before" push --to "oci:$work/check-before:c" "$root" > /dev/null 2>&1
 "$work/nixoci-now" inspect "oci:$work/check-before:c" | grep '^systems'
 
-# Interleaved rounds (before, now, before, now, …); medians of CPU time.
+# Interleaved rounds (before, now; now, before; …); medians of CPU time.
 for v in before now; do "$work/nixoci-$v" push --to "oci:$work/l-$v:c" "$root" > /dev/null 2>&1; done
 # cpu: CPU milliseconds (user + system, nixoci and the nix-store it runs)
 # of a command that must succeed; load elsewhere on the machine disturbs
@@ -32,8 +32,9 @@ for v in before now; do "$work/nixoci-$v" push --to "oci:$work/l-$v:c" "$root" >
 cpu() {
   /usr/bin/time -o "$work/time" -f '%U %S' "$@" > /dev/null 2> "$work/err" || { cat "$work/err" >&2; return 1; }
   awk '{printf "%d\n", ($1 + $2) * 1000}' "$work/time"; }
-for _ in $(seq "$rounds"); do
-  for v in before now; do
+for i in $(seq "$rounds"); do
+  order="before now"; [ $((i % 2)) = 0 ] && order="now before" # neither always goes first
+  for v in $order; do
     rm -rf "$work/f-$v"
     t=$(cpu "$work/nixoci-$v" push --to "oci:$work/f-$v:c" "$root"); echo "$v first $t" >> "$work/results"
     t=$(cpu "$work/nixoci-$v" push --to "oci:$work/l-$v:c" "$root"); echo "$v re $t" >> "$work/results"
