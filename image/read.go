@@ -24,7 +24,7 @@ func readClosures(ctx context.Context, src backend.Target, refs []string, jobs i
 		if err != nil {
 			return nil, fmt.Errorf("closure %s: %w", ref, err)
 		}
-		ps, err := artifact.ClosurePaths(ctx, src, c, max(jobs, 8))
+		ps, err := artifact.ClosurePaths(ctx, src, c, max(jobs, artifact.DefaultNetworkJobs))
 		if err != nil {
 			return nil, fmt.Errorf("closure %s: %w", ref, err)
 		}

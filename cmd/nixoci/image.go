@@ -61,6 +61,7 @@ type imageFlags struct {
 	from, entrypoint, cmd, env, linkRoots, labels        stringList
 	maxLayers, jobs                                      *int
 	nixSnap, plainHTTP                                   *bool
+	chunkSize                                            *byteSize
 }
 
 func newImageFlags(fs *flag.FlagSet) *imageFlags {
@@ -81,6 +82,7 @@ func newImageFlags(fs *flag.FlagSet) *imageFlags {
 	f.jobs = fs.Int("jobs", 0, "layers converted at once, and store paths pushed with PATHs (default "+backend.DefaultJobsText+")")
 	f.platform = fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: its paths' system if recorded, else this machine's); with several --from, the platforms to make, comma-separated (default all)")
 	f.plainHTTP = fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	f.chunkSize = chunkSizeFlag(fs)
 	return f
 }
 
@@ -113,17 +115,17 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	dst, err := openRef(ctx, dstRef.Base(), *f.plainHTTP, true)
+	dst, err := openRef(ctx, dstRef.Base(), *f.plainHTTP, true, f.chunkSize.option())
 	if err != nil {
 		return err
 	}
 	src, closureTags, err := f.closure(ctx, srcRef, closureTags, dstRef, dst, paths, stderr)
 	if err != nil {
-		return err
+		return chunkHint(err)
 	}
 	res, err := image.BuildPlatforms(ctx, src, closureTags, dst, dstRef.Reference, opts)
 	if err != nil {
-		return imageError(err, len(closureTags))
+		return chunkHint(imageError(err, len(closureTags)))
 	}
 	printImage(stderr, dstRef, srcRef, res)
 	fmt.Fprintf(stdout, "%s\n", dstRef)
