@@ -254,8 +254,8 @@ func imageError(err error, closures int) error {
 	case closures == 1 && (errors.Is(err, image.ErrMixedSystems) || errors.Is(err, image.ErrNoPlatform)):
 		return fmt.Errorf("%w (--platform OS/ARCH says which platform the image is for)", err)
 	case errors.Is(err, image.ErrNoSystem):
-		return fmt.Errorf("%w (an image index needs each closure's system: push it from a cache whose narinfos say System, "+
-			"or from a local store holding its .drv files, into a repository without it; or make its image alone with --platform)", err)
+		return fmt.Errorf("%w (paths record their system when pushed from a local store holding their .drv files, "+
+			"or from a cache whose narinfos say System; an image of this closure alone takes --platform)", err)
 	}
 	return err
 }
