@@ -13,8 +13,10 @@ const Version = "1"
 // also read Version 1 closures.
 const ClosureVersion = "2"
 
-// FormatVersion is the version of SPEC.md this code implements.
-const FormatVersion = "2"
+// FormatVersion is the version of SPEC.md this code implements. Version
+// 3 records the System of local store paths from their derivers and adds
+// image indexes; no artifact changed shape, so the versions above stay.
+const FormatVersion = "3"
 
 // Artifact types: the artifactType of the manifests nixoci writes.
 const (
