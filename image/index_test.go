@@ -112,8 +112,8 @@ func TestBuildPlatforms(t *testing.T) {
 	// Pinned: a change here changes the digest of every multi-platform
 	// image (spec/SPEC.md section 8.5): a format decision.
 	const (
-		wantIndex = "sha256:011833a551ad665a2cb11e2be2debeaf3d88a9670aa208e5cf5e6ed07ad1f628"
-		wantNix   = "sha256:61c048a32a40e1c395fa9f090ff5588a840cfffff8421f5db4b33e16f2bf61bf"
+		wantIndex = "sha256:52469db8e54dbd24ef74985e9e96071d59142b95c387dc104922b0ac6dd5862c"
+		wantNix   = "sha256:d4e0be82753b8dea7326cf08bd28fc75c712a93983376caf664677b33943ec57"
 	)
 	if res.Manifest.Digest.String() != wantIndex || res.Snapshotter.Digest.String() != wantNix {
 		t.Errorf("index %s and nix-snapshotter index %s, were %s and %s: the image index format changed (SPEC.md section 8.5)",

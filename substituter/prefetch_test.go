@@ -38,11 +38,11 @@ func prefetched(t *testing.T, s *substituter.Server, via string) float64 {
 // backend.
 func TestPrefetchClosureFromRoot(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		version  string
-		catalog  bool
-		via      string
-		fetches  int // manifest fetches at most: a format 2 index describes its paths whole
+		name    string
+		version string
+		catalog bool
+		via     string
+		fetches int // manifest fetches at most: a format 2 index describes its paths whole
 	}{
 		{"v2 from referrers", spec.ClosureVersion, false, "closure", 3},
 		{"v2 from the catalog", spec.ClosureVersion, true, "closure", 2},
