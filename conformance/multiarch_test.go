@@ -15,6 +15,7 @@ import (
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/internal/testenv"
+	"github.com/nixoci/nixoci/spec"
 )
 
 // multiArch is a layout holding an x86_64-linux fixture closure pushed
@@ -195,6 +196,27 @@ func TestMultiArchRegistries(t *testing.T) {
 	arm := filepath.Join(t.TempDir(), "arm")
 	testenv.Run(t, "skopeo", "copy", "--src-tls-verify=false", "--override-arch", "arm64", "docker://"+ref, "oci:"+arm+":img")
 	checkArm64Image(t, m, arm, "img")
+
+	// nixoci copy carries an index with its images' paths and layers
+	// (from the layout holding the closures too), or, from a repository
+	// holding only the images, the images alone.
+	run(t, append([]string{"image", "--from", m.layout + ":hello-x86_64", "--from", m.layout + ":hello-aarch64",
+		"--to", m.layout + ":multi"}, m.imageFlags()...)...)
+	out := run(t, "copy", "--json", m.layout+":multi", reg.Ref("copied"))
+	if !strings.Contains(out, `"kind": "image index"`) {
+		t.Errorf("nixoci copy of the index: %s", out)
+	}
+	if tags := registryTags(t, reg.Ref("copied"), "--plain-http"); !contains(tags, spec.PathTag(m.fx.App)) || !contains(tags, spec.PathTag(m.arm.App)) {
+		t.Errorf("the copy lacks the path tags of both closures: %v", tags)
+	}
+	copied := filepath.Join(t.TempDir(), "copied")
+	testenv.Run(t, "skopeo", "copy", "--src-tls-verify=false", "--override-arch", "amd64", "docker://"+reg.Ref("copied")+":multi", "oci:"+copied+":img")
+	if got := runImage(t, copied, "img"); got+"\n" != m.fx.Message {
+		t.Errorf("the amd64 image of the copy printed %q, want %q", got, m.fx.Message)
+	}
+	if out := run(t, "copy", "--json", ref, reg.Ref("images-only")); !strings.Contains(out, `"pathsElsewhere"`) {
+		t.Errorf("copy of an index whose closures live elsewhere: %s", out)
+	}
 
 	// On demand: a names entry listing the closures of both systems.
 	names := filepath.Join(t.TempDir(), "names.json")
