@@ -36,9 +36,8 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such path", http.StatusNotFound)
 		return
 	}
-	if bc := s.opts.BlobCache; bc != nil && r.Method == http.MethodGet && !s.opts.RedirectBlobs {
-		// Nix asks for a NAR right after the narinfo of a path it lacks.
-		bc.Prefetch(serving.BlobLocation{Backend: e.backend, Desc: e.art.NAR})
+	if s.ahead != nil && r.Method == http.MethodGet {
+		s.ahead.narinfo(r, serving.BlobLocation{Backend: e.backend, Desc: e.art.NAR})
 	}
 	h := w.Header()
 	h["Content-Type"] = narinfoContentType

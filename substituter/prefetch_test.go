@@ -13,6 +13,7 @@ import (
 
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/internal/fixture"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
 )
@@ -143,5 +144,50 @@ func TestPrefetchFailureIsNotNotFound(t *testing.T) {
 	}
 	if f.failed.Load() < 2 {
 		t.Errorf("the failure was injected %d times, want the prefetch's and Nix's", f.failed.Load())
+	}
+}
+
+// TestNARsAheadOfASubstitutingClient: narinfo requests alone (nix
+// path-info) fetch no NAR; the client's first NAR request fetches the NARs
+// of the narinfos it asked for before, and later narinfos fetch theirs at
+// once; the NARs are then served from the cache.
+func TestNARsAheadOfASubstitutingClient(t *testing.T) {
+	l := fixture.Layout(t)
+	_, arts := fixture.Synthetic(t, l, "chain", spec.ClosureVersion, "3", chainNames("ahead", 6)...)
+	b := backends(l)
+	bc, err := serving.NewBlobCache(b, serving.BlobCacheOptions{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	s, _ := newServer(t, substituter.Options{Backends: b, BlobCache: bc, Prefetch: -1, CatalogInterval: -1})
+	defer s.Close()
+	fills := func() float64 {
+		v, _ := metricValue(t, s, `nixoci_blob_cache_fills_total{outcome="ok"}`)
+		return v
+	}
+	for _, a := range arts[:5] {
+		if r := get(t, s, "/"+spec.PathTag(a.Info.StorePath)+".narinfo"); r.Code != 200 {
+			t.Fatalf("narinfo: %d", r.Code)
+		}
+	}
+	if n := fills(); n != 0 {
+		t.Fatalf("narinfo requests alone fetched %v NARs", n)
+	}
+	if r := get(t, s, "/"+arts[0].Info.URL); r.Code != 200 {
+		t.Fatalf("NAR: %d", r.Code)
+	}
+	eventually(t, "the NARs of the narinfos asked before", func() bool { return fills() >= 4 })
+	if r := get(t, s, "/"+spec.PathTag(arts[5].Info.StorePath)+".narinfo"); r.Code != 200 {
+		t.Fatalf("narinfo: %d", r.Code)
+	}
+	eventually(t, "the NAR of a narinfo asked while substituting", func() bool { return fills() >= 5 })
+	for _, a := range arts[1:] {
+		if r := get(t, s, "/"+a.Info.URL); r.Code != 200 {
+			t.Fatalf("NAR %s: %d", a.Info.URL, r.Code)
+		}
+	}
+	if v, _ := metricValue(t, s, `nixoci_blob_cache_requests_total{result="cached"}`); v < 5 {
+		t.Errorf("%v NARs served from the cache, want the 5 fetched ahead", v)
 	}
 }
