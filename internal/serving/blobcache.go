@@ -70,7 +70,7 @@ type BlobCacheOptions struct {
 	Dir string
 	// MaxBytes bounds the disk used; required (> 0).
 	MaxBytes int64
-	// Jobs bounds concurrent fills; default 8.
+	// Jobs bounds concurrent fills; default 32 (they wait on the network).
 	Jobs int
 }
 
@@ -81,7 +81,7 @@ func NewBlobCache(b *Backends, opts BlobCacheOptions) (*BlobCache, error) {
 		return nil, errors.New("serving: blob cache without a size")
 	}
 	if opts.Jobs <= 0 {
-		opts.Jobs = 8
+		opts.Jobs = 32
 	}
 	dir := opts.Dir
 	if dir == "" {
