@@ -57,7 +57,7 @@ func TestLargeClosure(t *testing.T) {
 		version, artifactType, tag string
 		parts                      int
 	}{
-		{spec.ClosureVersion, spec.ArtifactTypeClosureV2, "big", 4},
+		{spec.ClosureVersion, spec.ArtifactTypeClosureV2, "big", 3},
 		{spec.Version, spec.ArtifactTypeClosure, "big1", 2},
 	} {
 		t.Run("v"+tc.version, func(t *testing.T) {

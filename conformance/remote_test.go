@@ -71,8 +71,12 @@ func TestServeRemoteRegistry(t *testing.T) {
 			if n := metric(t, srv.URL, `nixoci_prefetch_closures_total{source="`+tc.source+`"}`); n != tc.closures {
 				t.Errorf("closures learned through the %s: %v, want %v", tc.source, n, tc.closures)
 			}
-			if n := metric(t, srv.URL, `nixoci_prefetched_narinfos_total{outcome="ok",via="references"}`); (n > 0) != tc.references {
-				t.Errorf("narinfos prefetched by following references: %v (want some: %v)", n, tc.references)
+			// (Whether the references of the format 1 closure are counted
+			// as prefetched depends on whether Nix asked for them first;
+			// TestPrefetchClosureFromRoot in package substituter checks the
+			// walk itself.)
+			if n := metric(t, srv.URL, `nixoci_prefetched_narinfos_total{outcome="ok",via="references"}`); n > 0 && !tc.references {
+				t.Errorf("%v narinfos prefetched by following references, where the catalog knew every closure", n)
 			}
 		})
 	}

@@ -214,7 +214,7 @@ func (p *prefetcher) fromIndex(ctx context.Context, backendIndex int, members []
 		if !ok {
 			continue
 		}
-		_, err := p.s.fetchShared(ctx, hash, func(context.Context) (*pathEntry, error) { return p.s.newEntry(art, backendIndex) })
+		_, _, err := p.s.fetchShared(ctx, hash, func(context.Context) (*pathEntry, error) { return p.s.newEntry(art, backendIndex) })
 		p.count("closure", err)
 		learned[hash] = err == nil
 	}
@@ -242,7 +242,7 @@ func (p *prefetcher) members(ctx context.Context, backendIndex int, members []ca
 		go func() {
 			defer wg.Done()
 			defer release()
-			_, err := p.s.fetchShared(ctx, m.Hash, func(ctx context.Context) (*pathEntry, error) {
+			_, _, err := p.s.fetchShared(ctx, m.Hash, func(ctx context.Context) (*pathEntry, error) {
 				if m.Manifest.Digest == "" {
 					return p.s.fetchPath(ctx, m.Hash)
 				}
@@ -281,7 +281,7 @@ func (p *prefetcher) references(ctx context.Context, e *pathEntry) {
 				go func() {
 					defer wg.Done()
 					defer release()
-					got, err := p.s.fetchShared(ctx, h, func(ctx context.Context) (*pathEntry, error) { return p.s.fetchPath(ctx, h) })
+					got, _, err := p.s.fetchShared(ctx, h, func(ctx context.Context) (*pathEntry, error) { return p.s.fetchPath(ctx, h) })
 					p.count("references", err)
 					if got != nil {
 						mu.Lock()
