@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -29,6 +28,9 @@ type CopyOptions struct {
 	Jobs int
 	// Progress, if set, is updated as paths are copied.
 	Progress *Progress
+	// Record says what the push record written after a closure's tag
+	// holds (SPEC.md section 10.1).
+	Record RecordOptions
 }
 
 // CopyResult describes a copy.
@@ -62,6 +64,7 @@ type CopyResult struct {
 // artifact that is not nixoci's is refused (ErrNotArtifact): copy it with
 // oras copy or crane copy.
 func Copy(ctx context.Context, src backend.Target, srcRef string, dst backend.Target, dstTag string, opts CopyOptions) (*CopyResult, error) {
+	guard := newGCGuard(dst)
 	if opts.Jobs <= 0 {
 		opts.Jobs = 16
 	}
@@ -112,10 +115,26 @@ func Copy(ctx context.Context, src backend.Target, srcRef string, dst backend.Ta
 	if err := oras.CopyGraph(ctx, src, dst, desc, rest); err != nil {
 		return nil, fmt.Errorf("copying %s: %w", srcRef, err)
 	}
+	roots := []ocispec.Descriptor{desc}
+	if _, err := c.gcCopyCheck(ctx, guard, false, roots, paths, layerTags); err != nil {
+		return nil, fmt.Errorf("copying %s: %w", srcRef, err)
+	}
 	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), dstTag); err != nil {
 		return nil, fmt.Errorf("tagging %s: %w", dstTag, err)
 	}
 	res.Tagged++
+	if res.Kind == "closure" {
+		if _, err := StorePushRecord(ctx, dst, desc, dstTag, opts.Record); err != nil {
+			return nil, fmt.Errorf("closure %s tagged, but %w", dstTag, err)
+		}
+	}
+	if again, err := c.gcCopyCheck(ctx, guard, true, roots, paths, layerTags); err != nil {
+		return nil, fmt.Errorf("copying %s: %w", srcRef, err)
+	} else if again {
+		if err := dst.PushReference(ctx, desc, bytes.NewReader(data), dstTag); err != nil {
+			return nil, fmt.Errorf("tagging %s: %w", dstTag, err)
+		}
+	}
 	return res, nil
 }
 
@@ -205,7 +224,7 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 		return out, nil, nil
 	}
 	var m ocispec.Manifest
-	if desc.MediaType == ocispec.MediaTypeImageManifest && json.Unmarshal(data, &m) == nil && m.Config.MediaType == ocispec.MediaTypeImageConfig && m.Annotations[spec.AnnotationClosure] != "" {
+	if desc.MediaType == ocispec.MediaTypeImageManifest && json.Unmarshal(data, &m) == nil && IsImage(m) {
 		c.res.Kind = "image"
 		return c.imagePaths(ctx, m)
 	}
@@ -219,36 +238,14 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 // imagePaths lists the path manifests an image's layers were made from
 // (their annotations name them) and the tags of its layer artifacts.
 func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.Descriptor, []string, error) {
-	var digests []digest.Digest
-	var layerTags []string
-	comp := spec.LayerGzip
-	for _, l := range m.Layers {
-		if l.MediaType == spec.LayerZstd.MediaType() {
-			comp = spec.LayerZstd
-		}
-		manifests := strings.Fields(l.Annotations[spec.AnnotationPathManifest])
-		paths := strings.Fields(l.Annotations[spec.AnnotationStorePath])
-		if len(manifests) == 0 {
-			continue // the root layer, or nix-snapshotter's
-		}
-		if len(manifests) != len(paths) {
-			return nil, nil, fmt.Errorf("image layer %s names %d paths and %d path manifests: %w", l.Digest, len(paths), len(manifests), ErrNotArtifact)
-		}
-		hashes := make([]string, len(paths))
-		for i, p := range paths {
-			hashes[i] = spec.PathTag(p)
-			d, err := digest.Parse(manifests[i])
-			if err != nil {
-				return nil, nil, fmt.Errorf("image layer %s: path manifest %q: %w", l.Digest, manifests[i], ErrNotArtifact)
-			}
-			digests = append(digests, d)
-		}
-		layerTags = append(layerTags, spec.LayerTag(hashes, comp))
+	refs, err := ReadImageRefs(m)
+	if err != nil {
+		return nil, nil, err
 	}
-	out := make([]ocispec.Descriptor, len(digests))
+	out := make([]ocispec.Descriptor, len(refs.PathManifests))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opts.Jobs)
-	for i, d := range digests {
+	for i, d := range refs.PathManifests {
 		g.Go(func() (err error) {
 			out[i], err = c.src.Resolve(gctx, d.String())
 			if err != nil {
@@ -257,7 +254,7 @@ func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.
 			return nil
 		})
 	}
-	return out, layerTags, g.Wait()
+	return out, refs.LayerTags, g.Wait()
 }
 
 // copyPaths copies each path manifest (and its blobs) unless dst has it,
