@@ -78,24 +78,35 @@ func (tx *LayoutTx) DropReferrer(subject, referrer digest.Digest) {
 	m[referrer] = true
 }
 
-// DeleteBlob removes the blob file of d now and returns its size; a blob
-// already gone is ErrNotFound.
-func (tx *LayoutTx) DeleteBlob(d digest.Digest) (int64, error) {
+// Tag reports what tag names now.
+func (tx *LayoutTx) Tag(tag string) (ocispec.Descriptor, bool) {
+	d, ok := tx.idx.tags[tag]
+	return d, ok
+}
+
+// DeleteBlob removes the blob file of d now, unless it was modified at
+// or after notAfter (a writer may have stored it a moment ago), and
+// returns its size and whether it went; a blob already gone is
+// ErrNotFound.
+func (tx *LayoutTx) DeleteBlob(d digest.Digest, notAfter time.Time) (int64, bool, error) {
 	if err := d.Validate(); err != nil {
-		return 0, fmt.Errorf("%s: %w", d, errdef.ErrInvalidDigest)
+		return 0, false, fmt.Errorf("%s: %w", d, errdef.ErrInvalidDigest)
 	}
 	p := tx.l.blobPath(d)
 	st, err := os.Stat(p)
+	if err == nil && !st.ModTime().Before(notAfter) {
+		return st.Size(), false, nil
+	}
 	if err == nil {
 		err = os.Remove(p)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, fmt.Errorf("oci:%s: blob %s: %w", tx.l.dir, d, errdef.ErrNotFound)
+		return 0, false, fmt.Errorf("oci:%s: blob %s: %w", tx.l.dir, d, errdef.ErrNotFound)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("oci:%s: deleting blob %s: %w", tx.l.dir, d, err)
+		return 0, false, fmt.Errorf("oci:%s: deleting blob %s: %w", tx.l.dir, d, err)
 	}
-	return st.Size(), nil
+	return st.Size(), true, nil
 }
 
 // commit writes the referrers indexes that changed, then index.json.
