@@ -109,3 +109,13 @@ func parseSize(s string) (int64, error) {
 	}
 	return int64(v * float64(mult)), nil
 }
+
+// recordOptions is what push records say of this nixoci (and, if asked,
+// of this host).
+func recordOptions(host bool) artifact.RecordOptions {
+	o := artifact.RecordOptions{Tool: "nixoci/" + version}
+	if host {
+		o.Host, _ = os.Hostname()
+	}
+	return o
+}

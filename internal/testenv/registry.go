@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -29,6 +30,10 @@ type RegistryOptions struct {
 	// User, when not empty, turns on htpasswd (bcrypt) authentication with this
 	// single user and Password. Without it the registry needs no credentials.
 	User, Password string
+	// Program is the registry binary: "docker-registry" (Debian's
+	// distribution 2.8, the default) or "registry" (distribution v3,
+	// installed by .ci/run); both take the same configuration.
+	Program string
 }
 
 // Registry is a real docker-registry (distribution 2.8) listening on
@@ -67,7 +72,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 // startRegistry is StartRegistry on ports from port.
 func startRegistry(t testing.TB, opts RegistryOptions, port func() int) *Registry {
 	t.Helper()
-	exe := Tool(t, "docker-registry")
+	exe := Tool(t, cmp.Or(opts.Program, "docker-registry"))
 	base := t.TempDir()
 	r := &Registry{
 		Dir:        filepath.Join(base, "storage"),

@@ -1,0 +1,502 @@
+package conformance
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/gc"
+	"github.com/nixoci/nixoci/internal/testenv"
+	"github.com/nixoci/nixoci/spec"
+)
+
+// gcTarget is one place the gc tests run against: an image layout, or a
+// repository of a real registry (distribution 2.8 or 3).
+type gcTarget struct {
+	name    string
+	ref     string // oci:DIR or HOST:PORT/REPO
+	layout  string // the layout's directory
+	program string // the registry's binary
+	reg     *testenv.Registry
+}
+
+func (g gcTarget) String() string { return g.ref }
+
+// gcTargets starts a layout and, for each registry implementation, a
+// registry with deletes enabled.
+func gcTargets(t *testing.T) []gcTarget {
+	dir := filepath.Join(t.TempDir(), "layout")
+	return []gcTarget{
+		{name: "layout", ref: "oci:" + dir, layout: dir},
+		{name: "docker-registry", program: "docker-registry"},
+		{name: "distribution-v3", program: "registry"},
+	}
+}
+
+// repo is another repository of the same registry, or another layout.
+func (g gcTarget) repo(t *testing.T, name string) gcTarget {
+	if g.reg != nil {
+		g.ref = g.reg.Ref(name)
+		return g
+	}
+	g.layout = filepath.Join(t.TempDir(), name)
+	g.ref = "oci:" + g.layout
+	return g
+}
+
+// start starts the target's registry, if it is one.
+func (g *gcTarget) start(t *testing.T) {
+	if g.program != "" {
+		g.reg = testenv.StartRegistry(t, testenv.RegistryOptions{Program: g.program})
+		g.ref = g.reg.Ref("cache")
+	}
+}
+
+// open opens the target with the library, for checks.
+func (g gcTarget) open(t *testing.T) backend.Target {
+	t.Helper()
+	ref, err := backend.ParseRef(g.ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := backend.Open(context.Background(), ref, backend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+// tags lists the target's tags.
+func (g gcTarget) tags(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	if err := g.open(t).Tags(context.Background(), "", func(page []string) error {
+		out = append(out, page...)
+		return nil
+	}); err != nil && !strings.Contains(err.Error(), "NAME_UNKNOWN") {
+		t.Fatalf("%s: listing tags: %v", g, err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// snapshot is what a target holds, to tell that a dry run changed
+// nothing: a layout's files, or a registry's storage files.
+func (g gcTarget) snapshot(t *testing.T) map[string]string {
+	t.Helper()
+	root := g.layout
+	if g.reg != nil {
+		root = g.reg.Dir
+	}
+	m := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		m[p] = digest.FromBytes(data).String()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// gcRun runs nixoci gc --json with args and returns its result.
+func gcRun(t *testing.T, target string, args ...string) *gc.Result {
+	t.Helper()
+	out := run(t, append(append([]string{"gc", "--json"}, args...), target)...)
+	var res gc.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("gc --json: %v\n%s", err, out)
+	}
+	return &res
+}
+
+func removedStorePaths(res *gc.Result) []string {
+	var out []string
+	for _, it := range res.Removed {
+		if it.Kind == gc.KindPath {
+			out = append(out, it.StorePath)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// foreign puts another tool's artifacts into the target: a plain image
+// copied in with skopeo and an oras artifact. The returned check fails
+// the test unless both are still there, whole.
+func foreign(t *testing.T, g gcTarget) (check func()) {
+	t.Helper()
+	plainDir := filepath.Join(t.TempDir(), "plain")
+	testenv.Run(t, "umoci", "init", "--layout", plainDir)
+	testenv.Run(t, "umoci", "new", "--image", plainDir+":plain")
+	file := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(file, []byte("another tool's artifact\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var plainRef string
+	var orasArgs []string
+	if g.layout != "" {
+		plainRef = "oci:" + g.layout + ":plain"
+		orasArgs = []string{"--oci-layout", g.layout + ":notes"}
+	} else {
+		plainRef = "docker://" + g.ref + ":plain"
+		orasArgs = []string{"--plain-http", g.ref + ":notes"}
+	}
+	testenv.Run(t, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+plainDir+":plain", plainRef)
+	dir := filepath.Dir(file)
+	cmd := testenv.Cmd(t, "oras", append(append([]string{"push", "--artifact-type", "application/x-notes"}, orasArgs...), "notes.txt:text/plain")...)
+	cmd.Dir = dir
+	testenv.RunCmd(t, cmd)
+	return func() {
+		t.Helper()
+		back := filepath.Join(t.TempDir(), "plain-back")
+		if _, stderr, err := testenv.RunErr(t, "skopeo", "copy", "--src-tls-verify=false", plainRef, "oci:"+back+":plain"); err != nil {
+			t.Errorf("the plain image did not survive: %v\n%s", err, stderr)
+		}
+		out := t.TempDir()
+		pull := append([]string{"pull"}, orasArgs...)
+		if _, stderr, err := testenv.RunErr(t, "oras", append(pull, "-o", out)...); err != nil {
+			t.Errorf("the oras artifact did not survive: %v\n%s", err, stderr)
+		} else if data, err := os.ReadFile(filepath.Join(out, "notes.txt")); err != nil || string(data) != "another tool's artifact\n" {
+			t.Errorf("the oras artifact pulls as %q, %v", data, err)
+		}
+	}
+}
+
+// checkWhole walks everything tag names at the target: every manifest
+// (through indexes and parts) is stored and matches its digest, every
+// blob is stored with its size (and, in a layout, read and verified),
+// and every store path of a closure is found by its tag.
+func checkWhole(t *testing.T, tg backend.Target, tag string) error {
+	t.Helper()
+	ctx := context.Background()
+	desc, data, err := backend.FetchManifest(ctx, tg, tag)
+	if err != nil {
+		return fmt.Errorf("tag %s: %w", tag, err)
+	}
+	_, isLayout := tg.(*backend.Layout)
+	seen := map[digest.Digest]bool{}
+	var walk func(d ocispec.Descriptor, data []byte) error
+	walk = func(d ocispec.Descriptor, data []byte) error {
+		succ, err := backend.Successors(d, data)
+		if err != nil {
+			return err
+		}
+		for _, s := range succ {
+			if seen[s.Digest] {
+				continue
+			}
+			seen[s.Digest] = true
+			if backend.IsManifest(s.MediaType) {
+				sd, err := backend.FetchAll(ctx, tg, s, backend.MaxManifestRead)
+				if err != nil {
+					return fmt.Errorf("tag %s: manifest %s: %w", tag, s.Digest, err)
+				}
+				if err := walk(s, sd); err != nil {
+					return err
+				}
+				continue
+			}
+			if !isLayout {
+				got, err := tg.ResolveBlob(ctx, s.Digest)
+				if err != nil || got.Size != s.Size {
+					return fmt.Errorf("tag %s: blob %s: size %d, want %d (%v)", tag, s.Digest, got.Size, s.Size, err)
+				}
+				continue
+			}
+			rc, err := tg.Fetch(ctx, s)
+			if err == nil {
+				rc, err = backend.VerifyReader(rc, s)
+			}
+			if err == nil {
+				_, err = io.Copy(io.Discard, rc)
+				rc.Close()
+			}
+			if err != nil {
+				return fmt.Errorf("tag %s: blob %s: %w", tag, s.Digest, err)
+			}
+		}
+		return nil
+	}
+	if err := walk(desc, data); err != nil {
+		return err
+	}
+	c, err := artifact.ReadClosure(ctx, tg, tag)
+	if err != nil {
+		return nil // not a closure: walked is enough
+	}
+	paths, err := artifact.ClosurePaths(ctx, tg, c, 8)
+	if err != nil {
+		return fmt.Errorf("closure %s: %w", tag, err)
+	}
+	for _, p := range paths {
+		if _, err := artifact.FetchPath(ctx, tg, p.Info.StorePath); err != nil {
+			return fmt.Errorf("closure %s: path tag of %s: %w", tag, p.Info.StorePath, err)
+		}
+		if c.Version == spec.Version {
+			if err := checkWhole(t, tg, spec.PathTag(p.Info.StorePath)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// narinfoStatus asks serve for a store path's narinfo.
+func narinfoStatus(t *testing.T, srv *served, storePath string) int {
+	t.Helper()
+	resp, err := http.Get(srv.URL + "/" + spec.PathTag(storePath) + ".narinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestGCFollowsClosures (issue 13, points 1, 4 and 5): closures c1 and c2
+// sharing a path, beside another tool's artifacts, in a layout and in
+// docker-registry and distribution 3. After `nixoci rm T:c1`, `gc
+// --dry-run` lists exactly c1's private paths and changes nothing (serve
+// still answers them); `gc` removes them: serve answers 404 for them and
+// 200 for c2's, the real Nix substitutes c2, oras and umoci read the
+// layout, the registry's own garbage-collect frees their blobs and c2
+// still substitutes; the other artifacts survive.
+func TestGCFollowsClosures(t *testing.T) {
+	fx1 := testenv.BuildFixture(t, "gc-c1")
+	fx2 := testenv.BuildFixture(t, "gc-c2")
+	key := testenv.GenerateKey(t, "gc-1")
+	for _, g := range gcTargets(t) {
+		t.Run(g.name, func(t *testing.T) {
+			g.start(t)
+			run(t, "push", "--to", g.ref+":c1", "--sign-key", key.SecretFile, fx1.App)
+			run(t, "push", "--to", g.ref+":c2", "--sign-key", key.SecretFile, fx2.App)
+			checkForeign := foreign(t, g)
+
+			stderr, code := runFail(t, "rm", g.ref+":plain")
+			if code != 1 || !strings.Contains(stderr, "not a nixoci closure or image") {
+				t.Errorf("rm of a plain image: exit %d, %q; want it refused", code, stderr)
+			}
+			run(t, "rm", g.ref+":c1")
+			if tags := g.tags(t); slices.Contains(tags, "c1") || !slices.Contains(tags, "c2") {
+				t.Fatalf("tags after rm: %v", tags)
+			}
+
+			before := g.snapshot(t)
+			dry := gcRun(t, g.ref, "--dry-run", "--grace", "0s")
+			private := []string{fx1.App, fx1.Data}
+			slices.Sort(private)
+			if got := removedStorePaths(dry); !slices.Equal(got, private) {
+				t.Errorf("dry run lists paths %v, want c1's private paths %v", got, private)
+			}
+			if dry.Bytes == 0 {
+				t.Error("dry run counts 0 bytes")
+			}
+			if after := g.snapshot(t); !maps.Equal(before, after) {
+				t.Error("the dry run changed the target")
+			}
+			srv := startServe(t, nil, "--from", g.ref, "--negative-ttl", "1ms", "--access-log=false")
+			for _, p := range private {
+				if code := narinfoStatus(t, srv, p); code != http.StatusOK {
+					t.Errorf("after the dry run, serve answers %d for %s", code, p)
+				}
+			}
+
+			res := gcRun(t, g.ref, "--grace", "0s")
+			if got := removedStorePaths(res); !slices.Equal(got, private) {
+				t.Errorf("gc removed paths %v, want %v", got, private)
+			}
+			srv = startServe(t, nil, "--from", g.ref, "--negative-ttl", "1ms", "--access-log=false")
+			for _, p := range private {
+				if code := narinfoStatus(t, srv, p); code != http.StatusNotFound {
+					t.Errorf("after gc, serve answers %d for %s, want 404", code, p)
+				}
+			}
+			for _, p := range fx2.Closure {
+				if code := narinfoStatus(t, srv, p); code != http.StatusOK {
+					t.Errorf("after gc, serve answers %d for %s of c2, want 200", code, p)
+				}
+			}
+			tg := g.open(t)
+			if err := checkWhole(t, tg, "c2"); err != nil {
+				t.Error(err)
+			}
+			substitutes(t, srv, key, fx2)
+			if g.layout != "" {
+				tags := g.tags(t)
+				relCheckLayoutTools(t, g.layout, mapOf(tags))
+				dir := t.TempDir()
+				oras(t, "pull", "--oci-layout", g.layout+":c2", "-o", dir)
+				copyAndCompare(t, dir, key.Public, fx2.App, fx2.Closure)
+				testenv.Run(t, "umoci", "unpack", "--image", g.layout+":plain", filepath.Join(t.TempDir(), "bundle"))
+			} else {
+				size := g.reg.BlobBytes()
+				g.reg.GarbageCollect()
+				if after := g.reg.BlobBytes(); size-after < res.Bytes {
+					t.Errorf("%s garbage-collect freed %d bytes of blobs (%d -> %d), gc said %d would go", g.name, size-after, size, after, res.Bytes)
+				} else {
+					t.Logf("%s garbage-collect: blob store %d -> %d bytes (gc said %d bytes)", g.name, size, after, res.Bytes)
+				}
+				srv = startServe(t, nil, "--from", g.ref, "--negative-ttl", "1ms", "--access-log=false")
+				substitutes(t, srv, key, fx2)
+				if err := checkWhole(t, tg, "c2"); err != nil {
+					t.Errorf("after the registry's garbage-collect: %v", err)
+				}
+			}
+			checkForeign()
+			again := gcRun(t, g.ref, "--grace", "0s")
+			for _, it := range again.Removed {
+				if it.Kind != gc.KindMarker {
+					t.Errorf("a second gc removed %s %s %s", it.Kind, it.Digest, it.StorePath)
+				}
+			}
+			checkForeign()
+		})
+	}
+}
+
+// substitutes realises fx's closure through serve with the real Nix.
+func substitutes(t *testing.T, srv *served, key testenv.KeyPair, fx testenv.Fixture) {
+	t.Helper()
+	store, stderr, err := realise(t, srv.URL, key.Public, fx.App)
+	if err != nil {
+		t.Fatalf("nix-store --realise %s through serve: %v\n%s", fx.App, err, stderr)
+	}
+	for _, p := range fx.Closure {
+		testenv.TreesEqual(t, p, filepath.Join(store, p))
+	}
+}
+
+func mapOf(tags []string) map[string]digest.Digest {
+	m := map[string]digest.Digest{}
+	for _, tag := range tags {
+		m[tag] = ""
+	}
+	return m
+}
+
+// TestGCRefusedDeletes: a registry that refuses deletes (distribution
+// with storage.delete.enabled false answers 405 UNSUPPORTED) makes rm
+// and gc fail with a clear error before anything changes.
+func TestGCRefusedDeletes(t *testing.T) {
+	fx := testenv.BuildFixture(t, "gc-nodel")
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	target := reg.Ref("cache")
+	run(t, "push", "--to", target+":c1", fx.App)
+	reg.SetDeletes(false)
+	g := gcTarget{name: "no-delete", ref: target, reg: reg}
+	before := g.snapshot(t)
+	for _, args := range [][]string{{"rm", target + ":c1"}, {"gc", "--grace", "0s", target}} {
+		stderr, code := runFail(t, args...)
+		if code != 1 || !strings.Contains(stderr, "does not allow deleting") || !strings.Contains(stderr, "storage.delete.enabled") {
+			t.Errorf("nixoci %s: exit %d, %q; want a clear refusal", args[0], code, stderr)
+		}
+	}
+	if after := g.snapshot(t); !maps.Equal(before, after) {
+		t.Error("the refused rm and gc changed the registry")
+	}
+	dry := gcRun(t, target, "--dry-run")
+	if dry.DeletesRefused == "" {
+		t.Error("a dry run does not say that deletes are refused")
+	}
+}
+
+// TestGCRetention (issue 13, points 2 and 5): closures ci-1 … ci-5 pushed
+// in order; `gc --match 'ci-*' --keep-last 2` keeps ci-4 and ci-5 and
+// their paths, drops the others and their private paths, and keeps a tag
+// --match does not select; where ci-1 was pushed again before the run,
+// ci-1 and ci-5 stay.
+func TestGCRetention(t *testing.T) {
+	c := newSynthCache(t)
+	shared := synthStorePath("ret-shared")
+	c.add(shared, fileNAR(t, shared), nil, nil)
+	roots := map[string]string{}
+	private := map[string][]string{}
+	for _, tag := range []string{"ci-1", "ci-2", "ci-3", "ci-4", "ci-5", "release"} {
+		leaf := synthStorePath("ret-leaf-" + tag)
+		c.add(leaf, fileNAR(t, leaf), nil, nil)
+		root := synthStorePath("ret-root-" + tag)
+		c.add(root, fileNAR(t, root), []string{filepath.Base(leaf), filepath.Base(shared)}, nil)
+		roots[tag], private[tag] = root, []string{root, leaf}
+	}
+	for _, g := range gcTargets(t) {
+		t.Run(g.name, func(t *testing.T) {
+			g.start(t)
+			for _, tc := range []struct {
+				name   string
+				repush bool
+				keep   []string
+			}{
+				{"in-order", false, []string{"ci-4", "ci-5", "release"}},
+				{"ci-1-pushed-again", true, []string{"ci-1", "ci-5", "release"}},
+			} {
+				g := g.repo(t, tc.name)
+				for _, tag := range []string{"ci-1", "ci-2", "ci-3", "ci-4", "ci-5", "release"} {
+					run(t, "push", "--to", g.ref+":"+tag, "--from-cache", c.url(), roots[tag])
+				}
+				if tc.repush {
+					run(t, "push", "--to", g.ref+":ci-1", "--from-cache", c.url(), roots["ci-1"])
+				}
+				res := gcRun(t, g.ref, "--match", "ci-*", "--keep-last", "2", "--grace", "0s")
+				var closures []string
+				for _, tag := range g.tags(t) {
+					if _, ok := roots[tag]; ok {
+						closures = append(closures, tag)
+					}
+				}
+				if !slices.Equal(closures, tc.keep) {
+					t.Errorf("%s: closure tags left %v, want %v", tc.name, closures, tc.keep)
+				}
+				var gone []string
+				for tag, paths := range private {
+					if !slices.Contains(tc.keep, tag) {
+						gone = append(gone, paths...)
+					}
+				}
+				slices.Sort(gone)
+				if got := removedStorePaths(res); !slices.Equal(got, gone) {
+					t.Errorf("%s: removed paths %v, want %v", tc.name, got, gone)
+				}
+				var dropped []string
+				for _, tt := range res.Dropped {
+					dropped = append(dropped, tt.Tag)
+				}
+				slices.Sort(dropped)
+				if len(res.Kept) != 2 || len(dropped) != 3 || slices.ContainsFunc(dropped, func(tag string) bool { return slices.Contains(tc.keep, tag) }) {
+					t.Errorf("%s: retention kept %v, dropped %v", tc.name, res.Kept, dropped)
+				}
+				tg := g.open(t)
+				for _, tag := range tc.keep {
+					if err := checkWhole(t, tg, tag); err != nil {
+						t.Errorf("%s: %v", tc.name, err)
+					}
+				}
+				for _, p := range gone {
+					if _, err := artifact.FetchPath(context.Background(), tg, p); err == nil {
+						t.Errorf("%s: %s is still tagged", tc.name, p)
+					}
+				}
+			}
+		})
+	}
+}
