@@ -115,6 +115,51 @@ func (p *pusher) gcCheckPaths(ctx context.Context, g gcGuard, infos []*narinfo.N
 	return p.restorePaths(ctx, infos, res)
 }
 
+// gcAttempts bounds how often a step is tried when a collector keeps
+// deleting under it (collections back to back with no grace period).
+const gcAttempts = 3
+
+// retryAfterGC reports whether a step that failed with err is worth
+// trying again: a collector may have deleted something since g began.
+func retryAfterGC(ctx context.Context, g gcGuard, err error, attempt int, what string, dst backend.Target) bool {
+	if err == nil || attempt >= gcAttempts || ctx.Err() != nil {
+		return false
+	}
+	if check, _, gerr := g.overlap(ctx); gerr != nil || !check {
+		return false
+	}
+	slog.Info(what+" failed while a garbage collection ran; storing again what it deleted", "target", dst, "attempt", attempt, "err", err)
+	return true
+}
+
+// pushPathsGuarded is pushPaths, tried again if tagging a path failed
+// because a collector deleted its manifest (an image layout's sweep of a
+// manifest blob the push found stored).
+func (p *pusher) pushPathsGuarded(ctx context.Context, g gcGuard, infos []*narinfo.NarInfo) ([]PathArtifact, int, error) {
+	for attempt := 1; ; attempt++ {
+		paths, packed, err := p.pushPaths(ctx, infos)
+		if !errors.Is(err, errdef.ErrNotFound) || !retryAfterGC(ctx, g, err, attempt, "storing the paths", p.dst) {
+			return paths, packed, err
+		}
+	}
+}
+
+// storeClosureGuarded stores the closure; if that fails while a
+// collector may have deleted something (a registry refuses an index
+// naming a manifest it lacks), what vanished is stored again and the
+// closure once more.
+func (p *pusher) storeClosureGuarded(ctx context.Context, g gcGuard, infos []*narinfo.NarInfo, res *PushResult) error {
+	for attempt := 1; ; attempt++ {
+		err := p.storeClosureOf(ctx, res)
+		if !retryAfterGC(ctx, g, err, attempt, "storing the closure", p.dst) {
+			return err
+		}
+		if err := p.restorePaths(ctx, infos, res); err != nil {
+			return err
+		}
+	}
+}
+
 // gcFinish is run after a push tagged its closure: it stores the push
 // record and, if a collector may have deleted something the closure
 // reaches, stores again whatever vanished and the closure itself.

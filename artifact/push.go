@@ -93,14 +93,14 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 		p.opts.Jobs = backend.DefaultJobs()
 	}
 	res := &PushResult{Roots: roots, Tag: tag}
-	if res.Paths, res.Packed, err = p.pushPaths(ctx, infos); err != nil {
+	if res.Paths, res.Packed, err = p.pushPathsGuarded(ctx, guard, infos); err != nil {
 		return nil, err
 	}
 	res.Reused = len(res.Paths) - res.Packed
 	if err := p.gcCheckPaths(ctx, guard, infos, res); err != nil {
 		return nil, err
 	}
-	if err := p.storeClosureOf(ctx, res); err != nil {
+	if err := p.storeClosureGuarded(ctx, guard, infos, res); err != nil {
 		return nil, err
 	}
 	if err := p.gcFinish(ctx, guard, infos, res); err != nil {

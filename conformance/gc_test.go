@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -254,8 +256,8 @@ func checkWhole(t *testing.T, tg backend.Target, tag string) error {
 		if _, err := artifact.FetchPath(ctx, tg, p.Info.StorePath); err != nil {
 			return fmt.Errorf("closure %s: path tag of %s: %w", tag, p.Info.StorePath, err)
 		}
-		if c.Version == spec.Version {
-			if err := checkWhole(t, tg, spec.PathTag(p.Info.StorePath)); err != nil {
+		if h := spec.PathTag(p.Info.StorePath); c.Version == spec.Version && h != tag {
+			if err := checkWhole(t, tg, h); err != nil {
 				return err
 			}
 		}
@@ -496,6 +498,154 @@ func TestGCRetention(t *testing.T) {
 						t.Errorf("%s: %s is still tagged", tc.name, p)
 					}
 				}
+			}
+		})
+	}
+}
+
+// gcFigures counts what racing collections and pushes did.
+type gcFigures struct {
+	runs, removed, paths, spared int
+	pushes, waited, restored     int
+	failed                       int // pushes that failed (cleanly) and were run again
+}
+
+// TestGCConcurrentPushes (issue 13, points 3, 4 and 5): in each round,
+// every closure tag is removed, so that all their paths are garbage, and
+// 8 pushes of those overlapping closures race `nixoci gc --grace 500ms`
+// run again and again; the pushes reuse paths the collections delete
+// under them. Afterwards every tag names complete content (every blob
+// walked), every closure substitutes with the real Nix, and another
+// tool's artifacts are still there. On a layout, docker-registry and
+// distribution 3.
+// gcRaceGrace is the grace period of the collections racing pushes:
+// short, so that many run, but not none, which in an image layout would
+// let a sweep delete a manifest a push stored (or found and renewed) a
+// moment before tagging it (the push then fails without a tag).
+const gcRaceGrace = "500ms"
+
+func TestGCConcurrentPushes(t *testing.T) {
+	const writers = 8
+	rounds := relShort(2, 6)
+	c := newSynthCache(t)
+	roots, sizes, distinct := relSharedClosures(c, "gcconc", writers, relShort(3, 8), relShort(3, 10), 6, relShort(20, 60))
+	key := testenv.GenerateKey(t, "gcconc-1")
+	t.Logf("%d closures of %v paths (%d distinct paths), %d rounds", writers, sizes, len(distinct), rounds)
+	for _, g := range gcTargets(t) {
+		t.Run(g.name, func(t *testing.T) {
+			g.start(t)
+			checkForeign := foreign(t, g)
+			for k, r := range roots {
+				run(t, "push", "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), r)
+			}
+			var f gcFigures
+			for round := range rounds {
+				var tags []string
+				for k := range roots {
+					tags = append(tags, fmt.Sprintf("%s:c%d", g.ref, k))
+				}
+				run(t, append([]string{"rm"}, tags...)...)
+				// Collections run back to back from before the first push
+				// to after the last; the pushes start spread over the
+				// first seconds, so that some reuse paths a collection is
+				// about to delete.
+				done := make(chan struct{})
+				var mu sync.Mutex
+				var collected sync.WaitGroup
+				collected.Add(1)
+				go func() {
+					defer collected.Done()
+					for {
+						select {
+						case <-done:
+							return
+						default:
+						}
+						stdout, stderr, err := testenv.RunCmdErr(nixoci(t, "gc", "--json", "--grace", gcRaceGrace, g.ref))
+						if err != nil {
+							t.Errorf("round %d: gc racing pushes: %v\n%s", round, err, stderr)
+							return
+						}
+						var res gc.Result
+						if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+							t.Errorf("gc --json: %v", err)
+							return
+						}
+						mu.Lock()
+						f.runs++
+						f.removed += len(res.Removed)
+						f.paths += res.Paths
+						f.spared += res.Spared
+						mu.Unlock()
+					}
+				}()
+				pushes := make([]*killablePush, writers)
+				for k, r := range roots {
+					start := time.Now().Add(time.Duration(k) * 400 * time.Millisecond)
+					<-time.After(time.Until(start))
+					pushes[k] = startPush(t, nil, "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), r)
+				}
+				var failed []int
+				for k, p := range pushes {
+					err := p.wait()
+					f.pushes++
+					log := p.stderr.String()
+					f.waited += strings.Count(log, "a garbage collection is running")
+					f.restored += strings.Count(log, "stored again paths") + strings.Count(log, "copying again")
+					if err != nil {
+						failed = append(failed, k)
+						t.Logf("round %d: push %d failed:\n%s", round, k, log)
+					}
+				}
+				close(done)
+				collected.Wait()
+				// A push that lost against collections run back to back
+				// with no grace period fails without its closure tag;
+				// run again, it completes.
+				have := g.tags(t)
+				for _, k := range failed {
+					f.failed++
+					if slices.Contains(have, fmt.Sprintf("c%d", k)) {
+						t.Errorf("round %d: failed push %d left its closure tag", round, k)
+					}
+					run(t, "push", "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), roots[k])
+				}
+			}
+			final := gcRun(t, g.ref, "--grace", "0s")
+			for _, it := range final.Removed {
+				if it.Kind == gc.KindPath {
+					t.Errorf("the final gc removed %s, which a closure reaches", it.StorePath)
+				}
+			}
+			tg := g.open(t)
+			all := g.tags(t)
+			for _, tag := range all {
+				if err := checkWhole(t, tg, tag); err != nil {
+					t.Errorf("after the race: %v", err)
+				}
+			}
+			paths := 0
+			for _, tag := range all {
+				if len(tag) == 32 && !strings.ContainsAny(tag, "-_.") {
+					paths++
+				}
+			}
+			if paths != len(distinct) {
+				t.Errorf("%d path tags after the race, want %d (every path of the closures)", paths, len(distinct))
+			}
+			srv := startServe(t, nil, "--from", g.ref, "--negative-ttl", "1ms", "--access-log=false")
+			for _, r := range roots {
+				if _, stderr, err := realise(t, srv.URL, key.Public, r); err != nil {
+					t.Errorf("closure of %s does not substitute after the race: %v\n%s", r, err, stderr)
+				}
+			}
+			checkForeign()
+			t.Logf("%d rounds: %d gc runs raced %d pushes; the runs removed %d items (%d store paths), spared %d found in use again; "+
+				"pushes waited for a running gc %d times, stored again what it deleted %d times, %d failed without a tag and were run again; "+
+				"afterwards %d tags, all complete, %d closures substituted",
+				rounds, f.runs, f.pushes, f.removed, f.paths, f.spared, f.waited, f.restored, f.failed, len(all), len(roots))
+			if f.runs < rounds || f.paths == 0 {
+				t.Errorf("the race did not happen: %d gc runs removed %d paths", f.runs, f.paths)
 			}
 		})
 	}
