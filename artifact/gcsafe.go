@@ -214,7 +214,7 @@ func (p *pusher) restorePaths(ctx context.Context, infos []*narinfo.NarInfo, res
 			if ok {
 				again, err = p.store(gctx, art.Info, nil, 0)
 			} else {
-				again, err = p.pack(gctx, source[art.Info.StorePath])
+				again, err = p.packAndStore(gctx, source[art.Info.StorePath])
 			}
 			if err != nil {
 				return fmt.Errorf("%s: storing again what a garbage collection deleted: %w", art.Info.StorePath, err)
@@ -231,6 +231,28 @@ func (p *pusher) restorePaths(ctx context.Context, infos []*narinfo.NarInfo, res
 		slog.Info("stored again paths a garbage collection deleted", "target", p.dst, "paths", restored)
 	}
 	return err
+}
+
+// packAndStore reads a path's NAR from the source again and stores it.
+func (p *pusher) packAndStore(ctx context.Context, info *narinfo.NarInfo) (PathArtifact, error) {
+	packed, f, n, err := p.pack(ctx, info)
+	if err != nil {
+		return PathArtifact{}, err
+	}
+	defer f.Close()
+	return p.store(ctx, packed, f, n)
+}
+
+// gcFinishUnchanged is gcFinish for a re-push that found its closure
+// tagged already and wrote nothing: it stores the push record, and
+// reports false if a collector may have deleted something meanwhile, so
+// that the push is done in full.
+func (p *pusher) gcFinishUnchanged(ctx context.Context, g gcGuard, res *PushResult) (bool, error) {
+	if _, err := StorePushRecord(ctx, p.dst, res.Closure, res.Tag, p.opts.Record); err != nil {
+		return false, fmt.Errorf("closure %s tagged, but %w", res.Tag, err)
+	}
+	check, err := g.afterTag(ctx)
+	return !check, err
 }
 
 // gcCopyCheck is run by a copy before and after writing its tag: if a

@@ -22,7 +22,8 @@ import (
 // PullOptions configure Pull. The zero value is usable.
 type PullOptions struct {
 	// Jobs is how many blobs are fetched at once; default
-	// backend.DefaultJobs().
+	// DefaultNetworkJobs (a pull waits on the network, and enough requests
+	// in flight hide a remote registry's latency).
 	Jobs int
 	// Progress, if set, is updated as work is done.
 	Progress *Progress
@@ -50,7 +51,7 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 		return nil, err
 	}
 	if opts.Jobs <= 0 {
-		opts.Jobs = backend.DefaultJobs()
+		opts.Jobs = DefaultNetworkJobs
 	}
 	layers, err := BinaryCacheLayers(ctx, src, c, opts.Jobs)
 	if err != nil {

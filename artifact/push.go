@@ -32,9 +32,14 @@ import (
 type PushOptions struct {
 	// Tag names the closure; default spec.DefaultClosureTag of the first root.
 	Tag string
-	// Jobs is how many store paths are processed at once; default
-	// backend.DefaultJobs(). It never changes what is written.
+	// Jobs is how many NARs are dumped and compressed at once (work for
+	// the CPU); default backend.DefaultJobs(). It never changes what is
+	// written.
 	Jobs int
+	// NetworkJobs is how many requests to the target are in flight at once
+	// (existence checks and uploads, which wait on the network, not the
+	// CPU); default DefaultNetworkJobs. It never changes what is written.
+	NetworkJobs int
 	// SignKeys sign every narinfo (replacing older signatures by the same
 	// key name).
 	SignKeys []narinfo.SecretKey
@@ -91,6 +96,14 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	p := &pusher{dst: dst, src: src, opts: opts}
 	if p.opts.Jobs <= 0 {
 		p.opts.Jobs = backend.DefaultJobs()
+	}
+	if res, ok, err := p.unchanged(ctx, roots, tag, infos); err != nil {
+		return nil, err
+	} else if ok {
+		if done, err := p.gcFinishUnchanged(ctx, guard, res); err != nil || done {
+			return res, err
+		}
+		// A collection ran meanwhile: push in full, storing again what it deleted.
 	}
 	res := &PushResult{Roots: roots, Tag: tag}
 	if res.Paths, res.Packed, err = p.pushPathsGuarded(ctx, guard, infos); err != nil {
@@ -178,28 +191,7 @@ func (p *pusher) pushPaths(ctx context.Context, infos []*narinfo.NarInfo) ([]Pat
 	if bt, ok := p.dst.(backend.BatchTagger); ok {
 		p.batch = newTagBatcher(bt)
 	}
-	// Largest first, so the longest NAR is not left to run alone at the end.
-	order := slices.Clone(infos)
-	sort.SliceStable(order, func(i, j int) bool { return order[i].NarSize > order[j].NarSize })
-	arts := make([]PathArtifact, len(order))
-	var packed atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(p.opts.Jobs)
-	for i, info := range order {
-		g.Go(func() error {
-			art, didPack, err := p.pushPath(gctx, info)
-			if err != nil {
-				return err
-			}
-			arts[i] = art
-			if didPack {
-				packed.Add(1)
-			}
-			p.opts.Progress.pathDone(info.NarSize, !didPack)
-			return nil
-		})
-	}
-	err := g.Wait()
+	arts, packed, err := p.pipeline(ctx, infos)
 	if p.batch != nil {
 		// Tag what was completed even after a failure: those paths are
 		// whole, and a re-run will not redo them.
@@ -211,7 +203,122 @@ func (p *pusher) pushPaths(ctx context.Context, infos []*narinfo.NarInfo) ([]Pat
 		return nil, 0, err
 	}
 	sort.Slice(arts, func(i, j int) bool { return arts[i].Info.StorePath < arts[j].Info.StorePath })
-	return arts, int(packed.Load()), nil
+	return arts, packed, nil
+}
+
+// DefaultNetworkJobs is the default bound on a push's requests in flight:
+// enough to hide a remote registry's latency (at 20 ms a round trip, 16
+// requests in flight keep a path a millisecond), few enough for any
+// registry's rate limits.
+const DefaultNetworkJobs = 16
+
+// pipeline pushes every path of infos in two overlapping stages: the
+// network checks which paths the target has (and re-signs those that need
+// it), up to NetworkJobs at once; the others are dumped and compressed on
+// Jobs cores, largest first so the longest NAR does not run alone at the
+// end, and each is uploaded as soon as it is packed, again within
+// NetworkJobs, while the cores pack the next. At most 2×NetworkJobs
+// packed NARs wait for upload in temporary files.
+func (p *pusher) pipeline(ctx context.Context, infos []*narinfo.NarInfo) ([]PathArtifact, int, error) {
+	netJobs := p.opts.NetworkJobs
+	if netJobs <= 0 {
+		netJobs = DefaultNetworkJobs
+	}
+	net := make(chan struct{}, netJobs)
+	waiting := make(chan struct{}, 2*netJobs)
+	acquire := func(ctx context.Context, sem chan struct{}) (func(), error) {
+		select {
+		case sem <- struct{}{}:
+			return func() { <-sem }, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+
+	// Stage 1: what does the target have?
+	arts := make([]PathArtifact, len(infos))
+	var missing []int
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	for i, info := range infos {
+		release, err := acquire(gctx, net)
+		if err != nil {
+			break
+		}
+		g.Go(func() error {
+			defer release()
+			existing, err := FetchPath(gctx, p.dst, info.StorePath)
+			switch {
+			case errors.Is(err, errdef.ErrNotFound):
+				mu.Lock()
+				missing = append(missing, i)
+				mu.Unlock()
+				return nil
+			case err != nil:
+				return err
+			}
+			if arts[i], err = p.reuse(gctx, existing, info); err != nil {
+				return err
+			}
+			p.opts.Progress.pathDone(info.NarSize, true)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, 0, err
+	}
+
+	// Stage 2: pack what is missing, largest first, and upload each as
+	// soon as it is packed.
+	sort.SliceStable(missing, func(a, b int) bool { return infos[missing[a]].NarSize > infos[missing[b]].NarSize })
+	work := make(chan int)
+	g, gctx = errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(work)
+		for _, i := range missing {
+			select {
+			case work <- i:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for range min(p.opts.Jobs, max(len(missing), 1)) {
+		g.Go(func() error {
+			for i := range work {
+				info := infos[i]
+				done, err := acquire(gctx, waiting)
+				if err != nil {
+					return err
+				}
+				packed, f, n, err := p.pack(gctx, info)
+				if err != nil {
+					done()
+					return err
+				}
+				g.Go(func() error {
+					defer done()
+					defer f.Close()
+					release, err := acquire(gctx, net)
+					if err != nil {
+						return err
+					}
+					defer release()
+					if arts[i], err = p.store(gctx, packed, f, n); err != nil {
+						return err
+					}
+					p.opts.Progress.pathDone(info.NarSize, false)
+					return nil
+				})
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, 0, err
+	}
+	return arts, len(missing), nil
 }
 
 type pusher struct {
@@ -219,20 +326,6 @@ type pusher struct {
 	src   Source
 	opts  PushOptions
 	batch *tagBatcher
-}
-
-// pushPath stores one store path, or reuses its stored artifact.
-func (p *pusher) pushPath(ctx context.Context, info *narinfo.NarInfo) (PathArtifact, bool, error) {
-	existing, err := FetchPath(ctx, p.dst, info.StorePath)
-	switch {
-	case err == nil:
-		art, err := p.reuse(ctx, existing, info)
-		return art, false, err
-	case !errors.Is(err, errdef.ErrNotFound):
-		return PathArtifact{}, false, err
-	}
-	art, err := p.pack(ctx, info)
-	return art, true, err
 }
 
 // reuse keeps a stored artifact, adding signatures it lacks: those the
@@ -264,14 +357,23 @@ func (p *pusher) reuse(ctx context.Context, art PathArtifact, src *narinfo.NarIn
 	return p.store(ctx, &info, nil, 0)
 }
 
-// pack reads the path's NAR from the source into a temporary file, then
-// stores it.
-func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact, error) {
+// pack reads the path's NAR from the source into a temporary file and
+// returns its narinfo as stored (signed, with the compressed file's hash
+// and size) with the file, which the caller closes, and its size.
+func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (*narinfo.NarInfo, *os.File, int64, error) {
 	f, err := anonymousTempFile(p.opts.TempDir)
 	if err != nil {
-		return PathArtifact{}, err
+		return nil, nil, 0, err
 	}
-	defer f.Close()
+	packed, n, err := p.packInto(ctx, info, f)
+	if err != nil {
+		f.Close()
+		return nil, nil, 0, err
+	}
+	return packed, f, n, nil
+}
+
+func (p *pusher) packInto(ctx context.Context, info *narinfo.NarInfo, f *os.File) (*narinfo.NarInfo, int64, error) {
 	bw := bufio.NewWriterSize(f, 1<<20)
 	h := sha256.New()
 	var size atomic.Int64
@@ -280,18 +382,18 @@ func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact,
 		err = bw.Flush()
 	}
 	if err != nil {
-		return PathArtifact{}, err
+		return nil, 0, err
 	}
 	fileHash, err := narinfo.HashFromDigest(h.Sum(nil))
 	if err != nil {
-		return PathArtifact{}, err
+		return nil, 0, err
 	}
 	if info.FileHash != "" && info.FileHash != fileHash {
-		return PathArtifact{}, fmt.Errorf("%s: compressed NAR is %s but its narinfo says FileHash %s: %w", info.StorePath, fileHash, info.FileHash, ErrHashMismatch)
+		return nil, 0, fmt.Errorf("%s: compressed NAR is %s but its narinfo says FileHash %s: %w", info.StorePath, fileHash, info.FileHash, ErrHashMismatch)
 	}
 	n := size.Load()
 	if info.FileSize != 0 && info.FileSize != uint64(n) {
-		return PathArtifact{}, fmt.Errorf("%s: compressed NAR is %d bytes but its narinfo says FileSize %d: %w", info.StorePath, n, info.FileSize, ErrHashMismatch)
+		return nil, 0, fmt.Errorf("%s: compressed NAR is %d bytes but its narinfo says FileSize %d: %w", info.StorePath, n, info.FileSize, ErrHashMismatch)
 	}
 	packed := *info
 	packed.Compression = string(comp)
@@ -300,10 +402,10 @@ func (p *pusher) pack(ctx context.Context, info *narinfo.NarInfo) (PathArtifact,
 	packed.URL = spec.NarURL(strings.TrimPrefix(fileHash, "sha256:"), comp)
 	for _, k := range p.opts.SignKeys {
 		if err := packed.AddSignature(k); err != nil {
-			return PathArtifact{}, err
+			return nil, 0, err
 		}
 	}
-	return p.store(ctx, &packed, f, n)
+	return &packed, n, nil
 }
 
 // store writes a path's blobs, then its manifest, then its tag. narFile

@@ -65,8 +65,8 @@ func NewPushRecord(closure ocispec.Descriptor, tag string, at time.Time, opts Re
 }
 
 // StorePushRecord stores a push record of closure, tagged tag, made at
-// opts.At (default now). It is not tagged: readers find it among the
-// closure's referrers.
+// opts.At (default now), in dst, which holds the closure. It is not
+// tagged: readers find it among the closure's referrers.
 func StorePushRecord(ctx context.Context, dst backend.Target, closure ocispec.Descriptor, tag string, opts RecordOptions) (ocispec.Descriptor, error) {
 	at := opts.At
 	if at.IsZero() {
@@ -76,9 +76,8 @@ func StorePushRecord(ctx context.Context, dst backend.Target, closure ocispec.De
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	if err := backend.PushBytes(ctx, dst, spec.EmptyConfig, spec.EmptyConfigData); err != nil {
-		return ocispec.Descriptor{}, err
-	}
+	// The empty config it names is stored: every path manifest of the
+	// closure names it too.
 	if err := dst.Push(ctx, rec.Descriptor, bytes.NewReader(rec.Data)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
 		return ocispec.Descriptor{}, fmt.Errorf("storing the push record of %s: %w", tag, err)
 	}

@@ -111,7 +111,8 @@ func classify(ctx context.Context, name, op string, err error) error {
 // failed and how, and whose operations are retried (see RetryAttempts).
 type remoteTarget struct {
 	*remote.Repository
-	name string
+	name      string
+	chunkSize int64 // see Options.ChunkSize; never 0
 }
 
 // retry runs one operation on the registry, classifying its errors.
@@ -197,7 +198,7 @@ func (r *remoteTarget) FetchReference(ctx context.Context, reference string) (oc
 
 func (r *remoteTarget) Push(ctx context.Context, desc ocispec.Descriptor, content io.Reader) error {
 	return r.retryUpload(ctx, "pushing "+desc.Digest.String(), content, func(ctx context.Context, content io.Reader) error {
-		return r.Repository.Push(ctx, desc, content)
+		return r.push(ctx, desc, content)
 	})
 }
 

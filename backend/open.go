@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -14,12 +13,11 @@ import (
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
-	"oras.land/oras-go/v2/registry/remote/credentials"
 )
 
 // Options configure how targets are opened. The zero value reads
-// credentials from the docker config file and uses HTTPS except for
-// loopback registries.
+// credentials from the docker config file, uses HTTPS except for
+// loopback registries, and uploads blobs over DefaultChunkSize in chunks.
 type Options struct {
 	// PlainHTTP talks plain HTTP to every registry, not only to loopback
 	// ones (127.0.0.0/8, ::1, localhost).
@@ -32,6 +30,14 @@ type Options struct {
 	HTTPClient *http.Client
 	// UserAgent is sent to registries.
 	UserAgent string
+	// ChunkSize: a blob larger than this is uploaded to a registry in
+	// chunks of this size (PATCH with Content-Range), so that it passes
+	// proxies that limit request bodies; 0 means DefaultChunkSize, a
+	// negative size uploads every blob in one request.
+	ChunkSize int64
+	// Credentials, when set, gives the registry credentials instead of
+	// the docker config file.
+	Credentials auth.CredentialFunc
 }
 
 // Target is what nixoci reads and writes: content, tags and manifests
@@ -60,26 +66,12 @@ func openRemote(r Ref, opts Options) (Target, error) {
 		return nil, fmt.Errorf("%s: %w", r.Base(), err)
 	}
 	repo.PlainHTTP = opts.PlainHTTP || IsLoopback(r.Registry)
-	client := &auth.Client{
-		Client: opts.HTTPClient,
-		Cache:  auth.NewCache(),
+	repo.Client = newAuthClient(opts)
+	chunkSize := opts.ChunkSize
+	if chunkSize == 0 {
+		chunkSize = DefaultChunkSize
 	}
-	if client.Client == nil {
-		client.Client = DefaultHTTPClient()
-	}
-	if opts.UserAgent != "" {
-		client.SetUserAgent(opts.UserAgent)
-	}
-	store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{})
-	if err != nil {
-		// An unreadable docker config is not fatal: anonymous access may
-		// still work, and a refusal will say so.
-		slog.Warn("cannot read docker config; continuing without credentials", "err", err)
-	} else {
-		client.Credential = credentials.Credential(store)
-	}
-	repo.Client = client
-	return &remoteTarget{Repository: repo, name: r.Base().String()}, nil
+	return &remoteTarget{Repository: repo, name: r.Base().String(), chunkSize: chunkSize}, nil
 }
 
 // IsLoopback reports whether a "HOST[:PORT]" names this machine.

@@ -49,14 +49,16 @@ func TestFromCacheKeepsNARs(t *testing.T) {
 func TestLargeClosure(t *testing.T) {
 	c := newSynthCache(t)
 	root, n := c.tree("big", 150, 100)
-	for _, tc := range []struct{ version, artifactType string }{
-		{spec.ClosureVersion, spec.ArtifactTypeClosureV2},
-		{spec.Version, spec.ArtifactTypeClosure},
+	// One layout: the second push reuses every path and writes only its
+	// closure, in the other version.
+	layoutDir := filepath.Join(t.TempDir(), "l")
+	layout := "oci:" + layoutDir
+	for _, tc := range []struct{ version, artifactType, tag string }{
+		{spec.ClosureVersion, spec.ArtifactTypeClosureV2, "big"},
+		{spec.Version, spec.ArtifactTypeClosure, "big1"},
 	} {
 		t.Run("v"+tc.version, func(t *testing.T) {
-			layoutDir := filepath.Join(t.TempDir(), "l")
-			layout := "oci:" + layoutDir
-			cmd := nixoci(t, "push", "--from-cache", c.url(), "--to", layout+":big", "--jobs", "16", "--closure-version", tc.version, root)
+			cmd := nixoci(t, "push", "--from-cache", c.url(), "--to", layout+":"+tc.tag, "--jobs", "16", "--closure-version", tc.version, root)
 			_, stderr, err := testenv.RunCmdErr(cmd)
 			if err != nil {
 				t.Fatalf("push: %v\n%s", err, stderr)
@@ -66,7 +68,7 @@ func TestLargeClosure(t *testing.T) {
 			}
 
 			// Every manifest nixoci wrote respects the registry limit.
-			index := oras(t, "manifest", "fetch", "--oci-layout", layoutDir+":big")
+			index := oras(t, "manifest", "fetch", "--oci-layout", layoutDir+":"+tc.tag)
 			var idx struct {
 				ArtifactType string `json:"artifactType"`
 				Manifests    []struct {
@@ -88,13 +90,13 @@ func TestLargeClosure(t *testing.T) {
 			}
 
 			out := t.TempDir()
-			run(t, "pull", layout+":big", "--to", out)
+			run(t, "pull", layout+":"+tc.tag, "--to", out)
 			narinfos, _ := filepath.Glob(filepath.Join(out, "*.narinfo"))
 			if len(narinfos) != n {
 				t.Fatalf("pulled %d narinfos, want %d", len(narinfos), n)
 			}
 			orasOut := t.TempDir()
-			oras(t, "pull", "--oci-layout", layoutDir+":big", "-o", orasOut)
+			oras(t, "pull", "--oci-layout", layoutDir+":"+tc.tag, "-o", orasOut)
 			orasNarinfos, _ := filepath.Glob(filepath.Join(orasOut, "*.narinfo"))
 			if len(orasNarinfos) != n {
 				t.Errorf("oras pulled %d narinfos, want %d", len(orasNarinfos), n)
@@ -104,7 +106,7 @@ func TestLargeClosure(t *testing.T) {
 			if len(paths) != n {
 				t.Errorf("nix path-info --recursive found %d paths in the oras-pulled cache, want %d", len(paths), n)
 			}
-			summary := run(t, "inspect", "--json", layout+":big")
+			summary := run(t, "inspect", "--json", layout+":"+tc.tag)
 			var s struct {
 				Parts int               `json:"parts"`
 				Paths []json.RawMessage `json:"paths"`

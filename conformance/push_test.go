@@ -58,8 +58,8 @@ func TestNixociPull(t *testing.T) {
 	}
 
 	manifest := oras(t, "manifest", "fetch", "--plain-http", ref+":t")
-	if !strings.Contains(manifest, `"artifactType":"`+spec.ArtifactTypeClosure+`"`) {
-		t.Errorf("closure manifest lacks artifactType %s:\n%s", spec.ArtifactTypeClosure, manifest)
+	if !strings.Contains(manifest, `"artifactType":"`+spec.ArtifactTypeClosureV2+`"`) {
+		t.Errorf("closure manifest lacks artifactType %s:\n%s", spec.ArtifactTypeClosureV2, manifest)
 	}
 	pathManifest := oras(t, "manifest", "fetch", "--plain-http", ref+":"+spec.PathTag(fx.App))
 	for _, want := range []string{spec.ArtifactTypePath, spec.MediaTypeNARXz, spec.MediaTypeNarInfo, fx.App} {

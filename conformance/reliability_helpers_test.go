@@ -269,48 +269,58 @@ type walked struct {
 	Blobs        int                  // blobs checked (config and layers)
 }
 
-// relWalk fetches what ref names and checks every blob it references
-// (through the parts of a split closure) is stored with its size.
+// relWalk fetches what ref names and checks every blob it references is
+// stored with its size, following indexes (split closures, version 2
+// closures and their parts) down to their manifests.
 func relWalk(s relStore, ref string) (*walked, error) {
 	d, data, err := s.Manifest(ref)
 	if err != nil {
 		return nil, err
 	}
 	var top struct {
-		MediaType    string               `json:"mediaType"`
-		ArtifactType string               `json:"artifactType"`
-		Annotations  map[string]string    `json:"annotations"`
-		Manifests    []ocispec.Descriptor `json:"manifests"`
+		ArtifactType string            `json:"artifactType"`
+		Annotations  map[string]string `json:"annotations"`
 	}
 	if err := json.Unmarshal(data, &top); err != nil {
 		return nil, fmt.Errorf("%s: manifest %s: %w", ref, d, err)
 	}
 	w := &walked{Digest: d, ArtifactType: top.ArtifactType, Annotations: top.Annotations}
-	manifests := [][]byte{data}
-	if top.MediaType == ocispec.MediaTypeImageIndex {
-		manifests = nil
-		for _, m := range top.Manifests {
-			_, part, err := s.Manifest(m.Digest.String())
+	return w, relWalkInto(s, ref, data, w, 0)
+}
+
+func relWalkInto(s relStore, ref string, data []byte, w *walked, depth int) error {
+	var m struct {
+		MediaType string               `json:"mediaType"`
+		Config    ocispec.Descriptor   `json:"config"`
+		Layers    []ocispec.Descriptor `json:"layers"`
+		Manifests []ocispec.Descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("%s: %w", ref, err)
+	}
+	if m.MediaType == ocispec.MediaTypeImageIndex {
+		if depth > 3 {
+			return fmt.Errorf("%s: indexes nested too deep", ref)
+		}
+		for _, c := range m.Manifests {
+			_, child, err := s.Manifest(c.Digest.String())
 			if err != nil {
-				return nil, fmt.Errorf("%s: part %s: %w", ref, m.Digest, err)
+				return fmt.Errorf("%s: %s: %w", ref, c.Digest, err)
 			}
-			manifests = append(manifests, part)
-		}
-	}
-	for _, md := range manifests {
-		var m ocispec.Manifest
-		if err := json.Unmarshal(md, &m); err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
-		}
-		for _, b := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
-			if _, err := s.Blob(b.Digest, b.Size, false); err != nil {
-				return nil, fmt.Errorf("%s: %w", ref, err)
+			if err := relWalkInto(s, ref, child, w, depth+1); err != nil {
+				return err
 			}
-			w.Blobs++
 		}
-		w.Layers = append(w.Layers, m.Layers...)
+		return nil
 	}
-	return w, nil
+	for _, b := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+		if _, err := s.Blob(b.Digest, b.Size, false); err != nil {
+			return fmt.Errorf("%s: %w", ref, err)
+		}
+		w.Blobs++
+	}
+	w.Layers = append(w.Layers, m.Layers...)
+	return nil
 }
 
 // relCheckPath checks that tag names the complete artifact of the store
@@ -352,7 +362,7 @@ func relCheckClosure(s relStore, tag string, want int) (*walked, error) {
 	if err != nil {
 		return nil, err
 	}
-	if w.ArtifactType != spec.ArtifactTypeClosure {
+	if w.ArtifactType != spec.ArtifactTypeClosure && w.ArtifactType != spec.ArtifactTypeClosureV2 {
 		return nil, fmt.Errorf("tag %s: artifactType %q, want a closure", tag, w.ArtifactType)
 	}
 	titles := map[string]bool{}
@@ -440,9 +450,12 @@ func relCheckAll(t testing.TB, s relStore) map[string]digest.Digest {
 			defer wg.Done()
 			for tag := range work {
 				var err error
-				if len(tag) == 32 && spec.ValidTag(tag) && !strings.ContainsAny(tag, "-_.") {
+				switch {
+				case len(tag) == 32 && spec.ValidTag(tag) && !strings.ContainsAny(tag, "-_."):
 					err = relCheckPath(s, tag)
-				} else {
+				case strings.HasPrefix(tag, "sha256-"):
+					_, err = relWalk(s, tag) // a referrers index: complete too
+				default:
 					_, err = relCheckClosure(s, tag, 0)
 				}
 				if err != nil {

@@ -414,8 +414,9 @@ func TestCrashConsistency(t *testing.T) {
 			}
 			tagged := relCheckAll(t, s)
 			relCheckLayoutTools(t, dir, tagged)
-			if len(tagged) != layoutN+1 {
-				t.Errorf("run %d: %d tags after the re-run, want %d", i, len(tagged), layoutN+1)
+			// Path tags, the closure tag and the referrers index of its root.
+			if len(tagged) != layoutN+2 {
+				t.Errorf("run %d: %d tags after the re-run, want %d", i, len(tagged), layoutN+2)
 			}
 			if _, err := relCheckClosure(s, "crash", layoutN); err != nil {
 				t.Errorf("run %d: %v", i, err)
@@ -470,8 +471,8 @@ func TestCrashConsistency(t *testing.T) {
 				t.Errorf("run %d: the re-run uploaded again %d blobs the repository had (%d POSTs)", i, puts, posts)
 			}
 			tagged = relCheckAll(t, s)
-			if len(tagged) != regN+1 {
-				t.Errorf("run %d: %d tags after the re-run, want %d", i, len(tagged), regN+1)
+			if len(tagged) != regN+2 {
+				t.Errorf("run %d: %d tags after the re-run, want %d", i, len(tagged), regN+2)
 			}
 			if _, err := relCheckClosure(s, "crash", regN); err != nil {
 				t.Errorf("run %d: %v", i, err)
@@ -642,8 +643,16 @@ func TestConcurrentPushes(t *testing.T) {
 					t.Errorf("%v", err)
 				}
 			}
-			if want := len(distinct) + 1 + writers + 1; len(tags) != want {
-				t.Errorf("%d tags, want %d (every path, the seed path, %d closures and the seed closure)", len(tags), want, writers)
+			// Each closure is also listed in the referrers index of its
+			// root (one root each here).
+			referrers := 0
+			for tag := range tags {
+				if strings.HasPrefix(tag, "sha256-") {
+					referrers++
+				}
+			}
+			if want := len(distinct) + 1 + 2*(writers+1); len(tags) != want || referrers != writers+1 {
+				t.Errorf("%d tags (%d referrers indexes), want %d (every path, the seed path, %d closures and the seed closure, each with the referrers index of its root)", len(tags), referrers, want, writers)
 			}
 			if tc.name == "layout" {
 				relCheckLayoutTools(t, layoutDir, tags)

@@ -3,6 +3,7 @@ package conformance
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -393,30 +394,70 @@ func TestServeRegistryRestart(t *testing.T) {
 func TestServeCorruptNAR(t *testing.T) {
 	fx := testenv.BuildFixture(t, "servecorrupt")
 	key := testenv.GenerateKey(t, "corrupt-1")
-	layoutDir := filepath.Join(t.TempDir(), "l")
-	run(t, "push", "--to", "oci:"+layoutDir+":s", "--sign-key", key.SecretFile, fx.App)
-	srv := startServe(t, nil, "--from", "oci:"+layoutDir)
-	_, body := httpGet(t, srv.URL+"/"+spec.PathTag(fx.Busybox)+".narinfo")
-	var fileHash string
-	for _, l := range strings.Split(body, "\n") {
-		if h, ok := strings.CutPrefix(l, "FileHash: sha256:"); ok {
-			fileHash = h
+	for _, tc := range []struct {
+		name  string
+		flags []string
+	}{
+		// Streamed from the layout, verified as it goes.
+		{"streamed", []string{"--blob-cache-size", "0"}},
+		// Fetched ahead into the NAR cache, which verifies before it
+		// keeps anything: the corrupt blob is never cached, and then
+		// streams (and is cut short) as above.
+		{"cached", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			layoutDir := filepath.Join(t.TempDir(), "l")
+			run(t, "push", "--to", "oci:"+layoutDir+":s", "--sign-key", key.SecretFile, fx.App)
+			info, err := os.ReadFile(findNarInfo(t, layoutDir, fx.Busybox))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fileHash string
+			for _, l := range strings.Split(string(info), "\n") {
+				if h, ok := strings.CutPrefix(l, "FileHash: sha256:"); ok {
+					fileHash = h
+				}
+			}
+			blob := findBlobByNix32(t, layoutDir, fileHash)
+			os.Chmod(blob, 0o644)
+			data, _ := os.ReadFile(blob)
+			data[len(data)/3] ^= 0x55
+			os.WriteFile(blob, data, 0o644)
+
+			srv := startServe(t, nil, append([]string{"--from", "oci:" + layoutDir}, tc.flags...)...)
+			if _, stderr, err := realise(t, srv.URL, key.Public, fx.App); err == nil {
+				t.Fatal("nix-store --realise accepted a corrupt NAR")
+			} else {
+				t.Logf("client refused:\n%s", stderr)
+			}
+			if !strings.Contains(srv.Logs(), "corrupt blob") || !strings.Contains(srv.Logs(), filepath.Base(blob)) {
+				t.Errorf("server log does not name the corrupt blob sha256:%s:\n%s", filepath.Base(blob), srv.Logs())
+			}
+		})
+	}
+}
+
+// findNarInfo returns the file of the narinfo blob of storePath in a
+// layout, found through its path manifest's tag.
+func findNarInfo(t *testing.T, layoutDir, storePath string) string {
+	t.Helper()
+	manifest := oras(t, "manifest", "fetch", "--oci-layout", layoutDir+":"+spec.PathTag(storePath))
+	var m struct {
+		Layers []struct {
+			MediaType string `json:"mediaType"`
+			Digest    string `json:"digest"`
+		} `json:"layers"`
+	}
+	if err := json.Unmarshal([]byte(manifest), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range m.Layers {
+		if l.MediaType == spec.MediaTypeNarInfo {
+			return filepath.Join(layoutDir, "blobs", "sha256", strings.TrimPrefix(l.Digest, "sha256:"))
 		}
 	}
-	blob := findBlobByNix32(t, layoutDir, fileHash)
-	os.Chmod(blob, 0o644)
-	data, _ := os.ReadFile(blob)
-	data[len(data)/3] ^= 0x55
-	os.WriteFile(blob, data, 0o644)
-
-	if _, stderr, err := realise(t, srv.URL, key.Public, fx.App); err == nil {
-		t.Fatal("nix-store --realise accepted a corrupt NAR")
-	} else {
-		t.Logf("client refused:\n%s", stderr)
-	}
-	if !strings.Contains(srv.Logs(), "corrupt blob") || !strings.Contains(srv.Logs(), filepath.Base(blob)) {
-		t.Errorf("server log does not name the corrupt blob sha256:%s:\n%s", filepath.Base(blob), srv.Logs())
-	}
+	t.Fatalf("no narinfo layer in %s", manifest)
+	return ""
 }
 
 // TestServeHostileRequests: malformed names, traversal and huge headers

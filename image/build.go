@@ -264,7 +264,7 @@ func readUnion(ctx context.Context, src backend.Target, refs []string, jobs int)
 		if err != nil {
 			return nil, nil, fmt.Errorf("closure %s: %w", ref, err)
 		}
-		ps, err := artifact.ClosurePaths(ctx, src, c, max(jobs, 8))
+		ps, err := artifact.ClosurePaths(ctx, src, c, max(jobs, artifact.DefaultNetworkJobs))
 		if err != nil {
 			return nil, nil, fmt.Errorf("closure %s: %w", ref, err)
 		}

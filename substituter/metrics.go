@@ -16,11 +16,13 @@ var routes = []string{"/nix-cache-info", "/healthz", "/metrics", "narinfo", "nar
 //
 //	nixoci_uploads_total{kind,outcome}  counter  upload requests (kind nar, narinfo, nix-cache-info, other, any)
 //	nixoci_cached_narinfos              gauge    narinfo lookups held in memory (found or not)
+//	nixoci_nar_redirects_total          counter  NAR requests answered with the registry's redirect to its storage
 type metrics struct {
-	routes  map[string]*serving.Route
-	narinfo *serving.Op
-	cache   *serving.Cache
-	uploads *prometheus.CounterVec
+	routes    map[string]*serving.Route
+	narinfo   *serving.Op
+	cache     *serving.Cache
+	uploads   *prometheus.CounterVec
+	redirects prometheus.Counter
 }
 
 func newMetrics(m *serving.Metrics, narinfos *serving.LRU[*pathEntry]) (*metrics, error) {
@@ -31,6 +33,9 @@ func newMetrics(m *serving.Metrics, narinfos *serving.LRU[*pathEntry]) (*metrics
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixoci_uploads_total", Help: "Upload requests by kind and outcome.",
 		}, []string{"kind", "outcome"}),
+		redirects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixoci_nar_redirects_total", Help: "NAR requests answered with the registry's redirect to its storage (--redirect-blobs).",
+		}),
 	}
 	for _, r := range routes {
 		sm.routes[r] = m.Route(r)
@@ -38,7 +43,7 @@ func newMetrics(m *serving.Metrics, narinfos *serving.LRU[*pathEntry]) (*metrics
 	cached := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "nixoci_cached_narinfos", Help: "Narinfo lookups held in memory (found or not).",
 	}, func() float64 { return float64(narinfos.Len()) })
-	return sm, m.Register(sm.uploads, cached)
+	return sm, m.Register(sm.uploads, cached, sm.redirects)
 }
 
 // route gives a request's route, from routeOf.

@@ -2,6 +2,7 @@ package substituter
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -41,6 +43,9 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b := s.backends.List()[loc.Backend]
+	if s.opts.RedirectBlobs && s.redirect(w, r, b, loc) {
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/x-nix-nar")
 	h.Set("ETag", `"`+d.String()+`"`)
@@ -104,4 +109,28 @@ func hasMagic(head []byte, ext string) bool {
 	default:
 		return bytes.HasPrefix(narMagic, head[:min(len(head), len(narMagic))]) && len(head) >= 8
 	}
+}
+
+// redirect answers the request for the NAR at loc with the registry's
+// redirect to its storage, if the backend is a registry that redirects;
+// it reports whether it answered. A failure to ask is logged and the NAR
+// is then served as usual.
+func (s *Server) redirect(w http.ResponseWriter, r *http.Request, b serving.Backend, loc serving.BlobLocation) bool {
+	rd, ok := b.Target.(backend.BlobRedirector)
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.backends.Timeout())
+	defer cancel()
+	location, redirected, err := rd.BlobRedirect(ctx, loc.Desc)
+	if err != nil {
+		s.log.Warn("cannot ask the registry where the NAR is; serving it", "digest", loc.Desc.Digest.String(), "backend", b.Name, "err", err)
+		return false
+	}
+	if !redirected {
+		return false
+	}
+	s.metrics.redirects.Inc()
+	http.Redirect(w, r, location, http.StatusTemporaryRedirect)
+	return true
 }

@@ -36,7 +36,7 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such path", http.StatusNotFound)
 		return
 	}
-	if bc := s.opts.BlobCache; bc != nil && r.Method == http.MethodGet {
+	if bc := s.opts.BlobCache; bc != nil && r.Method == http.MethodGet && !s.opts.RedirectBlobs {
 		// Nix asks for a NAR right after the narinfo of a path it lacks.
 		bc.Prefetch(serving.BlobLocation{Backend: e.backend, Desc: e.art.NAR})
 	}

@@ -72,7 +72,7 @@ func (p *prefetcher) after(e *pathEntry, hash string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		if members, ok := p.closureOf(ctx, e, hash); ok {
-			p.members(ctx, e.backend, members)
+			p.members(ctx, e.backend, nextFirst(members, e))
 			return
 		}
 		p.references(ctx, e)
@@ -153,6 +153,27 @@ func (p *prefetcher) fromReferrers(ctx context.Context, e *pathEntry) (*catalog.
 		return catalog.FromArtifact(a), nil
 	}
 	return cl, nil
+}
+
+// nextFirst orders members so that e's references, which Nix asks for
+// next, are fetched first.
+func nextFirst(members []catalog.Member, e *pathEntry) []catalog.Member {
+	refs := map[string]bool{}
+	for _, r := range e.art.Info.References {
+		refs[spec.PathTag(r)] = true
+	}
+	out := make([]catalog.Member, 0, len(members))
+	for _, m := range members {
+		if refs[m.Hash] {
+			out = append(out, m)
+		}
+	}
+	for _, m := range members {
+		if !refs[m.Hash] {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // members fetches the closure's paths Nix has not been answered yet.

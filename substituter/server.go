@@ -53,6 +53,12 @@ type Options struct {
 	// (GET), fetched ahead into local disk, and NAR requests are served
 	// from it when it has the blob or is fetching it.
 	BlobCache *serving.BlobCache
+	// RedirectBlobs answers a NAR request with the registry's own
+	// redirect to its storage, when the backend is a registry that
+	// redirects blob downloads (object storage behind distribution, GHCR,
+	// ECR): NAR bytes then never pass through the server (Nix checks each
+	// NAR's hash either way). NARs are then not fetched into BlobCache.
+	RedirectBlobs bool
 	// Prefetch bounds the requests made ahead of Nix (see prefetcher);
 	// default 32, negative disables prefetching.
 	Prefetch int

@@ -16,7 +16,7 @@ import (
 
 // openTarget parses and opens a target string; an empty string means the
 // default store.
-func openTarget(ctx context.Context, s string, plainHTTP, create bool) (backend.Ref, backend.Target, error) {
+func openTarget(ctx context.Context, s string, plainHTTP, create bool, more ...targetOption) (backend.Ref, backend.Target, error) {
 	var ref backend.Ref
 	var err error
 	if s == "" {
@@ -27,14 +27,21 @@ func openTarget(ctx context.Context, s string, plainHTTP, create bool) (backend.
 	if err != nil {
 		return ref, nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	t, err := openRef(ctx, ref, plainHTTP, create)
+	t, err := openRef(ctx, ref, plainHTTP, create, more...)
 	return ref, t, err
 }
 
 // openRef opens a parsed target.
-func openRef(ctx context.Context, ref backend.Ref, plainHTTP, create bool) (backend.Target, error) {
-	return backend.Open(ctx, ref, backend.Options{PlainHTTP: plainHTTP, Create: create, UserAgent: "nixoci/" + version})
+func openRef(ctx context.Context, ref backend.Ref, plainHTTP, create bool, more ...targetOption) (backend.Target, error) {
+	opts := backend.Options{PlainHTTP: plainHTTP, Create: create, UserAgent: "nixoci/" + version}
+	for _, f := range more {
+		f(&opts)
+	}
+	return backend.Open(ctx, ref, opts)
 }
+
+// targetOption sets more of how a target is opened (see upload.go).
+type targetOption func(*backend.Options)
 
 // isTerminal reports whether w is a terminal (progress is shown only then).
 func isTerminal(w io.Writer) bool {

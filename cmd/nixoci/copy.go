@@ -39,6 +39,7 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	jobs := fs.Int("jobs", 16, "requests in flight at once")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	chunkSize := chunkSizeFlag(fs)
 	refs, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -64,7 +65,7 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%w: %v (a copy by digest needs DST:TAG)", errUsage, err)
 	}
 	tag := dstRef.Reference
-	dst, err := openRef(ctx, dstRef, *plainHTTP, true)
+	dst, err := openRef(ctx, dstRef, *plainHTTP, true, chunkSize.option())
 	if err != nil {
 		return err
 	}
@@ -73,7 +74,7 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	res, err := artifact.Copy(ctx, src, srcRef.Reference, dst, tag, artifact.CopyOptions{Jobs: *jobs, Progress: progress, Record: recordOptions(false)})
 	stop()
 	if err != nil {
-		return fmt.Errorf("copying %s to %s: %w", srcRef, dstRef.Base(), err)
+		return chunkHint(fmt.Errorf("copying %s to %s: %w", srcRef, dstRef.Base(), err))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

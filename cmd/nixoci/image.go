@@ -47,6 +47,7 @@ type imageFlags struct {
 	entrypoint, cmd, env, linkRoots, labels                    stringList
 	maxLayers, jobs                                            *int
 	nixSnap, plainHTTP                                         *bool
+	chunkSize                                                  *byteSize
 }
 
 func newImageFlags(fs *flag.FlagSet) *imageFlags {
@@ -67,6 +68,7 @@ func newImageFlags(fs *flag.FlagSet) *imageFlags {
 	f.jobs = fs.Int("jobs", 0, "layers converted at once, and store paths pushed with PATHs (default "+backend.DefaultJobsText+")")
 	f.platform = fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: the closure's system if recorded, else this machine's)")
 	f.plainHTTP = fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	f.chunkSize = chunkSizeFlag(fs)
 	return f
 }
 
@@ -104,17 +106,17 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("%w: --from %s names no closure: append :TAG", errUsage, srcRef)
 		}
 	}
-	dst, err := openRef(ctx, dstRef.Base(), *f.plainHTTP, true)
+	dst, err := openRef(ctx, dstRef.Base(), *f.plainHTTP, true, f.chunkSize.option())
 	if err != nil {
 		return err
 	}
 	src, closureTag, err := f.closure(ctx, srcRef, dstRef, dst, paths, stderr)
 	if err != nil {
-		return err
+		return chunkHint(err)
 	}
 	res, err := image.Build(ctx, src, closureTag, dst, dstRef.Reference, opts)
 	if err != nil {
-		return imageError(err)
+		return chunkHint(imageError(err))
 	}
 	fmt.Fprintf(stderr, "image %s: %d layers (%d converted, %d reused, 1 root)\n", dstRef, len(res.Layers), res.Converted, res.Reused)
 	fmt.Fprintf(stdout, "%s\n", dstRef)

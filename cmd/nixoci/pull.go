@@ -26,7 +26,7 @@ Examples:
 func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("pull", pullHelp, stdout)
 	to := fs.String("to", "", "directory to write the binary cache to (required)")
-	jobs := fs.Int("jobs", 0, "blobs fetched at once (default "+backend.DefaultJobsText+")")
+	jobs := fs.Int("jobs", artifact.DefaultNetworkJobs, "blobs fetched at once (a pull waits on the network: more in flight hide a registry's latency)")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for the registry even if it is not on loopback")
 	refs, err := parseFlags(fs, args)
 	if err != nil {

@@ -36,13 +36,15 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	to := fs.String("to", "", "target to push to: oci:DIR or HOST[:PORT]/REPO, optionally with :TAG (default: the local store, see 'nixoci help')")
 	tag := fs.String("tag", "", "tag of the closure (default: the name of the first PATH, e.g. hello-2.12)")
 	compression := fs.String("compression", string(spec.DefaultCompression), "NAR compression: zstd, xz or none")
-	jobs := fs.Int("jobs", 0, "store paths processed (and narinfos of --from-cache fetched) at once (default "+backend.DefaultJobsText+"); never changes what is written")
+	jobs := fs.Int("jobs", 0, "NARs dumped and compressed at once (and narinfos of --from-cache fetched) (default "+backend.DefaultJobsText+"); never changes what is written")
+	networkJobs := fs.Int("network-jobs", artifact.DefaultNetworkJobs, "requests to the target in flight at once: existence checks and uploads, which overlap the compression; raise it for a registry far away")
 	var signKeys stringList
 	fs.Var(&signKeys, "sign-key", "sign narinfos with this Nix secret key file (repeatable)")
 	fromCache := fs.String("from-cache", "", "import the paths from this binary cache (file:///DIR or http(s)://…) instead of the local store")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for the registry even if it is not on loopback")
 	recordHost := fs.Bool("record-host", false, "record this host's name in the push record (spec/SPEC.md 10.1)")
 	closureVersion := fs.String("closure-version", spec.ClosureVersion, "closure format: 2 (an index of the path manifests; copies with OCI tools keep working) or 1 (for nixoci before format 2, see spec/SPEC.md 5.4)")
+	chunkSize := chunkSizeFlag(fs)
 	paths, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -79,7 +81,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *closureVersion != spec.ClosureVersion && *closureVersion != spec.Version {
 		return fmt.Errorf("%w: --closure-version %q: want %s or %s", errUsage, *closureVersion, spec.ClosureVersion, spec.Version)
 	}
-	opts := artifact.PushOptions{Tag: *tag, Jobs: *jobs, Progress: &artifact.Progress{}, ClosureVersion: *closureVersion,
+	opts := artifact.PushOptions{Tag: *tag, Jobs: *jobs, NetworkJobs: *networkJobs, Progress: &artifact.Progress{}, ClosureVersion: *closureVersion,
 		Record: recordOptions(*recordHost)}
 	for _, f := range signKeys {
 		k, err := narinfo.LoadSecretKey(f)
@@ -99,7 +101,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		src = &source.LocalStore{Compression: comp}
 	}
-	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true)
+	ref, dst, err := openTarget(ctx, *to, *plainHTTP, true, chunkSize.option())
 	if err != nil {
 		return err
 	}
@@ -108,7 +110,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	res, err := artifact.Push(ctx, dst, src, paths, opts)
 	stop()
 	if err != nil {
-		return err
+		return chunkHint(err)
 	}
 	parts := ""
 	if n := res.Parts; n > 0 {

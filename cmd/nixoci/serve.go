@@ -69,6 +69,12 @@ in /. Layers are converted once, stored in the first --from target that
 holds all of the name's closures, and reused by every later image; a
 name whose layers exist answers at once.
 
+Registry credentials come from the docker config file ($DOCKER_CONFIG,
+with its credsStore and credHelpers), or, in containers, from the
+environment: NIXOCI_REGISTRY_USERNAME and NIXOCI_REGISTRY_PASSWORD are
+used for every --from registry. Uploads and composed layers larger
+than --chunk-size are sent to registries in chunks.
+
 Examples:
   nixoci serve --from oci:/srv/nix-oci --sign-key /etc/nix/cache.sec
   nixoci serve --from oci:/srv/nix-oci --registry --names /etc/nixoci/names.json
@@ -125,6 +131,7 @@ type serveFlags struct {
 	backendTimeout        time.Duration
 	maxBackend            int
 	plainHTTP             bool
+	chunkSize             *byteSize
 	registry              bool
 	names                 string
 	maxLayers             int
@@ -133,6 +140,7 @@ type serveFlags struct {
 	catalogInterval       time.Duration
 	blobCacheSize         string
 	blobCacheDir          string
+	redirectBlobs         bool
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
@@ -151,11 +159,13 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.DurationVar(&f.backendTimeout, "backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
 	fs.IntVar(&f.maxBackend, "max-backend-requests", 64, "concurrent requests to the backends")
 	fs.BoolVar(&f.plainHTTP, "plain-http", false, "use plain HTTP for registries even if they are not on loopback")
+	f.chunkSize = chunkSizeFlag(fs)
 	fs.BoolVar(&f.registry, "registry", false, "also serve the read-only OCI distribution API under /v2/, composing images from closures (needs write access to the --from targets holding the closures)")
 	fs.StringVar(&f.names, "names", "", "JSON file of friendly image names and meta-packages for --registry")
 	fs.IntVar(&f.prefetch, "prefetch", 32, "requests in flight fetching narinfos ahead of Nix: a closure's paths when Nix asks for its root, else a path's references (0: off)")
 	fs.DurationVar(&f.catalogInterval, "catalog-interval", time.Minute, "how often the closures of each --from target are read, so closures copied without their path tags (oras copy, crane copy) are served (0: never; then they are found only from their roots)")
 	fs.StringVar(&f.blobCacheSize, "blob-cache-size", "2GiB", "disk for NARs fetched ahead of Nix when it asks for their narinfo, e.g. 512MiB or 10GiB; 0: off, each NAR request then waits on the backend (see --help)")
+	fs.BoolVar(&f.redirectBlobs, "redirect-blobs", false, "answer NAR requests with the registry's redirect to its storage when it gives one (S3-backed distribution, GHCR, ECR), so NAR bytes never pass through serve; the NAR cache is then not filled")
 	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
 	fs.IntVar(&f.maxLayers, "max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
 	fs.StringVar(&f.layerCompression, "layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
@@ -182,8 +192,14 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 // writing if uploads or composed images are stored there.
 func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, error) {
 	var list []serving.Backend
+	more := []targetOption{f.chunkSize.option()}
+	if creds, err := envCredentials(); err != nil {
+		return nil, err
+	} else if creds != nil {
+		more = append(more, creds)
+	}
 	for i, from := range f.from {
-		ref, t, err := openTarget(ctx, from, f.plainHTTP, (f.upload || f.registry) && i == 0)
+		ref, t, err := openTarget(ctx, from, f.plainHTTP, (f.upload || f.registry) && i == 0, more...)
 		if err != nil {
 			return nil, err
 		}
@@ -202,7 +218,7 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 		BlobCache: blobs,
 		Backends:  backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
 		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
-		Prefetch: f.prefetch, CatalogInterval: f.catalogInterval,
+		Prefetch: f.prefetch, CatalogInterval: f.catalogInterval, RedirectBlobs: f.redirectBlobs,
 	}
 	if f.prefetch == 0 {
 		opts.Prefetch = -1

@@ -5,6 +5,7 @@
 package latencyproxy
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -37,8 +38,17 @@ func New(backend string, delay time.Duration) (*Proxy, error) {
 	return &Proxy{delay: delay, rp: rp}, nil
 }
 
+// StatsPath answers with the proxy's counters ("requests N",
+// "upload-bytes N", a line each) instead of forwarding; it is no
+// registry path.
+const StatsPath = "/-/latencyproxy/stats"
+
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == StatsPath {
+		fmt.Fprintf(w, "requests %d\nupload-bytes %d\n", p.requests.Load(), p.upload.Load())
+		return
+	}
 	p.requests.Add(1)
 	if r.ContentLength > 0 {
 		p.upload.Add(r.ContentLength)

@@ -22,7 +22,10 @@
 //	store.go         NewStoreDir, NixCopyFrom
 //	trees.go         DiffTrees, TreesEqual
 //	registry.go      Registry, RegistryOptions, StartRegistry
-//	dockerconfig.go  DockerConfig
+//	dockerconfig.go  DockerConfig, DockerConfigJSON
+//	tokenserver.go   TokenServer, TokenOptions, StartTokenServer (token auth)
+//	credhelper.go    CredentialHelper (a docker-credential-NAME script)
+//	nginx.go         NginxProxy, StartNginxProxy (a proxy with a body limit)
 //	net.go           FreePort, StartOnFreePort, WaitHTTP, WaitServer
 //	data.go          SampleData
 //	binary.go        BuildBinary, CleanupBinaries, Main

@@ -21,13 +21,21 @@ func DockerConfig(t testing.TB, host, user, password string) string {
 			},
 		},
 	}
+	return DockerConfigJSON(t, cfg)
+}
+
+// DockerConfigJSON writes cfg as config.json into a fresh dir and returns
+// the dir, for DOCKER_CONFIG (e.g. {"credsStore": "test"} or
+// {"credHelpers": {"127.0.0.1:5000": "test"}}).
+func DockerConfigJSON(t testing.TB, cfg map[string]any) string {
+	t.Helper()
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
-		t.Fatalf("DockerConfig: %v", err)
+		t.Fatalf("DockerConfigJSON: %v", err)
 	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), append(data, '\n'), 0o600); err != nil {
-		t.Fatalf("DockerConfig: %v", err)
+		t.Fatalf("DockerConfigJSON: %v", err)
 	}
 	return dir
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -25,6 +26,7 @@ const (
 	Fault503   = "503"   // 503 Service Unavailable, upstream not contacted
 	Fault429   = "429"   // 429 Too Many Requests with Retry-After: 1
 	FaultStall = "stall" // nothing sent for StallFor, then the connection aborted
+	FaultCut   = "cut"   // upload body cut short on its way to the registry
 )
 
 // FaultOptions configure StartFaultProxy. The zero value forwards every
@@ -53,6 +55,11 @@ type FaultOptions struct {
 	// Stall sends nothing (and reads no request body) for StallFor, or
 	// until the client goes away, then aborts the connection.
 	Stall float64
+	// Cut, for PUT, PATCH and POST with a body, forwards the request with
+	// only the first half of its body, then aborts both connections: the
+	// registry receives (and may store) part of the body, as when a
+	// connection drops mid-upload. Other requests are forwarded.
+	Cut float64
 	// StallFor is how long a stall lasts; default 10s.
 	StallFor time.Duration
 	// MaxConsecutive bounds how many requests in a row with the same key
@@ -75,8 +82,11 @@ type ProxyRequest struct {
 	Fault    string // "" if forwarded unchanged, else one of the Fault* kinds
 	Status   int    // status sent to the client (0 if none was)
 	Location string // Location header of the response, if any
-	Duration time.Duration
-	Finished bool // false while the proxy is still answering it
+	// BodyBytes counts the request body bytes read from the client
+	// (half of them for a reset upload, all when forwarded).
+	BodyBytes int64
+	Duration  time.Duration
+	Finished  bool // false while the proxy is still answering it
 }
 
 // Digest returns the request's digest query parameter (blob upload PUTs
@@ -211,7 +221,7 @@ func FormatCounts(c map[string]int) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "total=%d", total)
-	for _, k := range []string{FaultReset, Fault500, Fault503, Fault429, FaultStall} {
+	for _, k := range []string{FaultReset, Fault500, Fault503, Fault429, FaultStall, FaultCut} {
 		fmt.Fprintf(&b, " %s=%d", k, c[k])
 	}
 	return b.String()
@@ -252,7 +262,7 @@ func (p *FaultProxy) pick(r *http.Request, x float64) string {
 		p    float64
 	}{
 		{FaultReset, p.opts.Reset}, {Fault500, p.opts.Status500}, {Fault503, p.opts.Status503},
-		{Fault429, p.opts.TooMany}, {FaultStall, p.opts.Stall},
+		{Fault429, p.opts.TooMany}, {FaultStall, p.opts.Stall}, {FaultCut, p.opts.Cut},
 	} {
 		acc += c.p
 		if c.p > 0 && x < acc {
@@ -270,20 +280,35 @@ func (p *FaultProxy) pick(r *http.Request, x float64) string {
 	return kind
 }
 
-// finish completes the log entry i with what was sent.
-func (p *FaultProxy) finish(i int, w *statusWriter, start time.Time) {
+// finish completes the log entry i with what was sent and read.
+func (p *FaultProxy) finish(i int, w *statusWriter, body *countingBody, start time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rec := &p.log[i]
 	rec.Status, rec.Location, rec.Duration = w.status, w.Header().Get("Location"), time.Since(start)
+	rec.BodyBytes = body.n.Load()
 	rec.Finished = true
+}
+
+// countingBody counts what is read of a request body.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 func (p *FaultProxy) serve(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	fault, i := p.decide(r)
 	w := &statusWriter{ResponseWriter: rw}
-	defer p.finish(i, w, start) // runs on panics too
+	body := &countingBody{ReadCloser: r.Body}
+	r.Body = body
+	defer p.finish(i, w, body, start) // runs on panics too
 	switch fault {
 	case "":
 		p.proxy.ServeHTTP(w, r)
@@ -301,6 +326,14 @@ func (p *FaultProxy) serve(rw http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(status)
 		io.WriteString(w, body)
+	case FaultCut:
+		if r.ContentLength <= 0 {
+			p.proxy.ServeHTTP(w, r)
+			return
+		}
+		r.Body = &cutBody{ReadCloser: r.Body, left: r.ContentLength / 2}
+		p.proxy.ServeHTTP(discardWriter{http.Header{}}, r)
+		panic(http.ErrAbortHandler)
 	case FaultStall:
 		timer := time.NewTimer(p.opts.StallFor)
 		defer timer.Stop()
@@ -407,3 +440,30 @@ func (w *cutWriter) abort() {
 	}
 	panic(http.ErrAbortHandler)
 }
+
+// cutBody ends a request body with an error after left bytes, so that
+// the transport forwarding it aborts the upstream request mid-body.
+type cutBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *cutBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errors.New("body cut by the fault proxy")
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// discardWriter swallows the response to a cut request: the client gets
+// a broken connection instead.
+type discardWriter struct{ h http.Header }
+
+func (w discardWriter) Header() http.Header       { return w.h.Clone() }
+func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (discardWriter) WriteHeader(int)             {}

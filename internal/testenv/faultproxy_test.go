@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -322,5 +323,38 @@ func TestFaultProxyResetsUploads(t *testing.T) {
 	}
 	if c := p.Counts(); c[FaultReset] != 1 {
 		t.Errorf("Counts() = %v, want 1 reset", c)
+	}
+	var puts []int64
+	for _, r := range p.Log() {
+		if r.Method == http.MethodPut {
+			puts = append(puts, r.BodyBytes)
+		}
+	}
+	if want := []int64{int64(len(data)) / 2, int64(len(data))}; !slices.Equal(puts, want) {
+		t.Errorf("body bytes read of the PUTs: %v, want %v (half, then all)", puts, want)
+	}
+}
+
+// TestFaultProxyCutsUploads: a cut PATCH reaches the registry with half
+// its body and leaves the client a broken connection.
+func TestFaultProxyCutsUploads(t *testing.T) {
+	reg := StartRegistry(t, RegistryOptions{})
+	p := StartFaultProxy(t, reg.Addr, FaultOptions{Cut: 1, MaxConsecutive: -1,
+		Only: func(r *http.Request) bool { return r.Method == http.MethodPatch }})
+	c := proxyTestClient()
+	loc := startUpload(t, c, p.URL(), "fp/cut")
+	data := bytes.Repeat([]byte{0x5a}, 1<<20)
+	req, _ := http.NewRequest(http.MethodPatch, loc, bytes.NewReader(data))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if resp, err := c.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("cut PATCH: %s, want a broken connection", resp.Status)
+	}
+	log := p.Log()
+	if last := log[len(log)-1]; last.Fault != FaultCut || last.BodyBytes != int64(len(data))/2 {
+		t.Errorf("cut PATCH logged as %+v, want fault %q with %d body bytes", last, FaultCut, len(data)/2)
+	}
+	if c := p.Counts(); c[FaultCut] != 1 {
+		t.Errorf("Counts() = %v, want 1 cut", c)
 	}
 }

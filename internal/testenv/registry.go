@@ -30,13 +30,25 @@ type RegistryOptions struct {
 	// User, when not empty, turns on htpasswd (bcrypt) authentication with this
 	// single user and Password. Without it the registry needs no credentials.
 	User, Password string
+	// Token, when set, turns on token authentication (auth: token) with
+	// this token server as realm and its certificate as rootcertbundle;
+	// User and Password are then not used.
+	Token *TokenServer
 	// Program is the registry binary: "docker-registry" (Debian's
 	// distribution 2.8, the default) or "registry" (distribution v3,
 	// installed by .ci/run); both take the same configuration.
 	Program string
+	// StorageDir, if set, is the storage root (default: a new temp dir).
+	StorageDir string
+	// RedirectBaseURL, if set, turns on the redirect storage middleware:
+	// blob GETs answer 307 to RedirectBaseURL + the blob's path under the
+	// storage root (docker/registry/v2/blobs/sha256/<2 hex>/<hex>/data),
+	// as registries on object storage redirect to it.
+	RedirectBaseURL string
 }
 
-// Registry is a real docker-registry (distribution 2.8) listening on
+// Registry is a real docker-registry (distribution 2.8, or distribution v3
+// with RegistryOptions.Program) listening on
 // 127.0.0.1, with filesystem storage in a temp dir. Its methods must be called
 // from the test's goroutine (they may call t.Fatal).
 type Registry struct {
@@ -47,8 +59,10 @@ type Registry struct {
 	User       string // from RegistryOptions; empty without auth
 	Password   string
 
-	t   testing.TB
-	exe string
+	t        testing.TB
+	exe      string
+	token    *TokenServer // token authentication: GET /v2/ answers 401
+	redirect string       // base URL of the redirect middleware, if any
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -82,8 +96,12 @@ func startRegistry(t testing.TB, opts RegistryOptions, port func() int) *Registr
 		Password:   opts.Password,
 		t:          t,
 		exe:        exe,
+		token:      opts.Token,
+		redirect:   opts.RedirectBaseURL,
 	}
-	if err := os.Mkdir(r.Dir, 0o755); err != nil {
+	if opts.StorageDir != "" {
+		r.Dir = opts.StorageDir
+	} else if err := os.Mkdir(r.Dir, 0o755); err != nil {
 		t.Fatalf("StartRegistry: %v", err)
 	}
 
@@ -121,8 +139,13 @@ func (r *Registry) writeConfig(secret, htpasswdFile string) error {
 	fmt.Fprintf(&cfg, "version: 0.1\n")
 	fmt.Fprintf(&cfg, "log:\n  level: warn\n  accesslog:\n    disabled: true\n")
 	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", yamlString(r.Dir))
+	if r.redirect != "" {
+		fmt.Fprintf(&cfg, "  redirect:\n    disable: false\nmiddleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: %s\n", yamlString(r.redirect))
+	}
 	fmt.Fprintf(&cfg, "http:\n  addr: %s\n  secret: %s\n", yamlString(r.Addr), secret)
-	if htpasswdFile != "" {
+	if r.token != nil {
+		cfg.WriteString(r.token.registryConfig())
+	} else if htpasswdFile != "" {
 		fmt.Fprintf(&cfg, "auth:\n  htpasswd:\n    realm: nixoci-test\n    path: %s\n", yamlString(htpasswdFile))
 	}
 	if err := os.WriteFile(r.ConfigFile, []byte(cfg.String()), 0o644); err != nil {
@@ -183,7 +206,7 @@ func (r *Registry) start() error {
 	}(r.exited)
 
 	want := http.StatusOK
-	if r.User != "" {
+	if r.User != "" || r.token != nil {
 		want = http.StatusUnauthorized
 	}
 	if err := waitHTTP(r.URL()+"/v2/", registryReadyTimeout, r.exited, want); err != nil {
