@@ -170,16 +170,10 @@ func (l *Layout) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, err
 // A manifest with a subject is also listed in the subject's referrers
 // index (see ReferrerLister).
 func (l *Layout) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
-	var err error
 	if isManifestType(desc.MediaType) {
-		err = l.pushManifest(ctx, desc, r)
-	} else {
-		err = l.storage.Push(ctx, desc, r)
+		return l.pushManifest(ctx, desc, r)
 	}
-	if errors.Is(err, errdef.ErrAlreadyExists) {
-		l.renew(desc.Digest)
-	}
-	return err
+	return l.storage.Push(ctx, desc, r)
 }
 
 // PushReference pushes a manifest and tags it.

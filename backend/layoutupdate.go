@@ -208,17 +208,5 @@ func (l *Layout) Blobs(ctx context.Context, fn func(BlobFile) error) error {
 	}
 }
 
-// renew sets the modification time of the blob of d to now. A writer
-// storing a blob the layout has already renews it: a garbage
-// collection's sweep spares blobs younger than its grace period, and so
-// spares what a writer reuses as it spares what it writes.
-func (l *Layout) renew(d digest.Digest) {
-	if d.Validate() != nil {
-		return
-	}
-	now := time.Now()
-	os.Chtimes(l.blobPath(d), now, now)
-}
-
 // String names the layout as targets are written: "oci:DIR".
 func (l *Layout) String() string { return LayoutPrefix + l.dir }
