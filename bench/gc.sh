@@ -16,12 +16,14 @@
 #
 # Usage: bench/gc.sh [CLOSURES [PATHS]]     (as root; docker-registry installed)
 #        DELAY=5ms bench/gc.sh
+#        REGISTRY=registry bench/gc.sh      (distribution v3, as .ci/run installs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 closures=${1:-100}
 paths=${2:-100}
 keep=$((closures / 2))
 delay=${DELAY:-0}
+registry=${REGISTRY:-docker-registry}
 go build -o bin/nixoci ./cmd/nixoci
 go build -o bin/latencyproxy ./bench/latencyproxy
 go build -o bin/gcsynth ./bench/gcsynth
@@ -41,7 +43,7 @@ log: {level: error, accesslog: {disabled: true}}
 storage: {filesystem: {rootdirectory: $work/storage}, delete: {enabled: true}}
 http: {addr: 127.0.0.1:$port}
 EOF
-startreg() { docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 & regpid=$!; pids+=($regpid); waitfor "http://127.0.0.1:$port/v2/"; }
+startreg() { "$registry" serve "$work/registry.yml" > "$work/registry.log" 2>&1 & regpid=$!; pids+=($regpid); waitfor "http://127.0.0.1:$port/v2/"; }
 startreg
 bin/latencyproxy -listen 127.0.0.1:0 -to "http://127.0.0.1:$port" -delay "$delay" > "$work/proxy.addr" 2> "$work/proxy.log" & pids+=($!)
 for _ in $(seq 100); do [ -s "$work/proxy.addr" ] && break; sleep 0.05; done
@@ -75,8 +77,7 @@ run gc --grace 0s "${retention[@]}"
 run again --grace 0s "${retention[@]}"
 
 kill "$regpid"; wait "$regpid" 2>/dev/null || true
-start=$(date +%s.%N)
-/usr/bin/time -o "$work/registry.time" -f '%e %M' docker-registry garbage-collect "$work/registry.yml" > "$work/registry-gc.log" 2>&1
+/usr/bin/time -o "$work/registry.time" -f '%e %M' "$registry" garbage-collect "$work/registry.yml" > "$work/registry-gc.log" 2>&1
 after_bytes=$(blobstore)
 
 field() { python3 -c "import json,sys; r=json.load(open('$1')); print($2)"; }
@@ -92,7 +93,7 @@ row() {
   echo "| $what | $secs | $((rss / 1024)) | $req | $removed ($paths_removed paths, $mb MB) | $per |"
 }
 echo
-echo "Repository: $tags tags ($closures closures of $paths paths, none shared); keep the newest $keep; delay $delay per request; $(nproc) cores"
+echo "Repository on $registry: $tags tags ($closures closures of $paths paths, none shared); keep the newest $keep; delay $delay per request; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| run | wall s | peak RSS MiB | requests | removed (would remove) | requests per removed manifest |"
 echo "|---|---|---|---|---|---|"
@@ -100,4 +101,4 @@ row dry "nixoci gc --dry-run"
 row gc "nixoci gc --grace 0s"
 row again "nixoci gc again"
 read -r secs rss < "$work/registry.time"
-echo "| docker-registry garbage-collect | $secs | $((rss / 1024)) | – | blob store $before_bytes → $after_bytes bytes | – |"
+echo "| $registry garbage-collect | $secs | $((rss / 1024)) | – | blob store $before_bytes → $after_bytes bytes | – |"
