@@ -60,8 +60,20 @@ func (lk *look) add(tag string) bool {
 }
 
 // lookAt lists t's tags page by page and resolves the named ones, jobs at
-// a time.
+// a time. An image layout's index.json is read whole instead, so that
+// its untagged entries count too.
 func lookAt(ctx context.Context, t backend.Target, jobs int, p *Progress) (*look, error) {
+	if l, ok := t.(*backend.Layout); ok {
+		var lk *look
+		err := l.Update(ctx, func(tx *backend.LayoutTx) error {
+			lk = lookAtEntries(tx.Entries())
+			return nil
+		})
+		if p != nil && lk != nil {
+			p.Tags.Store(int64(len(lk.named) + len(lk.pathTags) + len(lk.layerTags) + len(lk.refTags)))
+		}
+		return lk, err
+	}
 	lk := newLook()
 	var named []string
 	n := 0
