@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -54,6 +55,7 @@ func (c *collection) deleteFromRegistry(ctx context.Context, items []Item) error
 		if err != nil {
 			return err
 		}
+		lookTook := time.Since(looked)
 		bctx, cancel := context.WithDeadline(ctx, looked.Add(spec.GCBatch))
 		var rest []Item
 		var mu sync.Mutex
@@ -104,6 +106,8 @@ func (c *collection) deleteFromRegistry(ctx context.Context, items []Item) error
 			g = end
 		}
 		cancel()
+		slog.Debug("gc batch", "look", lookTook.Round(time.Millisecond), "took", time.Since(looked).Round(time.Millisecond),
+			"queued", len(queue), "left", len(rest))
 		queue = rest
 		if err := ctx.Err(); err != nil {
 			return err
