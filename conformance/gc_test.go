@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/gc"
+	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/internal/testenv"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -104,22 +104,7 @@ func (g gcTarget) snapshot(t *testing.T) map[string]string {
 	if g.reg != nil {
 		root = g.reg.Dir
 	}
-	m := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		m[p] = digest.FromBytes(data).String()
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return fixture.FileDigests(t, root)
 }
 
 // gcRun runs nixoci gc --json with args and returns its result.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -28,26 +27,8 @@ import (
 // noGrace collects at once.
 var noGrace = gc.Options{Grace: -1}
 
-// files snapshots a layout: index.json and every blob file's name.
-func files(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	m := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		m[p] = digest.FromBytes(data).String()
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
+// files snapshots a layout: every file and its content.
+var files = fixture.FileDigests
 
 // checkClosure reads the closure tagged tag and every blob it reaches.
 func checkClosure(t *testing.T, l *backend.Layout, tag string, want []artifact.PathArtifact) {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nixoci/nixoci/backend"
@@ -177,41 +176,23 @@ func pushedText(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// showGCProgress redraws one status line on a terminal until stop is
-// called.
+// showGCProgress redraws the collection's status line on a terminal until
+// stop is called.
 func showGCProgress(w io.Writer, p *gc.Progress) (stop func()) {
-	if !isTerminal(w) {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				fmt.Fprint(w, "\r\033[K")
-				return
-			case <-t.C:
-				line := "gc: " + p.Phase()
-				switch p.Phase() {
-				case "marking":
-					line += fmt.Sprintf(": %d tags, %d/%d roots read", p.Tags.Load(), p.Read.Load(), p.Roots.Load())
-				case "waiting":
-					line += fmt.Sprintf(" out the grace period: %ds left, %d to remove", p.Waiting.Load(), p.Garbage.Load())
-				case "deleting":
-					line += fmt.Sprintf(": %d/%d removed", p.Removed.Load(), p.Garbage.Load())
-				case "sweeping":
-					line += fmt.Sprintf(": %d blob files deleted", p.Blobs.Load())
-				}
-				fmt.Fprint(w, "\r\033[K"+line)
-			}
+	return showStatus(w, func() string {
+		line := "gc: " + p.Phase()
+		switch p.Phase() {
+		case "marking":
+			line += fmt.Sprintf(": %d tags, %d/%d roots read", p.Tags.Load(), p.Read.Load(), p.Roots.Load())
+		case "waiting":
+			line += fmt.Sprintf(" out the grace period: %ds left, %d to remove", p.Waiting.Load(), p.Garbage.Load())
+		case "deleting":
+			line += fmt.Sprintf(": %d/%d removed", p.Removed.Load(), p.Garbage.Load())
+		case "sweeping":
+			line += fmt.Sprintf(": %d blob files deleted", p.Blobs.Load())
 		}
-	}()
-	return func() { close(done); wg.Wait() }
+		return line
+	})
 }
 
 // parseDuration reads a Go duration, or days with a d suffix, optionally
