@@ -118,17 +118,6 @@ func gcRun(t *testing.T, target string, args ...string) *gc.Result {
 	return &res
 }
 
-func removedStorePaths(res *gc.Result) []string {
-	var out []string
-	for _, it := range res.Removed {
-		if it.Kind == gc.KindPath {
-			out = append(out, it.StorePath)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 // foreign puts another tool's artifacts into the target: a plain image
 // copied in with skopeo and an oras artifact. The returned check fails
 // the test unless both are still there, whole.
@@ -293,7 +282,7 @@ func TestGCFollowsClosures(t *testing.T) {
 			dry := gcRun(t, g.ref, "--dry-run", "--grace", "0s")
 			private := []string{fx1.App, fx1.Data}
 			slices.Sort(private)
-			if got := removedStorePaths(dry); !slices.Equal(got, private) {
+			if got := dry.StorePaths(); !slices.Equal(got, private) {
 				t.Errorf("dry run lists paths %v, want c1's private paths %v", got, private)
 			}
 			if dry.Bytes == 0 {
@@ -310,7 +299,7 @@ func TestGCFollowsClosures(t *testing.T) {
 			}
 
 			res := gcRun(t, g.ref, "--grace", "0s")
-			if got := removedStorePaths(res); !slices.Equal(got, private) {
+			if got := res.StorePaths(); !slices.Equal(got, private) {
 				t.Errorf("gc removed paths %v, want %v", got, private)
 			}
 			srv = startServe(t, nil, "--from", g.ref, "--negative-ttl", "1ms", "--access-log=false")
@@ -461,7 +450,7 @@ func TestGCRetention(t *testing.T) {
 					}
 				}
 				slices.Sort(gone)
-				if got := removedStorePaths(res); !slices.Equal(got, gone) {
+				if got := res.StorePaths(); !slices.Equal(got, gone) {
 					t.Errorf("%s: removed paths %v, want %v", tc.name, got, gone)
 				}
 				var dropped []string

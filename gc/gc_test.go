@@ -57,17 +57,6 @@ func checkClosure(t *testing.T, l *backend.Layout, tag string, want []artifact.P
 	}
 }
 
-func removedPaths(res *gc.Result) []string {
-	var out []string
-	for _, it := range res.Removed {
-		if it.Kind == gc.KindPath {
-			out = append(out, it.StorePath)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 func storePaths(names ...string) []string {
 	var out []string
 	for _, n := range names {
@@ -106,7 +95,7 @@ func TestCollectFollowsClosures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, want := removedPaths(res), storePaths("app1", "data1"); !slices.Equal(got, want) {
+			if got, want := res.StorePaths(), storePaths("app1", "data1"); !slices.Equal(got, want) {
 				t.Errorf("dry run lists paths %v, want %v", got, want)
 			}
 			if res.BlobFiles == 0 || res.Bytes == 0 {
@@ -120,7 +109,7 @@ func TestCollectFollowsClosures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, want := removedPaths(res), storePaths("app1", "data1"); !slices.Equal(got, want) {
+			if got, want := res.StorePaths(), storePaths("app1", "data1"); !slices.Equal(got, want) {
 				t.Errorf("removed paths %v, want %v", got, want)
 			}
 			checkClosure(t, l, "c2", p2)
@@ -211,7 +200,7 @@ func TestRetention(t *testing.T) {
 				}
 			}
 			slices.Sort(wantGone)
-			if got := removedPaths(res); !slices.Equal(got, wantGone) {
+			if got := res.StorePaths(); !slices.Equal(got, wantGone) {
 				t.Errorf("removed paths %v, want %v", got, wantGone)
 			}
 			if len(res.Dropped) != 3 || len(res.Kept) != 2 {
@@ -280,7 +269,7 @@ func TestForeignSurvives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := removedPaths(res); len(got) != 0 {
+	if got := res.StorePaths(); len(got) != 0 {
 		t.Errorf("removed %v; want none (app is reached by another tool's index, lib by an untagged entry)", got)
 	}
 	for _, d := range []ocispec.Descriptor{bdesc, mdesc, idesc, paths[0].Manifest, paths[0].NAR, paths[1].Manifest, paths[1].NAR} {

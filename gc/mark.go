@@ -264,7 +264,7 @@ func (m *marker) referrers(ctx context.Context, lk *look, nodes map[string]*node
 		g.Go(func() error {
 			var err error
 			if j.tag != "" {
-				out[i], err = referrersIndex(gctx, m.t, j.tag)
+				out[i], err = backend.ReadReferrersIndex(gctx, m.t, j.tag)
 			} else {
 				err = m.t.Referrers(gctx, j.subject, "", func(refs []ocispec.Descriptor) error {
 					out[i] = append(out[i], refs...)
@@ -285,19 +285,6 @@ func (m *marker) referrers(ctx context.Context, lk *look, nodes map[string]*node
 		refs[j.subject.Digest] = append(refs[j.subject.Digest], out[i]...)
 	}
 	return refs, nil
-}
-
-// referrersIndex reads the index the referrers tag names.
-func referrersIndex(ctx context.Context, t backend.Target, tag string) ([]ocispec.Descriptor, error) {
-	desc, data, err := backend.FetchManifest(ctx, t, tag)
-	if err != nil {
-		return nil, err
-	}
-	var idx ocispec.Index
-	if err := json.Unmarshal(data, &idx); err != nil {
-		return nil, fmt.Errorf("referrers index %s (%s): %w", tag, desc.Digest, err)
-	}
-	return idx.Manifests, nil
 }
 
 // newestRecord is the newest push record among refs (zero if none).

@@ -2,6 +2,7 @@ package gc
 
 import (
 	"errors"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -149,6 +150,18 @@ type Result struct {
 	// deletes: a real run would fail before deleting anything.
 	DeletesRefused string        `json:"deletesRefused,omitempty"`
 	Took           time.Duration `json:"took"`
+}
+
+// StorePaths lists the store paths of the path manifests removed, sorted.
+func (r *Result) StorePaths() []string {
+	var out []string
+	for _, it := range r.Removed {
+		if it.Kind == KindPath {
+			out = append(out, it.StorePath)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Progress counts a collection's work for a caller to display; every
