@@ -624,3 +624,72 @@ func TestGCConcurrentPushes(t *testing.T) {
 		})
 	}
 }
+
+// TestGCImages: an image made by nixoci image is a root: after its
+// closure's tag is removed, gc keeps the paths its layers were made from
+// and its layer artifacts, and the image still runs; once the image tag
+// is removed too, they go. On a layout and on docker-registry.
+func TestGCImages(t *testing.T) {
+	fx := testenv.BuildFixture(t, "gc-img")
+	for _, g := range gcTargets(t)[:2] {
+		t.Run(g.name, func(t *testing.T) {
+			g.start(t)
+			run(t, "push", "--to", g.ref+":c", fx.App)
+			run(t, "image", "--from", g.ref+":c", "--to", g.ref+":img", "--entrypoint", fx.App+"/bin/app", "--link-root", fx.Busybox)
+			var layers []string
+			for _, tag := range g.tags(t) {
+				if strings.Contains(tag, ".layer.") {
+					layers = append(layers, tag)
+				}
+			}
+			if len(layers) != len(fx.Closure) {
+				t.Fatalf("layer artifact tags %v, want one per path", layers)
+			}
+			run(t, "rm", g.ref+":c")
+			res := gcRun(t, g.ref, "--grace", "0s")
+			for _, it := range res.Removed {
+				if it.Kind == gc.KindPath || it.Kind == gc.KindLayer {
+					t.Errorf("with the image tagged, gc removed %s %s %v", it.Kind, it.StorePath, it.Tags)
+				}
+			}
+			if res.Images != 1 {
+				t.Errorf("gc counted %d image roots, want 1", res.Images)
+			}
+			img := g.layout
+			if g.reg != nil {
+				img = filepath.Join(t.TempDir(), "fetched")
+				testenv.Run(t, "skopeo", "copy", "--src-tls-verify=false", "docker://"+g.ref+":img", "oci:"+img+":img")
+			}
+			if got := runImage(t, img, "img"); got+"\n" != fx.Message {
+				t.Errorf("after gc the image printed %q, want %q", got, fx.Message)
+			}
+			for _, tag := range layers {
+				if !slices.Contains(g.tags(t), tag) {
+					t.Errorf("layer artifact %s went", tag)
+				}
+			}
+
+			run(t, "rm", g.ref+":img")
+			res = gcRun(t, g.ref, "--grace", "0s")
+			if got, want := res.StorePaths(), fx.Closure; !slices.Equal(got, want) {
+				t.Errorf("after the image's rm gc removed paths %v, want %v", got, want)
+			}
+			var gone []string
+			for _, it := range res.Removed {
+				if it.Kind == gc.KindLayer {
+					gone = append(gone, it.Tags...)
+				}
+			}
+			slices.Sort(gone)
+			slices.Sort(layers)
+			if !slices.Equal(gone, layers) {
+				t.Errorf("removed layer artifacts %v, want %v", gone, layers)
+			}
+			for _, tag := range g.tags(t) {
+				if tag != spec.GCMarkerTag {
+					t.Errorf("tag %s left in an otherwise empty repository", tag)
+				}
+			}
+		})
+	}
+}
