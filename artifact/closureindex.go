@@ -11,6 +11,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -71,7 +72,11 @@ func NewClosureIndex(roots []string, paths []PathArtifact, storeDir string, limi
 
 	entries := make([]ocispec.Descriptor, 0, len(sorted)+1)
 	for _, p := range sorted {
-		entries = append(entries, PathEntry(p))
+		e, err := PathEntry(p)
+		if err != nil {
+			return out, err
+		}
+		entries = append(entries, e)
 	}
 	entries = append(entries, cim.Descriptor)
 	annotations := map[string]string{
@@ -104,16 +109,43 @@ func NewClosureIndex(roots []string, paths []PathArtifact, storeDir string, limi
 }
 
 // PathEntry is the descriptor by which a closure index lists a path's
-// manifest: its artifact type, and the store path so that a reader maps
-// store paths to manifests without fetching them.
-func PathEntry(p PathArtifact) ocispec.Descriptor {
+// manifest: its artifact type, the store path, so that a reader maps
+// store paths to manifests without fetching them, and the narinfo, from
+// which the manifest follows (PathFromEntry), so that a reader learns a
+// whole closure from its index alone.
+func PathEntry(p PathArtifact) (ocispec.Descriptor, error) {
+	text, err := p.Info.Format()
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%s: %w", p.Info.StorePath, err)
+	}
 	return ocispec.Descriptor{
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: spec.ArtifactTypePath,
 		Digest:       p.Manifest.Digest,
 		Size:         p.Manifest.Size,
-		Annotations:  map[string]string{spec.AnnotationStorePath: p.Info.StorePath},
+		Annotations:  map[string]string{spec.AnnotationStorePath: p.Info.StorePath, spec.AnnotationNarInfo: string(text)},
+	}, nil
+}
+
+// PathFromEntry reads a path's artifact from its closure index entry
+// without fetching the manifest: the artifact made from the entry's
+// narinfo must have exactly the manifest the entry names, so nothing is
+// taken on trust. It reports false if the entry has no narinfo or its
+// narinfo does not give that manifest (the caller fetches the manifest).
+func PathFromEntry(d ocispec.Descriptor) (PathArtifact, bool) {
+	text, ok := d.Annotations[spec.AnnotationNarInfo]
+	if !ok || len(text) > narinfo.MaxSize {
+		return PathArtifact{}, false
 	}
+	info, err := narinfo.Parse(strings.NewReader(text))
+	if err != nil || info.StorePath != d.Annotations[spec.AnnotationStorePath] {
+		return PathArtifact{}, false
+	}
+	art, _, _, err := NewPathArtifact(info)
+	if err != nil || art.Manifest.Digest != d.Digest || art.Manifest.Size != d.Size {
+		return PathArtifact{}, false
+	}
+	return art, true
 }
 
 // splitIndex packs entries greedily, in order, into part indexes of at

@@ -81,7 +81,7 @@ func TestNewClosureIndexDeterministicAndSplit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const limit = 3000
+	const limit = 12000
 	split, err := artifact.NewClosureIndex(roots, paths, "/nix/store", limit)
 	if err != nil {
 		t.Fatal(err)

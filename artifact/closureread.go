@@ -194,6 +194,10 @@ func ClosurePaths(ctx context.Context, t backend.Target, c *Closure, jobs int) (
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(max(jobs, 1))
 		for i, d := range c.PathManifests {
+			if art, ok := PathFromEntry(d); ok {
+				paths[i] = art
+				continue
+			}
 			g.Go(func() (err error) {
 				paths[i], err = FetchPathManifest(gctx, t, d)
 				if err == nil && paths[i].Info.StorePath != d.Annotations[spec.AnnotationStorePath] {

@@ -35,7 +35,7 @@ type CopyOptions struct {
 
 // CopyResult describes a copy.
 type CopyResult struct {
-	Kind       string             `json:"kind"` // "closure", "image" or "path"
+	Kind       string             `json:"kind"` // "closure", "image", "image index" or "path"
 	Descriptor ocispec.Descriptor `json:"descriptor"`
 	Paths      int                `json:"paths"`
 	// Blobs and manifests copied, mounted from the source repository
@@ -48,6 +48,10 @@ type CopyResult struct {
 	// Tags written at the destination: path and layer tags, then the
 	// closure or image tag.
 	Tagged int64 `json:"tagged"`
+	// PathsElsewhere counts the store paths of an image whose manifests
+	// the source does not hold (the image was written to another target
+	// than its closure): the image is copied, those paths are not.
+	PathsElsewhere int64 `json:"pathsElsewhere,omitempty"`
 	// UpToDate: the destination tag named this artifact already, and
 	// nothing was done.
 	UpToDate bool `json:"upToDate"`
@@ -228,6 +232,33 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 		c.res.Kind = "image"
 		return c.imagePaths(ctx, m)
 	}
+	if desc.MediaType == ocispec.MediaTypeImageIndex && len(probe.Manifests) > 0 {
+		// A multi-platform image made by nixoci image: each of its
+		// images, with its paths and layer artifacts.
+		var paths []ocispec.Descriptor
+		var layerTags []string
+		ours := true
+		for _, child := range probe.Manifests {
+			cdata, err := backend.FetchAll(ctx, c.src, child, backend.MaxManifestRead)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: image %s: %w", srcRef, child.Digest, err)
+			}
+			var cm ocispec.Manifest
+			if child.MediaType != ocispec.MediaTypeImageManifest || json.Unmarshal(cdata, &cm) != nil || !IsImage(cm) {
+				ours = false
+				break
+			}
+			ps, ts, err := c.imagePaths(ctx, cm)
+			if err != nil {
+				return nil, nil, err
+			}
+			paths, layerTags = append(paths, ps...), append(layerTags, ts...)
+		}
+		if ours {
+			c.res.Kind = "image index"
+			return dedupe(paths), slices.Compact(slices.Sorted(slices.Values(layerTags))), nil
+		}
+	}
 	kind := probe.ArtifactType
 	if kind == "" {
 		kind = probe.MediaType
@@ -242,19 +273,34 @@ func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.
 	if err != nil {
 		return nil, nil, err
 	}
-	out := make([]ocispec.Descriptor, len(refs.PathManifests))
+	// An image written to another target than its closure's has no
+	// path manifests beside it: it is then copied as the image it is.
+	found := make([]ocispec.Descriptor, len(refs.PathManifests))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opts.Jobs)
 	for i, d := range refs.PathManifests {
-		g.Go(func() (err error) {
-			out[i], err = c.src.Resolve(gctx, d.String())
-			if err != nil {
+		g.Go(func() error {
+			desc, err := c.src.Resolve(gctx, d.String())
+			if errors.Is(err, errdef.ErrNotFound) {
+				atomic.AddInt64(&c.res.PathsElsewhere, 1)
+				return nil
+			} else if err != nil {
 				return fmt.Errorf("path manifest %s of the image: %w", d, err)
 			}
+			found[i] = desc
 			return nil
 		})
 	}
-	return out, refs.LayerTags, g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	out := found[:0]
+	for _, d := range found {
+		if d.Digest != "" {
+			out = append(out, d)
+		}
+	}
+	return out, refs.LayerTags, nil
 }
 
 // copyPaths copies each path manifest (and its blobs) unless dst has it,
@@ -339,4 +385,17 @@ func (c *copier) copyLayerArtifacts(ctx context.Context, tags []string) error {
 		})
 	}
 	return g.Wait()
+}
+
+// dedupe keeps the first descriptor of each digest.
+func dedupe(ds []ocispec.Descriptor) []ocispec.Descriptor {
+	seen := map[digest.Digest]bool{}
+	out := ds[:0]
+	for _, d := range ds {
+		if !seen[d.Digest] {
+			seen[d.Digest] = true
+			out = append(out, d)
+		}
+	}
+	return out
 }

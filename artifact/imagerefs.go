@@ -10,12 +10,11 @@ import (
 	"github.com/nixoci/nixoci/spec"
 )
 
-// IsImage reports whether m is an image made by nixoci image or nixoci
-// serve --registry (SPEC.md section 8): an image manifest annotated with
-// the closure it was made from.
+// IsImage reports whether the image manifest m is an image made by nixoci
+// image or nixoci serve --registry (SPEC.md section 8): its config is an
+// image config and it is annotated with the closure it was made from.
 func IsImage(m ocispec.Manifest) bool {
-	return m.MediaType == ocispec.MediaTypeImageManifest && m.Config.MediaType == ocispec.MediaTypeImageConfig &&
-		m.Annotations[spec.AnnotationClosure] != ""
+	return m.Config.MediaType == ocispec.MediaTypeImageConfig && m.Annotations[spec.AnnotationClosure] != ""
 }
 
 // ImageRefs is what an image's store-path layers name (SPEC.md sections

@@ -24,6 +24,7 @@ type PathSummary struct {
 	URL         string   `json:"url"`
 	References  []string `json:"references"`
 	Deriver     string   `json:"deriver,omitempty"`
+	System      string   `json:"system,omitempty"`
 	Sigs        []string `json:"signatures"`
 	CA          string   `json:"ca,omitempty"`
 }
@@ -68,7 +69,7 @@ func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) 
 		paths[i] = PathSummary{
 			StorePath: info.StorePath, NarHash: info.NarHash, NarSize: info.NarSize,
 			FileSize: info.FileSize, Compression: info.Compression, URL: info.URL,
-			References: info.References, Deriver: info.Deriver, Sigs: info.Sigs, CA: info.CA,
+			References: info.References, Deriver: info.Deriver, System: info.System, Sigs: info.Sigs, CA: info.CA,
 		}
 		if paths[i].Sigs == nil {
 			paths[i].Sigs = []string{}

@@ -48,12 +48,11 @@ func (p *pusher) unchanged(ctx context.Context, roots []string, tag string, info
 	}
 	arts := make([]PathArtifact, len(c.PathManifests))
 	for i, d := range c.PathManifests {
-		sp := d.Annotations[spec.AnnotationStorePath]
-		if !want[sp] {
+		art, ok := PathFromEntry(d)
+		if !ok || !want[art.Info.StorePath] {
 			return nil, false, nil
 		}
-		d.Annotations = nil
-		arts[i] = PathArtifact{Info: &narinfo.NarInfo{StorePath: sp}, Manifest: d}
+		arts[i] = art
 	}
 	ci, err := NewClosureIndex(roots, arts, path.Dir(roots[0]), p.opts.ManifestLimit)
 	if err != nil || ci.Top.Descriptor.Digest != desc.Digest {

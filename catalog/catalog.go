@@ -38,6 +38,9 @@ const DefaultMaxPaths = 500_000
 type Member struct {
 	Hash     string
 	Manifest ocispec.Descriptor
+	// Closure is the digest of the version 2 closure index listing the
+	// member (empty for version 1), whose entry describes it whole.
+	Closure string
 }
 
 // Closure is what the catalog keeps of one closure.
@@ -187,6 +190,7 @@ func FromArtifact(a *artifact.Closure) *Closure {
 			cl.Members = append(cl.Members, Member{
 				Hash:     spec.PathTag(d.Annotations[spec.AnnotationStorePath]),
 				Manifest: ocispec.Descriptor{MediaType: d.MediaType, ArtifactType: d.ArtifactType, Digest: d.Digest, Size: d.Size},
+				Closure:  a.Descriptor.Digest.String(),
 			})
 		}
 		return cl

@@ -159,3 +159,29 @@ func TestNixociCopyBadInput(t *testing.T) {
 		t.Error("the password appears in the error")
 	}
 }
+
+// TestMixedRepository: one repository holding a version 1 closure, a
+// version 2 closure, and copies of both made with oras copy (one of them
+// from another repository, so its paths have no tags here): every closure
+// substitutes with the real Nix, pulls with oras as a binary cache, and
+// builds an image that runs.
+func TestMixedRepository(t *testing.T) {
+	v1 := testenv.BuildFixture(t, "mixedv1")
+	v2 := testenv.BuildFixture(t, "mixedv2")
+	other := testenv.BuildFixture(t, "mixedother")
+	key := testenv.GenerateKey(t, "mixed-1")
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	repo := reg.Ref("mixed")
+	run(t, "push", "--to", repo+":a1", "--closure-version", "1", "--sign-key", key.SecretFile, v1.App)
+	run(t, "push", "--to", repo+":b2", "--sign-key", key.SecretFile, v2.App)
+	run(t, "push", "--to", reg.Ref("elsewhere")+":c", "--sign-key", key.SecretFile, other.App)
+	oras(t, "copy", "--from-plain-http", "--to-plain-http", repo+":a1", repo+":a1-copy")
+	oras(t, "copy", "--from-plain-http", "--to-plain-http", repo+":b2", repo+":b2-copy")
+	oras(t, "copy", "--from-plain-http", "--to-plain-http", reg.Ref("elsewhere")+":c", repo+":c-copy")
+
+	for tag, fx := range map[string]testenv.Fixture{"a1": v1, "a1-copy": v1, "b2": v2, "b2-copy": v2, "c-copy": other} {
+		t.Run(tag, func(t *testing.T) {
+			checkServesAndBuilds(t, fx, key, repo, tag, "--plain-http")
+		})
+	}
+}

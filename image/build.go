@@ -3,10 +3,8 @@ package image
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -33,8 +31,9 @@ type Options struct {
 	WorkingDir string
 	// User is "UID:GID" (numeric); the user is added to /etc/passwd.
 	User string
-	// LinkRoots are store paths of the closure whose top-level
-	// directories are linked into / (e.g. /bin/hello).
+	// LinkRoots are store paths whose top-level directories are linked
+	// into / (e.g. /bin/hello). Each must be in a closure; with several
+	// platforms, each image links those in its closures.
 	LinkRoots []string
 	// MaxLayers caps the layers; default spec.DefaultMaxLayers. Larger
 	// closures keep their largest paths in layers of their own and group
@@ -42,41 +41,58 @@ type Options struct {
 	MaxLayers   int
 	Compression spec.LayerCompression
 	// NixSnapshotter also writes the nix-snapshotter form, tagged
-	// "<tag>-nix".
+	// "<tag>-nix" (an index too, with several platforms).
 	NixSnapshotter bool
 	// BuildpacksStack makes the image a Cloud Native Buildpacks stack with
 	// this stack ID (label io.buildpacks.stack.id, user and group 1000).
 	BuildpacksStack string
 	Labels          map[string]string
-	// Platform overrides the image's OS/architecture. By default it comes
-	// from the roots' narinfo System (when a cache recorded one), else it
-	// is the host's. (The local store's System is not recorded in
-	// artifacts: it would make digests depend on which .drv files a
-	// machine happens to have.)
-	Platform *ocispec.Platform
+	// Platforms, for an image of closures of one system, is at most one
+	// platform, which it is labelled with whatever its paths record (a
+	// cross-compiled closure records the system it was built on). By
+	// default an image's platform is its paths' System
+	// (spec.SystemPlatform), or the host's if none records one. For
+	// closures of several systems it selects the platforms to make; by
+	// default all (SPEC.md section 8.5).
+	Platforms []ocispec.Platform
 	// Jobs is how many layers are converted (and store-path manifests
 	// read) at once; default backend.DefaultJobs().
 	Jobs    int
 	TempDir string
 }
 
-// Result describes a built image.
+// Result describes what Build stored.
 type Result struct {
-	Tag      string
+	Tag string
+	// Manifest is what Tag names: the image manifest, or the image index
+	// when there are several platforms.
 	Manifest ocispec.Descriptor
-	// ManifestData is the image manifest as stored.
+	// ManifestData is that manifest or index as stored.
 	ManifestData []byte
-	Config       ocispec.Descriptor
-	Layers       []Layer // store-path layers, then the root layer
-	Converted    int     // store-path layers converted now
-	Reused       int     // store-path layers found stored
-	// SnapshotterTag and Snapshotter describe the nix-snapshotter form.
+	// Images are the platforms' images, in the index's order (one
+	// without an index).
+	Images    []Image
+	Converted int // store-path layers converted now
+	Reused    int // store-path layers found stored
+	// SnapshotterTag and Snapshotter describe the nix-snapshotter form
+	// (a manifest, or an index of one per platform).
 	SnapshotterTag string
 	Snapshotter    *ocispec.Descriptor
 }
 
-// ErrOutsideClosure: an entrypoint or link root is not in the closure.
-var ErrOutsideClosure = errors.New("not in the closure")
+// Image is the image of one platform.
+type Image struct {
+	Platform ocispec.Platform
+	// System is the Nix system its paths record ("" if none).
+	System string
+	// Closures are the references of the closures it was made from.
+	Closures []string
+	Manifest ocispec.Descriptor
+	Config   ocispec.Descriptor
+	Layers   []Layer // store-path layers, then the root layer
+	// Snapshotter is its nix-snapshotter form, if asked for.
+	Snapshotter *ocispec.Descriptor
+}
 
 // Build makes an image of the closure that closureRef names in src and
 // tags it in dst. NAR blobs are read from src; layers are written to dst
@@ -86,62 +102,89 @@ func Build(ctx context.Context, src backend.Target, closureRef string, dst backe
 }
 
 // BuildUnion makes an image of the union of several closures (a path in
-// more than one is one layer). Nothing is written until the closures,
-// the link roots and the entrypoint have been checked; the tag is written
-// last.
+// more than one is one layer). Closures of several systems make one
+// image per system, each the union of that system's closures, under an
+// image index; closures that record no system then have no place and
+// are an error (ErrNoSystem).
 func BuildUnion(ctx context.Context, src backend.Target, closureRefs []string, dst backend.Target, tag string, opts Options) (*Result, error) {
+	return build(ctx, src, closureRefs, dst, tag, opts, groupUnion)
+}
+
+// BuildPlatforms makes one image of each closure, each for the system
+// its paths record, and tags an image index over them; one closure
+// makes a plain image, as Build. Two closures of one system
+// (ErrSameSystem), one given twice (ErrSameClosure) or one whose system
+// is unknown (ErrNoSystem) are errors.
+func BuildPlatforms(ctx context.Context, src backend.Target, closureRefs []string, dst backend.Target, tag string, opts Options) (*Result, error) {
+	return build(ctx, src, closureRefs, dst, tag, opts, groupEach)
+}
+
+// build plans the images of the closures refs names, grouped into
+// images by group, then makes them: nothing is written until the plan
+// is checked, and the tag is written last.
+func build(ctx context.Context, src backend.Target, refs []string, dst backend.Target, tag string, opts Options,
+	group func([]closureRead) ([][]closureRead, error)) (*Result, error) {
 	opts, err := opts.withDefaults(tag)
 	if err != nil {
 		return nil, err
 	}
-	closure, paths, err := readUnion(ctx, src, closureRefs, opts.Jobs)
+	plans, roots, err := planImages(ctx, src, refs, opts, group)
 	if err != nil {
 		return nil, err
 	}
-	// The root layer first: it decides whether the entrypoint exists, and
-	// a bad entrypoint must fail before anything is written.
-	root, pathEnv, err := planRoot(ctx, src, strings.Join(closureRefs, "+"), paths, opts)
+	units := make([][][]artifact.PathArtifact, len(plans))
+	for i, p := range plans {
+		units[i] = groupPaths(p.paths, opts.MaxLayers-1)
+	}
+	layers, res, err := ensureLayers(ctx, src, dst, units, opts)
 	if err != nil {
 		return nil, err
 	}
-	layers, err := ensureLayers(ctx, src, dst, groupPaths(paths, opts.MaxLayers-1), opts)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{Tag: tag}
-	for _, l := range layers {
-		if l.Reused {
-			res.Reused++
-		} else {
-			res.Converted++
+	res.Tag = tag
+	var stored []storedImage
+	for i, p := range plans {
+		cfg := imageConfig(opts, p.platform, p.closure, roots[i])
+		img, err := storeImages(ctx, dst, p, cfg, roots[i].fs, layers[i], opts)
+		if err != nil {
+			return nil, err
 		}
+		res.Images = append(res.Images, img.Image)
+		stored = append(stored, img)
 	}
-	platform := platformOf(closure.Roots, paths)
-	if opts.Platform != nil {
-		platform = *opts.Platform
-	}
-	cfg := imageConfig(opts, platform, closure, pathEnv)
-	if err := storeImages(ctx, dst, res, cfg, root, layers, paths, closure, opts); err != nil {
+	if err := tagImages(ctx, dst, res, stored, opts); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
-// OptionError reports an Options field that Build cannot use.
-type OptionError struct {
-	Option string // the field, e.g. "User"
-	Value  string // as messages show it: quoted if a string
-	Reason string
+// planImages reads the closures, groups them into images, gives each
+// its platform and plans its root layer, checking link roots and the
+// entrypoint. It writes nothing.
+func planImages(ctx context.Context, src backend.Target, refs []string, opts Options,
+	group func([]closureRead) ([][]closureRead, error)) ([]*plan, []plannedRoot, error) {
+	reads, err := readClosures(ctx, src, refs, opts.Jobs)
+	if err != nil {
+		return nil, nil, err
+	}
+	groups, err := group(reads)
+	if err != nil {
+		return nil, nil, err
+	}
+	plans := newPlans(groups)
+	if err := checkLinkRoots(opts.LinkRoots, plans); err != nil {
+		return nil, nil, err
+	}
+	if plans, err = choosePlatforms(plans, opts.Platforms); err != nil {
+		return nil, nil, err
+	}
+	roots := make([]plannedRoot, len(plans))
+	for i, p := range plans {
+		if roots[i], err = planRoot(ctx, src, p, opts); err != nil {
+			return nil, nil, err
+		}
+	}
+	return plans, roots, nil
 }
-
-func (e *OptionError) Error() string {
-	return fmt.Sprintf("image: %s %s: %s", e.Option, e.Value, e.Reason)
-}
-
-// ErrManifestTooLarge: the image manifest would be larger than
-// registries must accept (spec.MaxManifestSize); fewer layers
-// (Options.MaxLayers) make it smaller.
-var ErrManifestTooLarge = errors.New("image manifest too large")
 
 // withDefaults checks opts for an image tagged tag and fills in defaults.
 func (opts Options) withDefaults(tag string) (Options, error) {
@@ -166,124 +209,117 @@ func (opts Options) withDefaults(tag string) (Options, error) {
 	return opts, nil
 }
 
-// planRoot assembles the root layer: /etc/passwd with the image's users,
-// links into the link roots (whose bin directories are returned for
-// PATH), and checks that the entrypoint is in the image.
-func planRoot(ctx context.Context, src backend.Target, closureRef string, paths []artifact.PathArtifact, opts Options) (rootFS, []string, error) {
+// plannedRoot is the root layer of one image, the link roots in its
+// closure and the bin directories they give PATH.
+type plannedRoot struct {
+	fs        rootFS
+	linkRoots []string
+	pathEnv   []string
+}
+
+// checkLinkRoots fails unless each link root is in some image's closure
+// (checked before platforms are selected: a link root of an image left
+// out is no error).
+func checkLinkRoots(linkRoots []string, plans []*plan) error {
+	for _, lr := range linkRoots {
+		in := slices.ContainsFunc(plans, func(p *plan) bool { return indexOfPath(p.paths, lr) >= 0 })
+		if !in {
+			var refs []string
+			for _, p := range plans {
+				refs = append(refs, p.refs())
+			}
+			return fmt.Errorf("link root %s: %w of %s", lr, ErrOutsideClosure, strings.Join(refs, ", "))
+		}
+	}
+	return nil
+}
+
+// indexOfPath is the index of storePath in paths, or -1.
+func indexOfPath(paths []artifact.PathArtifact, storePath string) int {
+	return slices.IndexFunc(paths, func(p artifact.PathArtifact) bool { return p.Info.StorePath == storePath })
+}
+
+// planRoot assembles the root layer of p's image: /etc/passwd with the
+// image's users, links into the link roots its closure holds (whose bin
+// directories are returned for PATH), and checks that the entrypoint is
+// in the image.
+func planRoot(ctx context.Context, src backend.Target, p *plan, opts Options) (plannedRoot, error) {
 	users, err := imageUsers(opts)
 	if err != nil {
-		return nil, nil, err
+		return plannedRoot{}, err
 	}
-	root := newRootFS(users)
-	var pathEnv []string
+	root := plannedRoot{fs: newRootFS(users)}
 	for _, lr := range opts.LinkRoots {
-		i := slices.IndexFunc(paths, func(p artifact.PathArtifact) bool { return p.Info.StorePath == lr })
+		i := indexOfPath(p.paths, lr)
 		if i < 0 {
-			return nil, nil, fmt.Errorf("link root %s: %w of %s", lr, ErrOutsideClosure, closureRef)
+			continue // in another platform's closure (checkLinkRoots)
 		}
-		top, err := topEntries(ctx, src, paths[i])
+		top, err := topEntries(ctx, src, p.paths[i])
 		if err != nil {
-			return nil, nil, err
+			return plannedRoot{}, err
 		}
-		root.linkRoot(lr, top)
+		root.fs.linkRoot(lr, top)
+		root.linkRoots = append(root.linkRoots, lr)
 		for _, h := range top {
 			if h.Path == "/bin" || h.Path == "/sbin" {
-				pathEnv = append(pathEnv, h.Path)
+				root.pathEnv = append(root.pathEnv, h.Path)
 			}
 		}
 	}
 	if len(opts.Entrypoint) > 0 {
-		if err := checkInImage(opts.Entrypoint[0], paths, root); err != nil {
-			return nil, nil, fmt.Errorf("entrypoint: %w", err)
+		if err := checkInImage(opts.Entrypoint[0], p.paths, root.fs); err != nil {
+			return plannedRoot{}, fmt.Errorf("entrypoint of the %s image of %s: %w", spec.PlatformString(p.platform), p.refs(), err)
 		}
 	}
-	return root, pathEnv, nil
+	return root, nil
 }
 
-// ensureLayers reuses or converts the layer of each unit of paths,
-// opts.Jobs at once, and annotates their descriptors.
-func ensureLayers(ctx context.Context, src, dst backend.Target, units [][]artifact.PathArtifact, opts Options) ([]Layer, error) {
-	layers := make([]Layer, len(units))
+// ensureLayers reuses or converts the layer of each unit of paths of
+// each image, opts.Jobs at once, and annotates their descriptors. A unit
+// in several images (a path their closures share) is made once. It
+// returns each image's layers and a Result counting them.
+func ensureLayers(ctx context.Context, src, dst backend.Target, units [][][]artifact.PathArtifact, opts Options) ([][]Layer, *Result, error) {
+	byTag := map[string]*Layer{}
+	var unique [][]artifact.PathArtifact
+	for _, us := range units {
+		for _, u := range us {
+			if _, ok := byTag[layerTag(u, opts.Compression)]; !ok {
+				byTag[layerTag(u, opts.Compression)] = &Layer{}
+				unique = append(unique, u)
+			}
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Jobs)
-	for i, u := range units {
+	for _, u := range unique {
 		g.Go(func() error {
 			l, err := ensureLayer(gctx, src, dst, u, opts)
 			if err != nil {
 				return err
 			}
 			l.Descriptor.Annotations = layerAnnotations(l)
-			layers[i] = l
+			*byTag[layerTag(u, opts.Compression)] = l
 			return nil
 		})
 	}
-	return layers, g.Wait()
-}
-
-// snapshotterSuffix is added to the tag of the nix-snapshotter form.
-const snapshotterSuffix = "-nix"
-
-// storeImages stores the root layer, then the image (config, manifest,
-// tag) and, if asked, its nix-snapshotter form, recording them in res.
-func storeImages(ctx context.Context, dst backend.Target, res *Result, cfg ocispec.Image, root rootFS, layers []Layer,
-	paths []artifact.PathArtifact, closure *artifact.Closure, opts Options) error {
-	rootLayer, err := storeRootLayer(ctx, dst, root, opts.Compression)
-	if err != nil {
-		return err
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
 	}
-	res.Layers = append(layers, rootLayer)
-	res.Manifest, res.ManifestData, res.Config, err = storeImage(ctx, dst, res.Tag, cfg, res.Layers, closure)
-	if err != nil || !opts.NixSnapshotter {
-		return err
-	}
-	res.SnapshotterTag = res.Tag + snapshotterSuffix
-	nixLayer, err := storeSnapshotterLayer(ctx, dst, layers, paths)
-	if err != nil {
-		return err
-	}
-	d, _, _, err := storeImage(ctx, dst, res.SnapshotterTag, cfg, []Layer{nixLayer, rootLayer}, closure)
-	if err != nil {
-		return err
-	}
-	res.Snapshotter = &d
-	return nil
-}
-
-// readUnion reads closures and the artifacts of their paths: the roots
-// of all, the digest of each, the descriptor of the first; a path in
-// several closures once, in store-path order.
-func readUnion(ctx context.Context, src backend.Target, refs []string, jobs int) (*artifact.Closure, []artifact.PathArtifact, error) {
-	if len(refs) == 0 {
-		return nil, nil, errors.New("no closure named")
-	}
-	var union *artifact.Closure
-	var digests []string
-	byPath := map[string]artifact.PathArtifact{}
-	for _, ref := range refs {
-		c, err := artifact.ReadClosure(ctx, src, ref)
-		if err != nil {
-			return nil, nil, fmt.Errorf("closure %s: %w", ref, err)
+	res := &Result{}
+	for _, l := range byTag {
+		if l.Reused {
+			res.Reused++
+		} else {
+			res.Converted++
 		}
-		ps, err := artifact.ClosurePaths(ctx, src, c, max(jobs, artifact.DefaultNetworkJobs))
-		if err != nil {
-			return nil, nil, fmt.Errorf("closure %s: %w", ref, err)
-		}
-		for _, p := range ps {
-			byPath[p.Info.StorePath] = p
-		}
-		digests = append(digests, c.Descriptor.Digest.String())
-		if union == nil {
-			union = c
-			continue
-		}
-		union.Roots = append(union.Roots, c.Roots...)
 	}
-	slices.Sort(union.Roots)
-	union.Roots = slices.Compact(union.Roots)
-	union.Digests = digests
-	paths := slices.Collect(maps.Values(byPath))
-	sort.Slice(paths, func(i, j int) bool { return paths[i].Info.StorePath < paths[j].Info.StorePath })
-	return union, paths, nil
+	layers := make([][]Layer, len(units))
+	for i, us := range units {
+		for _, u := range us {
+			layers[i] = append(layers[i], *byTag[layerTag(u, opts.Compression)])
+		}
+	}
+	return layers, res, nil
 }
 
 // groupPaths splits paths into at most n layers: the largest n-1 paths

@@ -105,7 +105,7 @@ func TestBuildRefusesCorruptContent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		diffID := res.Layers[0].DiffID.Encoded()
+		diffID := res.Images[0].Layers[0].DiffID.Encoded()
 		other := strings.Map(func(r rune) rune {
 			if r == '0' {
 				return '1'

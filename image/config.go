@@ -4,12 +4,10 @@ package image
 // manifest.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"path"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,34 +59,13 @@ func checkInImage(p string, paths []artifact.PathArtifact, root rootFS) error {
 	return fmt.Errorf("%s: %w", p, ErrOutsideClosure)
 }
 
-// platformOf maps the Nix system of the closure's roots to an OCI
-// platform; unknown systems fall back to the host's.
-func platformOf(roots []string, paths []artifact.PathArtifact) ocispec.Platform {
-	systems := map[string]ocispec.Platform{
-		"x86_64-linux":      {OS: "linux", Architecture: "amd64"},
-		"aarch64-linux":     {OS: "linux", Architecture: "arm64"},
-		"i686-linux":        {OS: "linux", Architecture: "386"},
-		"armv7l-linux":      {OS: "linux", Architecture: "arm", Variant: "v7"},
-		"armv6l-linux":      {OS: "linux", Architecture: "arm", Variant: "v6"},
-		"riscv64-linux":     {OS: "linux", Architecture: "riscv64"},
-		"powerpc64le-linux": {OS: "linux", Architecture: "ppc64le"},
-		"s390x-linux":       {OS: "linux", Architecture: "s390x"},
-	}
-	for _, p := range paths {
-		if pl, ok := systems[p.Info.System]; ok && slices.Contains(roots, p.Info.StorePath) {
-			return pl
-		}
-	}
-	return ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}
-}
-
 // imageConfig is the runtime configuration; it has no creation time.
-func imageConfig(opts Options, pl ocispec.Platform, c *artifact.Closure, pathEnv []string) ocispec.Image {
+func imageConfig(opts Options, pl ocispec.Platform, c *artifact.Closure, root plannedRoot) ocispec.Image {
 	env := slices.Clone(opts.Env)
 	hasPath := slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "PATH=") })
 	if !hasPath {
-		dirs := slices.Compact(append(slices.Sorted(slices.Values(pathEnv)), "/usr/bin"))
-		for _, lr := range opts.LinkRoots {
+		dirs := slices.Compact(append(slices.Sorted(slices.Values(root.pathEnv)), "/usr/bin"))
+		for _, lr := range root.linkRoots {
 			dirs = append(dirs, lr+"/bin")
 		}
 		env = append([]string{"PATH=" + strings.Join(dirs, ":")}, env...)
@@ -115,8 +92,9 @@ func imageConfig(opts Options, pl ocispec.Platform, c *artifact.Closure, pathEnv
 	}
 }
 
-// storeImage writes the config and the manifest, and tags it last.
-func storeImage(ctx context.Context, dst backend.Target, tag string, cfg ocispec.Image, layers []Layer, c *artifact.Closure) (desc ocispec.Descriptor, data []byte, cfgDesc ocispec.Descriptor, err error) {
+// storeImage writes the config and returns the manifest, which the
+// caller stores (tagged, or listed by an index).
+func storeImage(ctx context.Context, dst backend.Target, cfg ocispec.Image, layers []Layer, c *artifact.Closure) (manifest, ocispec.Descriptor, error) {
 	cfg.RootFS.DiffIDs = nil
 	var descs []ocispec.Descriptor
 	for _, l := range layers {
@@ -125,11 +103,11 @@ func storeImage(ctx context.Context, dst backend.Target, tag string, cfg ocispec
 	}
 	cfgData, err := json.Marshal(cfg)
 	if err != nil {
-		return desc, nil, cfgDesc, err
+		return manifest{}, ocispec.Descriptor{}, err
 	}
-	cfgDesc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfgData), Size: int64(len(cfgData))}
+	cfgDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfgData), Size: int64(len(cfgData))}
 	if err := backend.PushBytes(ctx, dst, cfgDesc, cfgData); err != nil {
-		return desc, nil, cfgDesc, err
+		return manifest{}, cfgDesc, err
 	}
 	m := ocispec.Manifest{
 		Versioned: specs.Versioned{SchemaVersion: 2},
@@ -141,16 +119,12 @@ func storeImage(ctx context.Context, dst backend.Target, tag string, cfg ocispec
 			spec.AnnotationClosure: strings.Join(c.Digests, " "),
 		},
 	}
-	data, err = json.Marshal(m)
+	data, err := json.Marshal(m)
 	if err != nil {
-		return desc, nil, cfgDesc, err
+		return manifest{}, cfgDesc, err
 	}
 	if len(data) > spec.MaxManifestSize {
-		return desc, nil, cfgDesc, fmt.Errorf("%w: %d bytes for %d layers, over %d", ErrManifestTooLarge, len(data), len(layers), spec.MaxManifestSize)
+		return manifest{}, cfgDesc, fmt.Errorf("%w: %d bytes for %d layers, over %d", ErrManifestTooLarge, len(data), len(layers), spec.MaxManifestSize)
 	}
-	desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(data), Size: int64(len(data))}
-	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), tag); err != nil {
-		return desc, nil, cfgDesc, err
-	}
-	return desc, data, cfgDesc, nil
+	return newManifest(ocispec.MediaTypeImageManifest, data), cfgDesc, nil
 }

@@ -10,4 +10,9 @@
 // the same digests anywhere. Each converted layer is also stored as a
 // small artifact tagged after its store path, so every later image that
 // contains the path reuses it without converting it again.
+//
+// An image's platform is the Nix system its paths record, mapped as
+// spec.SystemPlatform says. Closures of several systems make an OCI image
+// index with one image per platform, each exactly the image of its
+// closures alone (BuildPlatforms, BuildUnion; SPEC.md section 8.5).
 package image

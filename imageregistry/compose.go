@@ -15,6 +15,7 @@ import (
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/image"
 	"github.com/nixoci/nixoci/internal/serving"
+	"github.com/nixoci/nixoci/spec"
 )
 
 // compose returns the image of a repository name, composing it if its
@@ -55,7 +56,11 @@ func (g *Registry) compose(ctx context.Context, name string) (*composed, error) 
 		g.metrics.seconds.Observe(time.Since(start).Seconds())
 		g.metrics.converted.Add(float64(res.Converted))
 		g.metrics.reused.Add(float64(res.Reused))
-		g.log.Info("composed image", "name", name, "digest", res.Manifest.Digest, "layers", len(res.Layers),
+		var platforms []string
+		for _, img := range res.Images {
+			platforms = append(platforms, spec.PlatformString(img.Platform))
+		}
+		g.log.Info("composed image", "name", name, "digest", res.Manifest.Digest, "platforms", strings.Join(platforms, " "),
 			"converted", res.Converted, "reused", res.Reused, "duration", time.Since(start).Round(time.Millisecond))
 		out := &composed{closures: digests, desc: res.Manifest, data: res.ManifestData}
 		g.composed.Put(name, out, g.opts.CacheTTL)

@@ -2,8 +2,11 @@ package imageregistry
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
+	"slices"
 
+	"github.com/nixoci/nixoci/image"
 	"github.com/nixoci/nixoci/internal/serving"
 )
 
@@ -31,4 +34,13 @@ func (g *Registry) fail(w http.ResponseWriter, what string, err error) {
 	status := serving.StatusOf(err)
 	g.log.Error("backend failure", "what", what, "status", status, "err", err)
 	registryError(w, status, codeUnknown, what+": backend failure")
+}
+
+// cannotCompose are the errors of a name whose closures make no image
+// (a link root or entrypoint outside them, systems that do not fit): the
+// client is told why, as NAME_INVALID, rather than of a backend failure.
+var cannotCompose = []error{image.ErrOutsideClosure, image.ErrMixedSystems, image.ErrNoSystem, image.ErrNoPlatform}
+
+func isCannotCompose(err error) bool {
+	return slices.ContainsFunc(cannotCompose, func(target error) bool { return errors.Is(err, target) })
 }

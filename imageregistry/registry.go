@@ -178,7 +178,7 @@ func (g *Registry) serveManifest(w http.ResponseWriter, r *http.Request, name, r
 				registryError(w, http.StatusNotFound, codeNameUnknown, err.Error())
 				return
 			}
-			if errors.Is(err, image.ErrOutsideClosure) {
+			if isCannotCompose(err) {
 				registryError(w, http.StatusBadRequest, codeNameInvalid, err.Error())
 				return
 			}

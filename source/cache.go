@@ -140,6 +140,7 @@ func (c *BinaryCache) Closure(ctx context.Context, roots []string) ([]*narinfo.N
 	for i, p := range order {
 		infos[i] = seen[p]
 	}
+	warnMixedSystems(infos)
 	return infos, nil
 }
 

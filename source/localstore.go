@@ -122,6 +122,7 @@ func (s *LocalStore) Closure(ctx context.Context, roots []string) ([]*narinfo.Na
 		}
 		s.addSignatures(ctx, batch, infos)
 	}
+	s.addSystems(infos)
 	result := make([]*narinfo.NarInfo, 0, len(paths))
 	for _, p := range paths {
 		info, ok := infos[p]
@@ -130,6 +131,7 @@ func (s *LocalStore) Closure(ctx context.Context, roots []string) ([]*narinfo.Na
 		}
 		result = append(result, info)
 	}
+	warnMixedSystems(result)
 	return result, nil
 }
 

@@ -124,7 +124,7 @@ func TestExamples(t *testing.T) {
 	}
 	checkExample(t, "closure-v2-index.json", ci.Top.Data)
 	checkExample(t, "closure-v2-cache-info.json", ci.CacheInfoManifest.Data)
-	splitV2, err := artifact.NewClosureIndex([]string{app.Info.StorePath}, []artifact.PathArtifact{app, data}, "/nix/store", 1100)
+	splitV2, err := artifact.NewClosureIndex([]string{app.Info.StorePath}, []artifact.PathArtifact{app, data}, "/nix/store", 2000)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,10 @@ const Version = "1"
 // also read Version 1 closures.
 const ClosureVersion = "2"
 
-// FormatVersion is the version of SPEC.md this code implements.
-const FormatVersion = "2"
+// FormatVersion is the version of SPEC.md this code implements. Version
+// 3 records the System of local store paths from their derivers and adds
+// image indexes; no artifact changed shape, so the versions above stay.
+const FormatVersion = "3"
 
 // Artifact types: the artifactType of the manifests nixoci writes.
 const (
@@ -81,6 +83,11 @@ const (
 	AnnotationRoots     = AnnotationPrefix + "roots"      // root store paths, space separated, sorted
 	AnnotationPathCount = AnnotationPrefix + "path-count" // number of store paths in the closure
 	AnnotationPart      = AnnotationPrefix + "part"       // "<i>/<n>" on split parts, 1-based
+	// AnnotationNarInfo on an entry of a version 2 closure index: the
+	// narinfo of the path, as its narinfo blob holds it. The path manifest
+	// is a function of it (section 4), so a reader checks it against the
+	// entry's digest and needs not fetch the manifest.
+	AnnotationNarInfo = AnnotationPrefix + "narinfo"
 )
 
 // AnnotationTitle is the standard OCI title annotation. oras pull writes

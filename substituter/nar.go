@@ -54,6 +54,9 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Length", strconv.FormatInt(loc.Desc.Size, 10))
 		return
 	}
+	if s.ahead != nil && r.Method == http.MethodGet {
+		s.ahead.nar(r)
+	}
 	var rc io.ReadCloser
 	if bc := s.opts.BlobCache; bc != nil {
 		if f := bc.Open(r.Context(), d); f != nil {

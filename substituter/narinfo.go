@@ -36,9 +36,8 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such path", http.StatusNotFound)
 		return
 	}
-	if bc := s.opts.BlobCache; bc != nil && r.Method == http.MethodGet && !s.opts.RedirectBlobs {
-		// Nix asks for a NAR right after the narinfo of a path it lacks.
-		bc.Prefetch(serving.BlobLocation{Backend: e.backend, Desc: e.art.NAR})
+	if s.ahead != nil && r.Method == http.MethodGet {
+		s.ahead.narinfo(r, serving.BlobLocation{Backend: e.backend, Desc: e.art.NAR})
 	}
 	h := w.Header()
 	h["Content-Type"] = narinfoContentType
@@ -56,13 +55,19 @@ func (s *Server) lookup(ctx context.Context, hash string) (*pathEntry, error) {
 		return e, nil
 	}
 	s.metrics.cache.Count(false)
-	e, err := s.fetchShared(ctx, hash, func(ctx context.Context) (*pathEntry, error) {
+	fetch := func(ctx context.Context) (*pathEntry, error) {
 		e, err := s.fetchPath(ctx, hash)
 		if e != nil || err != nil {
 			return e, err
 		}
 		return s.catalogLookup(ctx, hash)
-	})
+	}
+	e, shared, err := s.fetchShared(ctx, hash, fetch)
+	if err != nil && !errors.Is(err, errNotFound) && shared {
+		// The failure was another caller's, a prefetch started maybe
+		// before the backend recovered: ask once more on our own.
+		e, _, err = s.fetchShared(ctx, hash, fetch)
+	}
 	if errors.Is(err, errNotFound) {
 		return nil, nil
 	}
@@ -78,9 +83,10 @@ var errNotFound = errors.New("not found")
 // fetchShared runs fetch for hash once for all concurrent callers, Nix's
 // requests and prefetches alike, detached from the first caller (others
 // may wait on it), and caches the answer: found for CacheTTL, not found
-// (errNotFound) for NegativeTTL. Failures are not cached.
-func (s *Server) fetchShared(ctx context.Context, hash string, fetch func(context.Context) (*pathEntry, error)) (*pathEntry, error) {
-	v, err, _ := s.flight.Do("narinfo/"+hash, func() (any, error) {
+// (errNotFound) for NegativeTTL. Failures are not cached. It reports
+// whether the answer was shared with another caller.
+func (s *Server) fetchShared(ctx context.Context, hash string, fetch func(context.Context) (*pathEntry, error)) (*pathEntry, bool, error) {
+	v, err, shared := s.flight.Do("narinfo/"+hash, func() (any, error) {
 		if e, ok := s.narinfos.Get(hash); ok {
 			return e, nil // fetched while this caller waited to start
 		}
@@ -99,13 +105,13 @@ func (s *Server) fetchShared(ctx context.Context, hash string, fetch func(contex
 		return e, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, shared, err
 	}
 	e := v.(*pathEntry)
 	if e == nil {
-		return nil, errNotFound
+		return nil, shared, errNotFound
 	}
-	return e, nil
+	return e, shared, nil
 }
 
 // fetchPath asks the backends in order by tag. "Not found" from all of

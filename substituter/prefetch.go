@@ -72,7 +72,7 @@ func (p *prefetcher) after(e *pathEntry, hash string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		if members, ok := p.closureOf(ctx, e, hash); ok {
-			p.members(ctx, e.backend, nextFirst(members, e))
+			p.members(ctx, e.backend, p.fromIndex(ctx, e.backend, nextFirst(members, e)))
 			return
 		}
 		p.references(ctx, e)
@@ -176,6 +176,57 @@ func nextFirst(members []catalog.Member, e *pathEntry) []catalog.Member {
 	return out
 }
 
+// fromIndex caches the paths a version 2 closure index describes whole:
+// its entries carry each path's narinfo, checked against the manifest
+// digest (artifact.PathFromEntry), so the closure is learned with the one
+// request that reads its index (and one per part). It returns the
+// members still to fetch: those of a version 1 closure, and entries that
+// did not check out.
+func (p *prefetcher) fromIndex(ctx context.Context, backendIndex int, members []catalog.Member) []catalog.Member {
+	var closureDigest string
+	for _, m := range members {
+		if m.Closure != "" {
+			closureDigest = m.Closure
+			break
+		}
+	}
+	if closureDigest == "" {
+		return members
+	}
+	release, err := p.acquire(ctx)
+	if err != nil {
+		return members
+	}
+	a, err := artifact.ReadClosure(ctx, p.s.backends.List()[backendIndex].Target, closureDigest)
+	release()
+	if err != nil {
+		p.s.log.Debug("prefetch: cannot read the closure index; fetching its paths one by one", "closure", closureDigest, "err", err)
+		return members
+	}
+	learned := map[string]bool{}
+	for _, d := range a.PathManifests {
+		hash := spec.PathTag(d.Annotations[spec.AnnotationStorePath])
+		if _, ok := p.s.narinfos.Get(hash); ok {
+			learned[hash] = true
+			continue
+		}
+		art, ok := artifact.PathFromEntry(d)
+		if !ok {
+			continue
+		}
+		_, _, err := p.s.fetchShared(ctx, hash, func(context.Context) (*pathEntry, error) { return p.s.newEntry(art, backendIndex) })
+		p.count("closure", err)
+		learned[hash] = err == nil
+	}
+	var rest []catalog.Member
+	for _, m := range members {
+		if !learned[m.Hash] {
+			rest = append(rest, m)
+		}
+	}
+	return rest
+}
+
 // members fetches the closure's paths Nix has not been answered yet.
 func (p *prefetcher) members(ctx context.Context, backendIndex int, members []catalog.Member) {
 	var wg sync.WaitGroup
@@ -191,7 +242,7 @@ func (p *prefetcher) members(ctx context.Context, backendIndex int, members []ca
 		go func() {
 			defer wg.Done()
 			defer release()
-			_, err := p.s.fetchShared(ctx, m.Hash, func(ctx context.Context) (*pathEntry, error) {
+			_, _, err := p.s.fetchShared(ctx, m.Hash, func(ctx context.Context) (*pathEntry, error) {
 				if m.Manifest.Digest == "" {
 					return p.s.fetchPath(ctx, m.Hash)
 				}
@@ -230,7 +281,7 @@ func (p *prefetcher) references(ctx context.Context, e *pathEntry) {
 				go func() {
 					defer wg.Done()
 					defer release()
-					got, err := p.s.fetchShared(ctx, h, func(ctx context.Context) (*pathEntry, error) { return p.s.fetchPath(ctx, h) })
+					got, _, err := p.s.fetchShared(ctx, h, func(ctx context.Context) (*pathEntry, error) { return p.s.fetchPath(ctx, h) })
 					p.count("references", err)
 					if got != nil {
 						mu.Lock()

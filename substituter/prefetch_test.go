@@ -13,6 +13,7 @@ import (
 
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/internal/fixture"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
 )
@@ -38,15 +39,15 @@ func prefetched(t *testing.T, s *substituter.Server, via string) float64 {
 // backend.
 func TestPrefetchClosureFromRoot(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		version  string
-		catalog  bool
-		via      string
-		overhead int // backend requests beyond one per path
+		name    string
+		version string
+		catalog bool
+		via     string
+		fetches int // manifest fetches at most: a format 2 index describes its paths whole
 	}{
-		{"v2 from referrers", spec.ClosureVersion, false, "closure", 2},
-		{"v2 from the catalog", spec.ClosureVersion, true, "closure", 0},
-		{"v1 by references", spec.Version, false, "references", 0},
+		{"v2 from referrers", spec.ClosureVersion, false, "closure", 3},
+		{"v2 from the catalog", spec.ClosureVersion, true, "closure", 2},
+		{"v1 by references", spec.Version, false, "references", 30},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := fixture.Layout(t)
@@ -70,8 +71,8 @@ func TestPrefetchClosureFromRoot(t *testing.T) {
 			}
 			eventually(t, "the closure prefetched", func() bool { return prefetched(t, s, tc.via) == float64(len(arts)-1) })
 			fetches := len(c.fetchReferences()) + len(c.fetch)
-			if max := len(arts) + tc.overhead; fetches > max {
-				t.Errorf("%d manifest fetches for a closure of %d paths (at most %d):\n%s", fetches, len(arts), max, c.String())
+			if fetches > tc.fetches {
+				t.Errorf("%d manifest fetches for a closure of %d paths (at most %d):\n%s", fetches, len(arts), tc.fetches, c.String())
 			}
 			c.reset()
 			for _, a := range arts {
@@ -86,16 +87,16 @@ func TestPrefetchClosureFromRoot(t *testing.T) {
 	}
 }
 
-// flaky fails every fetch of one manifest while fail is set.
+// flaky fails every fetch of some manifests while fail is set.
 type flaky struct {
 	backend.Target
-	digest string
-	fail   atomic.Bool
-	failed atomic.Int64
+	digests map[string]bool
+	fail    atomic.Bool
+	failed  atomic.Int64
 }
 
 func (f *flaky) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
-	if f.fail.Load() && d.Digest.String() == f.digest {
+	if f.fail.Load() && f.digests[d.Digest.String()] {
 		f.failed.Add(1)
 		return nil, fmt.Errorf("test: %w", backend.ErrRegistry)
 	}
@@ -103,7 +104,7 @@ func (f *flaky) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser,
 }
 
 func (f *flaky) FetchReference(ctx context.Context, ref string) (ocispec.Descriptor, io.ReadCloser, error) {
-	if f.fail.Load() && ref == f.digest {
+	if f.fail.Load() && f.digests[ref] {
 		f.failed.Add(1)
 		return ocispec.Descriptor{}, nil, fmt.Errorf("test: %w", backend.ErrRegistry)
 	}
@@ -115,15 +116,18 @@ func (f *flaky) FetchReference(ctx context.Context, ref string) (ocispec.Descrip
 // even for a path found only through a closure copied without tags.
 func TestPrefetchFailureIsNotNotFound(t *testing.T) {
 	src := fixture.Layout(t)
-	_, arts := fixture.Synthetic(t, src, "chain", spec.ClosureVersion, "2", chainNames("pff", 8)...)
+	closure, arts := fixture.Synthetic(t, src, "chain", spec.ClosureVersion, "2", chainNames("pff", 8)...)
 	l := fixture.Layout(t)
 	if _, err := oras.Copy(t.Context(), src, "chain", l, "chain", oras.DefaultCopyOptions); err != nil {
 		t.Fatal(err)
 	}
-	f := &flaky{Target: l, digest: arts[4].Manifest.Digest.String()}
-	f.fail.Store(true)
+	// The closure index is read at start (the catalog), then fails: the
+	// prefetch fetches the paths one by one, and one of them fails too.
+	f := &flaky{Target: l, digests: map[string]bool{closure.Digest.String(): true, arts[4].Manifest.Digest.String(): true}}
 	s, _ := newServer(t, substituter.Options{Backends: backends(f)})
 	defer s.Close()
+	get(t, s, "/00000000000000000000000000000000.narinfo") // the catalog is read
+	f.fail.Store(true)
 	if r := get(t, s, "/"+spec.PathTag(arts[0].Info.StorePath)+".narinfo"); r.Code != 200 {
 		t.Fatalf("root of the copied closure: %d %s", r.Code, r.Body)
 	}
@@ -140,5 +144,50 @@ func TestPrefetchFailureIsNotNotFound(t *testing.T) {
 	}
 	if f.failed.Load() < 2 {
 		t.Errorf("the failure was injected %d times, want the prefetch's and Nix's", f.failed.Load())
+	}
+}
+
+// TestNARsAheadOfASubstitutingClient: narinfo requests alone (nix
+// path-info) fetch no NAR; the client's first NAR request fetches the NARs
+// of the narinfos it asked for before, and later narinfos fetch theirs at
+// once; the NARs are then served from the cache.
+func TestNARsAheadOfASubstitutingClient(t *testing.T) {
+	l := fixture.Layout(t)
+	_, arts := fixture.Synthetic(t, l, "chain", spec.ClosureVersion, "3", chainNames("ahead", 6)...)
+	b := backends(l)
+	bc, err := serving.NewBlobCache(b, serving.BlobCacheOptions{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	s, _ := newServer(t, substituter.Options{Backends: b, BlobCache: bc, Prefetch: -1, CatalogInterval: -1})
+	defer s.Close()
+	fills := func() float64 {
+		v, _ := metricValue(t, s, `nixoci_blob_cache_fills_total{outcome="ok"}`)
+		return v
+	}
+	for _, a := range arts[:5] {
+		if r := get(t, s, "/"+spec.PathTag(a.Info.StorePath)+".narinfo"); r.Code != 200 {
+			t.Fatalf("narinfo: %d", r.Code)
+		}
+	}
+	if n := fills(); n != 0 {
+		t.Fatalf("narinfo requests alone fetched %v NARs", n)
+	}
+	if r := get(t, s, "/"+arts[0].Info.URL); r.Code != 200 {
+		t.Fatalf("NAR: %d", r.Code)
+	}
+	eventually(t, "the NARs of the narinfos asked before", func() bool { return fills() >= 4 })
+	if r := get(t, s, "/"+spec.PathTag(arts[5].Info.StorePath)+".narinfo"); r.Code != 200 {
+		t.Fatalf("narinfo: %d", r.Code)
+	}
+	eventually(t, "the NAR of a narinfo asked while substituting", func() bool { return fills() >= 5 })
+	for _, a := range arts[1:] {
+		if r := get(t, s, "/"+a.Info.URL); r.Code != 200 {
+			t.Fatalf("NAR %s: %d", a.Info.URL, r.Code)
+		}
+	}
+	if v, _ := metricValue(t, s, `nixoci_blob_cache_requests_total{result="cached"}`); v < 5 {
+		t.Errorf("%v NARs served from the cache, want the 5 fetched ahead", v)
 	}
 }

@@ -49,9 +49,10 @@ type Options struct {
 	// AccessLog logs every request that is not a 5xx, one line each, to
 	// AccessLogTo; 5xx answers are logged through Logger in any case.
 	AccessLog bool
-	// BlobCache, if set, receives the NAR of every narinfo Nix asks for
-	// (GET), fetched ahead into local disk, and NAR requests are served
-	// from it when it has the blob or is fetching it.
+	// BlobCache, if set, receives NARs fetched ahead of a client that
+	// substitutes (see narAhead): those of the narinfos (GET) it asks for
+	// once it has asked for a NAR. NAR requests are served from it when it
+	// has the blob or is fetching it.
 	BlobCache *serving.BlobCache
 	// RedirectBlobs answers a NAR request with the registry's own
 	// redirect to its storage, when the backend is a registry that
@@ -90,6 +91,7 @@ type Server struct {
 	upload   *uploader
 	catalogs []*catalog.Catalog // one per backend
 	prefetch *prefetcher        // nil: off
+	ahead    *narAhead          // nil: no NARs ahead
 	stop     context.CancelFunc // ends the catalog refreshes
 	ready    chan struct{}      // closed when the catalogs were first read
 }
@@ -142,6 +144,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.CatalogInterval == 0 {
 		opts.CatalogInterval = time.Minute
+	}
+	if opts.BlobCache != nil && !opts.RedirectBlobs {
+		s.ahead = newNARAhead(opts.BlobCache)
 	}
 	s.opts = opts
 	ctx, stop := context.WithCancel(context.Background())

@@ -90,6 +90,9 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		fmt.Fprintf(stderr, "copied %s of %d store paths: %d blobs and manifests copied (%s), %d mounted (%s), %d already there; %d tags written\n",
 			res.Kind, res.Paths, res.Copied, human(res.CopiedBytes), res.Mounted, human(res.MountedBytes), res.Skipped, res.Tagged)
+		if res.PathsElsewhere > 0 {
+			fmt.Fprintf(stderr, "%d store paths of the image are not in %s (it was written apart from its closure): the image is copied without them; copy its closure too for serve to substitute them\n", res.PathsElsewhere, srcRef.Base())
+		}
 	}
 	fmt.Fprintf(stdout, "%s\n", res.Descriptor.Digest)
 	return nil

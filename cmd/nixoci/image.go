@@ -10,8 +10,6 @@ import (
 
 	"strings"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/image"
@@ -20,7 +18,7 @@ import (
 )
 
 const imageHelp = `
-Usage: nixoci image [flags] --from TARGET:CLOSURE_TAG --to TARGET:IMAGE_TAG
+Usage: nixoci image [flags] --from TARGET:CLOSURE_TAG [--from …] --to TARGET:IMAGE_TAG
        nixoci image [flags] --to TARGET:IMAGE_TAG PATH...
 
 Make a runnable OCI image of a stored closure, with no base image: each
@@ -32,6 +30,19 @@ no local Nix store is needed; a layer made once is reused by every later
 image containing its store path. With PATHs instead of --from, their
 closure is pushed to the --to target first.
 
+The image's platform comes from the system its paths record (pushed from
+a local store that holds their .drv, or from a cache whose narinfos say
+System): x86_64-linux is linux/amd64, aarch64-linux linux/arm64, and so
+on; without one it is this machine's. --platform sets it instead (for a
+cross-compiled closure, which records the system it was built on).
+
+Repeat --from with closures of different systems for a multi-platform
+image: one image per closure, under an OCI image index that docker,
+podman and Kubernetes resolve to the node's platform. Each platform's
+image is the one --from with that closure alone makes. --link-root
+paths are linked in the images whose closure holds them; --platform
+then picks platforms (comma-separated) among the closures'.
+
 Repeat --entrypoint and --cmd for each argument, or give a JSON array.
 
 Examples:
@@ -39,20 +50,23 @@ Examples:
       --link-root /nix/store/…-hello --entrypoint /bin/hello
   nixoci image --to 127.0.0.1:5000/app:v1 --entrypoint /bin/app --link-root ./result ./result
   nixoci image --from ghcr.io/me/nix:shell --to ghcr.io/me/img:shell --nix-snapshotter
+  nixoci image --from ghcr.io/me/nix:hello-x86_64 --from ghcr.io/me/nix:hello-aarch64 \
+      --to ghcr.io/me/img:hello --link-root /nix/store/…-hello --link-root /nix/store/…-hello \
+      --entrypoint /bin/hello
 `
 
 // imageFlags are the flags of nixoci image.
 type imageFlags struct {
-	from, to, workdir, user, compression, buildpacks, platform *string
-	entrypoint, cmd, env, linkRoots, labels                    stringList
-	maxLayers, jobs                                            *int
-	nixSnap, plainHTTP                                         *bool
-	chunkSize                                                  *byteSize
+	to, workdir, user, compression, buildpacks, platform *string
+	from, entrypoint, cmd, env, linkRoots, labels        stringList
+	maxLayers, jobs                                      *int
+	nixSnap, plainHTTP                                   *bool
+	chunkSize                                            *byteSize
 }
 
 func newImageFlags(fs *flag.FlagSet) *imageFlags {
 	f := &imageFlags{}
-	f.from = fs.String("from", "", "closure to make the image of: TARGET:CLOSURE_TAG")
+	fs.Var(&f.from, "from", "closure to make the image of: TARGET:CLOSURE_TAG; repeat with closures of other systems for a multi-platform image (all in one target)")
 	f.to = fs.String("to", "", "where to write the image: TARGET:IMAGE_TAG (required)")
 	fs.Var(&f.entrypoint, "entrypoint", "entrypoint argument (repeatable) or a JSON array")
 	fs.Var(&f.cmd, "cmd", "default command argument (repeatable) or a JSON array")
@@ -66,7 +80,7 @@ func newImageFlags(fs *flag.FlagSet) *imageFlags {
 	f.nixSnap = fs.Bool("nix-snapshotter", false, "also write the nix-snapshotter form of the image, tagged IMAGE_TAG-nix")
 	f.buildpacks = fs.String("buildpacks-stack", "", "make a Cloud Native Buildpacks stack image with this stack ID")
 	f.jobs = fs.Int("jobs", 0, "layers converted at once, and store paths pushed with PATHs (default "+backend.DefaultJobsText+")")
-	f.platform = fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: the closure's system if recorded, else this machine's)")
+	f.platform = fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: its paths' system if recorded, else this machine's); with several --from, the platforms to make, comma-separated (default all)")
 	f.plainHTTP = fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
 	f.chunkSize = chunkSizeFlag(fs)
 	return f
@@ -82,7 +96,7 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *f.to == "" {
 		return fmt.Errorf("%w: --to TARGET:IMAGE_TAG is required", errUsage)
 	}
-	if (*f.from == "") == (len(paths) == 0) {
+	if (len(f.from) == 0) == (len(paths) == 0) {
 		return fmt.Errorf("%w: give either --from TARGET:CLOSURE_TAG or store PATHs", errUsage)
 	}
 	dstRef, err := backend.ParseRef(*f.to)
@@ -97,34 +111,65 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	// --from is checked before the destination is opened (and created).
-	var srcRef backend.Ref
-	if *f.from != "" {
-		if srcRef, err = backend.ParseRef(*f.from); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		if srcRef.Reference == "" {
-			return fmt.Errorf("%w: --from %s names no closure: append :TAG", errUsage, srcRef)
-		}
+	srcRef, closureTags, err := f.sources()
+	if err != nil {
+		return err
 	}
 	dst, err := openRef(ctx, dstRef.Base(), *f.plainHTTP, true, f.chunkSize.option())
 	if err != nil {
 		return err
 	}
-	src, closureTag, err := f.closure(ctx, srcRef, dstRef, dst, paths, stderr)
+	src, closureTags, err := f.closure(ctx, srcRef, closureTags, dstRef, dst, paths, stderr)
 	if err != nil {
 		return chunkHint(err)
 	}
-	res, err := image.Build(ctx, src, closureTag, dst, dstRef.Reference, opts)
+	res, err := image.BuildPlatforms(ctx, src, closureTags, dst, dstRef.Reference, opts)
 	if err != nil {
-		return chunkHint(imageError(err))
+		return chunkHint(imageError(err, len(closureTags)))
 	}
-	fmt.Fprintf(stderr, "image %s: %d layers (%d converted, %d reused, 1 root)\n", dstRef, len(res.Layers), res.Converted, res.Reused)
+	printImage(stderr, dstRef, srcRef, res)
 	fmt.Fprintf(stdout, "%s\n", dstRef)
 	if res.Snapshotter != nil {
 		fmt.Fprintf(stdout, "%s\n", dstRef.WithReference(res.SnapshotterTag))
 	}
 	fmt.Fprintf(stdout, "%s\n", res.Manifest.Digest)
 	return nil
+}
+
+// sources parses the --from flags: one target and the closure tags in it.
+func (f *imageFlags) sources() (backend.Ref, []string, error) {
+	var base backend.Ref
+	var tags []string
+	for i, from := range f.from {
+		r, err := backend.ParseRef(from)
+		if err != nil {
+			return base, nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if r.Reference == "" {
+			return base, nil, fmt.Errorf("%w: --from %s names no closure: append :TAG", errUsage, r)
+		}
+		if i > 0 && r.Base() != base {
+			return base, nil, fmt.Errorf("%w: --from %s is not in %s: the closures of one image are read from one target", errUsage, r, base)
+		}
+		base = r.Base()
+		tags = append(tags, r.Reference)
+	}
+	return base, tags, nil
+}
+
+// printImage says what was made: the image, or each platform's.
+func printImage(stderr io.Writer, dstRef, srcRef backend.Ref, res *image.Result) {
+	if len(res.Images) == 1 {
+		img := res.Images[0]
+		fmt.Fprintf(stderr, "image %s: %s, %d layers (%d converted, %d reused, 1 root)\n",
+			dstRef, spec.PlatformString(img.Platform), len(img.Layers), res.Converted, res.Reused)
+		return
+	}
+	fmt.Fprintf(stderr, "image index %s: %d platforms (%d layers converted, %d reused)\n", dstRef, len(res.Images), res.Converted, res.Reused)
+	for _, img := range res.Images {
+		fmt.Fprintf(stderr, "  %-12s %s from %s, %d layers, %s\n", spec.PlatformString(img.Platform), img.System,
+			srcRef.WithReference(strings.Join(img.Closures, "+")), len(img.Layers), img.Manifest.Digest)
+	}
 }
 
 // options turns the flags into image.Options.
@@ -145,13 +190,12 @@ func (f *imageFlags) options() (image.Options, error) {
 		return opts, fmt.Errorf("%w: --cmd: %v", errUsage, err)
 	}
 	if *f.platform != "" {
-		parts := strings.Split(*f.platform, "/")
-		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-			return opts, fmt.Errorf("%w: --platform %q: want OS/ARCH[/VARIANT], e.g. linux/arm64", errUsage, *f.platform)
-		}
-		opts.Platform = &ocispec.Platform{OS: parts[0], Architecture: parts[1]}
-		if len(parts) == 3 {
-			opts.Platform.Variant = parts[2]
+		for _, s := range strings.Split(*f.platform, ",") {
+			p, err := spec.ParsePlatform(s)
+			if err != nil {
+				return opts, fmt.Errorf("%w: --platform: %v", errUsage, err)
+			}
+			opts.Platforms = append(opts.Platforms, p)
 		}
 	}
 	for _, l := range f.labels {
@@ -174,38 +218,44 @@ func (f *imageFlags) options() (image.Options, error) {
 
 // closure is where the image's closure is read from and its tag: --from,
 // or the closure of paths, pushed to dst first.
-func (f *imageFlags) closure(ctx context.Context, srcRef, dstRef backend.Ref, dst backend.Target, paths []string, stderr io.Writer) (backend.Target, string, error) {
-	if *f.from != "" {
-		if srcRef.Base() == dstRef.Base() {
-			return dst, srcRef.Reference, nil
+func (f *imageFlags) closure(ctx context.Context, srcRef backend.Ref, tags []string, dstRef backend.Ref, dst backend.Target, paths []string, stderr io.Writer) (backend.Target, []string, error) {
+	if len(tags) > 0 {
+		if srcRef == dstRef.Base() {
+			return dst, tags, nil
 		}
-		src, err := openRef(ctx, srcRef.Base(), *f.plainHTTP, false)
-		return src, srcRef.Reference, err
+		src, err := openRef(ctx, srcRef, *f.plainHTTP, false)
+		return src, tags, err
 	}
 	progress := &artifact.Progress{}
 	stop := showProgress(stderr, "pushing", progress)
 	res, err := artifact.Push(ctx, dst, &source.LocalStore{}, paths, artifact.PushOptions{Jobs: *f.jobs, Progress: progress})
 	stop()
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	fmt.Fprintf(stderr, "pushed closure %s (%d store paths, %d packed)\n", dstRef.Base().WithReference(res.Tag), len(res.Paths), res.Packed)
-	return dst, res.Tag, nil
+	return dst, []string{res.Tag}, nil
 }
 
 // imageFlagOf names the flag that sets each image.Options field an
 // image.OptionError can name.
-var imageFlagOf = map[string]string{"MaxLayers": "--max-layers", "User": "--user"}
+var imageFlagOf = map[string]string{"MaxLayers": "--max-layers", "User": "--user", "Platforms": "--platform"}
 
-// imageError says, for errors image.Build reports about its options,
-// which flag to change.
-func imageError(err error) error {
+// imageError says, for errors image.Build reports about its options or
+// the closures' systems, which flag to change; closures is how many
+// --from there were.
+func imageError(err error, closures int) error {
 	var opt *image.OptionError
-	if errors.As(err, &opt) && imageFlagOf[opt.Option] != "" {
+	switch {
+	case errors.As(err, &opt) && imageFlagOf[opt.Option] != "":
 		return fmt.Errorf("%s %s: %s", imageFlagOf[opt.Option], opt.Value, opt.Reason)
-	}
-	if errors.Is(err, image.ErrManifestTooLarge) {
+	case errors.Is(err, image.ErrManifestTooLarge):
 		return fmt.Errorf("%w (lower --max-layers)", err)
+	case closures == 1 && (errors.Is(err, image.ErrMixedSystems) || errors.Is(err, image.ErrNoPlatform)):
+		return fmt.Errorf("%w (--platform OS/ARCH says which platform the image is for)", err)
+	case errors.Is(err, image.ErrNoSystem):
+		return fmt.Errorf("%w (paths record their system when pushed from a local store holding their .drv files, "+
+			"or from a cache whose narinfos say System; an image of this closure alone takes --platform)", err)
 	}
 	return err
 }

@@ -1,22 +1,29 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/spec"
 )
 
 const inspectHelp = `
 Usage: nixoci inspect [flags] TARGET:TAG
 
-List the store paths of a stored closure with their sizes, compression and
-signatures.
+List the store paths of a stored closure with their sizes, compression,
+signatures and the system each was built for (when recorded: from the
+deriver's .drv when pushed from a local store, from the narinfo when
+imported from a binary cache). The systems line counts paths per system;
+an image of the closure takes its platform from them.
 
 Examples:
   nixoci inspect oci:/srv/nix-oci:hello
@@ -60,9 +67,9 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if s.Parts > 1 {
 		fmt.Fprintf(stdout, ", in %d manifest parts", s.Parts)
 	}
-	fmt.Fprint(stdout, "\n\n")
+	fmt.Fprintf(stdout, "\nsystems  %s\n\n", systemCounts(s.Paths))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STORE PATH\tNAR\tSTORED\tCOMPRESSION\tSIGNATURES")
+	fmt.Fprintln(tw, "STORE PATH\tNAR\tSTORED\tCOMPRESSION\tSYSTEM\tSIGNATURES")
 	for _, p := range s.Paths {
 		var keys []string
 		for _, sig := range p.Sigs {
@@ -73,7 +80,30 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if sigs == "" {
 			sigs = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.StorePath, human(int64(p.NarSize)), human(int64(p.FileSize)), p.Compression, sigs)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.StorePath, human(int64(p.NarSize)), human(int64(p.FileSize)), p.Compression, cmp.Or(p.System, "-"), sigs)
 	}
 	return tw.Flush()
+}
+
+// systemCounts says how many paths record each system, e.g.
+// "x86_64-linux 12, none 1"; several systems other than builtin are
+// flagged, since an image needs one.
+func systemCounts(paths []artifact.PathSummary) string {
+	counts := map[string]int{}
+	for _, p := range paths {
+		counts[cmp.Or(p.System, "none")]++
+	}
+	var parts []string
+	platforms := 0
+	for _, sys := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, fmt.Sprintf("%s %d", sys, counts[sys]))
+		if sys != "none" && sys != spec.SystemBuiltin {
+			platforms++
+		}
+	}
+	out := strings.Join(parts, ", ")
+	if platforms > 1 {
+		out += " (mixed: an image of it needs --platform)"
+	}
+	return out
 }

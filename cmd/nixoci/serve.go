@@ -43,15 +43,17 @@ path at a time, so serve works ahead of it:
     up to --prefetch requests in flight. Nix's next narinfo requests are
     then answered from memory. Cost: one request per path of the closure,
     which Nix would have made anyway.
-  - When Nix asks for a narinfo (GET), serve starts fetching its NAR into
-    a local cache (--blob-cache-size, default 2GiB, evicting the least
-    recently used; NARs over a quarter of it are not cached), so the NAR
-    request that follows is served from local disk. Cost: disk up to the
-    limit, and the bandwidth of NARs whose narinfo a client asked for but
-    whose NAR it never fetched (e.g. 'nix path-info', or a path another
-    substituter supplied). Turn it off (--blob-cache-size 0) when clients
-    mostly query, when local disk is scarcer than bandwidth, or when serve
-    runs next to the registry.
+  - Once a client substitutes (asks for a NAR), serve fetches into a local
+    cache the NARs of the narinfos it asked for, and from then on (for
+    30s after its last NAR request) the NAR of each narinfo it asks for, so
+    its NAR requests are served from local disk (--blob-cache-size,
+    default 2GiB, evicting the least recently used; NARs over a quarter of
+    it are not cached). Narinfo queries alone ('nix path-info') fetch no
+    NAR. Cost: disk up to the limit, and the bandwidth of NARs a
+    substituting client asked the narinfo of but did not fetch (a path
+    another substituter supplied, say). Turn it off (--blob-cache-size 0)
+    when local disk is scarcer than bandwidth, or when serve runs next to
+    the registry.
 Copies of closures made with oras copy or crane copy carry no path tags;
 serve finds their paths through the closures it reads from each target at
 start and every --catalog-interval.

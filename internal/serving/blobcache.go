@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -53,9 +54,14 @@ type cachedBlob struct {
 }
 
 type blobFill struct {
-	done chan struct{}
-	err  error
+	done      chan struct{}
+	err       error
+	started   atomic.Bool // it holds a fill slot (the download is under way)
+	abandoned atomic.Bool // a request came first: it streams the blob, the fill skips it
 }
+
+// errAbandoned: a request for the blob came before its fill started.
+var errAbandoned = errors.New("asked for before its turn; streamed instead")
 
 // BlobCacheOptions configure NewBlobCache.
 type BlobCacheOptions struct {
@@ -64,7 +70,7 @@ type BlobCacheOptions struct {
 	Dir string
 	// MaxBytes bounds the disk used; required (> 0).
 	MaxBytes int64
-	// Jobs bounds concurrent fills; default 8.
+	// Jobs bounds concurrent fills; default 32 (they wait on the network).
 	Jobs int
 }
 
@@ -75,7 +81,7 @@ func NewBlobCache(b *Backends, opts BlobCacheOptions) (*BlobCache, error) {
 		return nil, errors.New("serving: blob cache without a size")
 	}
 	if opts.Jobs <= 0 {
-		opts.Jobs = 8
+		opts.Jobs = 32
 	}
 	dir := opts.Dir
 	if dir == "" {
@@ -162,13 +168,15 @@ func (c *BlobCache) Prefetch(loc BlobLocation) {
 	c.inflight[d] = f
 	c.mu.Unlock()
 	go func() {
-		f.err = c.fill(loc)
+		f.err = c.fill(loc, f)
 		c.mu.Lock()
 		delete(c.inflight, d)
 		c.mu.Unlock()
 		close(f.done)
 		outcome := "ok"
-		if f.err != nil {
+		if errors.Is(f.err, errAbandoned) {
+			outcome = "skipped"
+		} else if f.err != nil {
 			outcome = "failed"
 			slog.Debug("blob prefetch failed; the blob streams from the backend when asked", "digest", d.String(), "err", f.err)
 		}
@@ -177,9 +185,13 @@ func (c *BlobCache) Prefetch(loc BlobLocation) {
 }
 
 // fill downloads one blob, verified, into the cache.
-func (c *BlobCache) fill(loc BlobLocation) error {
+func (c *BlobCache) fill(loc BlobLocation, f *blobFill) error {
 	c.sem <- struct{}{}
 	defer func() { <-c.sem }()
+	if f.abandoned.Load() {
+		return errAbandoned
+	}
+	f.started.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	rc, err := c.b.OpenBlob(ctx, loc)
@@ -209,14 +221,14 @@ func (c *BlobCache) fill(loc BlobLocation) error {
 	if err := os.Rename(tmp.Name(), c.path(d)); err != nil {
 		return err
 	}
-	f, err := os.Open(c.path(d))
+	file, err := os.Open(c.path(d))
 	if err != nil {
 		return err
 	}
-	if _, id, ok := fileIdentity(f); ok {
+	if _, id, ok := fileIdentity(file); ok {
 		c.b.verified.Put(d.String(), id, verifiedTTL)
 	}
-	f.Close()
+	file.Close()
 	c.entries[d] = c.lru.PushFront(cachedBlob{d, loc.Desc.Size})
 	c.size += loc.Desc.Size
 	for c.size > c.max && c.lru.Len() > 1 {
@@ -231,11 +243,20 @@ func (c *BlobCache) fill(loc BlobLocation) error {
 }
 
 // Open returns the cached file of the blob with digest d, waiting (within
-// ctx) for a fetch in progress; nil if the blob is not cached.
+// ctx) for a download in progress; nil if the blob is not cached, or its
+// download waits for its turn (the caller then streams it, and the
+// download is dropped).
 func (c *BlobCache) Open(ctx context.Context, d digest.Digest) *os.File {
 	c.mu.Lock()
 	f, filling := c.inflight[d]
 	c.mu.Unlock()
+	if filling && !f.started.Load() {
+		f.abandoned.Store(true)
+		if !f.started.Load() {
+			c.hits.WithLabelValues("missed").Inc()
+			return nil
+		}
+	}
 	result := "cached"
 	if filling {
 		result = "waited"

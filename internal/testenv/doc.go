@@ -30,4 +30,5 @@
 //	net.go           FreePort, StartOnFreePort, WaitHTTP, WaitServer
 //	data.go          SampleData
 //	binary.go        BuildBinary, CleanupBinaries, Main
+//	foreign.go       ForeignFixture, BuildForeignCache, ForeignBusybox, ELFMachine
 package testenv

@@ -19,8 +19,10 @@ import (
 // (cache.nixos.org) every build of a new derivation first spends about 5 s
 // retrying a host name that cannot resolve. Tests that want a substituter
 // pass it on the command line (--option substituters ..., or --from), which
-// wins over NIX_CONFIG.
-const nixConfig = "experimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false"
+// wins over NIX_CONFIG. Nix's narinfo disk cache is off: it is keyed by the
+// cache's URL, and a later test's server on a port an earlier one used
+// would otherwise be taken to hold what the earlier one held.
+const nixConfig = "experimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false\nnarinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0"
 
 // NixEnv returns os.Environ() with NIX_CONFIG set to nixConfig, followed by
 // any NIX_CONFIG that was already set (so its settings win). Use it for every

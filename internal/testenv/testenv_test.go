@@ -149,12 +149,12 @@ func TestNixEnv(t *testing.T) {
 	}
 	t.Setenv("NIX_CONFIG", "")
 	n, v := count(NixEnv())
-	if n != 1 || v != "experimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false" {
+	if n != 1 || v != nixConfig {
 		t.Errorf("NixEnv without NIX_CONFIG: %d entries, last %q", n, v)
 	}
 	t.Setenv("NIX_CONFIG", "connect-timeout = 3")
 	n, v = count(NixEnv())
-	if n != 1 || v != "experimental-features = nix-command\nbuild-users-group =\nsubstituters =\nsandbox = false\nconnect-timeout = 3" {
+	if n != 1 || v != nixConfig+"\nconnect-timeout = 3" {
 		t.Errorf("NixEnv with NIX_CONFIG set: %d entries, last %q", n, v)
 	}
 	// And nix takes all of it, the settings already set included.

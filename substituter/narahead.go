@@ -1,0 +1,86 @@
+package substituter
+
+import (
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nixoci/nixoci/internal/serving"
+)
+
+// Nix asks for a NAR right after the narinfo of a path it substitutes, but
+// it also asks for narinfos it never follows with a NAR (`nix path-info`,
+// paths another substituter supplies, paths it has). So a client's
+// narinfos start NARs downloading into the blob cache only once the
+// client has shown it substitutes, by asking for a NAR: that first NAR
+// request starts the NARs of the narinfos the client asked for before
+// (the most recent first: Nix fetches references before the paths
+// naming them, the reverse of the order it asks for narinfos), and for
+// the next activeFor, each narinfo the client asks for starts its NAR at
+// once.
+const (
+	activeFor      = 30 * time.Second
+	pendingPerPeer = 4096 // narinfos remembered per client until it asks for a NAR
+	peers          = 256  // clients remembered
+)
+
+// narAhead decides when to fetch NARs ahead of a client.
+type narAhead struct {
+	bc      *serving.BlobCache
+	clients *serving.LRU[*peerNARs] // client host -> its narinfos and last NAR request
+}
+
+type peerNARs struct {
+	mu      sync.Mutex
+	pending []serving.BlobLocation
+	active  time.Time
+}
+
+func newNARAhead(bc *serving.BlobCache) *narAhead {
+	return &narAhead{bc: bc, clients: serving.NewLRU[*peerNARs](peers)}
+}
+
+func (a *narAhead) peer(r *http.Request) *peerNARs {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if p, ok := a.clients.Get(host); ok {
+		return p
+	}
+	p := &peerNARs{}
+	a.clients.Put(host, p, time.Hour)
+	return p
+}
+
+// narinfo notes that the client asked for the narinfo of the NAR at loc.
+func (a *narAhead) narinfo(r *http.Request, loc serving.BlobLocation) {
+	p := a.peer(r)
+	p.mu.Lock()
+	if time.Since(p.active) < activeFor {
+		p.mu.Unlock()
+		a.bc.Prefetch(loc)
+		return
+	}
+	if len(p.pending) >= pendingPerPeer {
+		p.pending = slices.Delete(p.pending, 0, len(p.pending)/2)
+	}
+	p.pending = append(p.pending, loc)
+	p.mu.Unlock()
+}
+
+// nar notes that the client asked for a NAR: it substitutes, so the NARs
+// of its earlier narinfos are fetched, the most recent first.
+func (a *narAhead) nar(r *http.Request) {
+	p := a.peer(r)
+	p.mu.Lock()
+	p.active = time.Now()
+	pending := p.pending
+	p.pending = nil
+	p.mu.Unlock()
+	for i := len(pending) - 1; i >= 0; i-- {
+		a.bc.Prefetch(pending[i])
+	}
+}
