@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -29,6 +28,9 @@ type CopyOptions struct {
 	Jobs int
 	// Progress, if set, is updated as paths are copied.
 	Progress *Progress
+	// Record says what the push record written after a closure's tag
+	// holds (SPEC.md section 10.1).
+	Record RecordOptions
 }
 
 // CopyResult describes a copy.
@@ -66,6 +68,7 @@ type CopyResult struct {
 // artifact that is not nixoci's is refused (ErrNotArtifact): copy it with
 // oras copy or crane copy.
 func Copy(ctx context.Context, src backend.Target, srcRef string, dst backend.Target, dstTag string, opts CopyOptions) (*CopyResult, error) {
+	guard := newGCGuard(dst)
 	if opts.Jobs <= 0 {
 		opts.Jobs = 16
 	}
@@ -116,10 +119,26 @@ func Copy(ctx context.Context, src backend.Target, srcRef string, dst backend.Ta
 	if err := oras.CopyGraph(ctx, src, dst, desc, rest); err != nil {
 		return nil, fmt.Errorf("copying %s: %w", srcRef, err)
 	}
+	roots := []ocispec.Descriptor{desc}
+	if _, err := c.gcCopyCheck(ctx, guard, false, roots, paths, layerTags); err != nil {
+		return nil, fmt.Errorf("copying %s: %w", srcRef, err)
+	}
 	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), dstTag); err != nil {
 		return nil, fmt.Errorf("tagging %s: %w", dstTag, err)
 	}
 	res.Tagged++
+	if res.Kind == "closure" {
+		if _, err := StorePushRecord(ctx, dst, desc, dstTag, opts.Record); err != nil {
+			return nil, fmt.Errorf("closure %s tagged, but %w", dstTag, err)
+		}
+	}
+	if again, err := c.gcCopyCheck(ctx, guard, true, roots, paths, layerTags); err != nil {
+		return nil, fmt.Errorf("copying %s: %w", srcRef, err)
+	} else if again {
+		if err := dst.PushReference(ctx, desc, bytes.NewReader(data), dstTag); err != nil {
+			return nil, fmt.Errorf("tagging %s: %w", dstTag, err)
+		}
+	}
 	return res, nil
 }
 
@@ -209,7 +228,7 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 		return out, nil, nil
 	}
 	var m ocispec.Manifest
-	if desc.MediaType == ocispec.MediaTypeImageManifest && json.Unmarshal(data, &m) == nil && isOurImage(m) {
+	if desc.MediaType == ocispec.MediaTypeImageManifest && json.Unmarshal(data, &m) == nil && IsImage(m) {
 		c.res.Kind = "image"
 		return c.imagePaths(ctx, m)
 	}
@@ -225,7 +244,7 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 				return nil, nil, fmt.Errorf("%s: image %s: %w", srcRef, child.Digest, err)
 			}
 			var cm ocispec.Manifest
-			if child.MediaType != ocispec.MediaTypeImageManifest || json.Unmarshal(cdata, &cm) != nil || !isOurImage(cm) {
+			if child.MediaType != ocispec.MediaTypeImageManifest || json.Unmarshal(cdata, &cm) != nil || !IsImage(cm) {
 				ours = false
 				break
 			}
@@ -250,38 +269,16 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 // imagePaths lists the path manifests an image's layers were made from
 // (their annotations name them) and the tags of its layer artifacts.
 func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.Descriptor, []string, error) {
-	var digests []digest.Digest
-	var layerTags []string
-	comp := spec.LayerGzip
-	for _, l := range m.Layers {
-		if l.MediaType == spec.LayerZstd.MediaType() {
-			comp = spec.LayerZstd
-		}
-		manifests := strings.Fields(l.Annotations[spec.AnnotationPathManifest])
-		paths := strings.Fields(l.Annotations[spec.AnnotationStorePath])
-		if len(manifests) == 0 {
-			continue // the root layer, or nix-snapshotter's
-		}
-		if len(manifests) != len(paths) {
-			return nil, nil, fmt.Errorf("image layer %s names %d paths and %d path manifests: %w", l.Digest, len(paths), len(manifests), ErrNotArtifact)
-		}
-		hashes := make([]string, len(paths))
-		for i, p := range paths {
-			hashes[i] = spec.PathTag(p)
-			d, err := digest.Parse(manifests[i])
-			if err != nil {
-				return nil, nil, fmt.Errorf("image layer %s: path manifest %q: %w", l.Digest, manifests[i], ErrNotArtifact)
-			}
-			digests = append(digests, d)
-		}
-		layerTags = append(layerTags, spec.LayerTag(hashes, comp))
+	refs, err := ReadImageRefs(m)
+	if err != nil {
+		return nil, nil, err
 	}
 	// An image written to another target than its closure's has no
 	// path manifests beside it: it is then copied as the image it is.
-	found := make([]ocispec.Descriptor, len(digests))
+	found := make([]ocispec.Descriptor, len(refs.PathManifests))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opts.Jobs)
-	for i, d := range digests {
+	for i, d := range refs.PathManifests {
 		g.Go(func() error {
 			desc, err := c.src.Resolve(gctx, d.String())
 			if errors.Is(err, errdef.ErrNotFound) {
@@ -303,7 +300,7 @@ func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.
 			out = append(out, d)
 		}
 	}
-	return out, layerTags, nil
+	return out, refs.LayerTags, nil
 }
 
 // copyPaths copies each path manifest (and its blobs) unless dst has it,
@@ -388,12 +385,6 @@ func (c *copier) copyLayerArtifacts(ctx context.Context, tags []string) error {
 		})
 	}
 	return g.Wait()
-}
-
-// isOurImage reports whether m is an image made by nixoci image (or
-// serve --registry): it names the closure it was made from.
-func isOurImage(m ocispec.Manifest) bool {
-	return m.Config.MediaType == ocispec.MediaTypeImageConfig && m.Annotations[spec.AnnotationClosure] != ""
 }
 
 // dedupe keeps the first descriptor of each digest.

@@ -55,6 +55,9 @@ type PushOptions struct {
 	// spec.ClosureVersion by default, or spec.Version ("1") for readers
 	// that know only version 1. Store-path artifacts are the same in both.
 	ClosureVersion string
+	// Record says what the push record stored after the closure tag holds
+	// (SPEC.md section 10.1).
+	Record RecordOptions
 }
 
 // PushResult describes a pushed closure.
@@ -77,8 +80,11 @@ type PushResult struct {
 // artifact exists in dst are reused without reading their NAR. Every
 // blob is stored before the manifest naming it, and every path before the
 // closure; the closure tag is written last, and only if everything
-// succeeded.
+// succeeded, followed by a push record (SPEC.md section 10.1). If a
+// garbage collector runs meanwhile, what it deleted of the closure is
+// stored again (see gcGuard).
 func Push(ctx context.Context, dst backend.Target, src Source, args []string, opts PushOptions) (*PushResult, error) {
+	guard := newGCGuard(dst)
 	roots, tag, err := resolveRoots(src, args, opts.Tag)
 	if err != nil {
 		return nil, err
@@ -91,38 +97,58 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	if p.opts.Jobs <= 0 {
 		p.opts.Jobs = backend.DefaultJobs()
 	}
-	if res, ok, err := p.unchanged(ctx, roots, tag, infos); err != nil || ok {
-		return res, err
+	if res, ok, err := p.unchanged(ctx, roots, tag, infos); err != nil {
+		return nil, err
+	} else if ok {
+		if done, err := p.gcFinishUnchanged(ctx, guard, res); err != nil || done {
+			return res, err
+		}
+		// A collection ran meanwhile: push in full, storing again what it deleted.
 	}
 	res := &PushResult{Roots: roots, Tag: tag}
-	if res.Paths, res.Packed, err = p.pushPaths(ctx, infos); err != nil {
+	if res.Paths, res.Packed, err = p.pushPathsGuarded(ctx, guard, infos); err != nil {
 		return nil, err
 	}
 	res.Reused = len(res.Paths) - res.Packed
-	storeDir := path.Dir(roots[0])
-	switch opts.ClosureVersion {
+	if err := p.gcCheckPaths(ctx, guard, infos, res); err != nil {
+		return nil, err
+	}
+	if err := p.storeClosureGuarded(ctx, guard, infos, res); err != nil {
+		return nil, err
+	}
+	if err := p.gcFinish(ctx, guard, infos, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// storeClosureOf stores the closure of res.Paths in the format version
+// asked for, tagged res.Tag last, and records what it stored in res.
+func (p *pusher) storeClosureOf(ctx context.Context, res *PushResult) error {
+	storeDir := path.Dir(res.Roots[0])
+	switch p.opts.ClosureVersion {
 	case spec.Version:
-		cm, err := NewClosureManifests(roots, res.Paths, storeDir, opts.ManifestLimit)
+		cm, err := NewClosureManifests(res.Roots, res.Paths, storeDir, p.opts.ManifestLimit)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if err := p.storeClosure(ctx, cm, tag); err != nil {
-			return nil, err
+		if err := p.storeClosure(ctx, cm, res.Tag); err != nil {
+			return err
 		}
 		res.Manifest, res.Closure, res.Parts = cm, cm.Top.Descriptor, len(cm.Parts)
 	case "", spec.ClosureVersion:
-		ci, err := NewClosureIndex(roots, res.Paths, storeDir, opts.ManifestLimit)
+		ci, err := NewClosureIndex(res.Roots, res.Paths, storeDir, p.opts.ManifestLimit)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if err := p.storeClosureIndex(ctx, ci, tag); err != nil {
-			return nil, err
+		if err := p.storeClosureIndex(ctx, ci, res.Tag); err != nil {
+			return err
 		}
 		res.Index, res.Closure, res.Parts = ci, ci.Top.Descriptor, len(ci.Parts)
 	default:
-		return nil, fmt.Errorf("closure format version %q: this nixoci writes %q and %q", opts.ClosureVersion, spec.ClosureVersion, spec.Version)
+		return fmt.Errorf("closure format version %q: this nixoci writes %q and %q", p.opts.ClosureVersion, spec.ClosureVersion, spec.Version)
 	}
-	return res, nil
+	return nil
 }
 
 // resolveRoots turns args into sorted, distinct store paths and names the

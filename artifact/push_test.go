@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -487,7 +488,8 @@ func TestPushDeterministic(t *testing.T) {
 	var firstTree map[string][]byte
 	for _, jobs := range []int{1, 8, 3} {
 		l := openLayout(t)
-		res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{Jobs: jobs, Tag: "t"}, storePath("app"))
+		at := time.Date(2026, 12, 1, 22, 33, 46, 0, time.UTC) // the push record's time
+		res := push(t, l, openCache(t, c.URL(), nil), artifact.PushOptions{Jobs: jobs, Tag: "t", Record: artifact.RecordOptions{At: at}}, storePath("app"))
 		tree := readTree(t, l.Dir())
 		if firstRes == nil {
 			firstRes, firstTree = res, tree

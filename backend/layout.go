@@ -268,17 +268,21 @@ func (l *Layout) TagMany(ctx context.Context, tags []Tagged) error {
 		if err := validTagForLayout(t.Tag); err != nil {
 			return err
 		}
-		if ok, err := l.Exists(ctx, t.Descriptor); err != nil {
-			return err
-		} else if !ok {
-			return fmt.Errorf("oci:%s: tagging %s as %s: manifest not stored: %w", l.dir, t.Descriptor.Digest, t.Tag, errdef.ErrNotFound)
-		}
 	}
 	unlock, err := l.lock()
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	// Checked under the lock, which a garbage collection's sweep holds:
+	// a manifest found here stays until the tag is written.
+	for _, t := range tags {
+		if ok, err := l.Exists(ctx, t.Descriptor); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("oci:%s: tagging %s as %s: manifest not stored: %w", l.dir, t.Descriptor.Digest, t.Tag, errdef.ErrNotFound)
+		}
+	}
 	return l.updateIndex(func(byTag map[string]ocispec.Descriptor) error {
 		for _, t := range tags {
 			d := plainDescriptor(t.Descriptor)

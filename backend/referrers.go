@@ -119,10 +119,18 @@ func (l *Layout) writeReferrersIndex(ctx context.Context, tag string, list []oci
 
 // referrersIndex reads the referrers index tag names (empty if none).
 func (l *Layout) referrersIndex(ctx context.Context, tag string) ([]ocispec.Descriptor, error) {
-	desc, data, err := FetchManifest(ctx, l, tag)
+	list, err := ReadReferrersIndex(ctx, l, tag)
 	if errors.Is(err, errdef.ErrNotFound) {
 		return nil, nil
 	}
+	return list, err
+}
+
+// ReadReferrersIndex reads the entries of the referrers index that tag
+// (of the referrers tag schema, see ReferrersTag) names; a missing tag is
+// ErrNotFound.
+func ReadReferrersIndex(ctx context.Context, f registry.ReferenceFetcher, tag string) ([]ocispec.Descriptor, error) {
+	desc, data, err := FetchManifest(ctx, f, tag)
 	if err != nil {
 		return nil, err
 	}

@@ -414,9 +414,10 @@ func TestCrashConsistency(t *testing.T) {
 			}
 			tagged := relCheckAll(t, s)
 			relCheckLayoutTools(t, dir, tagged)
-			// Path tags, the closure tag and the referrers index of its root.
-			if len(tagged) != layoutN+2 {
-				t.Errorf("run %d: %d tags after the re-run, want %d", i, len(tagged), layoutN+2)
+			// Path tags, the closure tag, the referrers index of its root
+			// and that of its push records.
+			if len(tagged) != layoutN+3 {
+				t.Errorf("run %d: %d tags after the re-run, want %d", i, len(tagged), layoutN+3)
 			}
 			if _, err := relCheckClosure(s, "crash", layoutN); err != nil {
 				t.Errorf("run %d: %v", i, err)
@@ -471,8 +472,8 @@ func TestCrashConsistency(t *testing.T) {
 				t.Errorf("run %d: the re-run uploaded again %d blobs the repository had (%d POSTs)", i, puts, posts)
 			}
 			tagged = relCheckAll(t, s)
-			if len(tagged) != regN+2 {
-				t.Errorf("run %d: %d tags after the re-run, want %d", i, len(tagged), regN+2)
+			if len(tagged) != regN+3 { // as in the layout
+				t.Errorf("run %d: %d tags after the re-run, want %d", i, len(tagged), regN+3)
 			}
 			if _, err := relCheckClosure(s, "crash", regN); err != nil {
 				t.Errorf("run %d: %v", i, err)
@@ -644,15 +645,16 @@ func TestConcurrentPushes(t *testing.T) {
 				}
 			}
 			// Each closure is also listed in the referrers index of its
-			// root (one root each here).
+			// root (one root each here), and has a referrers index of its
+			// own, listing its push record (SPEC.md 10.1).
 			referrers := 0
 			for tag := range tags {
 				if strings.HasPrefix(tag, "sha256-") {
 					referrers++
 				}
 			}
-			if want := len(distinct) + 1 + 2*(writers+1); len(tags) != want || referrers != writers+1 {
-				t.Errorf("%d tags (%d referrers indexes), want %d (every path, the seed path, %d closures and the seed closure, each with the referrers index of its root)", len(tags), referrers, want, writers)
+			if want := len(distinct) + 1 + 3*(writers+1); len(tags) != want || referrers != 2*(writers+1) {
+				t.Errorf("%d tags (%d referrers indexes), want %d (every path, the seed path, %d closures and the seed closure, each with the referrers index of its root and of its push record)", len(tags), referrers, want, writers)
 			}
 			if tc.name == "layout" {
 				relCheckLayoutTools(t, layoutDir, tags)

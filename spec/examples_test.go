@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -133,6 +134,25 @@ func TestExamples(t *testing.T) {
 	checkExample(t, "closure-v2-split-index.json", splitV2.Top.Data)
 	checkExample(t, "closure-v2-part-1.json", splitV2.Parts[0].Data)
 	checkExample(t, "closure-v2-part-2.json", splitV2.Parts[1].Data)
+
+	// Section 10: a push record of the closure, a running and a finished
+	// gc marker, at fixed times.
+	at := time.Date(2026, 12, 1, 22, 33, 46, 123456789, time.UTC)
+	rec, err := artifact.NewPushRecord(ci.Top.Descriptor, "app", at, artifact.RecordOptions{Tool: "nixoci/1.2.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "push-record.json", rec.Data)
+	running, err := artifact.NewGCMarker(at, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "gc-marker-running.json", running.Data)
+	finished, err := artifact.NewGCMarker(at, at.Add(90*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "gc-marker-finished.json", finished.Data)
 
 	// What a substituter renders from the manifest alone is the narinfo.
 	parsed, err := artifact.ParsePathManifest(app.Manifest, manifest)

@@ -55,10 +55,21 @@ func isTerminal(w io.Writer) bool {
 
 // showProgress redraws one status line on a terminal until stop is called.
 func showProgress(w io.Writer, verb string, p *artifact.Progress) (stop func()) {
+	start := time.Now()
+	return showStatus(w, func() string {
+		secs := time.Since(start).Seconds()
+		return fmt.Sprintf("%s: %d/%d paths (%d already stored), %s NAR, %s transferred, %s/s",
+			verb, p.PathsDone.Load(), p.PathsTotal.Load(), p.PathsReused.Load(),
+			human(p.NarBytes.Load()), human(p.Transferred.Load()), human(int64(float64(p.Transferred.Load())/secs)))
+	})
+}
+
+// showStatus redraws the line status returns on a terminal, every 200 ms,
+// until stop is called (which clears it); elsewhere it shows nothing.
+func showStatus(w io.Writer, status func() string) (stop func()) {
 	if !isTerminal(w) {
 		return func() {}
 	}
-	start := time.Now()
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -72,10 +83,7 @@ func showProgress(w io.Writer, verb string, p *artifact.Progress) (stop func()) 
 				fmt.Fprint(w, "\r\033[K")
 				return
 			case <-t.C:
-				secs := time.Since(start).Seconds()
-				fmt.Fprintf(w, "\r\033[K%s: %d/%d paths (%d already stored), %s NAR, %s transferred, %s/s",
-					verb, p.PathsDone.Load(), p.PathsTotal.Load(), p.PathsReused.Load(),
-					human(p.NarBytes.Load()), human(p.Transferred.Load()), human(int64(float64(p.Transferred.Load())/secs)))
+				fmt.Fprint(w, "\r\033[K"+status())
 			}
 		}
 	}()
@@ -115,4 +123,14 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size (e.g. 512MiB, 2GiB, 0)", s)
 	}
 	return int64(v * float64(mult)), nil
+}
+
+// recordOptions is what push records say of this nixoci (and, if asked,
+// of this host).
+func recordOptions(host bool) artifact.RecordOptions {
+	o := artifact.RecordOptions{Tool: "nixoci/" + version}
+	if host {
+		o.Host, _ = os.Hostname()
+	}
+	return o
 }

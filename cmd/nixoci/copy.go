@@ -71,7 +71,7 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	progress := &artifact.Progress{}
 	stop := showProgress(stderr, "copying", progress)
-	res, err := artifact.Copy(ctx, src, srcRef.Reference, dst, tag, artifact.CopyOptions{Jobs: *jobs, Progress: progress})
+	res, err := artifact.Copy(ctx, src, srcRef.Reference, dst, tag, artifact.CopyOptions{Jobs: *jobs, Progress: progress, Record: recordOptions(false)})
 	stop()
 	if err != nil {
 		return chunkHint(fmt.Errorf("copying %s to %s: %w", srcRef, dstRef.Base(), err))

@@ -35,6 +35,8 @@ func commands() []command {
 		{"copy", "copy a closure or image between targets, ready to serve", runCopy},
 		{"image", "make a runnable OCI image of a stored closure", runImage},
 		{"serve", "serve the Nix binary-cache protocol from stored artifacts", runServe},
+		{"rm", "remove closure and image tags", runRm},
+		{"gc", "delete what no closure or image needs", runGC},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -42,6 +42,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(&signKeys, "sign-key", "sign narinfos with this Nix secret key file (repeatable)")
 	fromCache := fs.String("from-cache", "", "import the paths from this binary cache (file:///DIR or http(s)://…) instead of the local store")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for the registry even if it is not on loopback")
+	recordHost := fs.Bool("record-host", false, "record this host's name in the push record (spec/SPEC.md 10.1)")
 	closureVersion := fs.String("closure-version", spec.ClosureVersion, "closure format: 2 (an index of the path manifests; copies with OCI tools keep working) or 1 (for nixoci before format 2, see spec/SPEC.md 5.4)")
 	chunkSize := chunkSizeFlag(fs)
 	paths, err := parseFlags(fs, args)
@@ -80,7 +81,8 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *closureVersion != spec.ClosureVersion && *closureVersion != spec.Version {
 		return fmt.Errorf("%w: --closure-version %q: want %s or %s", errUsage, *closureVersion, spec.ClosureVersion, spec.Version)
 	}
-	opts := artifact.PushOptions{Tag: *tag, Jobs: *jobs, NetworkJobs: *networkJobs, Progress: &artifact.Progress{}, ClosureVersion: *closureVersion}
+	opts := artifact.PushOptions{Tag: *tag, Jobs: *jobs, NetworkJobs: *networkJobs, Progress: &artifact.Progress{}, ClosureVersion: *closureVersion,
+		Record: recordOptions(*recordHost)}
 	for _, f := range signKeys {
 		k, err := narinfo.LoadSecretKey(f)
 		if err != nil {

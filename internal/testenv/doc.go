@@ -22,6 +22,7 @@
 //	store.go         NewStoreDir, NixCopyFrom
 //	trees.go         DiffTrees, TreesEqual
 //	registry.go      Registry, RegistryOptions, StartRegistry
+//	registrygc.go    Registry.GarbageCollect, BlobBytes, SetDeletes
 //	dockerconfig.go  DockerConfig, DockerConfigJSON
 //	tokenserver.go   TokenServer, TokenOptions, StartTokenServer (token auth)
 //	credhelper.go    CredentialHelper (a docker-credential-NAME script)

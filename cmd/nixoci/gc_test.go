@@ -1,0 +1,96 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixoci/nixoci/gc"
+)
+
+func TestParseDuration(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		bad  bool
+	}{
+		{"30d", 30 * 24 * time.Hour, false},
+		{"1d12h", 36 * time.Hour, false},
+		{"0.5d", 12 * time.Hour, false},
+		{"90m", 90 * time.Minute, false},
+		{"0s", 0, false},
+		{"d", 0, true},
+		{"-1d", 0, true},
+		{"3days", 0, true},
+		{"1d2x", 0, true},
+		{"ten", 0, true},
+	} {
+		got, err := parseDuration(tc.in)
+		if (err != nil) != tc.bad || !tc.bad && got != tc.want {
+			t.Errorf("parseDuration(%q) = %v, %v; want %v (error: %v)", tc.in, got, err, tc.want, tc.bad)
+		}
+	}
+}
+
+// TestGCAndRmUsage: bad flags are usage errors (exit 2) naming what is
+// wrong; --help teaches.
+func TestGCAndRmUsage(t *testing.T) {
+	t.Setenv("NIXOCI_STORE", t.TempDir())
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"gc"}, "want one TARGET"},
+		{[]string{"gc", "--match", "ci-*", "oci:/nonexistent"}, "--match needs --keep-last or --keep-within"},
+		{[]string{"gc", "--keep-within", "3days", "oci:/x"}, "--keep-within"},
+		{[]string{"gc", "--keep-last", "-1", "oci:/x"}, "must not be negative"},
+		{[]string{"gc", "--match", "[", "--keep-last", "1", "oci:/x"}, "match pattern"},
+		{[]string{"gc", "--grace", "soon", "oci:/x"}, "--grace"},
+		{[]string{"rm"}, "no TARGET:TAG"},
+		{[]string{"rm", "oci:/x"}, "no tag given"},
+	} {
+		code, _, stderr := runCLI(t, tc.args...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("nixoci %s: exit %d, %q; want 2 and %q", strings.Join(tc.args, " "), code, stderr, tc.want)
+		}
+	}
+	for _, cmd := range []string{"gc", "rm"} {
+		code, stdout, _ := runCLI(t, cmd, "--help")
+		if code != 0 || !strings.Contains(stdout, "Examples:") || !strings.Contains(stdout, "nixoci gc") {
+			t.Errorf("nixoci %s --help: exit %d\n%s", cmd, code, stdout)
+		}
+	}
+	code, stdout, _ := runCLI(t, "gc", "--help")
+	for _, want := range []string{"garbage-collect", "zot", "Harbor", "GHCR", "--grace", "30d", "serve\n--upload"} {
+		if code != 0 || !strings.Contains(stdout, want) {
+			t.Errorf("nixoci gc --help does not mention %q", want)
+		}
+	}
+}
+
+// TestCLIGCLayout: rm then gc of a layout through the CLI: the text
+// output lists what went, --json parses as a gc.Result.
+func TestCLIGCLayout(t *testing.T) {
+	t.Setenv("NIXOCI_STORE", t.TempDir())
+	cache, app, lib := writeCache(t)
+	layout := "oci:" + filepath.Join(t.TempDir(), "layout")
+	mustRun(t, "push", "--to", layout+":app", "--from-cache", "file://"+cache, app)
+	mustRun(t, "push", "--to", layout+":lib", "--from-cache", "file://"+cache, lib)
+	if out := mustRun(t, "rm", layout+":app"); !strings.Contains(out, "removed "+layout+":app (closure") {
+		t.Errorf("rm printed %q", out)
+	}
+	out := mustRun(t, "gc", "--json", "--dry-run", layout)
+	var res gc.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("gc --json: %v\n%s", err, out)
+	}
+	if !res.DryRun || res.Paths != 1 || res.BlobFiles == 0 {
+		t.Errorf("dry run: %+v; want app's one path and some blob files", res)
+	}
+	_, stdout, stderr := runCLI(t, "gc", "--grace", "0s", layout)
+	if !strings.Contains(stdout, "removed path "+app) || strings.Contains(stdout, lib) || !strings.Contains(stderr, "1 path") {
+		t.Errorf("gc printed\n%s\n%s", stdout, stderr)
+	}
+}

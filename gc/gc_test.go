@@ -1,0 +1,351 @@
+package gc_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/gc"
+	"github.com/nixoci/nixoci/internal/fixture"
+	"github.com/nixoci/nixoci/spec"
+)
+
+// noGrace collects at once.
+var noGrace = gc.Options{Grace: -1}
+
+// files snapshots a layout: every file and its content.
+var files = fixture.FileDigests
+
+// checkClosure reads the closure tagged tag and every blob it reaches.
+func checkClosure(t *testing.T, l *backend.Layout, tag string, want []artifact.PathArtifact) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := artifact.ReadClosure(ctx, l, tag)
+	if err != nil {
+		t.Fatalf("closure %s: %v", tag, err)
+	}
+	paths, err := artifact.ClosurePaths(ctx, l, c, 4)
+	if err != nil {
+		t.Fatalf("closure %s: %v", tag, err)
+	}
+	if len(paths) != len(want) {
+		t.Fatalf("closure %s: %d paths, want %d", tag, len(paths), len(want))
+	}
+	for _, p := range paths {
+		for _, b := range []ocispec.Descriptor{p.NAR, p.NarInfo} {
+			if _, err := backend.FetchAll(ctx, l, b, 1<<20); err != nil {
+				t.Errorf("closure %s: %s: %v", tag, p.Info.StorePath, err)
+			}
+		}
+		if _, err := artifact.FetchPath(ctx, l, p.Info.StorePath); err != nil {
+			t.Errorf("closure %s: path tag of %s: %v", tag, p.Info.StorePath, err)
+		}
+	}
+}
+
+func storePaths(names ...string) []string {
+	var out []string
+	for _, n := range names {
+		out = append(out, fixture.StorePath(n))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestCollectFollowsClosures: two closures sharing a path; after rm of
+// one, a dry run lists its private paths and changes nothing, a real run
+// removes them and their blobs, and the other closure is whole.
+func TestCollectFollowsClosures(t *testing.T) {
+	ctx := context.Background()
+	for _, version := range []string{spec.ClosureVersion, spec.Version} {
+		t.Run("v"+version, func(t *testing.T) {
+			l := fixture.Layout(t)
+			_, p1 := fixture.Synthetic(t, l, "c1", version, "s", "app1", "data1", "shared")
+			_, p2 := fixture.Synthetic(t, l, "c2", version, "s", "app2", "data2", "shared")
+			for _, tag := range []string{"c1", "c2"} {
+				d, _ := l.Resolve(ctx, tag)
+				if _, err := artifact.StorePushRecord(ctx, l, d, tag, artifact.RecordOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if res, err := gc.Collect(ctx, l, "l", noGrace); err != nil || len(res.Removed) != 0 {
+				t.Fatalf("collecting with every closure tagged: %v, removed %+v", err, res.Removed)
+			}
+			if _, err := gc.Remove(ctx, l, []string{"c1"}, gc.RemoveOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			before := files(t, l.Dir())
+			dry := noGrace
+			dry.DryRun = true
+			res, err := gc.Collect(ctx, l, "l", dry)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.StorePaths(), storePaths("app1", "data1"); !slices.Equal(got, want) {
+				t.Errorf("dry run lists paths %v, want %v", got, want)
+			}
+			if res.BlobFiles == 0 || res.Bytes == 0 {
+				t.Errorf("dry run: %d blob files, %d bytes, want some", res.BlobFiles, res.Bytes)
+			}
+			if after := files(t, l.Dir()); !maps.Equal(before, after) {
+				t.Error("the dry run changed the layout")
+			}
+
+			res, err = gc.Collect(ctx, l, "l", noGrace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.StorePaths(), storePaths("app1", "data1"); !slices.Equal(got, want) {
+				t.Errorf("removed paths %v, want %v", got, want)
+			}
+			checkClosure(t, l, "c2", p2)
+			for _, p := range p1[:2] {
+				if ok, _ := l.Exists(ctx, p.NAR); ok {
+					t.Errorf("%s: NAR blob still there", p.Info.StorePath)
+				}
+				if _, err := artifact.FetchPath(ctx, l, p.Info.StorePath); !errors.Is(err, errdef.ErrNotFound) {
+					t.Errorf("%s: tag still resolves (%v)", p.Info.StorePath, err)
+				}
+			}
+			if ok, _ := l.Exists(ctx, p1[2].NAR); !ok {
+				t.Error("the shared path's NAR went")
+			}
+			if m, ok, err := artifact.ReadGCMarker(ctx, l); err != nil || !ok || m.Finished.IsZero() {
+				t.Errorf("marker after the run: %+v, %v, %v; want a finished one", m, ok, err)
+			}
+			// A second run finds nothing more but the old marker.
+			res, err = gc.Collect(ctx, l, "l", noGrace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range res.Removed {
+				t.Errorf("second run removed %s %s", it.Kind, it.Digest)
+			}
+			checkClosure(t, l, "c2", p2)
+		})
+	}
+}
+
+// TestRetention: closures ci-1..ci-5 pushed in order; keep-last 2 keeps
+// ci-4 and ci-5; a closure re-pushed is kept; unmatched tags always stay.
+func TestRetention(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		repush bool
+		keep   []string
+	}{
+		{"in-order", false, []string{"ci-4", "ci-5", "release"}},
+		{"repushed", true, []string{"ci-1", "ci-5", "release"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := fixture.Layout(t)
+			base := time.Now().Add(-time.Hour)
+			var arts = map[string][]artifact.PathArtifact{}
+			for i, tag := range []string{"ci-1", "ci-2", "ci-3", "ci-4", "ci-5", "release"} {
+				d, p := fixture.Synthetic(t, l, tag, spec.ClosureVersion, tag, "app-"+tag, "lib-"+tag)
+				arts[tag] = p
+				at := base.Add(time.Duration(i) * time.Minute)
+				if _, err := artifact.StorePushRecord(ctx, l, d, tag, artifact.RecordOptions{At: at}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.repush {
+				d, _ := l.Resolve(ctx, "ci-1")
+				if _, err := artifact.StorePushRecord(ctx, l, d, "ci-1", artifact.RecordOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			opts := noGrace
+			opts.Retention = &gc.Retention{Match: []string{"ci-*"}, KeepLast: 2}
+			res, err := gc.Collect(ctx, l, "l", opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var tags []string
+			l.Tags(ctx, "", func(page []string) error {
+				for _, tag := range page {
+					if _, ok := arts[tag]; ok {
+						tags = append(tags, tag)
+					}
+				}
+				return nil
+			})
+			if !slices.Equal(tags, tc.keep) {
+				t.Errorf("closure tags left %v, want %v", tags, tc.keep)
+			}
+			for _, tag := range tc.keep {
+				checkClosure(t, l, tag, arts[tag])
+			}
+			var wantGone []string
+			for tag, p := range arts {
+				if !slices.Contains(tc.keep, tag) {
+					for _, a := range p {
+						wantGone = append(wantGone, a.Info.StorePath)
+					}
+				}
+			}
+			slices.Sort(wantGone)
+			if got := res.StorePaths(); !slices.Equal(got, wantGone) {
+				t.Errorf("removed paths %v, want %v", got, wantGone)
+			}
+			if len(res.Dropped) != 3 || len(res.Kept) != 2 {
+				t.Errorf("retention kept %v and dropped %v", res.Kept, res.Dropped)
+			}
+		})
+	}
+}
+
+// addUntaggedEntry adds d to index.json without a tag.
+func addUntaggedEntry(t *testing.T, dir string, d ocispec.Descriptor) {
+	t.Helper()
+	p := filepath.Join(dir, "index.json")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(data, &idx); err != nil {
+		t.Fatal(err)
+	}
+	idx.Manifests = append(idx.Manifests, ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size})
+	if data, err = json.Marshal(idx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestForeignSurvives: a tag naming another tool's artifact, and an
+// untagged index.json entry, are never touched, nor what they reach,
+// even a nixoci path manifest.
+func TestForeignSurvives(t *testing.T) {
+	ctx := context.Background()
+	l := fixture.Layout(t)
+	_, paths := fixture.Synthetic(t, l, "c1", spec.ClosureVersion, "s", "app", "lib")
+	blob := []byte("another tool's data")
+	bdesc := ocispec.Descriptor{MediaType: "application/x-other", Digest: digest.FromBytes(blob), Size: int64(len(blob))}
+	if err := backend.PushBytes(ctx, l, bdesc, blob); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		ArtifactType: "application/x-other", Config: spec.EmptyConfig, Layers: []ocispec.Descriptor{bdesc}})
+	mdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(m), Size: int64(len(m))}
+	if err := l.PushReference(ctx, mdesc, bytes.NewReader(m), "other"); err != nil {
+		t.Fatal(err)
+	}
+	// Another tool's index naming the app's path manifest, under its own tag.
+	idx, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{paths[0].Manifest}})
+	idesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(idx), Size: int64(len(idx))}
+	if err := l.PushReference(ctx, idesc, bytes.NewReader(idx), "bundle"); err != nil {
+		t.Fatal(err)
+	}
+	// And an untagged index.json entry naming lib's path manifest, as
+	// other tools write them.
+	addUntaggedEntry(t, l.Dir(), paths[1].Manifest)
+	if _, err := gc.Remove(ctx, l, []string{"other"}, gc.RemoveOptions{}); !errors.Is(err, gc.ErrNotOurs) {
+		t.Errorf("removing another tool's tag: %v, want ErrNotOurs", err)
+	}
+	if _, err := gc.Remove(ctx, l, []string{"c1"}, gc.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := gc.Collect(ctx, l, "l", noGrace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.StorePaths(); len(got) != 0 {
+		t.Errorf("removed %v; want none (app is reached by another tool's index, lib by an untagged entry)", got)
+	}
+	for _, d := range []ocispec.Descriptor{bdesc, mdesc, idesc, paths[0].Manifest, paths[0].NAR, paths[1].Manifest, paths[1].NAR} {
+		if ok, _ := l.Exists(ctx, d); !ok {
+			t.Errorf("%s went", d.Digest)
+		}
+	}
+	for _, tag := range []string{"other", "bundle"} {
+		if _, err := l.Resolve(ctx, tag); err != nil {
+			t.Errorf("tag %s: %v", tag, err)
+		}
+	}
+}
+
+// TestOldRecordsGo: pushing a closure three times leaves three push
+// records; a collection keeps the newest.
+func TestOldRecordsGo(t *testing.T) {
+	ctx := context.Background()
+	l := fixture.Layout(t)
+	d, _ := fixture.Synthetic(t, l, "c", spec.ClosureVersion, "s", "app")
+	base := time.Now().Add(-time.Hour)
+	for i := range 3 {
+		if _, err := artifact.StorePushRecord(ctx, l, d, "c", artifact.RecordOptions{At: base.Add(time.Duration(i) * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if recs, _ := artifact.PushRecords(ctx, l, d); len(recs) != 3 {
+		t.Fatalf("%d records, want 3", len(recs))
+	}
+	res, err := gc.Collect(ctx, l, "l", noGrace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := artifact.PushRecords(ctx, l, d)
+	if err != nil || len(recs) != 1 || !recs[0].Pushed.Equal(base.Add(2*time.Minute)) {
+		t.Errorf("records left %+v (%v), want the newest", recs, err)
+	}
+	n := 0
+	for _, it := range res.Removed {
+		if it.Kind == gc.KindRecord {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("removed %d records, want 2: %+v", n, res.Removed)
+	}
+}
+
+// TestRunningMarkerRefused: a collection refuses to start while another
+// one's marker says it runs, unless forced.
+func TestRunningMarkerRefused(t *testing.T) {
+	ctx := context.Background()
+	l := fixture.Layout(t)
+	fixture.Synthetic(t, l, "c", spec.ClosureVersion, "s", "app")
+	m, err := artifact.NewGCMarker(time.Now().Add(-time.Minute), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.PushBytes(ctx, l, spec.EmptyConfig, spec.EmptyConfigData); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PushReference(ctx, m.Descriptor, bytes.NewReader(m.Data), spec.GCMarkerTag); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gc.Collect(ctx, l, "l", noGrace); !errors.Is(err, gc.ErrCollectorRunning) {
+		t.Errorf("collecting beside a running marker: %v, want ErrCollectorRunning", err)
+	}
+	opts := noGrace
+	opts.Force = true
+	if _, err := gc.Collect(ctx, l, "l", opts); err != nil {
+		t.Errorf("forced: %v", err)
+	}
+	if after, ok, err := artifact.ReadGCMarker(ctx, l); err != nil || !ok || after.Finished.IsZero() {
+		t.Errorf("marker after the forced run: %+v, %v, %v; want a finished one", after, ok, err)
+	}
+	if _, err := gc.Collect(ctx, l, "l", noGrace); err != nil {
+		t.Errorf("after the forced run: %v", err)
+	}
+}
