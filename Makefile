@@ -16,9 +16,11 @@ test: check
 	$(GO) test -timeout 30m ./...
 	$(MAKE) fuzz
 
-# Static checks; vet runs for macOS too, since Nix users build there and
+# Static checks (conflict markers a merge left, gofmt, vet, staticcheck);
+# vet runs for macOS too, since Nix users build there and
 # nothing else here would notice a Linux-only call.
 check:
+	@if git grep -nE '^(<<<<<<<|=======|>>>>>>>)( |$$)' -- . ':!*.go'; then echo "merge conflict markers left"; exit 1; fi
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
