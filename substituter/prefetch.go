@@ -40,15 +40,34 @@ type prefetcher struct {
 	sem      chan struct{}
 	mu       sync.Mutex
 	closures map[string]time.Time // closure digest -> when it was prefetched
-	paths    *prometheus.CounterVec
-	found    *prometheus.CounterVec
+	// covered holds the paths of the closures prefetched within the
+	// cache lifetime (at most maxCovered, then it starts again), with
+	// when: Nix's lookups of them need no search of their own.
+	covered map[string]time.Time
+	// finding holds a channel per closure search in flight, closed when
+	// it ends. A lookup that starts meanwhile waits for them first: the
+	// path is most likely one of the closure's, and searching for it
+	// too would race the closure's index with requests one path at a
+	// time (one for its referrers, one per reference).
+	finding map[chan struct{}]struct{}
+	paths   *prometheus.CounterVec
+	found   *prometheus.CounterVec
 }
+
+// maxCovered bounds prefetcher.covered: about 120 bytes a path, 24 MB.
+const maxCovered = 200_000
+
+// maxSearchWait bounds how long a lookup waits for the closure searches
+// started before it; after that it searches by itself.
+const maxSearchWait = 10 * time.Second
 
 func newPrefetcher(s *Server, jobs int) *prefetcher {
 	p := &prefetcher{
 		s:        s,
 		sem:      make(chan struct{}, jobs),
 		closures: map[string]time.Time{},
+		covered:  map[string]time.Time{},
+		finding:  map[chan struct{}]struct{}{},
 		paths: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixoci_prefetched_narinfos_total",
 			Help: "Narinfos fetched ahead of Nix, by how the path was known (closure or references) and outcome.",
@@ -71,36 +90,100 @@ func (p *prefetcher) after(e *pathEntry, hash string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		if members, ok := p.closureOf(ctx, e, hash); ok {
-			p.members(ctx, e.backend, p.fromIndex(ctx, e.backend, nextFirst(members, e)))
+		if p.isCovered(hash) {
+			return
+		}
+		p.waitForSearches(ctx)
+		if p.isCovered(hash) {
+			return
+		}
+		done := p.searching()
+		cl, a, ok := p.closureOf(ctx, e, hash)
+		done()
+		if ok {
+			if cl != nil {
+				p.members(ctx, e.backend, p.fromIndex(ctx, e.backend, a, nextFirst(cl.Members, e)))
+			}
 			return
 		}
 		p.references(ctx, e)
 	}()
 }
 
+func (p *prefetcher) isCovered(hash string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.covered[hash]
+	return ok && time.Since(t) < p.s.opts.CacheTTL
+}
+
+// searching records a closure search in flight until done is called.
+func (p *prefetcher) searching() (done func()) {
+	ch := make(chan struct{})
+	p.mu.Lock()
+	p.finding[ch] = struct{}{}
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		delete(p.finding, ch)
+		p.mu.Unlock()
+		close(ch)
+	}
+}
+
+// waitForSearches waits until the closure searches in flight now have
+// ended, or maxSearchWait.
+func (p *prefetcher) waitForSearches(ctx context.Context) {
+	p.mu.Lock()
+	chans := make([]chan struct{}, 0, len(p.finding))
+	for ch := range p.finding {
+		chans = append(chans, ch)
+	}
+	p.mu.Unlock()
+	timeout := time.NewTimer(maxSearchWait)
+	defer timeout.Stop()
+	for _, ch := range chans {
+		select {
+		case <-ch:
+		case <-timeout.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // closureOf finds the closure rooted at the path: from the catalog, else
-// from the referrers of its manifest, recording what it finds. A closure
-// prefetched a moment ago is not fetched again.
-func (p *prefetcher) closureOf(ctx context.Context, e *pathEntry, hash string) ([]catalog.Member, bool) {
+// from the referrers of its manifest, recording what it finds and its
+// paths as covered; a closure read from the referrers comes with its
+// artifact (a), so that its index is not read twice. A closure
+// prefetched a moment ago is not fetched again (ok, but cl nil).
+func (p *prefetcher) closureOf(ctx context.Context, e *pathEntry, hash string) (cl *catalog.Closure, a *artifact.Closure, ok bool) {
 	cat := p.s.catalogs[e.backend]
-	cl, ok := cat.ClosureOf(hash)
+	cl, ok = cat.ClosureOf(hash)
 	source := "catalog"
 	if !ok {
 		var err error
-		if cl, err = p.fromReferrers(ctx, e); err != nil {
+		if cl, a, err = p.fromReferrers(ctx, e); err != nil {
 			p.s.log.Debug("prefetch: no closure from referrers", "path", e.art.Info.StorePath, "err", err)
 		}
 		ok, source = cl != nil, "referrers"
 	}
 	if !ok {
-		return nil, false
+		return nil, nil, false
 	}
 	key := cl.Descriptor.Digest.String()
 	p.mu.Lock()
+	if len(p.covered)+len(cl.Members) > maxCovered {
+		clear(p.covered)
+	}
+	now := time.Now()
+	for _, m := range cl.Members {
+		p.covered[m.Hash] = now
+	}
 	if t, seen := p.closures[key]; seen && time.Since(t) < p.s.opts.CacheTTL {
 		p.mu.Unlock()
-		return nil, true // fetched already; nothing more to learn
+		return nil, nil, true // fetched already; nothing more to learn
 	}
 	if len(p.closures) > 10000 {
 		clear(p.closures)
@@ -108,18 +191,18 @@ func (p *prefetcher) closureOf(ctx context.Context, e *pathEntry, hash string) (
 	p.closures[key] = time.Now()
 	p.mu.Unlock()
 	p.found.WithLabelValues(source).Inc()
-	return cl.Members, true
+	return cl, a, true
 }
 
 // fromReferrers reads the smallest version 2 closure whose subject is the
 // path's manifest and adds it to the catalog.
-func (p *prefetcher) fromReferrers(ctx context.Context, e *pathEntry) (*catalog.Closure, error) {
+func (p *prefetcher) fromReferrers(ctx context.Context, e *pathEntry) (*catalog.Closure, *artifact.Closure, error) {
 	t := p.s.backends.List()[e.backend].Target
 	var best ocispec.Descriptor
 	bestCount := -1
 	release, err := p.acquire(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	err = t.Referrers(ctx, e.art.Manifest, spec.ArtifactTypeClosureV2, func(refs []ocispec.Descriptor) error {
 		for _, r := range refs {
@@ -135,24 +218,24 @@ func (p *prefetcher) fromReferrers(ctx context.Context, e *pathEntry) (*catalog.
 	})
 	release()
 	if err != nil || bestCount < 0 {
-		return nil, err
+		return nil, nil, err
 	}
 	release, err = p.acquire(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a, err := artifact.ReadClosure(ctx, t, best.Digest.String())
 	release()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p.s.catalogs[e.backend].Add(a)
 	cl, _ := p.s.catalogs[e.backend].ClosureOf(spec.PathTag(e.art.Info.StorePath))
 	if cl == nil {
 		// The catalog is full: use what was read without keeping it.
-		return catalog.FromArtifact(a), nil
+		return catalog.FromArtifact(a), a, nil
 	}
-	return cl, nil
+	return cl, a, nil
 }
 
 // nextFirst orders members so that e's references, which Nix asks for
@@ -179,10 +262,10 @@ func nextFirst(members []catalog.Member, e *pathEntry) []catalog.Member {
 // fromIndex caches the paths a version 2 closure index describes whole:
 // its entries carry each path's narinfo, checked against the manifest
 // digest (artifact.PathFromEntry), so the closure is learned with the one
-// request that reads its index (and one per part). It returns the
-// members still to fetch: those of a version 1 closure, and entries that
-// did not check out.
-func (p *prefetcher) fromIndex(ctx context.Context, backendIndex int, members []catalog.Member) []catalog.Member {
+// request that reads its index (and one per part), none if a is the
+// closure read already. It returns the members still to fetch: those of
+// a version 1 closure, and entries that did not check out.
+func (p *prefetcher) fromIndex(ctx context.Context, backendIndex int, a *artifact.Closure, members []catalog.Member) []catalog.Member {
 	var closureDigest string
 	for _, m := range members {
 		if m.Closure != "" {
@@ -193,15 +276,17 @@ func (p *prefetcher) fromIndex(ctx context.Context, backendIndex int, members []
 	if closureDigest == "" {
 		return members
 	}
-	release, err := p.acquire(ctx)
-	if err != nil {
-		return members
-	}
-	a, err := artifact.ReadClosure(ctx, p.s.backends.List()[backendIndex].Target, closureDigest)
-	release()
-	if err != nil {
-		p.s.log.Debug("prefetch: cannot read the closure index; fetching its paths one by one", "closure", closureDigest, "err", err)
-		return members
+	if a == nil || a.Descriptor.Digest.String() != closureDigest {
+		release, err := p.acquire(ctx)
+		if err != nil {
+			return members
+		}
+		a, err = artifact.ReadClosure(ctx, p.s.backends.List()[backendIndex].Target, closureDigest)
+		release()
+		if err != nil {
+			p.s.log.Debug("prefetch: cannot read the closure index; fetching its paths one by one", "closure", closureDigest, "err", err)
+			return members
+		}
 	}
 	learned := map[string]bool{}
 	for _, d := range a.PathManifests {
@@ -270,6 +355,9 @@ func (p *prefetcher) references(ctx context.Context, e *pathEntry) {
 					continue
 				}
 				seen[h] = true
+				if p.isCovered(h) {
+					continue // a closure prefetch fetches it
+				}
 				if _, ok := p.s.narinfos.Get(h); ok {
 					continue // Nix or a closure prefetch had it; its references too, likely
 				}

@@ -45,7 +45,7 @@ func TestPrefetchClosureFromRoot(t *testing.T) {
 		via     string
 		fetches int // manifest fetches at most: a format 2 index describes its paths whole
 	}{
-		{"v2 from referrers", spec.ClosureVersion, false, "closure", 3},
+		{"v2 from referrers", spec.ClosureVersion, false, "closure", 2},
 		{"v2 from the catalog", spec.ClosureVersion, true, "closure", 2},
 		{"v1 by references", spec.Version, false, "references", 30},
 	} {
@@ -189,5 +189,64 @@ func TestNARsAheadOfASubstitutingClient(t *testing.T) {
 	}
 	if v, _ := metricValue(t, s, `nixoci_blob_cache_requests_total{result="cached"}`); v < 5 {
 		t.Errorf("%v NARs served from the cache, want the 5 fetched ahead", v)
+	}
+}
+
+// gatedReferrers holds every referrers listing until gate is closed,
+// counting them; entered receives one value per listing started.
+type gatedReferrers struct {
+	*counting
+	gate    chan struct{}
+	entered chan struct{}
+	lists   atomic.Int64
+}
+
+func (g *gatedReferrers) Referrers(ctx context.Context, desc ocispec.Descriptor, artifactType string, fn func([]ocispec.Descriptor) error) error {
+	g.lists.Add(1)
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.counting.Target.Referrers(ctx, desc, artifactType, fn)
+}
+
+// TestPrefetchLookupsDuringTheSearch: Nix's lookups of a closure's paths
+// while serve is still finding the closure of the root it asked for a
+// moment before wait for that search rather than each searching on its
+// own (a referrers listing each, then their references one by one): one
+// listing in all, and no manifest fetched beyond the paths Nix asked for
+// and the closure's index.
+func TestPrefetchLookupsDuringTheSearch(t *testing.T) {
+	l := fixture.Layout(t)
+	_, arts := fixture.Synthetic(t, l, "chain", spec.ClosureVersion, "4", chainNames("search", 30)...)
+	g := &gatedReferrers{counting: &counting{Target: l}, gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	s, _ := newServer(t, substituter.Options{Backends: backends(g), CatalogInterval: -1})
+	defer s.Close()
+	if r := get(t, s, "/"+spec.PathTag(arts[0].Info.StorePath)+".narinfo"); r.Code != 200 {
+		t.Fatalf("root narinfo: %d %s", r.Code, r.Body)
+	}
+	<-g.entered // the search lists the root's referrers
+	asked := arts[1:4]
+	for _, a := range asked {
+		if r := get(t, s, "/"+spec.PathTag(a.Info.StorePath)+".narinfo"); r.Code != 200 {
+			t.Fatalf("%s: %d", a.Info.StorePath, r.Code)
+		}
+	}
+	close(g.gate)
+	rest := float64(len(arts) - 1 - len(asked))
+	eventually(t, "the rest of the closure prefetched", func() bool { return prefetched(t, s, "closure") == rest })
+	if n := g.lists.Load(); n != 1 {
+		t.Errorf("%d referrers listings, want the root's alone", n)
+	}
+	if n, want := len(g.fetchReferences())+len(g.fetch), 1+len(asked)+1; n > want {
+		t.Errorf("%d manifest fetches, want at most %d (the paths asked for and the closure index):\n%s", n, want, g.String())
+	}
+	if v := prefetched(t, s, "references"); v != 0 {
+		t.Errorf("%v paths fetched by references, want none: the closure covers them", v)
 	}
 }
