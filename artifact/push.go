@@ -36,9 +36,10 @@ type PushOptions struct {
 	// the CPU); default backend.DefaultJobs(). It never changes what is
 	// written.
 	Jobs int
-	// NetworkJobs is how many requests to the target are in flight at once
-	// (existence checks and uploads, which wait on the network, not the
-	// CPU); default DefaultNetworkJobs. It never changes what is written.
+	// NetworkJobs is how many paths are checked or uploaded at once
+	// (existence checks and uploads wait on the network, not the CPU; an
+	// upload sends a path's two blobs together); default
+	// DefaultNetworkJobs. It never changes what is written.
 	NetworkJobs int
 	// SignKeys sign every narinfo (replacing older signatures by the same
 	// key name).
@@ -206,19 +207,24 @@ func (p *pusher) pushPaths(ctx context.Context, infos []*narinfo.NarInfo) ([]Pat
 	return arts, packed, nil
 }
 
-// DefaultNetworkJobs is the default bound on a push's requests in flight:
-// enough to hide a remote registry's latency (at 20 ms a round trip, 16
-// requests in flight keep a path a millisecond), few enough for any
-// registry's rate limits.
+// DefaultNetworkJobs is the default bound on the paths a push checks or
+// uploads at once (an upload sends a path's NAR and narinfo blobs
+// together, so up to twice as many requests are in flight): enough to
+// hide a remote registry's latency (at 20 ms a round trip, 16 at once keep
+// a path a millisecond), few enough for any registry's rate limits.
 const DefaultNetworkJobs = 16
 
 // pipeline pushes every path of infos in two overlapping stages: the
 // network checks which paths the target has (and re-signs those that need
-// it), up to NetworkJobs at once; the others are dumped and compressed on
-// Jobs cores, largest first so the longest NAR does not run alone at the
-// end, and each is uploaded as soon as it is packed, again within
-// NetworkJobs, while the cores pack the next. At most 2×NetworkJobs
-// packed NARs wait for upload in temporary files.
+// it), up to NetworkJobs at once, largest path first; each path found
+// missing goes at once to the cores, where it is dumped and compressed
+// (Jobs at once, so roughly largest first: the longest NAR does not run
+// alone at the end), and is uploaded as soon as it is packed, again
+// within NetworkJobs, while the cores pack the next. The checks do not
+// wait for each other before packing starts: with a registry far away
+// they would add a round trip per NetworkJobs paths before the first NAR
+// is read. At most 2×NetworkJobs packed NARs wait for upload in
+// temporary files.
 func (p *pusher) pipeline(ctx context.Context, infos []*narinfo.NarInfo) ([]PathArtifact, int, error) {
 	netJobs := p.opts.NetworkJobs
 	if netJobs <= 0 {
@@ -234,69 +240,66 @@ func (p *pusher) pipeline(ctx context.Context, infos []*narinfo.NarInfo) ([]Path
 			return nil, ctx.Err()
 		}
 	}
+	order := make([]int, len(infos))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return infos[order[a]].NarSize > infos[order[b]].NarSize })
+
+	arts := make([]PathArtifact, len(infos))
+	missing := make(chan int, len(infos)) // never blocks a check
+	var packed atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
 
 	// Stage 1: what does the target have?
-	arts := make([]PathArtifact, len(infos))
-	var missing []int
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	for i, info := range infos {
-		release, err := acquire(gctx, net)
-		if err != nil {
-			break
-		}
-		g.Go(func() error {
-			defer release()
-			existing, err := FetchPath(gctx, p.dst, info.StorePath)
-			switch {
-			case errors.Is(err, errdef.ErrNotFound):
-				mu.Lock()
-				missing = append(missing, i)
-				mu.Unlock()
-				return nil
-			case err != nil:
-				return err
-			}
-			if arts[i], err = p.reuse(gctx, existing, info); err != nil {
-				return err
-			}
-			p.opts.Progress.pathDone(info.NarSize, true)
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, 0, err
-	}
-
-	// Stage 2: pack what is missing, largest first, and upload each as
-	// soon as it is packed.
-	sort.SliceStable(missing, func(a, b int) bool { return infos[missing[a]].NarSize > infos[missing[b]].NarSize })
-	work := make(chan int)
-	g, gctx = errgroup.WithContext(ctx)
 	g.Go(func() error {
-		defer close(work)
-		for _, i := range missing {
-			select {
-			case work <- i:
-			case <-gctx.Done():
-				return gctx.Err()
+		defer close(missing)
+		var checks sync.WaitGroup
+		defer checks.Wait()
+		for _, i := range order {
+			info := infos[i]
+			release, err := acquire(gctx, net)
+			if err != nil {
+				return nil // the error is the one that ended gctx
 			}
+			checks.Add(1)
+			g.Go(func() error {
+				defer checks.Done()
+				defer release()
+				existing, err := FetchPath(gctx, p.dst, info.StorePath)
+				switch {
+				case errors.Is(err, errdef.ErrNotFound):
+					missing <- i
+					return nil
+				case err != nil:
+					return err
+				}
+				if arts[i], err = p.reuse(gctx, existing, info); err != nil {
+					return err
+				}
+				p.opts.Progress.pathDone(info.NarSize, true)
+				return nil
+			})
 		}
 		return nil
 	})
-	for range min(p.opts.Jobs, max(len(missing), 1)) {
+
+	// Stage 2: pack what is missing and upload each as soon as it is
+	// packed.
+	for range max(min(p.opts.Jobs, len(infos)), 1) {
 		g.Go(func() error {
-			for i := range work {
+			for i := range missing {
 				info := infos[i]
 				done, err := acquire(gctx, waiting)
 				if err != nil {
 					return err
 				}
-				packed, f, n, err := p.pack(gctx, info)
+				packedInfo, f, n, err := p.pack(gctx, info)
 				if err != nil {
 					done()
 					return err
 				}
+				packed.Add(1)
 				g.Go(func() error {
 					defer done()
 					defer f.Close()
@@ -305,7 +308,7 @@ func (p *pusher) pipeline(ctx context.Context, infos []*narinfo.NarInfo) ([]Path
 						return err
 					}
 					defer release()
-					if arts[i], err = p.store(gctx, packed, f, n); err != nil {
+					if arts[i], err = p.store(gctx, packedInfo, f, n); err != nil {
 						return err
 					}
 					p.opts.Progress.pathDone(info.NarSize, false)
@@ -318,7 +321,7 @@ func (p *pusher) pipeline(ctx context.Context, infos []*narinfo.NarInfo) ([]Path
 	if err := g.Wait(); err != nil {
 		return nil, 0, err
 	}
-	return arts, len(missing), nil
+	return arts, int(packed.Load()), nil
 }
 
 type pusher struct {
@@ -452,13 +455,26 @@ func (p *pusher) storeArtifact(ctx context.Context, info *narinfo.NarInfo, nar i
 	if err != nil {
 		return PathArtifact{}, err
 	}
+	// The two blobs go at once: each is a few round trips (check,
+	// start, send), which a registry far away makes the most of a small
+	// path's time.
+	g, gctx := errgroup.WithContext(ctx)
 	if nar != nil {
-		if err := p.pushBlob(ctx, art.NAR, nar); err != nil {
-			return PathArtifact{}, fmt.Errorf("%s: storing NAR: %w", info.StorePath, err)
-		}
+		g.Go(func() error {
+			if err := p.pushBlob(gctx, art.NAR, nar); err != nil {
+				return fmt.Errorf("%s: storing NAR: %w", info.StorePath, err)
+			}
+			return nil
+		})
 	}
-	if err := p.pushBlob(ctx, art.NarInfo, bytes.NewReader(niData)); err != nil {
-		return PathArtifact{}, fmt.Errorf("%s: storing narinfo: %w", info.StorePath, err)
+	g.Go(func() error {
+		if err := p.pushBlob(gctx, art.NarInfo, bytes.NewReader(niData)); err != nil {
+			return fmt.Errorf("%s: storing narinfo: %w", info.StorePath, err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return PathArtifact{}, err
 	}
 	if err := pushManifest(ctx, art.Manifest, manifest, spec.PathTag(info.StorePath)); err != nil {
 		return PathArtifact{}, fmt.Errorf("%s: %w", info.StorePath, err)

@@ -2,13 +2,16 @@ package artifact_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -632,5 +635,60 @@ func TestPushInvalid(t *testing.T) {
 	l.Tags(t.Context(), "", func(ts []string) error { tags = append(tags, ts...); return nil })
 	if len(tags) != 0 {
 		t.Errorf("failed pushes left tags %v", tags)
+	}
+}
+
+// checksHeldUntilUpload holds the existence check of one path until a
+// NAR blob has been pushed.
+type checksHeldUntilUpload struct {
+	backend.Target
+	held     string // tag
+	uploaded chan struct{}
+	once     sync.Once
+}
+
+func (c *checksHeldUntilUpload) FetchReference(ctx context.Context, ref string) (ocispec.Descriptor, io.ReadCloser, error) {
+	if ref == c.held {
+		select {
+		case <-c.uploaded:
+		case <-ctx.Done():
+			return ocispec.Descriptor{}, nil, ctx.Err()
+		}
+	}
+	return c.Target.FetchReference(ctx, ref)
+}
+
+func (c *checksHeldUntilUpload) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	err := c.Target.Push(ctx, desc, r)
+	if _, nar := spec.CompressionOfMediaType(desc.MediaType); nar && err == nil {
+		c.once.Do(func() { close(c.uploaded) })
+	}
+	return err
+}
+
+// TestPushPacksWhileChecking: a path found missing is packed and uploaded
+// while the other paths are still being checked (largest first), rather
+// than after every check: with a registry far away, the checks would
+// otherwise come before the first NAR is read. Here the smallest path's
+// check waits for a NAR upload, which the push would never make if
+// packing waited for the checks.
+func TestPushPacksWhileChecking(t *testing.T) {
+	c := closureCache(t)
+	smallest := ""
+	for _, n := range appClosure {
+		p := storePath(n)
+		if smallest == "" || c.Infos[p].NarSize < c.Infos[smallest].NarSize {
+			smallest = p
+		}
+	}
+	l := &checksHeldUntilUpload{Target: openLayout(t), held: spec.PathTag(smallest), uploaded: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	res, err := artifact.Push(ctx, l, openCache(t, c.URL(), nil), []string{storePath("app")}, artifact.PushOptions{Jobs: 1, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("push with one check held until an upload: %v", err)
+	}
+	if res.Packed != len(appClosure) {
+		t.Errorf("packed %d paths, want %d", res.Packed, len(appClosure))
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/nixoci/nixoci/internal/latencyproxy"
 )
@@ -24,10 +25,19 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	to := flag.String("to", "", "registry to forward to, e.g. http://127.0.0.1:5000")
 	delay := flag.Duration("delay", 0, "delay before forwarding each request")
+	trace := flag.Bool("trace", false, "log each request to stderr: ms since start, method, path")
 	flag.Parse()
 	p, err := latencyproxy.New(*to, *delay)
 	if err != nil {
 		log.Fatal(err)
+	}
+	var h http.Handler = p
+	if *trace {
+		start := time.Now()
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(os.Stderr, "%d %s %s\n", time.Since(start).Milliseconds(), r.Method, r.URL.Path)
+			p.ServeHTTP(w, r)
+		})
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -36,7 +46,7 @@ func main() {
 	fmt.Println(ln.Addr())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv := &http.Server{Handler: p}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	<-ctx.Done()
 	srv.Close()

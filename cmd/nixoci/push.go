@@ -37,7 +37,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tag := fs.String("tag", "", "tag of the closure (default: the name of the first PATH, e.g. hello-2.12)")
 	compression := fs.String("compression", string(spec.DefaultCompression), "NAR compression: zstd, xz or none")
 	jobs := fs.Int("jobs", 0, "NARs dumped and compressed at once (and narinfos of --from-cache fetched) (default "+backend.DefaultJobsText+"); never changes what is written")
-	networkJobs := fs.Int("network-jobs", artifact.DefaultNetworkJobs, "requests to the target in flight at once: existence checks and uploads, which overlap the compression; raise it for a registry far away")
+	networkJobs := fs.Int("network-jobs", artifact.DefaultNetworkJobs, "paths checked or uploaded at once (an upload sends a path's two blobs together): existence checks and uploads, which overlap the compression; raise it for a registry far away")
 	var signKeys stringList
 	fs.Var(&signKeys, "sign-key", "sign narinfos with this Nix secret key file (repeatable)")
 	fromCache := fs.String("from-cache", "", "import the paths from this binary cache (file:///DIR or http(s)://…) instead of the local store")

@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sort"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -19,6 +22,7 @@ type Proxy struct {
 	rp       *httputil.ReverseProxy
 	requests atomic.Int64
 	upload   atomic.Int64
+	kinds    sync.Map // "METHOD kind" -> *atomic.Int64
 }
 
 // New makes a proxy to backend (e.g. "http://127.0.0.1:5000") that
@@ -39,17 +43,27 @@ func New(backend string, delay time.Duration) (*Proxy, error) {
 }
 
 // StatsPath answers with the proxy's counters ("requests N",
-// "upload-bytes N", a line each) instead of forwarding; it is no
-// registry path.
+// "upload-bytes N", then "request METHOD KIND N" per method and kind of
+// distribution API path: manifests, blobs, uploads, tags, referrers,
+// other) instead of forwarding; it is no registry path.
 const StatsPath = "/-/latencyproxy/stats"
 
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == StatsPath {
 		fmt.Fprintf(w, "requests %d\nupload-bytes %d\n", p.requests.Load(), p.upload.Load())
+		var lines []string
+		p.kinds.Range(func(k, v any) bool {
+			lines = append(lines, fmt.Sprintf("request %s %d\n", k, v.(*atomic.Int64).Load()))
+			return true
+		})
+		sort.Strings(lines)
+		fmt.Fprint(w, strings.Join(lines, ""))
 		return
 	}
 	p.requests.Add(1)
+	n, _ := p.kinds.LoadOrStore(r.Method+" "+kindOf(r.URL.Path), new(atomic.Int64))
+	n.(*atomic.Int64).Add(1)
 	if r.ContentLength > 0 {
 		p.upload.Add(r.ContentLength)
 	}
@@ -70,3 +84,16 @@ func (p *Proxy) Requests() int64 { return p.requests.Load() }
 
 // UploadBytes is the sum of the request bodies' declared lengths.
 func (p *Proxy) UploadBytes() int64 { return p.upload.Load() }
+
+// kindOf names the distribution API path's kind.
+func kindOf(path string) string {
+	for _, k := range []struct{ infix, kind string }{
+		{"/blobs/uploads/", "uploads"}, {"/manifests/", "manifests"}, {"/blobs/", "blobs"},
+		{"/tags/list", "tags"}, {"/referrers/", "referrers"},
+	} {
+		if strings.Contains(path, k.infix) {
+			return k.kind
+		}
+	}
+	return "other"
+}
