@@ -41,8 +41,11 @@ path at a time, so serve works ahead of it:
     referrers of the root's manifest or the closures read from the
     target, see --catalog-interval), or else the path's references, with
     up to --prefetch requests in flight. Nix's next narinfo requests are
-    then answered from memory. Cost: one request per path of the closure,
-    which Nix would have made anyway.
+    then answered from memory; those it makes while serve is still
+    finding a closure wait for that search rather than each starting
+    one. Cost: the request that reads the closure's index, whose entries
+    carry every path's narinfo (format 2); one request per path for a
+    format 1 closure or by references, which Nix would have made anyway.
   - Once a client substitutes (asks for a NAR), serve fetches into a local
     cache the NARs of the narinfos it asked for, and from then on (for
     30s after its last NAR request) the NAR of each narinfo it asks for, so
