@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"syscall"
@@ -198,14 +199,30 @@ func (r *remoteTarget) FetchReference(ctx context.Context, reference string) (oc
 
 func (r *remoteTarget) Push(ctx context.Context, desc ocispec.Descriptor, content io.Reader) error {
 	return r.retryUpload(ctx, "pushing "+desc.Digest.String(), content, func(ctx context.Context, content io.Reader) error {
-		return r.push(ctx, desc, content)
+		return r.keptDangling(desc, r.push(ctx, desc, content))
 	})
 }
 
 func (r *remoteTarget) PushReference(ctx context.Context, desc ocispec.Descriptor, content io.Reader, reference string) error {
 	return r.retryUpload(ctx, "pushing manifest "+reference, content, func(ctx context.Context, content io.Reader) error {
-		return r.Repository.PushReference(ctx, desc, content, reference)
+		return r.keptDangling(desc, r.Repository.PushReference(ctx, desc, content, reference))
 	})
+}
+
+// keptDangling returns err unless it is oras-go failing to delete the
+// referrers index that the push of a manifest with a subject replaced
+// (referrers tag schema): by then the manifest is stored and the new
+// index tagged, so the push succeeded. Registries that refuse deletes
+// (distribution's default) answer that on every such push; the old index
+// stays behind untagged, as the registry's own garbage collection would
+// find it.
+func (r *remoteTarget) keptDangling(desc ocispec.Descriptor, err error) error {
+	var re *remote.ReferrersError
+	if err != nil && errors.As(err, &re) && re.IsReferrersIndexDelete() {
+		slog.Debug("the replaced referrers index stays (the registry refused to delete it)", "registry", r.name, "manifest", desc.Digest, "err", err)
+		return nil
+	}
+	return err
 }
 
 func (r *remoteTarget) Exists(ctx context.Context, desc ocispec.Descriptor) (ok bool, err error) {
