@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -81,7 +82,32 @@ func main() {
 		// up. Set GOMEMLIMIT to change it.
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	stopProfile := startCPUProfile()
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
+	os.Exit(code)
+}
+
+// startCPUProfile writes a CPU profile of the whole command to the file
+// NIXOCI_CPUPROFILE names (for `go tool pprof`), if set; a command that
+// cannot is run anyway, with a warning.
+func startCPUProfile() (stop func()) {
+	name := os.Getenv("NIXOCI_CPUPROFILE")
+	if name == "" {
+		return func() {}
+	}
+	f, err := os.Create(name)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		slog.Warn("no CPU profile", "NIXOCI_CPUPROFILE", name, "err", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 func logLevel() slog.Level {
