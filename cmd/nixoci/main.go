@@ -57,6 +57,17 @@ Targets:
                        loopback registries are spoken to over plain HTTP
   Append :TAG (or @sha256:…) to name a closure.
 
+Environment:
+  NIXOCI_STORE         the default layout directory (see Targets)
+  NIXOCI_TIMEOUT       how long a registry request may make no progress
+                       before it is cut and retried (default 60s)
+  NIXOCI_REGISTRY_USERNAME, NIXOCI_REGISTRY_PASSWORD
+                       registry credentials for serve, where a service
+                       has no docker config
+  NIXOCI_DEBUG=1       debug logs (retries, prefetches, gc batches)
+  NIXOCI_CPUPROFILE=F  write a CPU profile of the command to F (go tool pprof)
+  GOMEMLIMIT           the Go heap's soft limit (default 512MiB)
+
 Run 'nixoci <command> --help' for a command's flags and examples.
 `
 
