@@ -51,8 +51,10 @@ path at a time, so serve works ahead of it:
     30s after its last NAR request) the NAR of each narinfo it asks for, so
     its NAR requests are served from local disk (--blob-cache-size,
     default 2GiB, evicting the least recently used; NARs over a quarter of
-    it are not cached). Narinfo queries alone ('nix path-info') fetch no
-    NAR. Cost: disk up to the limit, and the bandwidth of NARs a
+    it are not cached); NARs of at most 256KiB are kept in memory instead
+    (--blob-cache-memory, default 64MiB). Narinfo queries alone ('nix
+    path-info') fetch no NAR. Cost: disk and memory up to the limits,
+    and the bandwidth of NARs a
     substituting client asked the narinfo of but did not fetch (a path
     another substituter supplied, say). Turn it off (--blob-cache-size 0)
     when local disk is scarcer than bandwidth, or when serve runs next to
@@ -144,6 +146,7 @@ type serveFlags struct {
 	prefetch              int
 	catalogInterval       time.Duration
 	blobCacheSize         string
+	blobCacheMemory       string
 	blobCacheDir          string
 	redirectBlobs         bool
 }
@@ -169,6 +172,7 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.names, "names", "", "JSON file of friendly image names and meta-packages for --registry")
 	fs.IntVar(&f.prefetch, "prefetch", 32, "requests in flight fetching narinfos ahead of Nix: a closure's paths when Nix asks for its root, else a path's references (0: off)")
 	fs.DurationVar(&f.catalogInterval, "catalog-interval", time.Minute, "how often the closures of each --from target are read, so closures copied without their path tags (oras copy, crane copy) are served (0: never; then they are found only from their roots)")
+	fs.StringVar(&f.blobCacheMemory, "blob-cache-memory", "64MiB", "memory for the NARs of at most 256KiB among those fetched ahead (most paths of a system closure), kept there rather than on disk; 0: all on disk")
 	fs.StringVar(&f.blobCacheSize, "blob-cache-size", "2GiB", "disk for NARs fetched ahead of Nix when it asks for their narinfo, e.g. 512MiB or 10GiB; 0: off, each NAR request then waits on the backend (see --help)")
 	fs.BoolVar(&f.redirectBlobs, "redirect-blobs", false, "answer NAR requests with the registry's redirect to its storage when it gives one (S3-backed distribution, GHCR, ECR), so NAR bytes never pass through serve; the NAR cache is then not filled")
 	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
@@ -275,7 +279,8 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	}), nil
 }
 
-// openBlobCache makes the NAR cache of --blob-cache-size (nil if 0).
+// openBlobCache makes the NAR cache of --blob-cache-size (nil if 0) and
+// --blob-cache-memory.
 func openBlobCache(f *serveFlags, backends *serving.Backends) (*serving.BlobCache, error) {
 	size, err := parseSize(f.blobCacheSize)
 	if err != nil {
@@ -284,7 +289,14 @@ func openBlobCache(f *serveFlags, backends *serving.Backends) (*serving.BlobCach
 	if size == 0 {
 		return nil, nil
 	}
-	return serving.NewBlobCache(backends, serving.BlobCacheOptions{Dir: f.blobCacheDir, MaxBytes: size})
+	mem, err := parseSize(f.blobCacheMemory)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --blob-cache-memory: %v", errUsage, err)
+	}
+	if mem == 0 {
+		mem = -1 // every blob on disk
+	}
+	return serving.NewBlobCache(backends, serving.BlobCacheOptions{Dir: f.blobCacheDir, MaxBytes: size, MemoryBytes: mem})
 }
 
 // listenAndServe serves h on addr until ctx ends, then shuts down,

@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"errors"
@@ -29,6 +30,10 @@ import (
 // its size limit, evicting the least recently used; a blob larger than a
 // quarter of the limit is never cached (it streams from the backend).
 //
+// Small blobs (at most MemoryBlobMax bytes, most NARs of a system
+// closure) are kept in memory instead, within their own limit: for them
+// a file's creation, rename and opening cost more than their bytes.
+//
 // The directory is the process's own: its files are removed at start and
 // at Close, so serve processes never share one.
 type BlobCache struct {
@@ -38,9 +43,13 @@ type BlobCache struct {
 	sem  chan struct{}
 	size int64
 
+	memMax int64 // 0: no memory tier
+	mem    int64
+
 	mu       sync.Mutex
-	entries  map[digest.Digest]*list.Element // complete files, most recent first
-	lru      *list.List
+	entries  map[digest.Digest]*list.Element // complete blobs, in lru or memLRU
+	lru      *list.List                      // files, most recent first
+	memLRU   *list.List                      // blobs in memory, most recent first
 	inflight map[digest.Digest]*blobFill
 
 	fills *prometheus.CounterVec
@@ -51,6 +60,7 @@ type BlobCache struct {
 type cachedBlob struct {
 	d    digest.Digest
 	size int64
+	data []byte // the blob, if kept in memory; else it is a file
 }
 
 type blobFill struct {
@@ -72,7 +82,17 @@ type BlobCacheOptions struct {
 	MaxBytes int64
 	// Jobs bounds concurrent fills; default 32 (they wait on the network).
 	Jobs int
+	// MemoryBytes bounds the memory holding blobs of at most
+	// MemoryBlobMax bytes, which are kept there instead of on disk;
+	// default DefaultMemoryBytes, negative: every blob on disk.
+	MemoryBytes int64
 }
+
+// MemoryBlobMax is the size up to which a cached blob is kept in memory.
+const MemoryBlobMax = 256 << 10
+
+// DefaultMemoryBytes is the default BlobCacheOptions.MemoryBytes.
+const DefaultMemoryBytes = 64 << 20
 
 // NewBlobCache makes a BlobCache over b's backends, counting into b's
 // metrics.
@@ -82,6 +102,9 @@ func NewBlobCache(b *Backends, opts BlobCacheOptions) (*BlobCache, error) {
 	}
 	if opts.Jobs <= 0 {
 		opts.Jobs = 32
+	}
+	if opts.MemoryBytes == 0 {
+		opts.MemoryBytes = DefaultMemoryBytes
 	}
 	dir := opts.Dir
 	if dir == "" {
@@ -93,8 +116,8 @@ func NewBlobCache(b *Backends, opts BlobCacheOptions) (*BlobCache, error) {
 		return nil, fmt.Errorf("blob cache %s: %w", dir, err)
 	}
 	c := &BlobCache{
-		b: b, dir: dir, max: opts.MaxBytes, sem: make(chan struct{}, opts.Jobs),
-		entries: map[digest.Digest]*list.Element{}, lru: list.New(), inflight: map[digest.Digest]*blobFill{},
+		b: b, dir: dir, max: opts.MaxBytes, sem: make(chan struct{}, opts.Jobs), memMax: max(opts.MemoryBytes, 0),
+		entries: map[digest.Digest]*list.Element{}, lru: list.New(), memLRU: list.New(), inflight: map[digest.Digest]*blobFill{},
 		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixoci_blob_cache_fills_total", Help: "Blobs fetched ahead into the local blob cache, by outcome.",
 		}, []string{"outcome"}),
@@ -103,9 +126,12 @@ func NewBlobCache(b *Backends, opts BlobCacheOptions) (*BlobCache, error) {
 		}, []string{"result"}),
 	}
 	c.bytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "nixoci_blob_cache_bytes", Help: "Bytes held by the local blob cache.",
+		Name: "nixoci_blob_cache_bytes", Help: "Bytes held by the local blob cache on disk.",
 	}, func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return float64(c.size) })
-	if err := b.Metrics().Register(c.fills, c.hits, c.bytes); err != nil {
+	memBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "nixoci_blob_cache_memory_bytes", Help: "Bytes of small blobs the local blob cache holds in memory.",
+	}, func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return float64(c.mem) })
+	if err := b.Metrics().Register(c.fills, c.hits, c.bytes, memBytes); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -138,11 +164,14 @@ func validCacheName(name string) bool {
 func (c *BlobCache) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for d := range c.entries {
-		os.Remove(c.path(d))
+	for d, el := range c.entries {
+		if el.Value.(cachedBlob).data == nil {
+			os.Remove(c.path(d))
+		}
 	}
-	c.entries, c.size = map[digest.Digest]*list.Element{}, 0
+	c.entries, c.size, c.mem = map[digest.Digest]*list.Element{}, 0, 0
 	c.lru.Init()
+	c.memLRU.Init()
 	return nil
 }
 
@@ -198,12 +227,26 @@ func (c *BlobCache) fill(loc BlobLocation, f *blobFill) error {
 	if err != nil {
 		return err
 	}
+	d := loc.Desc.Digest
+	if loc.Desc.Size <= MemoryBlobMax && loc.Desc.Size <= c.memMax {
+		data, err := backend.ReadAll(rc, loc.Desc, MemoryBlobMax)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.entries[d] = c.memLRU.PushFront(cachedBlob{d, loc.Desc.Size, data})
+		c.mem += loc.Desc.Size
+		for c.mem > c.memMax && c.memLRU.Len() > 1 {
+			c.evict(c.memLRU)
+		}
+		return nil
+	}
 	vr, err := backend.VerifyReader(rc, loc.Desc)
 	if err != nil {
 		return err
 	}
 	defer vr.Close()
-	d := loc.Desc.Digest
 	tmp, err := os.CreateTemp(c.dir, d.Encoded()+".part-*")
 	if err != nil {
 		return err
@@ -229,24 +272,35 @@ func (c *BlobCache) fill(loc BlobLocation, f *blobFill) error {
 		c.b.verified.Put(d.String(), id, verifiedTTL)
 	}
 	file.Close()
-	c.entries[d] = c.lru.PushFront(cachedBlob{d, loc.Desc.Size})
+	c.entries[d] = c.lru.PushFront(cachedBlob{d, loc.Desc.Size, nil})
 	c.size += loc.Desc.Size
 	for c.size > c.max && c.lru.Len() > 1 {
-		old := c.lru.Back()
-		e := old.Value.(cachedBlob)
-		c.lru.Remove(old)
-		delete(c.entries, e.d)
-		c.size -= e.size
-		os.Remove(c.path(e.d)) // a reader holding it open keeps its bytes
+		c.evict(c.lru)
 	}
 	return nil
 }
 
-// Open returns the cached file of the blob with digest d, waiting (within
-// ctx) for a download in progress; nil if the blob is not cached, or its
-// download waits for its turn (the caller then streams it, and the
-// download is dropped).
-func (c *BlobCache) Open(ctx context.Context, d digest.Digest) *os.File {
+// evict drops the least recently used blob of l (c.lru or c.memLRU);
+// c.mu is held.
+func (c *BlobCache) evict(l *list.List) {
+	old := l.Back()
+	e := old.Value.(cachedBlob)
+	l.Remove(old)
+	delete(c.entries, e.d)
+	if e.data != nil {
+		c.mem -= e.size
+		return
+	}
+	c.size -= e.size
+	os.Remove(c.path(e.d)) // a reader holding it open keeps its bytes
+}
+
+// Open returns the cached blob with digest d (a file, or a reader of the
+// bytes kept in memory, both seekable), waiting (within ctx) for a
+// download in progress; nil if the blob is not cached, or its download
+// waits for its turn (the caller then streams it, and the download is
+// dropped).
+func (c *BlobCache) Open(ctx context.Context, d digest.Digest) io.ReadSeekCloser {
 	c.mu.Lock()
 	f, filling := c.inflight[d]
 	c.mu.Unlock()
@@ -268,13 +322,23 @@ func (c *BlobCache) Open(ctx context.Context, d digest.Digest) *os.File {
 	}
 	c.mu.Lock()
 	el, ok := c.entries[d]
+	var data []byte
 	if ok {
-		c.lru.MoveToFront(el)
+		data = el.Value.(cachedBlob).data
+		if data != nil {
+			c.memLRU.MoveToFront(el)
+		} else {
+			c.lru.MoveToFront(el)
+		}
 	}
 	c.mu.Unlock()
 	if !ok {
 		c.hits.WithLabelValues("missed").Inc()
 		return nil
+	}
+	if data != nil {
+		c.hits.WithLabelValues(result).Inc()
+		return memBlob{bytes.NewReader(data)}
 	}
 	file, err := os.Open(c.path(d))
 	if err != nil {
@@ -284,3 +348,9 @@ func (c *BlobCache) Open(ctx context.Context, d digest.Digest) *os.File {
 	c.hits.WithLabelValues(result).Inc()
 	return file
 }
+
+// memBlob reads a blob the cache keeps in memory; its bytes are never
+// changed, so readers share them.
+type memBlob struct{ *bytes.Reader }
+
+func (memBlob) Close() error { return nil }
