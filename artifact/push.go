@@ -90,15 +90,21 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	if err != nil {
 		return nil, err
 	}
-	infos, err := src.Closure(ctx, roots)
-	if err != nil {
-		return nil, fmt.Errorf("reading closure from %s: %w", src, err)
-	}
 	p := &pusher{dst: dst, src: src, opts: opts}
 	if p.opts.Jobs <= 0 {
 		p.opts.Jobs = backend.DefaultJobs()
 	}
-	if res, ok, err := p.unchanged(ctx, roots, tag, infos); err != nil {
+	stored := func() (*Closure, error) { return nil, nil }
+	if p.mayBeUnchanged() {
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stored = p.storedClosure(sctx, tag)
+	}
+	infos, err := src.Closure(ctx, roots)
+	if err != nil {
+		return nil, fmt.Errorf("reading closure from %s: %w", src, err)
+	}
+	if res, ok, err := p.unchanged(roots, tag, infos, stored); err != nil {
 		return nil, err
 	} else if ok {
 		if done, err := p.gcFinishUnchanged(ctx, guard, res); err != nil || done {

@@ -20,8 +20,11 @@ import (
 // it is. That costs a request or two instead of one per path. The stored
 // closure is complete (its tag was written last) and reaches every path
 // it lists, so a garbage collector keeps them.
-func (p *pusher) unchanged(ctx context.Context, roots []string, tag string, infos []*narinfo.NarInfo) (*PushResult, bool, error) {
-	if len(p.opts.SignKeys) > 0 || p.opts.ClosureVersion == spec.Version {
+//
+// stored is what tag names in the target (storedClosure), read while the
+// source listed the closure.
+func (p *pusher) unchanged(roots []string, tag string, infos []*narinfo.NarInfo, stored func() (*Closure, error)) (*PushResult, bool, error) {
+	if !p.mayBeUnchanged() {
 		return nil, false, nil
 	}
 	want := make(map[string]bool, len(infos))
@@ -31,18 +34,11 @@ func (p *pusher) unchanged(ctx context.Context, roots []string, tag string, info
 		}
 		want[in.StorePath] = true
 	}
-	desc, data, err := backend.FetchManifest(ctx, p.dst, tag)
-	if errors.Is(err, errdef.ErrNotFound) {
-		return nil, false, nil
-	} else if err != nil {
+	c, err := stored()
+	if err != nil || c == nil {
 		return nil, false, err
 	}
-	c, err := ParseClosure(ctx, p.dst, tag, desc, data)
-	if errors.Is(err, ErrNotArtifact) {
-		return nil, false, nil // a push will tag over it
-	} else if err != nil {
-		return nil, false, err
-	}
+	desc := c.Descriptor
 	if c.Version != spec.ClosureVersion || len(c.PathManifests) != len(want) {
 		return nil, false, nil
 	}
@@ -64,4 +60,41 @@ func (p *pusher) unchanged(ctx context.Context, roots []string, tag string, info
 		pr.PathsReused.Store(int64(len(arts)))
 	}
 	return &PushResult{Roots: roots, Tag: tag, Closure: desc, Paths: arts, Reused: len(arts), Parts: len(ci.Parts), Index: ci}, true, nil
+}
+
+// mayBeUnchanged: a push with these options may find its closure stored
+// as it is (see unchanged).
+func (p *pusher) mayBeUnchanged() bool {
+	return len(p.opts.SignKeys) == 0 && p.opts.ClosureVersion != spec.Version
+}
+
+// storedClosure starts reading the closure tag names in the target and
+// returns a function that waits for it: nil if the tag names nothing or
+// something else than a closure (a push tags over it). With a registry
+// far away, its round trips run while the source lists the closure.
+func (p *pusher) storedClosure(ctx context.Context, tag string) func() (*Closure, error) {
+	type result struct {
+		c   *Closure
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		desc, data, err := backend.FetchManifest(ctx, p.dst, tag)
+		if errors.Is(err, errdef.ErrNotFound) {
+			done <- result{}
+			return
+		} else if err != nil {
+			done <- result{err: err}
+			return
+		}
+		c, err := ParseClosure(ctx, p.dst, tag, desc, data)
+		if errors.Is(err, ErrNotArtifact) {
+			err = nil
+		}
+		done <- result{c, err}
+	}()
+	return func() (*Closure, error) {
+		r := <-done
+		return r.c, r.err
+	}
 }
