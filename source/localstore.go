@@ -113,6 +113,8 @@ func (s *LocalStore) Closure(ctx context.Context, roots []string) ([]*narinfo.Na
 	infos := make(map[string]*narinfo.NarInfo, len(paths))
 	// Batches keep command lines far below ARG_MAX for huge closures.
 	for batch := range slices.Chunk(paths, 1000) {
+		// The two commands run at once: each is mostly Nix starting up.
+		sigs := s.startPathInfo(ctx, batch)
 		out, err := s.run(ctx, s.nixStore(), append([]string{"--dump-db"}, batch...)...)
 		if err != nil {
 			return nil, err
@@ -120,7 +122,7 @@ func (s *LocalStore) Closure(ctx context.Context, roots []string) ([]*narinfo.Na
 		if err := parseDumpDB(out, infos); err != nil {
 			return nil, err
 		}
-		s.addSignatures(ctx, batch, infos)
+		addSignatures(sigs(), infos)
 	}
 	s.addSystems(infos)
 	result := make([]*narinfo.NarInfo, 0, len(paths))
@@ -237,20 +239,34 @@ func parseDumpDB(out []byte, infos map[string]*narinfo.NarInfo) error {
 	}
 }
 
-// addSignatures adds the signatures and content addresses `nix path-info
-// --json` reports. They are optional: if the command fails the paths are
-// pushed unsigned (or signed with --sign-key) and a warning says why.
-func (s *LocalStore) addSignatures(ctx context.Context, paths []string, infos map[string]*narinfo.NarInfo) {
-	out, err := s.run(ctx, s.nix(), append([]string{"path-info", "--extra-experimental-features", "nix-command", "--json"}, paths...)...)
-	if err != nil {
-		slog.Warn("cannot read signatures from the local store; paths are pushed with only the signatures of the push's own keys", "err", err)
-		return
-	}
-	entries, err := parsePathInfoJSON(out, s.storeDir())
-	if err != nil {
-		slog.Warn("cannot parse `nix path-info --json`; paths are pushed with only the signatures of the push's own keys", "err", err)
-		return
-	}
+// startPathInfo starts `nix path-info --json` on paths and returns a
+// function waiting for its output: the signatures and content addresses
+// by path, or nil if the command failed or printed what this cannot
+// parse (then paths are pushed with only the push's own signatures, and a
+// warning says why: they are optional).
+func (s *LocalStore) startPathInfo(ctx context.Context, paths []string) func() map[string]pathExtras {
+	done := make(chan map[string]pathExtras, 1)
+	go func() {
+		out, err := s.run(ctx, s.nix(), append([]string{"path-info", "--extra-experimental-features", "nix-command", "--json"}, paths...)...)
+		if err != nil {
+			slog.Warn("cannot read signatures from the local store; paths are pushed with only the signatures of the push's own keys", "err", err)
+			done <- nil
+			return
+		}
+		entries, err := parsePathInfoJSON(out, s.storeDir())
+		if err != nil {
+			slog.Warn("cannot parse `nix path-info --json`; paths are pushed with only the signatures of the push's own keys", "err", err)
+			done <- nil
+			return
+		}
+		done <- entries
+	}()
+	return func() map[string]pathExtras { return <-done }
+}
+
+// addSignatures adds the signatures and content addresses of entries
+// (startPathInfo) to infos.
+func addSignatures(entries map[string]pathExtras, infos map[string]*narinfo.NarInfo) {
 	for p, e := range entries {
 		if info, ok := infos[p]; ok {
 			info.Sigs = append(info.Sigs, e.Sigs...)
