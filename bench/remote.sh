@@ -8,6 +8,10 @@
 # cache off:
 #   narinfos  nix path-info --store http://SERVE -r ROOT     (serve cold)
 #   copy      nix copy --from http://SERVE into an empty store (serve cold)
+#   again     the same copy into another empty store through the same serve
+#             (warm: narinfos and NARs cached, the registry idle), which
+#             tells serve's own cost from the registry's on a machine
+#             where both share the cores
 #   push      nixoci push of the closure into an empty repository
 #   repush    the same push again (everything stored)
 # and prints a Markdown table with ratios to nginx (narinfos, copy) and to
@@ -121,15 +125,15 @@ for s in "${shapes[@]}"; do
     t0=$(now); "$NIXOCI" push --to "$repo:c" "$root" >/dev/null 2>>"$work/push.log"; push=$(secs "$t0" "$(now)")
     t0=$(now); "$NIXOCI" push --to "$repo:c" "$root" >/dev/null 2>>"$work/push.log"; repush=$(secs "$t0" "$(now)")
     serve "$repo"; n=$(narinfos "$url" "$root"); stop_last
-    serve "$repo"; c=$(copy "$url" "$root"); stop_last
+    serve "$repo"; c=$(copy "$url" "$root"); again=$(copy "$url" "$root"); stop_last
     stop_last # the proxy
-    rows+=("| $name ($npaths paths) | $d ms | $n s | $ng_narinfos s | **$(ratio "$n" "$ng_narinfos")×** | $c s | $ng_copy s | **$(ratio "$c" "$ng_copy")×** | $push s | $base_push s | **$(ratio "$push" "$base_push")×** | $repush s ($(python3 -c "print(f'{100*$repush/$push:.1f}')")%) |")
+    rows+=("| $name ($npaths paths) | $d ms | $n s | $ng_narinfos s | **$(ratio "$n" "$ng_narinfos")×** | $c s | $ng_copy s | **$(ratio "$c" "$ng_copy")×** | $again s (**$(ratio "$again" "$ng_copy")×**) | $push s | $base_push s | **$(ratio "$push" "$base_push")×** | $repush s ($(python3 -c "print(f'{100*$repush/$push:.1f}')")%) |")
     if $quick; then
-      echo "quick ($name, $npaths paths, ${d} ms): narinfos $(ratio "$n" "$ng_narinfos")× nginx ($n s vs $ng_narinfos s), nix copy $(ratio "$c" "$ng_copy")× nginx ($c s vs $ng_copy s), push $(ratio "$push" "$base_push")× no-delay push ($push s vs $base_push s), re-push $(python3 -c "print(f'{100*$repush/$push:.1f}')")% of push"
+      echo "quick ($name, $npaths paths, ${d} ms): narinfos $(ratio "$n" "$ng_narinfos")× nginx ($n s vs $ng_narinfos s), nix copy $(ratio "$c" "$ng_copy")× nginx ($c s vs $ng_copy s; again, serve warm, $(ratio "$again" "$ng_copy")×), push $(ratio "$push" "$base_push")× no-delay push ($push s vs $base_push s), re-push $(python3 -c "print(f'{100*$repush/$push:.1f}')")% of push"
     fi
   done
 done
 $quick && exit 0
-echo "| closure | delay | narinfos cold (serve) | nginx | ratio | nix copy (serve) | nginx | ratio | push | push, no delay | ratio | re-push |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| closure | delay | narinfos cold (serve) | nginx | ratio | nix copy (serve) | nginx | ratio | nix copy again (serve warm) | push | push, no delay | ratio | re-push |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
