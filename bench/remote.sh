@@ -20,6 +20,8 @@
 # Usage: bench/remote.sh           (chain of 332 paths and a DAG of 301,
 #                                   delays 0 5 20 50 ms; some minutes)
 #        bench/remote.sh --quick   (151-path DAG at 20 ms: one line)
+#        ROUNDS=5 bench/remote.sh  (each cell the median of 5 rounds; default 3,
+#                                   1 with --quick)
 # As root, with Nix, nginx and docker-registry installed (.ci/run installs
 # them). Extra nixoci serve flags: SERVE_FLAGS="..." bench/remote.sh
 set -euo pipefail
@@ -102,38 +104,60 @@ copy() { # URL ROOT: seconds to substitute the closure into an empty store
   rm -rf "$store"
 }
 
-rows=()
+# Every cell is the median of ROUNDS rounds (default 3; 1 with --quick),
+# each round measuring nginx, the push without delay and every delay in
+# turn, so that drift on a shared machine moves them alike.
+rounds=${ROUNDS:-3}
+$quick && rounds=${ROUNDS:-1}
+declare -A vals roots npaths
+add() { vals[$1]="${vals[$1]:-} $2"; }
+med() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" ${vals[$1]}; }
+pct() { python3 -c "print(f'{100*$1/$2:.1f}')"; }
+names=()
 for s in "${shapes[@]}"; do
-  name=${s%%:*}; root=$(closure "${s#*:}")
-  npaths=$(nix-store -qR "$root" | wc -l)
-  rm -rf "$work/cache"
-  nix copy --to "file://$work/cache?compression=zstd" "$root" >>"$work/nix.log" 2>&1
-  nginx -c "$work/nginx.conf" & pids+=($!)
-  waitfor "$NGINX/nix-cache-info"
-  ng_narinfos=$(narinfos "$NGINX" "$root")
-  ng_copy=$(copy "$NGINX" "$root")
-  stop_last
-  base_push=
+  name=${s%%:*}; root=$(closure "${s#*:}"); names+=("$name")
+  roots[$name]=$root
+  npaths[$name]=$(nix-store -qR "$root" | wc -l)
+  rm -rf "$work/cache-$name"
+  nix copy --to "file://$work/cache-$name?compression=zstd" "$root" >>"$work/nix.log" 2>&1
+done
+for r in $(seq "$rounds"); do
+  for name in "${names[@]}"; do
+    root=${roots[$name]}
+    rm -f "$work/cache"; ln -s "$work/cache-$name" "$work/cache"
+    nginx -c "$work/nginx.conf" & pids+=($!)
+    waitfor "$NGINX/nix-cache-info"
+    add "$name|ng_narinfos" "$(narinfos "$NGINX" "$root")"
+    add "$name|ng_copy" "$(copy "$NGINX" "$root")"
+    stop_last
+    t0=$(now); "$NIXOCI" push --to "127.0.0.1:$regport/base-$name-$r-$RANDOM:c" "$root" >/dev/null 2>>"$work/push.log"
+    add "$name|base_push" "$(secs "$t0" "$(now)")"
+    for d in "${delays[@]}"; do
+      proxy "$d"
+      repo="$addr/bench-$name-$d-$r-$RANDOM"
+      t0=$(now); "$NIXOCI" push --to "$repo:c" "$root" >/dev/null 2>>"$work/push.log"; add "$name|$d|push" "$(secs "$t0" "$(now)")"
+      t0=$(now); "$NIXOCI" push --to "$repo:c" "$root" >/dev/null 2>>"$work/push.log"; add "$name|$d|repush" "$(secs "$t0" "$(now)")"
+      serve "$repo"; add "$name|$d|narinfos" "$(narinfos "$url" "$root")"; stop_last
+      serve "$repo"; add "$name|$d|copy" "$(copy "$url" "$root")"; add "$name|$d|again" "$(copy "$url" "$root")"; stop_last
+      stop_last # the proxy
+    done
+  done
+done
+
+rows=()
+for name in "${names[@]}"; do
+  ngn=$(med "$name|ng_narinfos"); ngc=$(med "$name|ng_copy"); base=$(med "$name|base_push")
   for d in "${delays[@]}"; do
-    proxy "$d"
-    repo="$addr/bench-$name-$d-$RANDOM"
-    # The push without delay is the reference: measure it first.
-    if [ -z "$base_push" ]; then
-      t0=$(now); "$NIXOCI" push --to "127.0.0.1:$regport/base-$name-$RANDOM:c" "$root" >/dev/null 2>>"$work/push.log"
-      base_push=$(secs "$t0" "$(now)")
-    fi
-    t0=$(now); "$NIXOCI" push --to "$repo:c" "$root" >/dev/null 2>>"$work/push.log"; push=$(secs "$t0" "$(now)")
-    t0=$(now); "$NIXOCI" push --to "$repo:c" "$root" >/dev/null 2>>"$work/push.log"; repush=$(secs "$t0" "$(now)")
-    serve "$repo"; n=$(narinfos "$url" "$root"); stop_last
-    serve "$repo"; c=$(copy "$url" "$root"); again=$(copy "$url" "$root"); stop_last
-    stop_last # the proxy
-    rows+=("| $name ($npaths paths) | $d ms | $n s | $ng_narinfos s | **$(ratio "$n" "$ng_narinfos")×** | $c s | $ng_copy s | **$(ratio "$c" "$ng_copy")×** | $again s (**$(ratio "$again" "$ng_copy")×**) | $push s | $base_push s | **$(ratio "$push" "$base_push")×** | $repush s ($(python3 -c "print(f'{100*$repush/$push:.1f}')")%) |")
+    n=$(med "$name|$d|narinfos"); c=$(med "$name|$d|copy"); again=$(med "$name|$d|again")
+    push=$(med "$name|$d|push"); repush=$(med "$name|$d|repush")
+    rows+=("| $name (${npaths[$name]} paths) | $d ms | $n s | $ngn s | **$(ratio "$n" "$ngn")×** | $c s | $ngc s | **$(ratio "$c" "$ngc")×** | $again s (**$(ratio "$again" "$ngc")×**) | $push s | $base s | **$(ratio "$push" "$base")×** | $repush s ($(pct "$repush" "$push")%) |")
     if $quick; then
-      echo "quick ($name, $npaths paths, ${d} ms): narinfos $(ratio "$n" "$ng_narinfos")× nginx ($n s vs $ng_narinfos s), nix copy $(ratio "$c" "$ng_copy")× nginx ($c s vs $ng_copy s; again, serve warm, $(ratio "$again" "$ng_copy")×), push $(ratio "$push" "$base_push")× no-delay push ($push s vs $base_push s), re-push $(python3 -c "print(f'{100*$repush/$push:.1f}')")% of push"
+      echo "quick ($name, ${npaths[$name]} paths, ${d} ms): narinfos $(ratio "$n" "$ngn")× nginx ($n s vs $ngn s), nix copy $(ratio "$c" "$ngc")× nginx ($c s vs $ngc s; again, serve warm, $(ratio "$again" "$ngc")×), push $(ratio "$push" "$base")× no-delay push ($push s vs $base s), re-push $(pct "$repush" "$push")% of push"
     fi
   done
 done
 $quick && exit 0
+echo "Medians of $rounds rounds."
 echo "| closure | delay | narinfos cold (serve) | nginx | ratio | nix copy (serve) | nginx | ratio | nix copy again (serve warm) | push | push, no delay | ratio | re-push |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
