@@ -266,7 +266,9 @@ func (p *pusher) pipeline(ctx context.Context, infos []*narinfo.NarInfo) ([]Path
 			info := infos[i]
 			release, err := acquire(gctx, net)
 			if err != nil {
-				return nil // the error is the one that ended gctx
+				// A failed check or the caller ended gctx: either way the
+				// push must not look complete with paths unchecked.
+				return err
 			}
 			checks.Add(1)
 			g.Go(func() error {
