@@ -63,7 +63,7 @@ func (g gcTarget) repo(t *testing.T, name string) gcTarget {
 // start starts the target's registry, if it is one.
 func (g *gcTarget) start(t *testing.T) {
 	if g.program != "" {
-		g.reg = testenv.StartRegistry(t, testenv.RegistryOptions{Program: g.program})
+		g.reg = testenv.StartRegistry(t, testenv.RegistryOptions{Program: g.program, Deletes: true})
 		g.ref = g.reg.Ref("cache")
 	}
 }
@@ -376,7 +376,7 @@ func mapOf(tags []string) map[string]digest.Digest {
 // and gc fail with a clear error before anything changes.
 func TestGCRefusedDeletes(t *testing.T) {
 	fx := testenv.BuildFixture(t, "gc-nodel")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Deletes: true})
 	target := reg.Ref("cache")
 	run(t, "push", "--to", target+":c1", fx.App)
 	reg.SetDeletes(false)

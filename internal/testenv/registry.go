@@ -45,6 +45,10 @@ type RegistryOptions struct {
 	// storage root (docker/registry/v2/blobs/sha256/<2 hex>/<hex>/data),
 	// as registries on object storage redirect to it.
 	RedirectBaseURL string
+	// Deletes turns on manifest deletes (storage.delete.enabled), which
+	// distribution leaves off by default, as most registries users run
+	// do; only rm and gc need them.
+	Deletes bool
 }
 
 // Registry is a real docker-registry (distribution 2.8, or distribution v3
@@ -63,6 +67,7 @@ type Registry struct {
 	exe      string
 	token    *TokenServer // token authentication: GET /v2/ answers 401
 	redirect string       // base URL of the redirect middleware, if any
+	deletes  bool
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -75,7 +80,7 @@ type Registry struct {
 // one if the port is taken before it binds it, see StartOnFreePort) with
 // storage in a temp dir and waits (with a deadline) until GET /v2/ answers: 200
 // without auth, 401 with auth. The config is version 0.1, filesystem storage,
-// delete enabled, log level warn and, when opts.User is set, htpasswd auth
+// deletes as opts.Deletes says (off by default, as in distribution), log level warn and, when opts.User is set, htpasswd auth
 // (the file made with htpasswd -B). t.Cleanup stops the registry and, if the
 // test failed, logs the tail of its log file.
 func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
@@ -98,6 +103,7 @@ func startRegistry(t testing.TB, opts RegistryOptions, port func() int) *Registr
 		exe:        exe,
 		token:      opts.Token,
 		redirect:   opts.RedirectBaseURL,
+		deletes:    opts.Deletes,
 	}
 	if opts.StorageDir != "" {
 		r.Dir = opts.StorageDir
@@ -138,7 +144,7 @@ func (r *Registry) writeConfig(secret, htpasswdFile string) error {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "version: 0.1\n")
 	fmt.Fprintf(&cfg, "log:\n  level: warn\n  accesslog:\n    disabled: true\n")
-	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", yamlString(r.Dir))
+	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: %t\n", yamlString(r.Dir), r.deletes)
 	if r.redirect != "" {
 		fmt.Fprintf(&cfg, "  redirect:\n    disable: false\nmiddleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: %s\n", yamlString(r.redirect))
 	}
