@@ -75,6 +75,13 @@ func (c *expiringCache) GetToken(ctx context.Context, registry string, scheme au
 	c.mu.Lock()
 	e := c.entries[id]
 	c.mu.Unlock()
+	if e != nil && e.token != token {
+		// Set stores the token, then its entry: a refresh that ended
+		// between the two reads left token older than e. Read it again.
+		if again, err := c.Cache.GetToken(ctx, registry, scheme, key); err == nil {
+			token = again
+		}
+	}
 	if e == nil || e.token != token || e.refreshAt.IsZero() || c.now().Before(e.refreshAt) {
 		return token, nil
 	}
