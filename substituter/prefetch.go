@@ -25,8 +25,12 @@ import (
 //
 //   - a path that roots a stored closure (the catalog knows it, or the
 //     closure is a referrer of its manifest, SPEC.md 5.3): the closure's
-//     path manifests, by digest;
-//   - any other path: its references, then theirs, once each.
+//     paths, from the narinfos its index carries (format 2) or their
+//     path manifests (format 1);
+//   - a path of a closure prefetched already: nothing;
+//   - any other path: its references, then theirs, once each, once the
+//     closure searches under way when Nix asked have ended (the path is
+//     likely one of theirs).
 //
 // Each path is fetched at most once per cache lifetime, whether Nix or
 // the prefetcher asks first (they share the lookup), so the requests for
