@@ -25,8 +25,8 @@ import (
 //
 //   - a path that roots a stored closure (the catalog knows it, or the
 //     closure is a referrer of its manifest, SPEC.md 5.3): the closure's
-//     paths, from the narinfos its index carries (format 2) or their
-//     path manifests (format 1);
+//     paths, from the narinfos its index carries (format 2) or by
+//     their tags (format 1);
 //   - a path of a closure prefetched already: nothing;
 //   - any other path: its references, then theirs, once each, once the
 //     closure searches under way when Nix asked have ended (the path is
