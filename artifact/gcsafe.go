@@ -164,10 +164,11 @@ func (p *pusher) storeClosureGuarded(ctx context.Context, g gcGuard, infos []*na
 // record and, if a collector may have deleted something the closure
 // reaches, stores again whatever vanished and the closure itself.
 func (p *pusher) gcFinish(ctx context.Context, g gcGuard, infos []*narinfo.NarInfo, res *PushResult) error {
-	if _, err := StorePushRecord(ctx, p.dst, res.Closure, res.Tag, p.opts.Record); err != nil {
-		return fmt.Errorf("closure %s tagged, but %w", res.Tag, err)
-	}
-	check, err := g.afterTag(ctx)
+	var check bool
+	err := storeRecordPruned(ctx, p.dst, res.Closure, res.Tag, p.opts.Record, func() (err error) {
+		check, err = g.afterTag(ctx)
+		return err
+	})
 	if err != nil || !check {
 		return err
 	}
@@ -248,11 +249,12 @@ func (p *pusher) packAndStore(ctx context.Context, info *narinfo.NarInfo) (PathA
 // reports false if a collector may have deleted something meanwhile, so
 // that the push is done in full.
 func (p *pusher) gcFinishUnchanged(ctx context.Context, g gcGuard, res *PushResult) (bool, error) {
-	if _, err := StorePushRecord(ctx, p.dst, res.Closure, res.Tag, p.opts.Record); err != nil {
-		return false, fmt.Errorf("closure %s tagged, but %w", res.Tag, err)
-	}
-	check, err := g.afterTag(ctx)
-	return !check, err
+	var check bool
+	err := storeRecordPruned(ctx, p.dst, res.Closure, res.Tag, p.opts.Record, func() (err error) {
+		check, err = g.afterTag(ctx)
+		return err
+	})
+	return err == nil && !check, err
 }
 
 // gcCopyCheck is run by a copy before and after writing its tag: if a
