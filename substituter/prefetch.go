@@ -13,6 +13,7 @@ import (
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/catalog"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -43,11 +44,10 @@ type prefetcher struct {
 	s        *Server
 	sem      chan struct{}
 	mu       sync.Mutex
-	closures map[string]time.Time // closure digest -> when it was prefetched
-	// covered holds the paths of the closures prefetched within the
-	// cache lifetime (at most maxCovered, then it starts again), with
-	// when: Nix's lookups of them need no search of their own.
-	covered map[string]time.Time
+	closures *serving.LRU[struct{}] // digests of the closures prefetched, for the cache lifetime
+	// covered holds the paths of the closures prefetched, for the cache
+	// lifetime: Nix's lookups of them need no search of their own.
+	covered *serving.LRU[struct{}]
 	// finding holds a channel per closure search in flight, closed when
 	// it ends. A lookup that starts meanwhile waits for them first: the
 	// path is most likely one of the closure's, and searching for it
@@ -58,8 +58,12 @@ type prefetcher struct {
 	found   *prometheus.CounterVec
 }
 
-// maxCovered bounds prefetcher.covered: about 120 bytes a path, 24 MB.
-const maxCovered = 200_000
+// Bounds of prefetcher.covered (about 120 bytes a path, 24 MB) and
+// prefetcher.closures.
+const (
+	maxCovered  = 200_000
+	maxClosures = 10_000
+)
 
 // maxSearchWait bounds how long a lookup waits for the closure searches
 // started before it; after that it searches by itself.
@@ -69,8 +73,8 @@ func newPrefetcher(s *Server, jobs int) *prefetcher {
 	p := &prefetcher{
 		s:        s,
 		sem:      make(chan struct{}, jobs),
-		closures: map[string]time.Time{},
-		covered:  map[string]time.Time{},
+		closures: serving.NewLRU[struct{}](maxClosures),
+		covered:  serving.NewLRU[struct{}](maxCovered),
 		finding:  map[chan struct{}]struct{}{},
 		paths: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixoci_prefetched_narinfos_total",
@@ -115,10 +119,8 @@ func (p *prefetcher) after(e *pathEntry, hash string) {
 }
 
 func (p *prefetcher) isCovered(hash string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t, ok := p.covered[hash]
-	return ok && time.Since(t) < p.s.opts.CacheTTL
+	_, ok := p.covered.Get(hash)
+	return ok
 }
 
 // searching records a closure search in flight until done is called.
@@ -177,23 +179,18 @@ func (p *prefetcher) closureOf(ctx context.Context, e *pathEntry, hash string) (
 		return nil, nil, false
 	}
 	key := cl.Descriptor.Digest.String()
-	p.mu.Lock()
-	if len(p.covered)+len(cl.Members) > maxCovered {
-		clear(p.covered)
-	}
-	now := time.Now()
 	for _, m := range cl.Members {
-		p.covered[m.Hash] = now
+		p.covered.Put(m.Hash, struct{}{}, p.s.opts.CacheTTL)
 	}
-	if t, seen := p.closures[key]; seen && time.Since(t) < p.s.opts.CacheTTL {
-		p.mu.Unlock()
+	p.mu.Lock() // one prefetch of a closure found by several lookups at once
+	_, seen := p.closures.Get(key)
+	if !seen {
+		p.closures.Put(key, struct{}{}, p.s.opts.CacheTTL)
+	}
+	p.mu.Unlock()
+	if seen {
 		return nil, nil, true // fetched already; nothing more to learn
 	}
-	if len(p.closures) > 10000 {
-		clear(p.closures)
-	}
-	p.closures[key] = time.Now()
-	p.mu.Unlock()
 	p.found.WithLabelValues(source).Inc()
 	return cl, a, true
 }
