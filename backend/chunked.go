@@ -147,15 +147,7 @@ func (u *chunkedUpload) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := u.r.Repository.Client.Do(req)
-	if err != nil {
-		return uploadError(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return answerError(resp)
-	}
-	return u.follow(resp, 0)
+	return u.exchange(req, 0, http.StatusAccepted)
 }
 
 // send uploads chunk, which starts at u.offset, resuming it after
@@ -239,15 +231,7 @@ func (u *chunkedUpload) patch(ctx context.Context, data []byte) error {
 	req.GetBody = nil // see chunkedUpload
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", u.offset, u.offset+int64(len(data))-1))
-	resp, err := u.r.Repository.Client.Do(req)
-	if err != nil {
-		return uploadError(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return answerError(resp)
-	}
-	return u.follow(resp, u.offset+int64(len(data)))
+	return u.exchange(req, u.offset+int64(len(data)), http.StatusAccepted)
 }
 
 // status asks the registry how much of the blob it holds.
@@ -256,15 +240,7 @@ func (u *chunkedUpload) status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := u.r.Repository.Client.Do(req)
-	if err != nil {
-		return uploadError(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusOK {
-		return answerError(resp)
-	}
-	return u.follow(resp, 0)
+	return u.exchange(req, 0, http.StatusNoContent, http.StatusOK)
 }
 
 // finish closes the session with the blob's digest. A failure after
@@ -308,15 +284,26 @@ func (u *chunkedUpload) put(ctx context.Context, body io.Reader, size int64) err
 	req.ContentLength = size
 	req.GetBody = nil
 	req.Header.Set("Content-Type", "application/octet-stream")
+	return u.exchange(req, -1, http.StatusCreated)
+}
+
+// exchange sends one request of the session and, unless the registry
+// answers with one of want, returns the answer's error. For an answer
+// that goes on with the session (next >= 0), it takes the session URL
+// and offset from it (follow; next is the offset without a Range).
+func (u *chunkedUpload) exchange(req *http.Request, next int64, want ...int) error {
 	resp, err := u.r.Repository.Client.Do(req)
 	if err != nil {
 		return uploadError(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
+	if !slices.Contains(want, resp.StatusCode) {
 		return answerError(resp)
 	}
-	return nil
+	if next < 0 {
+		return nil // the session is closed
+	}
+	return u.follow(resp, next)
 }
 
 // follow takes the session URL (Location) and the offset (Range) from a
