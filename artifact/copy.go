@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -132,9 +131,7 @@ func Copy(ctx context.Context, src backend.Target, srcRef string, dst backend.Ta
 		if _, err := StorePushRecord(ctx, dst, desc, dstTag, opts.Record); err != nil {
 			return nil, fmt.Errorf("closure %s tagged, but %w", dstTag, err)
 		}
-		if _, err := PruneRecords(ctx, dst, desc); err != nil {
-			slog.Warn("cannot prune the push records of a closure; its referrers index keeps growing", "target", dst, "tag", dstTag, "err", err)
-		}
+		pruneLogged(ctx, dst, desc, dstTag)
 	}
 	if again, err := c.gcCopyCheck(ctx, guard, true, roots, paths, layerTags); err != nil {
 		return nil, fmt.Errorf("copying %s: %w", srcRef, err)

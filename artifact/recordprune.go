@@ -93,8 +93,7 @@ func recordDescriptors(records []PushRecord) []ocispec.Descriptor {
 
 // storeRecordPruned is StorePushRecord for the closure tagged tag, then
 // PruneRecords run beside after (the gc marker check that follows a
-// record), whose result it returns; a failed prune is only logged: the
-// push is complete without.
+// record), whose result it returns.
 func storeRecordPruned(ctx context.Context, dst backend.Target, closure ocispec.Descriptor, tag string, opts RecordOptions, after func() error) error {
 	if _, err := StorePushRecord(ctx, dst, closure, tag, opts); err != nil {
 		return fmt.Errorf("closure %s tagged, but %w", tag, err)
@@ -102,13 +101,19 @@ func storeRecordPruned(ctx context.Context, dst backend.Target, closure ocispec.
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if n, err := PruneRecords(ctx, dst, closure); err != nil {
-			slog.Warn("cannot prune the push records of a closure; its referrers index keeps growing", "target", dst, "tag", tag, "err", err)
-		} else if n > 0 {
-			slog.Debug("pruned push records", "target", dst, "tag", tag, "dropped", n)
-		}
+		pruneLogged(ctx, dst, closure, tag)
 	}()
 	err := after()
 	<-done
 	return err
+}
+
+// pruneLogged is PruneRecords for the closure tagged tag, whose failure
+// is only logged: the push or copy is complete without.
+func pruneLogged(ctx context.Context, dst backend.Target, closure ocispec.Descriptor, tag string) {
+	if n, err := PruneRecords(ctx, dst, closure); err != nil {
+		slog.Warn("cannot prune the push records of a closure; its referrers index keeps growing", "target", dst, "tag", tag, "err", err)
+	} else if n > 0 {
+		slog.Debug("pruned push records", "target", dst, "tag", tag, "dropped", n)
+	}
 }
