@@ -37,6 +37,11 @@ func NewWriter(w io.Writer, c spec.Compression) (io.WriteCloser, error) {
 // stream declaring an xz dictionary over MaxXzDict or a zstd window over
 // MaxZstdWindow fails (ErrDictTooLarge) before the decoder allocates it.
 func NewReader(r io.Reader, c spec.Compression) (io.ReadCloser, error) {
+	return newReader(r, c, MaxXzDict)
+}
+
+// newReader is NewReader with xz dictionaries bounded by xzDict.
+func newReader(r io.Reader, c spec.Compression, xzDict int64) (io.ReadCloser, error) {
 	switch c {
 	case spec.CompressionNone:
 		return io.NopCloser(r), nil
@@ -47,7 +52,7 @@ func NewReader(r io.Reader, c spec.Compression) (io.ReadCloser, error) {
 		}
 		return zstdReader{d}, nil
 	case spec.CompressionXz:
-		d, err := xz.NewReader(newXzGuard(r, MaxXzDict))
+		d, err := xz.NewReader(newXzGuard(r, xzDict))
 		if err != nil {
 			return nil, fmt.Errorf("codec: xz: %w", err)
 		}
