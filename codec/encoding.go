@@ -19,6 +19,9 @@ import (
 // does not decode.
 var ErrEncoding = errors.New("codec: content encoding")
 
+// ErrTooLarge: a body decodes to more than its limit.
+var ErrTooLarge = errors.New("codec: decoded body too large")
+
 // MaxXzDict bounds the dictionary an xz body may ask for: the xz decoder
 // allocates what the stream's header says, up to 4 GiB. Nix compresses
 // with liblzma presets, whose largest dictionary (preset 9) is 64 MiB.
@@ -74,7 +77,7 @@ func DecodeContent(body io.Reader, enc string, limit int64) (io.ReadCloser, erro
 			return nil, err
 		}
 		if int64(len(data)) > limit {
-			return nil, fmt.Errorf("%w: xz body larger than %d bytes", ErrEncoding, limit)
+			return nil, fmt.Errorf("%w: xz body larger than %d bytes", ErrTooLarge, limit)
 		}
 		if err := checkXzDicts(data, MaxXzDict); err != nil {
 			return nil, err
@@ -87,13 +90,14 @@ func DecodeContent(body io.Reader, enc string, limit int64) (io.ReadCloser, erro
 	default:
 		return nil, fmt.Errorf("%w %q is not one of identity, %s", ErrEncoding, enc, strings.Join(ContentEncodings, ", "))
 	}
-	return &decoded{r: r, left: limit, close: closer, enc: enc}, nil
+	return &decoded{r: r, left: limit, limit: limit, close: closer, enc: enc}, nil
 }
 
 // decoded limits a decoder's output and names its errors.
 type decoded struct {
 	r     io.Reader
 	left  int64
+	limit int64
 	close func() error
 	enc   string
 }
@@ -103,7 +107,7 @@ func (d *decoded) Read(p []byte) (int, error) {
 		// One more byte tells a body of exactly the limit from a longer one.
 		var one [1]byte
 		if n, _ := d.r.Read(one[:]); n > 0 {
-			return 0, fmt.Errorf("%w: %s body decodes to more than the limit", ErrEncoding, d.enc)
+			return 0, fmt.Errorf("%w: %s body decodes to more than %d bytes", ErrTooLarge, d.enc, d.limit)
 		}
 		return 0, io.EOF
 	}
