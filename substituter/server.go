@@ -89,13 +89,13 @@ type Server struct {
 	handler  http.Handler
 	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
 	upload   *uploader
-	catalogs []*catalog.Catalog // one per backend
-	prefetch *prefetcher        // nil: off
-	ahead    *narAhead          // nil: no NARs ahead
-	stop     context.CancelFunc // ends the catalog refreshes
+	catalogs []*catalog.Catalog       // one per backend
+	prefetch *prefetcher              // nil: off
+	ahead    *narAhead                // nil: no NARs ahead
+	stop     context.CancelFunc       // ends the catalog refreshes
 	files    *serving.LRU[*fileEntry] // tag -> file artifact (nil entry: not found)
 	listings *listingCache            // listings made from NARs
-	ready    chan struct{}      // closed when the catalogs were first read
+	ready    chan struct{}            // closed when the catalogs were first read
 }
 
 // New makes a Server.
