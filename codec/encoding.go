@@ -106,8 +106,14 @@ func (d *decoded) Read(p []byte) (int, error) {
 	if d.left <= 0 {
 		// One more byte tells a body of exactly the limit from a longer one.
 		var one [1]byte
-		if n, _ := d.r.Read(one[:]); n > 0 {
+		n, err := d.r.Read(one[:])
+		switch {
+		case n > 0:
 			return 0, fmt.Errorf("%w: %s body decodes to more than %d bytes", ErrTooLarge, d.enc, d.limit)
+		case err == nil:
+			return 0, nil // nothing yet: ask again
+		case err != io.EOF:
+			return 0, err // a body cut at its own limit, say: never an end
 		}
 		return 0, io.EOF
 	}

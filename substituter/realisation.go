@@ -145,6 +145,13 @@ func (u *uploader) storeRealisation(ctx context.Context, key string, rl *artifac
 	if e == nil || e.art.Info.StorePath != rl.OutPath {
 		return http.StatusBadRequest, fmt.Errorf("realisation %s: output path %s has not been uploaded", key, rl.OutPath)
 	}
+	if rl.PathKey == nil && e.art.Info.Deriver != "" {
+		// The key Nix 2.35 asks for: the derivation the output was built
+		// from, as its narinfo records it (SPEC.md section 12.2).
+		if pk, err := realisation.NewPathKey(e.art.Info.Deriver, rl.Output); err == nil {
+			rl.PathKey, rl.V2 = &pk, &realisation.V2{OutPath: path.Base(rl.OutPath)}
+		}
+	}
 	dst := u.s.backends.List()[0].Target
 	fa, err := artifact.FetchFileArtifact(ctx, dst, spec.RealisationTag(key), spec.ArtifactTypeRealisation)
 	switch {
