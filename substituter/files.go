@@ -111,13 +111,6 @@ func (s *Server) findFile(ctx context.Context, tag, artifactType string) (*fileE
 	return v.(*fileEntry), nil
 }
 
-// readFile fetches a small file of e whole, checked against its digest.
-func (s *Server) readFile(ctx context.Context, e *fileEntry, f artifact.File, limit int64) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.backends.Timeout())
-	defer cancel()
-	return artifact.ReadFile(ctx, s.backends.List()[e.backend].Target, f, limit)
-}
-
 // sendFile streams the file f of e (verified against its digest as it
 // goes) with contentType, compressed for clients that accept zstd or
 // gzip when worth it, plain to all others (Nix included: it sends no
