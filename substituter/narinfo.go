@@ -12,8 +12,7 @@ import (
 func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
 	hash, ok := narinfoHash(r.PathValue("file"))
 	if !ok {
-		// .ls, log/, realisations and anything else: not stored here.
-		http.NotFound(w, r)
+		s.serveTopFile(w, r) // .ls and anything else
 		return
 	}
 	e, err := s.lookupAndPrefetch(r.Context(), hash)
