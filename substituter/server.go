@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/nixoci/nixoci/catalog"
 	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
@@ -96,6 +98,7 @@ type Server struct {
 	metrics  *metrics
 	narinfos *serving.LRU[*pathEntry] // hash part -> entry (nil entry: not found)
 	resolver *resolver
+	flight   singleflight.Group // other lookups shared by concurrent requests (files, listings)
 	handler  http.Handler
 	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
 	upload   *uploader

@@ -8,7 +8,7 @@ import (
 
 // Serve is a trust anchor: Nix installs, as root, what a key it trusts
 // signed. So serve adds its signatures (Options.SignKeys) only to paths
-// it can vouch for: those whose stored signatures verify against a key
+// (and realisations) it can vouch for: those whose stored signatures verify against a key
 // the operator named (Options.TrustedKeys) or against its own signing
 // keys, which it adds to the paths it receives through an authenticated
 // upload before storing them. Everything else is served with the
@@ -35,6 +35,16 @@ func newTrustPolicy(opts Options) trustPolicy {
 // signature verifies against a trusted key, or the policy signs all.
 func (p trustPolicy) vouches(info *narinfo.NarInfo) bool {
 	return p.signAll || narinfo.VerifyAny(info, p.trusted)
+}
+
+// keysFor returns the keys serve signs a realisation with: all of them
+// if verified (its signatures checked against keys) holds for the
+// trusted keys or the policy signs all, else none.
+func (p trustPolicy) keysFor(verified func(keys []narinfo.PublicKey) bool) []narinfo.SecretKey {
+	if len(p.sign) == 0 || !p.signAll && !verified(p.trusted) {
+		return nil
+	}
+	return p.sign
 }
 
 // render formats info as served: with serve's signatures if it vouches
