@@ -67,7 +67,7 @@ type Catalog struct {
 	jobs     int
 
 	mu       sync.RWMutex
-	paths    map[string]*artifact.Member // hash part -> member (version 2)
+	paths    map[string][]*artifact.Member // hash part -> members (version 2), one per manifest claimed
 	closures map[digest.Digest]*Closure  // closure digest -> closure
 	byRoot   map[string][]*Closure       // root hash part -> closures rooted there
 	foreign  map[digest.Digest]bool      // manifests that are not closures
@@ -101,7 +101,7 @@ func New(t backend.Target, name string, opts Options) *Catalog {
 	}
 	return &Catalog{
 		t: t, name: name, maxPaths: opts.MaxPaths, jobs: opts.Jobs,
-		paths:    map[string]*artifact.Member{},
+		paths:    map[string][]*artifact.Member{},
 		closures: map[digest.Digest]*Closure{},
 		byRoot:   map[string][]*Closure{},
 		foreign:  map[digest.Digest]bool{},
@@ -109,20 +109,26 @@ func New(t backend.Target, name string, opts Options) *Catalog {
 	}
 }
 
-// Lookup returns the member of a version 2 closure that lists the store
-// path with hash part hash. A path no closure lists is an error wrapping
-// ErrNotFound if the catalog read every closure of its target, else one
-// wrapping ErrIncomplete that says what could not be read.
-func (c *Catalog) Lookup(hash string) (artifact.Member, error) {
+// Lookup returns the members of version 2 closures that list the store
+// path with hash part hash: one per path manifest they name (closures
+// may disagree, and a hostile one must not hide a good one: the caller
+// checks each). A path no closure lists is an error wrapping ErrNotFound
+// if the catalog read every closure of its target, else one wrapping
+// ErrIncomplete that says what could not be read.
+func (c *Catalog) Lookup(hash string) ([]artifact.Member, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if m, ok := c.paths[hash]; ok {
-		return *m, nil
+	if ms, ok := c.paths[hash]; ok {
+		out := make([]artifact.Member, len(ms))
+		for i, m := range ms {
+			out[i] = *m
+		}
+		return out, nil
 	}
 	if c.unread != nil {
-		return artifact.Member{}, fmt.Errorf("%s: %s is in no closure read, and %w: %w", c.name, hash, ErrIncomplete, c.unread)
+		return nil, fmt.Errorf("%s: %s is in no closure read, and %w: %w", c.name, hash, ErrIncomplete, c.unread)
 	}
-	return artifact.Member{}, fmt.Errorf("%s: %s is in no closure: %w", c.name, hash, ErrNotFound)
+	return nil, fmt.Errorf("%s: %s is in no closure: %w", c.name, hash, ErrNotFound)
 }
 
 // ClosureOf returns the smallest closure rooted at the store path with
@@ -198,8 +204,12 @@ func (c *Catalog) addLocked(cl *Closure) bool {
 func (c *Catalog) indexLocked(cl *Closure) {
 	c.members += len(cl.Members)
 	for i := range cl.Members {
-		if m := &cl.Members[i]; m.Manifest.Digest != "" {
-			c.paths[m.Hash] = m
+		m := &cl.Members[i]
+		if m.Manifest.Digest == "" {
+			continue
+		}
+		if !slices.ContainsFunc(c.paths[m.Hash], func(o *artifact.Member) bool { return o.Manifest.Digest == m.Manifest.Digest }) {
+			c.paths[m.Hash] = append(c.paths[m.Hash], m)
 		}
 	}
 	for _, r := range cl.Roots {
@@ -370,7 +380,7 @@ func unreadable(errs []error) error {
 
 // reindexLocked rebuilds the maps derived from the closures held.
 func (c *Catalog) reindexLocked() {
-	c.paths = map[string]*artifact.Member{}
+	c.paths = map[string][]*artifact.Member{}
 	c.byRoot = map[string][]*Closure{}
 	c.members = 0
 	for _, cl := range c.closures {

@@ -63,9 +63,9 @@ func TestCatalogFindsCopiedPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, a := range v2 {
-		m, err := c.Lookup(spec.PathTag(a.Info.StorePath))
-		if err != nil || m.Manifest.Digest != a.Manifest.Digest || m.StorePath != a.Info.StorePath || m.Path != nil {
-			t.Errorf("Lookup(%s) = %+v, %v; want manifest %s, no artifact", a.Info.StorePath, m, err, a.Manifest.Digest)
+		ms, err := c.Lookup(spec.PathTag(a.Info.StorePath))
+		if err != nil || len(ms) != 1 || ms[0].Manifest.Digest != a.Manifest.Digest || ms[0].StorePath != a.Info.StorePath || ms[0].Path != nil {
+			t.Errorf("Lookup(%s) = %+v, %v; want manifest %s, no artifact", a.Info.StorePath, ms, err, a.Manifest.Digest)
 		}
 	}
 	cl, ok := c.ClosureOf(spec.PathTag(v2[0].Info.StorePath))

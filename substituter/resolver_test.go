@@ -85,6 +85,16 @@ func TestHostileClosureEntry(t *testing.T) {
 	if !strings.Contains(out, "artifact refused") || !strings.Contains(out, arts[1].Manifest.Digest.String()) || !strings.Contains(out, "backend0") {
 		t.Errorf("the refusal is not logged naming the manifest and the backend:\n%s", out)
 	}
+	// Beside the good closure, the hostile one hides nothing: the entry
+	// that checks out answers.
+	if _, err := oras.Copy(t.Context(), src, "chain", l, "chain", oras.DefaultCopyOptions); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := newServer(t, substituter.Options{Backends: backends(l)})
+	defer s2.Close()
+	if r := get(t, s2, "/"+hash+".narinfo"); r.Code != 200 || !strings.Contains(r.Body, "StorePath: "+arts[0].Info.StorePath+"\n") {
+		t.Errorf("with the good closure beside the hostile one: %d\n%s", r.Code, r.Body)
+	}
 }
 
 // TestCatalogPastAFailingBackend: a failing backend's tag lookup does not

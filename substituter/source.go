@@ -104,21 +104,30 @@ func (c catalogSource) Find(ctx context.Context, hash string) (Found, error) {
 	case <-ctx.Done():
 		return Found{}, fmt.Errorf("%s: waiting for the closures of the backends to be read: %w", hash, ctx.Err())
 	}
-	m, err := c.cat.Lookup(hash)
+	members, err := c.cat.Lookup(hash)
 	if errors.Is(err, catalog.ErrIncomplete) && !c.listed {
 		return Found{}, fmt.Errorf("%s: %w", hash, ErrNotFound)
 	}
 	if err != nil {
 		return Found{}, err
 	}
-	f, err := c.s.fromBackend(ctx, c.i, m.Claim())
-	if isNotFound(err) {
-		// The closure lists it, the registry lacks it: not absence, a
-		// closure broken or deleted since the catalog read it.
-		// (%v: the error must not read as "not found".)
-		return Found{}, fmt.Errorf("%s: a closure lists %s, whose manifest is gone: %v", c.Name(), m.StorePath, err)
+	// Closures may name different manifests for the path: the first
+	// that checks out answers.
+	var errs []error
+	for _, m := range members {
+		f, err := c.s.fromBackend(ctx, c.i, m.Claim())
+		if err == nil {
+			return f, nil
+		}
+		if isNotFound(err) {
+			// The closure lists it, the registry lacks it: not absence,
+			// a closure broken or deleted since the catalog read it.
+			// (%v: the error must not read as "not found".)
+			err = fmt.Errorf("%s: a closure lists %s, whose manifest is gone: %v", c.Name(), m.StorePath, err)
+		}
+		errs = append(errs, err)
 	}
-	return f, err
+	return Found{}, errors.Join(errs...)
 }
 
 // fromBackend reads the path artifact claim leads to in backend i, within
