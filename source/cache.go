@@ -73,6 +73,13 @@ func (c *BinaryCache) String() string {
 	return "binary cache " + strings.TrimSuffix(c.base.String(), "/")
 }
 
+// URL is the cache's URL without credentials, query or trailing slash.
+func (c *BinaryCache) URL() string {
+	u := *c.base
+	u.User = nil
+	return strings.TrimSuffix(u.String(), "/")
+}
+
 // ResolveRoot accepts a store path, or a symlink to one (it need not
 // exist locally).
 func (c *BinaryCache) ResolveRoot(arg string) (string, error) {
@@ -294,6 +301,17 @@ func (c *BinaryCache) get(ctx context.Context, url string, offset int64) (io.Rea
 	}
 }
 
+// OpenNAR opens the compressed NAR info names (its URL, checked with
+// CheckNarURL), as the cache sends it: unchecked, resumed where a
+// transfer is cut off; the caller verifies it against FileHash.
+func (c *BinaryCache) OpenNAR(ctx context.Context, info *narinfo.NarInfo) (io.ReadCloser, error) {
+	rc, err := c.open(ctx, info.URL, int64(info.FileSize))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", c, info.StorePath, err)
+	}
+	return rc, nil
+}
+
 // WriteNAR copies the compressed NAR unchanged to w, checking its
 // FileHash and size, decompressing it to parse it strictly and to check
 // NarHash and NarSize on the way.
@@ -304,9 +322,9 @@ func (c *BinaryCache) WriteNAR(ctx context.Context, info *narinfo.NarInfo, w io.
 	default:
 		return "", fmt.Errorf("%s: %s: compression %q is not one nixoci stores (xz, zstd, none)", c, info.StorePath, info.Compression)
 	}
-	rc, err := c.open(ctx, info.URL, int64(info.FileSize))
+	rc, err := c.OpenNAR(ctx, info)
 	if err != nil {
-		return "", fmt.Errorf("%s: %s: %w", c, info.StorePath, err)
+		return "", err
 	}
 	defer rc.Close()
 	// Bounded by what the narinfo claims: a file longer than FileSize

@@ -28,18 +28,18 @@ const (
 
 // narAhead decides when to fetch NARs ahead of a client.
 type narAhead struct {
-	bc      *serving.BlobCache
+	fetch   func(NARLocation)       // starts fetching a NAR into the blob cache
 	clients *serving.LRU[*peerNARs] // client host -> its narinfos and last NAR request
 }
 
 type peerNARs struct {
 	mu      sync.Mutex
-	pending []serving.BlobLocation
+	pending []NARLocation
 	active  time.Time
 }
 
-func newNARAhead(bc *serving.BlobCache) *narAhead {
-	return &narAhead{bc: bc, clients: serving.NewLRU[*peerNARs](peers)}
+func newNARAhead(fetch func(NARLocation)) *narAhead {
+	return &narAhead{fetch: fetch, clients: serving.NewLRU[*peerNARs](peers)}
 }
 
 func (a *narAhead) peer(r *http.Request) *peerNARs {
@@ -56,12 +56,12 @@ func (a *narAhead) peer(r *http.Request) *peerNARs {
 }
 
 // narinfo notes that the client asked for the narinfo of the NAR at loc.
-func (a *narAhead) narinfo(r *http.Request, loc serving.BlobLocation) {
+func (a *narAhead) narinfo(r *http.Request, loc NARLocation) {
 	p := a.peer(r)
 	p.mu.Lock()
 	if time.Since(p.active) < activeFor {
 		p.mu.Unlock()
-		a.bc.Prefetch(loc)
+		a.fetch(loc)
 		return
 	}
 	if len(p.pending) >= pendingPerPeer {
@@ -81,6 +81,6 @@ func (a *narAhead) nar(r *http.Request) {
 	p.pending = nil
 	p.mu.Unlock()
 	for i := len(pending) - 1; i >= 0; i-- {
-		a.bc.Prefetch(pending[i])
+		a.fetch(pending[i])
 	}
 }

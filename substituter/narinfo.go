@@ -24,8 +24,8 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such path", http.StatusNotFound)
 		return
 	}
-	if loc, ok := e.NAR.(backendNAR); ok && s.ahead != nil && r.Method == http.MethodGet {
-		s.ahead.narinfo(r, serving.BlobLocation(loc))
+	if s.ahead != nil && r.Method == http.MethodGet {
+		s.ahead.narinfo(r, e.NAR)
 	}
 	h := w.Header()
 	h["Content-Type"] = narinfoContentType

@@ -84,6 +84,14 @@ type Options struct {
 	// CatalogMaxPaths bounds the paths the catalogs hold; default
 	// catalog.DefaultMaxPaths.
 	CatalogMaxPaths int
+	// Pull, if set, pulls paths no backend has through upstream binary
+	// caches, storing them in the first backend (pull.go). It needs
+	// BlobCache.
+	Pull *PullOptions
+	// Stored, if set, is called with each path the server stored in its
+	// first backend: pulled from an upstream, or uploaded. It must not
+	// block for long (a hook for retention records).
+	Stored func(StoredPath)
 	// AccessLogTo receives the access log; default one writing to
 	// os.Stderr (where slog's default handler writes too), written out
 	// at Close. Handlers on one listener share one.
@@ -104,6 +112,7 @@ type Server struct {
 	upload   *uploader
 	catalogs []*catalog.Catalog       // one per backend
 	prefetch *prefetcher              // nil: off
+	pull     *puller                  // nil: no upstreams
 	ahead    *narAhead                // nil: no NARs ahead
 	stop     context.CancelFunc       // ends the catalog refreshes
 	files    *serving.LRU[*fileEntry] // tag -> file artifact (nil entry: not found)
@@ -149,8 +158,11 @@ func New(opts Options) (*Server, error) {
 	s.metrics = m
 	s.resolver = newResolver(opts, s.narinfos, opts.Backends.Timeout())
 	s.resolver.found = func(e *pathEntry) {
-		if loc, ok := e.NAR.(backendNAR); ok {
+		switch loc := e.NAR.(type) {
+		case backendNAR:
 			s.backends.RememberBlob(loc.Backend, loc.Desc)
+		case upstreamNAR:
+			s.pull.found(loc)
 		}
 	}
 	if err := opts.Backends.Metrics().Register(s.resolver.collectors()...); err != nil {
@@ -166,6 +178,16 @@ func New(opts Options) (*Server, error) {
 	for i, c := range s.catalogs {
 		s.resolver.sources = append(s.resolver.sources, catalogSource{s, i, c, opts.CatalogInterval >= 0})
 	}
+	// Then the upstreams, for what no backend holds.
+	if opts.Pull != nil {
+		if s.pull, err = newPuller(s, *opts.Pull, opts.BlobCache); err != nil {
+			return nil, err
+		}
+		s.resolver.sources = append(s.resolver.sources, s.pull.sources()...)
+		if err := opts.Backends.Metrics().Register(s.pull.collectors()...); err != nil {
+			return nil, fmt.Errorf("substituter: %w", err)
+		}
+	}
 	if opts.Prefetch >= 0 {
 		if opts.Prefetch == 0 {
 			opts.Prefetch = 32
@@ -179,7 +201,7 @@ func New(opts Options) (*Server, error) {
 		opts.CatalogInterval = time.Minute
 	}
 	if opts.BlobCache != nil && !opts.RedirectBlobs {
-		s.ahead = newNARAhead(opts.BlobCache)
+		s.ahead = newNARAhead(s.fetchAhead)
 	}
 	s.opts = opts
 	if opts.Upload != nil {
@@ -202,6 +224,7 @@ func New(opts Options) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /nix-cache-info", s.serveCacheInfo)
 	mux.HandleFunc("GET /healthz", s.serveHealth)
+	mux.HandleFunc("GET /healthz/upstreams", s.serveUpstreamHealth)
 	mux.Handle("GET /metrics", opts.Backends.Metrics().Handler())
 	mux.HandleFunc("GET /{file}", s.serveNarInfo)
 	mux.HandleFunc("GET /nar/{file}", s.serveNAR)
@@ -258,13 +281,55 @@ func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, spec.CacheInfo(s.opts.StoreDir, s.opts.Priority))
 }
 
-// serveHealth checks every backend.
+// serveHealth checks every backend; its status is theirs. Upstreams are
+// reported on a line of their own (see serveUpstreamHealth): an
+// upstream down leaves serve answering what its backends hold.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	if failed := s.backends.Ping(r.Context()); len(failed) > 0 {
 		http.Error(w, "unhealthy:\n"+strings.Join(failed, "\n"), http.StatusServiceUnavailable)
 		return
 	}
 	fmt.Fprintln(w, "ok")
+	if s.pull != nil {
+		if failed := s.pull.health.check(r.Context(), s.backends.Timeout()); len(failed) > 0 {
+			fmt.Fprintf(w, "upstreams: degraded: %s do not answer (see /healthz/upstreams)\n", strings.Join(failed, ", "))
+		} else {
+			fmt.Fprintln(w, "upstreams: ok")
+		}
+	}
+}
+
+// serveUpstreamHealth answers 200 if every upstream answers, else 503
+// naming those that do not (404 without upstreams).
+func (s *Server) serveUpstreamHealth(w http.ResponseWriter, r *http.Request) {
+	if s.pull == nil {
+		http.Error(w, "no upstreams (serve --upstream)", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if failed := s.pull.health.check(r.Context(), s.backends.Timeout()); len(failed) > 0 {
+		http.Error(w, "unhealthy: "+strings.Join(failed, ", ")+" (see the server's log)", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// fetchAhead fetches the NAR at loc into the blob cache ahead of a
+// client: from its backend, or pulled from its upstream (and stored).
+func (s *Server) fetchAhead(loc NARLocation) {
+	switch l := loc.(type) {
+	case backendNAR:
+		s.opts.BlobCache.Prefetch(serving.BlobLocation(l))
+	case upstreamNAR:
+		s.pull.prefetch(l)
+	}
+}
+
+// storedPath tells Options.Stored of a path stored in the first backend.
+func (s *Server) storedPath(p StoredPath) {
+	if s.opts.Stored != nil {
+		s.opts.Stored(p)
+	}
 }
 
 // accessLog is where access records go: nil without AccessLog.
