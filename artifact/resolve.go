@@ -75,7 +75,7 @@ func ResolvePath(ctx context.Context, t backend.Target, c PathClaim) (PathArtifa
 // ResolvePathManifest is ResolvePath that also returns the manifest's
 // bytes (to copy them elsewhere).
 func ResolvePathManifest(ctx context.Context, t backend.Target, c PathClaim) (PathArtifact, []byte, error) {
-	if c.Manifest.Digest == "" && !narinfo.IsHashPart(c.Hash) {
+	if c.Manifest.Digest == "" && !spec.IsHashPart(c.Hash) {
 		return PathArtifact{}, nil, fmt.Errorf("%q is not a store path's hash part: %w", c.Hash, ErrNotArtifact)
 	}
 	var art PathArtifact
