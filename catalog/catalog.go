@@ -68,10 +68,10 @@ type Catalog struct {
 
 	mu       sync.RWMutex
 	paths    map[string][]*artifact.Member // hash part -> members (version 2), one per manifest claimed
-	closures map[digest.Digest]*Closure  // closure digest -> closure
-	byRoot   map[string][]*Closure       // root hash part -> closures rooted there
-	foreign  map[digest.Digest]bool      // manifests that are not closures
-	members  int                         // path entries held, over all closures
+	closures map[digest.Digest]*Closure    // closure digest -> closure
+	byRoot   map[string][]*Closure         // root hash part -> closures rooted there
+	foreign  map[digest.Digest]bool        // manifests that are not closures
+	members  int                           // path entries held, over all closures
 	// unread says why the catalog is incomplete: the failure of the last
 	// refresh, or of the closures it could not read; nil once a refresh
 	// read them all.
