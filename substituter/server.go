@@ -217,13 +217,13 @@ func New(opts Options) (*Server, error) {
 // narinfoHash returns the hash part of "<32 nix-base32 chars>.narinfo".
 func narinfoHash(file string) (string, bool) {
 	h, ok := strings.CutSuffix(file, ".narinfo")
-	return h, ok && narinfo.IsHashPart(h)
+	return h, ok && spec.IsHashPart(h)
 }
 
 // narName splits "<52 nix-base32 chars>.nar[.xz|.zst]" into the hash and
 // the extension after ".nar".
 func narName(file string) (hash, ext string, ok bool) {
-	if len(file) < 56 || file[52:56] != ".nar" || !narinfo.IsNix32(file[:52]) {
+	if len(file) < 56 || file[52:56] != ".nar" || !spec.IsNix32(file[:52]) {
 		return "", "", false
 	}
 	switch ext = file[56:]; ext {
