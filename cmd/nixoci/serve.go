@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -111,10 +112,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	h, err := serveHandler(f, backends, accessLog, blobs)
 	if err == nil {
-		err = listenAndServe(ctx, f.listen, h, func(addr string) {
+		err = listenAndServe(ctx, f.listen, f.limits, h, backends.Metrics(), func(addr string) {
 			for i, b := range backends.List() {
 				slog.Info("serving", "url", "http://"+addr, "from", b.Name, "upload", f.upload && i == 0)
 			}
+			slog.Info("limits", "clients", f.limits.String())
 		})
 	}
 	if accessLog != nil {
@@ -149,6 +151,9 @@ type serveFlags struct {
 	blobCacheMemory       string
 	blobCacheDir          string
 	redirectBlobs         bool
+	limits                serving.Limits
+	minBodyRate           byteSize
+	trustedProxies        stringList
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
@@ -178,6 +183,14 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
 	fs.IntVar(&f.maxLayers, "max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
 	fs.StringVar(&f.layerCompression, "layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
+	fs.DurationVar(&f.limits.HeaderTimeout, "header-timeout", serving.DefaultHeaderTimeout, "time a client has to send a request's headers (0: none)")
+	fs.DurationVar(&f.limits.IdleTimeout, "idle-timeout", serving.DefaultIdleTimeout, "keep-alive connections idle this long are closed (0: never)")
+	f.minBodyRate = serving.DefaultMinBodyRate
+	fs.Var(&f.minBodyRate, "min-body-rate", "bytes per second a client must read a response (a NAR, say) or send an upload at, on average: one that falls --body-timeout behind is cut (0: no minimum)")
+	fs.DurationVar(&f.limits.BodyTimeout, "body-timeout", serving.DefaultBodyTimeout, "how far behind --min-body-rate a body may fall, and the longest a client may stall reading or sending one")
+	fs.IntVar(&f.limits.MaxConnections, "max-connections", serving.DefaultMaxConnections, "connections open at once; those past it are answered 503 with Retry-After (0: no bound)")
+	fs.IntVar(&f.limits.MaxClientConnections, "max-client-connections", serving.DefaultMaxClientConnections, "connections open at once from one IP address (IPv6: one /64); behind a reverse proxy all are the proxy's: raise it or give 0 (no bound)")
+	fs.Var(&f.trustedProxies, "trusted-proxy", "address or CIDR block of a reverse proxy whose X-Forwarded-For header names the client, for what is counted per client (password checks, NARs fetched ahead); repeatable; by default X-Forwarded-For is ignored")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
@@ -193,6 +206,24 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	}
 	if len(f.from) == 0 {
 		f.from = append(f.from, "")
+	}
+	f.limits.MinBodyRate = int64(f.minBodyRate)
+	if f.limits.HeaderTimeout < 0 || f.limits.IdleTimeout < 0 || f.limits.BodyTimeout < 0 || f.limits.MinBodyRate < 0 ||
+		f.limits.MaxConnections < 0 || f.limits.MaxClientConnections < 0 {
+		return nil, fmt.Errorf("%w: a server limit is negative; 0 turns it off", errUsage)
+	}
+	for _, v := range []*time.Duration{&f.limits.HeaderTimeout, &f.limits.IdleTimeout, &f.limits.BodyTimeout} {
+		if *v == 0 {
+			*v = -1 // serving.Limits: negative is off
+		}
+	}
+	for _, v := range []*int{&f.limits.MaxConnections, &f.limits.MaxClientConnections} {
+		if *v == 0 {
+			*v = -1
+		}
+	}
+	if f.limits.MinBodyRate == 0 {
+		f.limits.MinBodyRate = -1
 	}
 	return f, nil
 }
@@ -223,9 +254,17 @@ func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, e
 // image registry, on the same backends and access log (nil: none): the
 // registry answers /v2/, the binary cache everything else.
 func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog, blobs *serving.BlobCache) (http.Handler, error) {
+	var proxies []netip.Prefix
+	for _, p := range f.trustedProxies {
+		prefix, err := serving.ParseTrustedProxy(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --trusted-proxy %q: want an IP address or a CIDR block", errUsage, p)
+		}
+		proxies = append(proxies, prefix)
+	}
 	opts := substituter.Options{
-		BlobCache: blobs,
-		Backends:  backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
+		BlobCache: blobs, Clients: serving.NewClients(proxies),
+		Backends: backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
 		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
 		Prefetch: f.prefetch, CatalogInterval: f.catalogInterval, RedirectBlobs: f.redirectBlobs,
 	}
@@ -299,23 +338,17 @@ func openBlobCache(f *serveFlags, backends *serving.Backends) (*serving.BlobCach
 	return serving.NewBlobCache(backends, serving.BlobCacheOptions{Dir: f.blobCacheDir, MaxBytes: size, MemoryBytes: mem})
 }
 
-// listenAndServe serves h on addr until ctx ends, then shuts down,
-// letting requests in progress finish for up to 30s. ready is called
-// once the listener is open.
-func listenAndServe(ctx context.Context, addr string, h http.Handler, ready func(addr string)) error {
+// listenAndServe serves h on addr within limits, counting into m,
+// until ctx ends, then shuts down, letting requests in progress finish
+// for up to 30s. ready is called once the listener is open.
+func listenAndServe(ctx context.Context, addr string, limits serving.Limits, h http.Handler, m *serving.Metrics, ready func(addr string)) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
-	}
+	hs := limits.Server(h, m, slog.Default())
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- hs.Serve(limits.Listener(ln, m)) }()
 	ready(ln.Addr().String())
 	select {
 	case err := <-errc:
