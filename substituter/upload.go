@@ -59,13 +59,10 @@ func newUploader(s *Server, opts UploadOptions) (*uploader, error) {
 	if opts.MaxNARSize <= 0 {
 		opts.MaxNARSize = 64 << 30
 	}
+	if err := s.backends.Metrics().Register(opts.Credentials.collector()); err != nil {
+		return nil, fmt.Errorf("substituter: %w", err)
+	}
 	return &uploader{s: s, opts: opts, received: serving.NewLRU[receivedNAR](100000)}, nil
-}
-
-// authorized checks HTTP Basic credentials.
-func (u *uploader) authorized(r *http.Request) bool {
-	user, pass, ok := r.BasicAuth()
-	return ok && u.opts.Credentials.Verify(user, pass)
 }
 
 func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
@@ -75,10 +72,7 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "uploads are disabled on this server (start it with --upload)", http.StatusForbidden)
 		return
 	}
-	if !u.authorized(r) {
-		s.countUpload("any", "unauthorized")
-		w.Header().Set("WWW-Authenticate", `Basic realm="nixoci"`)
-		http.Error(w, "credentials required", http.StatusUnauthorized)
+	if !s.authorize(w, r) {
 		return
 	}
 	file := r.PathValue("file")
