@@ -77,6 +77,19 @@ in /. Layers are converted once, stored in the first --from target that
 holds all of the name's closures, and reused by every later image; a
 name whose layers exist answers at once.
 
+What one client can hold of serve is bounded (SECURITY.md says what each
+limit protects against): --header-timeout for a request's headers,
+--idle-timeout for keep-alive connections, --min-body-rate and
+--body-timeout for NAR and upload bodies (time waiting on a registry does
+not count; a download above the rate is never cut), --max-connections in
+all and --max-client-connections from one IP address (those past them are
+answered 503 with Retry-After; Nix retries). Each client may cause 10
+bcrypt password checks, then one per 10s (past that: 429), on at most half
+the cores; a password checked in the last 10 minutes, right or wrong,
+costs none. Behind a reverse proxy, name it with --trusted-proxy (its
+X-Forwarded-For then tells clients apart; never believed from others) and
+raise --max-client-connections or give 0: it sees only the proxy.
+
 Registry credentials come from the docker config file ($DOCKER_CONFIG,
 with its credsStore and credHelpers), or, in containers, from the
 environment: NIXOCI_REGISTRY_USERNAME and NIXOCI_REGISTRY_PASSWORD are
