@@ -155,6 +155,14 @@ func New(opts Options) (*Server, error) {
 		s.ahead = newNARAhead(opts.BlobCache, opts.Clients)
 	}
 	s.opts = opts
+	if opts.Upload != nil {
+		u, err := newUploader(s, *opts.Upload)
+		if err != nil {
+			return nil, err
+		}
+		s.upload = u
+	}
+	// Last: nothing may fail once the refreshes run.
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.ready = make(chan struct{})
@@ -162,13 +170,6 @@ func New(opts Options) (*Server, error) {
 		go s.refreshCatalogs(ctx, opts.CatalogInterval)
 	} else {
 		close(s.ready)
-	}
-	if opts.Upload != nil {
-		u, err := newUploader(s, *opts.Upload)
-		if err != nil {
-			return nil, err
-		}
-		s.upload = u
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /nix-cache-info", s.serveCacheInfo)

@@ -1,12 +1,15 @@
 package substituter_test
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
@@ -332,5 +335,24 @@ func TestAccessLog(t *testing.T) {
 	get(t, s, "/nix-cache-info")
 	if out := logs.String(); out != "" {
 		t.Errorf("logged without AccessLog:\n%s", out)
+	}
+}
+
+// TestNewFailureLeavesNothingRunning: a Server that fails to start
+// (uploads without credentials) leaves no catalog refresh running.
+func TestNewFailureLeavesNothingRunning(t *testing.T) {
+	l := newLayout(t)
+	before := runtime.NumGoroutine()
+	for range 20 {
+		_, err := substituter.New(substituter.Options{
+			Backends: backends(l), CatalogInterval: time.Hour,
+			Upload: &substituter.UploadOptions{Credentials: &substituter.Credentials{}},
+		})
+		if !errors.Is(err, substituter.ErrNoCredentials) {
+			t.Fatalf("New with empty credentials: %v", err)
+		}
+	}
+	if grown := runtime.NumGoroutine() - before; grown >= 10 {
+		t.Errorf("%d goroutines more after 20 failed News", grown)
 	}
 }
