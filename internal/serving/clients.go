@@ -31,6 +31,13 @@ func NewClients(trusted []netip.Prefix) *Clients {
 
 // Of names the client of r, e.g. "192.0.2.7" or "2001:db8:1:2::/64".
 func (c *Clients) Of(r *http.Request) string {
+	if c == nil || len(c.trusted) == 0 {
+		// The common case, on every narinfo request: an IPv4 peer is
+		// its own key, no parsing needed.
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil && strings.IndexByte(host, ':') < 0 {
+			return host
+		}
+	}
 	peer, ok := addrOf(r.RemoteAddr)
 	if !ok {
 		return r.RemoteAddr

@@ -21,7 +21,7 @@ func chunkOf(rate int64, window time.Duration) int {
 // pacer cuts request and response bodies that fall behind a minimum
 // rate (Limits.MinBodyRate, Limits.BodyTimeout), with connection
 // deadlines set before each read or write of a body and moved as bytes
-// flow (http.ResponseController).
+// flow.
 type pacer struct {
 	next    http.Handler
 	rate    int64
@@ -31,23 +31,35 @@ type pacer struct {
 	log     *slog.Logger
 }
 
+// deadliner is what net/http's response writer offers for
+// http.ResponseController: asserted directly, it costs no allocation.
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+// buffered is what the server buffers of a response before it writes to
+// the connection (its 2 KiB chunking buffer, with room to spare): writes
+// smaller than that in all cannot block on the client, and get no
+// deadline of their own; the one set when the handler returns covers
+// their final flush.
+const buffered = 2 << 10
+
 func (p *pacer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rc := http.NewResponseController(w)
-	pw := &pacedWriter{ResponseWriter: w, rc: rc, pace: p.newPace(), p: p, r: r}
-	// Anything written before the handler writes (a 100 Continue) gets
-	// the whole window; a deadline left by the connection's previous
-	// request must not apply.
-	if rc.SetWriteDeadline(time.Now().Add(p.window)) != nil {
-		p.next.ServeHTTP(w, r) // not a connection of ours (a test recorder)
+	dl, ok := w.(deadliner)
+	if !ok {
+		p.next.ServeHTTP(w, r) // not net/http's (a test recorder)
 		return
 	}
+	pw := &pacedWriter{ResponseWriter: w, dl: dl, pace: p.newPace(), p: p, r: r}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &pacedBody{ReadCloser: r.Body, rc: rc, pace: p.newPace(), p: p, r: r}
+		r.Body = &pacedBody{ReadCloser: r.Body, dl: dl, pace: p.newPace(), p: p, r: r}
 	}
 	p.next.ServeHTTP(pw, r)
 	// What the server still holds buffered (at most a few KiB) is written
-	// after the handler returns, under this deadline.
-	rc.SetWriteDeadline(time.Now().Add(max(pw.slack, 0) + pw.allowance(8<<10)))
+	// after the handler returns, under this deadline; net/http clears it
+	// once the response is out.
+	dl.SetWriteDeadline(time.Now().Add(max(pw.slack, 0) + pw.allowance(8<<10)))
 }
 
 func (p *pacer) newPace() pace {
@@ -83,19 +95,25 @@ func (p *pace) moved(n int, d time.Duration) {
 // pacedWriter is a response body written under moving deadlines.
 type pacedWriter struct {
 	http.ResponseWriter
-	rc *http.ResponseController
+	dl deadliner
 	pace
-	p   *pacer
-	r   *http.Request
-	cut bool
+	p       *pacer
+	r       *http.Request
+	unpaced int // bytes written without a deadline of their own
+	cut     bool
 }
 
 func (w *pacedWriter) Write(b []byte) (int, error) {
+	if w.unpaced+len(b) < buffered {
+		w.unpaced += len(b)
+		return w.ResponseWriter.Write(b)
+	}
+	w.unpaced = 0
 	written := 0
 	for len(b) > 0 {
 		n := min(len(b), w.p.chunk)
 		start := time.Now()
-		w.rc.SetWriteDeadline(start.Add(max(w.slack, 0) + w.allowance(n)))
+		w.dl.SetWriteDeadline(start.Add(max(w.slack, 0) + w.allowance(n)))
 		m, err := w.ResponseWriter.Write(b[:n])
 		w.moved(m, time.Since(start))
 		written += m
@@ -118,7 +136,7 @@ func (w *pacedWriter) ReadFrom(src io.Reader) (int64, error) {
 	var total int64
 	for {
 		start := time.Now()
-		w.rc.SetWriteDeadline(start.Add(max(w.slack, 0) + w.allowance(w.p.chunk)))
+		w.dl.SetWriteDeadline(start.Add(max(w.slack, 0) + w.allowance(w.p.chunk)))
 		n, err := rf.ReadFrom(io.LimitReader(src, int64(w.p.chunk)))
 		w.moved(int(n), time.Since(start))
 		total += n
@@ -157,23 +175,29 @@ func isFile(src io.Reader) bool {
 // pacedBody is a request body read under moving deadlines.
 type pacedBody struct {
 	io.ReadCloser
-	rc *http.ResponseController
+	dl deadliner
 	pace
-	p   *pacer
-	r   *http.Request
-	cut bool
+	p       *pacer
+	r       *http.Request
+	started bool
+	cut     bool
 }
 
 func (b *pacedBody) Read(p []byte) (int, error) {
 	start := time.Now()
-	b.rc.SetReadDeadline(start.Add(max(b.slack, 0)))
+	if !b.started {
+		// The first read may answer "Expect: 100-continue" first.
+		b.started = true
+		b.dl.SetWriteDeadline(start.Add(b.window))
+	}
+	b.dl.SetReadDeadline(start.Add(max(b.slack, 0)))
 	n, err := b.ReadCloser.Read(p)
 	b.moved(n, time.Since(start))
 	switch {
 	case err == io.EOF:
 		// The server reads on from here to notice a client going away,
 		// and ends the request if that read fails: no deadline for it.
-		b.rc.SetReadDeadline(time.Time{})
+		b.dl.SetReadDeadline(time.Time{})
 	case errors.Is(err, os.ErrDeadlineExceeded) && !b.cut:
 		b.cut = true
 		err = b.p.cut(b.r, "request", err)
@@ -183,9 +207,10 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 
 // Flush writes out what the server holds buffered (a few KiB at most).
 func (w *pacedWriter) Flush() {
+	w.unpaced = 0
 	start := time.Now()
-	w.rc.SetWriteDeadline(start.Add(max(w.slack, 0) + w.allowance(8<<10)))
-	if err := w.rc.Flush(); err != nil {
+	w.dl.SetWriteDeadline(start.Add(max(w.slack, 0) + w.allowance(8<<10)))
+	if err := http.NewResponseController(w.ResponseWriter).Flush(); err != nil {
 		w.failed(err)
 	}
 	w.moved(0, time.Since(start))
