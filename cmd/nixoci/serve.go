@@ -361,7 +361,7 @@ func listenAndServe(ctx context.Context, addr string, limits serving.Limits, h h
 	}
 	hs := limits.Server(h, m, slog.Default())
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(limits.Listener(ln, m)) }()
+	go func() { errc <- hs.Serve(limits.Listener(ln, m, slog.Default())) }()
 	ready(ln.Addr().String())
 	select {
 	case err := <-errc:

@@ -94,15 +94,16 @@ func (l Limits) withDefaults() Limits {
 }
 
 // Server returns an http.Server serving h within l's header and idle
-// timeouts and body rates, counting into m and logging to log (nil:
-// slog.Default()). Serve it on l.Listener for the bounds on connections.
+// timeouts and the minimum rate of request bodies, counting into m and
+// logging to log (nil: slog.Default()). Serve it on l.Listener, which
+// bounds connections and paces responses.
 func (l Limits) Server(h http.Handler, m *Metrics, log *slog.Logger) *http.Server {
 	if log == nil {
 		log = slog.Default()
 	}
 	l = l.withDefaults()
 	if l.MinBodyRate > 0 && l.BodyTimeout > 0 {
-		h = &pacer{next: h, rate: l.MinBodyRate, window: l.BodyTimeout, chunk: chunkOf(l.MinBodyRate, l.BodyTimeout), metrics: m, log: log}
+		h = &bodyPacer{next: h, pace: newPace(l.MinBodyRate, l.BodyTimeout), rate: l.MinBodyRate, metrics: m, log: log}
 	}
 	return &http.Server{
 		Handler:           h,

@@ -28,8 +28,9 @@ func limitServer(t *testing.T, l Limits, h http.Handler) (string, *Metrics) {
 		t.Fatal(err)
 	}
 	m := NewMetrics()
-	hs := l.Server(h, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	go hs.Serve(l.Listener(ln, m))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	hs := l.Server(h, m, log)
+	go hs.Serve(l.Listener(ln, m, log))
 	t.Cleanup(func() { hs.Close() })
 	return ln.Addr().String(), m
 }
@@ -296,14 +297,47 @@ func TestConnectionLimits(t *testing.T) {
 	}
 }
 
-// TestLimitsKeepSendfile: the bounded listener keeps the server's
-// sendfile path (its connections still read from files themselves).
+// readFromConn records what its ReadFrom is given.
+type readFromConn struct {
+	net.Conn
+	got []io.Reader
+}
+
+func (c *readFromConn) ReadFrom(r io.Reader) (int64, error) {
+	c.got = append(c.got, r)
+	return io.Copy(io.Discard, r)
+}
+
+// TestLimitsKeepSendfile: the listener's connections pass a file on to
+// the connection's ReadFrom (sendfile(2)) in chunks, each a file under a
+// single *io.LimitedReader as the kernel path wants it, and keep
+// CloseWrite.
 func TestLimitsKeepSendfile(t *testing.T) {
-	var c net.Conn = &limitedConn{Conn: &net.TCPConn{}}
-	if _, ok := c.(io.ReaderFrom); !ok {
-		t.Error("limitedConn hides ReadFrom")
+	file, data := bigFile(t, 1<<20)
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := c.(interface{ CloseWrite() error }); !ok {
+	defer f.Close()
+	lln := Limits{MinBodyRate: 64 << 10, BodyTimeout: time.Second}.Listener(nil, NewMetrics(), nil).(*limitListener)
+	defer close(lln.done)
+	inner := &readFromConn{}
+	c := &limitedConn{Conn: inner, l: lln, slack: lln.pace.window}
+	src := &io.LimitedReader{R: f, N: int64(len(data)) - 100} // as http.ServeContent passes it
+	n, err := c.ReadFrom(src)
+	if err != nil || n != int64(len(data))-100 || src.N != 0 {
+		t.Fatalf("ReadFrom = %d, %v (left %d); want %d", n, err, src.N, len(data)-100)
+	}
+	if len(inner.got) < 2 {
+		t.Errorf("%d ReadFrom calls for 1 MiB at 64 KiB/s; want it in chunks", len(inner.got))
+	}
+	for _, r := range inner.got {
+		if lr, ok := r.(*io.LimitedReader); !ok || lr.R != io.Reader(f) {
+			t.Fatalf("ReadFrom got %T, want an *io.LimitedReader over the *os.File", r)
+		}
+	}
+	var conn net.Conn = c
+	if _, ok := conn.(interface{ CloseWrite() error }); !ok {
 		t.Error("limitedConn hides CloseWrite")
 	}
 }
