@@ -106,15 +106,16 @@ func (c *Credentials) collector() prometheus.Collector {
 // the request (401, 429 or 503) and returns false.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) bool {
 	user, pass, ok := r.BasicAuth()
+	client := s.opts.Clients.Of(r)
 	var err error
 	if ok {
-		ok, err = s.upload.opts.Credentials.Authenticate(r.Context(), s.opts.Clients.Of(r), user, pass)
+		ok, err = s.upload.opts.Credentials.Authenticate(r.Context(), client, user, pass)
 	}
 	var throttled *ThrottledError
 	switch {
 	case errors.As(err, &throttled):
 		s.countUpload("any", "throttled")
-		s.log.Warn("upload refused: too many password checks", "client", s.opts.Clients.Of(r), "retry_after", throttled.RetryAfter.Round(time.Second))
+		s.log.Warn("upload refused: too many password checks", "client", client, "retry_after", throttled.RetryAfter.Round(time.Second))
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(throttled.RetryAfter.Seconds()))))
 		http.Error(w, throttled.Error(), http.StatusTooManyRequests)
 	case err != nil:
