@@ -48,7 +48,7 @@ type ClosureSummary struct {
 // upstream or uploaded to serve, without a closure): its summary is that
 // one path, its own root.
 func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) (*ClosureSummary, error) {
-	if narinfo.IsHashPart(reference) {
+	if spec.IsHashPart(reference) {
 		a, err := FetchPathByHash(ctx, t, reference)
 		if err != nil {
 			return nil, err

@@ -16,8 +16,8 @@ import (
 type TagLister = registry.TagLister
 
 // Tags implements TagLister for a registry repository. A repository the
-// registry does not know (404 NAME_UNKNOWN: nothing was pushed to it yet)
-// has no tags.
+// registry does not know yet (404 NAME_UNKNOWN: nothing was pushed to
+// it) has no tags.
 func (r *remoteTarget) Tags(ctx context.Context, last string, fn func(tags []string) error) error {
 	err := r.Repository.Tags(ctx, last, fn)
 	var resp *errcode.ErrorResponse

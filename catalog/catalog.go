@@ -35,7 +35,6 @@ import (
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
-	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -68,10 +67,10 @@ type Catalog struct {
 
 	mu       sync.RWMutex
 	paths    map[string][]*artifact.Member // hash part -> members (version 2), one per manifest claimed
-	closures map[digest.Digest]*Closure  // closure digest -> closure
-	byRoot   map[string][]*Closure       // root hash part -> closures rooted there
-	foreign  map[digest.Digest]bool      // manifests that are not closures
-	members  int                         // path entries held, over all closures
+	closures map[digest.Digest]*Closure    // closure digest -> closure
+	byRoot   map[string][]*Closure         // root hash part -> closures rooted there
+	foreign  map[digest.Digest]bool        // manifests that are not closures
+	members  int                           // path entries held, over all closures
 	// unread says why the catalog is incomplete: the failure of the last
 	// refresh, or of the closures it could not read; nil once a refresh
 	// read them all.
@@ -168,7 +167,7 @@ func (c *Catalog) Complete() error {
 // composed images) cannot.
 func IsClosureTag(tag string) bool {
 	switch {
-	case narinfo.IsHashPart(tag),
+	case spec.IsHashPart(tag),
 		strings.HasPrefix(tag, "sha256-"),
 		strings.Contains(tag, ".layer."),
 		strings.HasPrefix(tag, "group."),
@@ -262,7 +261,7 @@ func (c *Catalog) refresh(ctx context.Context) error {
 			}
 		}
 		return nil
-	}); err != nil {
+	}); err != nil && !isNotFound(err) { // a repository not created yet has no closures
 		return fmt.Errorf("listing tags: %w", err)
 	}
 	// Per tag: its closure's descriptor, and what failed reading it.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -96,6 +95,10 @@ type Options struct {
 	// os.Stderr (where slog's default handler writes too), written out
 	// at Close. Handlers on one listener share one.
 	AccessLogTo *serving.AccessLog
+	// Clients tell clients apart for what is counted per client
+	// (password checks, NARs fetched ahead); default by their address,
+	// trusting no proxy's X-Forwarded-For.
+	Clients *serving.Clients
 }
 
 // Server is an http.Handler speaking the Nix binary-cache protocol.
@@ -107,8 +110,8 @@ type Server struct {
 	narinfos *serving.LRU[*pathEntry] // hash part -> entry (nil entry: not found)
 	resolver *resolver
 	flight   singleflight.Group // other lookups shared by concurrent requests (files, listings)
-	handler  http.Handler
-	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
+	handler  *serving.Handler
+	health   *serving.Health
 	upload   *uploader
 	catalogs []*catalog.Catalog       // one per backend
 	prefetch *prefetcher              // nil: off
@@ -142,6 +145,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Clients == nil {
+		opts.Clients = serving.NewClients(nil)
 	}
 	s := &Server{
 		opts:     opts,
@@ -201,7 +207,7 @@ func New(opts Options) (*Server, error) {
 		opts.CatalogInterval = time.Minute
 	}
 	if opts.BlobCache != nil && !opts.RedirectBlobs {
-		s.ahead = newNARAhead(s.fetchAhead)
+		s.ahead = newNARAhead(s.fetchAhead, opts.Clients)
 	}
 	s.opts = opts
 	if opts.Upload != nil {
@@ -231,22 +237,24 @@ func New(opts Options) (*Server, error) {
 	mux.HandleFunc("PUT /{file}", s.servePut)
 	mux.HandleFunc("PUT /nar/{file}", s.servePut)
 	s.routeFiles(mux) // logs, realisations, debug info (files.go)
-	s.handler = serving.Handler(mux, serving.HandlerOptions{
-		Metrics: opts.Backends.Metrics(), Route: s.metrics.route, Logger: opts.Logger, AccessLog: s.accessLog(),
+	s.handler = serving.NewHandler(mux, serving.HandlerOptions{
+		Metrics: opts.Backends.Metrics(), Route: s.metrics.route, Logger: opts.Logger,
+		AccessLog: opts.AccessLog, AccessLogTo: opts.AccessLogTo,
 	})
+	s.health = serving.NewHealth(opts.Backends, opts.Logger)
 	return s, nil
 }
 
 // narinfoHash returns the hash part of "<32 nix-base32 chars>.narinfo".
 func narinfoHash(file string) (string, bool) {
 	h, ok := strings.CutSuffix(file, ".narinfo")
-	return h, ok && narinfo.IsHashPart(h)
+	return h, ok && spec.IsHashPart(h)
 }
 
 // narName splits "<52 nix-base32 chars>.nar[.xz|.zst]" into the hash and
 // the extension after ".nar".
 func narName(file string) (hash, ext string, ok bool) {
-	if len(file) < 56 || file[52:56] != ".nar" || !narinfo.IsNix32(file[:52]) {
+	if len(file) < 56 || file[52:56] != ".nar" || !spec.IsNix32(file[:52]) {
 		return "", "", false
 	}
 	switch ext = file[56:]; ext {
@@ -281,21 +289,24 @@ func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, spec.CacheInfo(s.opts.StoreDir, s.opts.Priority))
 }
 
-// serveHealth checks every backend; its status is theirs. Upstreams are
-// reported on a line of their own (see serveUpstreamHealth): an
-// upstream down leaves serve answering what its backends hold.
+// serveHealth answers whether every backend answers (see
+// serving.Health): cheap enough to poll, naming the failing backends
+// without their errors, which are logged. Its status is the backends'
+// alone; with upstreams, a healthy answer adds a line on them (see
+// serveUpstreamHealth): an upstream down leaves serve answering what its
+// backends hold.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	if failed := s.backends.Ping(r.Context()); len(failed) > 0 {
-		http.Error(w, "unhealthy:\n"+strings.Join(failed, "\n"), http.StatusServiceUnavailable)
+	if s.pull == nil || len(s.health.Check(r.Context())) > 0 {
+		s.health.ServeHTTP(w, r)
 		return
 	}
-	fmt.Fprintln(w, "ok")
-	if s.pull != nil {
-		if failed := s.pull.health.check(r.Context(), s.backends.Timeout()); len(failed) > 0 {
-			fmt.Fprintf(w, "upstreams: degraded: %s do not answer (see /healthz/upstreams)\n", strings.Join(failed, ", "))
-		} else {
-			fmt.Fprintln(w, "upstreams: ok")
-		}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n")
+	if failed := s.pull.health.check(r.Context(), s.backends.Timeout()); len(failed) > 0 {
+		fmt.Fprintf(w, "upstreams: degraded: %s do not answer (see /healthz/upstreams)\n", strings.Join(failed, ", "))
+	} else {
+		io.WriteString(w, "upstreams: ok\n")
 	}
 }
 
@@ -311,7 +322,7 @@ func (s *Server) serveUpstreamHealth(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unhealthy: "+strings.Join(failed, ", ")+" (see the server's log)", http.StatusServiceUnavailable)
 		return
 	}
-	fmt.Fprintln(w, "ok")
+	io.WriteString(w, "ok\n")
 }
 
 // fetchAhead fetches the NAR at loc into the blob cache ahead of a
@@ -332,24 +343,10 @@ func (s *Server) storedPath(p StoredPath) {
 	}
 }
 
-// accessLog is where access records go: nil without AccessLog.
-func (s *Server) accessLog() *serving.AccessLog {
-	switch {
-	case !s.opts.AccessLog:
-		return nil
-	case s.opts.AccessLogTo != nil:
-		return s.opts.AccessLogTo
-	}
-	s.ownLog = serving.NewAccessLog(os.Stderr)
-	return s.ownLog
-}
-
-// Close writes out the access log if the Server made it (AccessLog
-// without AccessLogTo); requests served after Close are logged at once.
+// Close stops the catalog refreshes and writes out the access log if
+// the Server made it (AccessLog without AccessLogTo); requests served
+// after Close are logged at once.
 func (s *Server) Close() error {
 	s.stop()
-	if s.ownLog == nil {
-		return nil
-	}
-	return s.ownLog.Close()
+	return s.handler.Close()
 }
