@@ -80,15 +80,11 @@ func OpenBinaryCache(rawURL string, client *http.Client) (*BinaryCache, error) {
 
 // String names the cache in messages, without the credentials of its
 // URL.
-func (c *BinaryCache) String() string {
-	return "binary cache " + strings.TrimSuffix(backend.RedactURL(c.base), "/")
-}
+func (c *BinaryCache) String() string { return "binary cache " + c.URL() }
 
 // URL is the cache's URL without credentials, query or trailing slash.
 func (c *BinaryCache) URL() string {
-	u := *c.base
-	u.User = nil
-	return strings.TrimSuffix(u.String(), "/")
+	return strings.TrimSuffix(backend.RedactURL(c.base), "/")
 }
 
 // ResolveRoot accepts a store path, or a symlink to one (it need not

@@ -540,3 +540,15 @@ func TestBinaryCacheWriteNARBounded(t *testing.T) {
 		t.Errorf("read %d bytes of a %d-byte FileSize, want FileSize+1", out.Len(), len(file))
 	}
 }
+
+// TestBinaryCacheURL: the cache's URL as it is shown, without its
+// credentials.
+func TestBinaryCacheURL(t *testing.T) {
+	bc := openCache(t, "https://user:s3cret@cache.example/sub/?x=1", nil)
+	if got := bc.URL(); got != "https://cache.example/sub" {
+		t.Errorf("URL() = %q", got)
+	}
+	if strings.Contains(bc.String(), "s3cret") {
+		t.Errorf("String() = %q shows the password", bc.String())
+	}
+}
