@@ -344,7 +344,7 @@ func (c *BinaryCache) WriteNAR(ctx context.Context, info *narinfo.NarInfo, w io.
 	fileHash := sha256.New()
 	raw := io.TeeReader(body, io.MultiWriter(w, fileHash))
 	h := sha256.New()
-	n, narErr := nar.ValidateCompressed(raw, comp, &boundedWriter{w: h, left: int64(info.NarSize)})
+	n, narErr := nar.ValidateCompressedSize(raw, comp, int64(info.NarSize), &boundedWriter{w: h, left: int64(info.NarSize)})
 	// The decompressor may stop before the end of the file (padding);
 	// read the rest so FileHash covers every byte.
 	if _, err := io.Copy(io.Discard, raw); err != nil {

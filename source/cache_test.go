@@ -190,7 +190,8 @@ func TestBinaryCacheWriteNARRejects(t *testing.T) {
 		{"missing file", edited(func(n *narinfo.NarInfo) { n.URL = "nar/missing.nar.zst" }), source.ErrNotInCache, ""},
 		{"unknown compression", edited(func(n *narinfo.NarInfo) { n.Compression = "bzip2" }), nil, "bzip2"},
 		{"data after the NAR, uncompressed", withFile("tail-none", append(bytes.Clone(nar), "junk"...), spec.CompressionNone), nil, "after the end of the NAR"},
-		{"data after the NAR, zstd", withFile("tail-zstd", compress(t, append(bytes.Clone(nar), "junk"...), spec.CompressionZstd), spec.CompressionZstd), nil, "after the end of the NAR"},
+		// (A zstd frame that records its content size is refused for it.)
+		{"data after the NAR, zstd", withFile("tail-zstd", compress(t, append(bytes.Clone(nar), "junk"...), spec.CompressionZstd), spec.CompressionZstd), nil, "more than the"},
 		{"data after the NAR, xz", withFile("tail-xz", compress(t, append(bytes.Clone(nar), "junk"...), spec.CompressionXz), spec.CompressionXz), nil, "after the end of the NAR"},
 		{"truncated file", withFile("truncated", goodFile[:len(goodFile)/2], spec.CompressionZstd), nil, ""},
 		{"not a NAR", withFile("notnar", compress(t, []byte("this is not a NAR archive at all, just text"), spec.CompressionZstd), spec.CompressionZstd), nil, ""},

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
@@ -66,13 +68,14 @@ type StoredPath struct {
 
 // puller pulls paths through from upstreams.
 type puller struct {
-	s       *Server
-	opts    PullOptions
-	bc      *serving.BlobCache
-	nars    *serving.LRU[upstreamNAR] // NAR digest -> where it is, until stored
-	stores  chan struct{}
-	pending atomic.Int64
-	health  *upstreamHealth
+	s        *Server
+	opts     PullOptions
+	bc       *serving.BlobCache
+	nars     *serving.LRU[upstreamNAR] // NAR digest -> where it is, until stored
+	stores   chan struct{}
+	pending  atomic.Int64
+	decoders *semaphore.Weighted // of decodeMemory
+	health   *upstreamHealth
 
 	narinfos *prometheus.CounterVec
 	fills    *prometheus.CounterVec
@@ -109,8 +112,9 @@ func newPuller(s *Server, opts PullOptions, bc *serving.BlobCache) (*puller, err
 	}
 	p := &puller{
 		s: s, opts: opts, bc: bc,
-		nars:   serving.NewLRU[upstreamNAR](s.opts.CacheSize),
-		stores: make(chan struct{}, opts.StoreJobs),
+		nars:     serving.NewLRU[upstreamNAR](s.opts.CacheSize),
+		stores:   make(chan struct{}, opts.StoreJobs),
+		decoders: semaphore.NewWeighted(decodeMemory),
 		narinfos: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixoci_upstream_narinfos_total",
 			Help: "Narinfos asked of upstreams (for paths no backend has), by upstream and result: found (a hit), not_found (a miss), failed (5xx, timeout), refused (signature or content checks failed).",
@@ -161,12 +165,24 @@ func (p *puller) found(loc upstreamNAR) {
 	p.nars.Put(loc.desc.Digest.String(), loc, p.s.opts.CacheTTL)
 }
 
+// decodeMemory bounds the memory the decoders of the NARs being pulled
+// hold at once: each decoder's dictionary or window fits its NarSize
+// (codec.NewReaderSize; a few KiB for most paths, at most 64 MiB for xz
+// and 128 MiB for zstd), and a pull waits for its share before it
+// starts.
+const decodeMemory = 128 << 20
+
 // fill is the blob-cache fill of the NAR at loc: read from the upstream,
 // verified whole (WriteNAR), then stored.
 func (p *puller) fill(loc upstreamNAR) serving.Fill {
 	return serving.Fill{
 		Desc: loc.desc,
 		Copy: func(ctx context.Context, w io.Writer) error {
+			share := min(decodeMemory, codec.DecoderMemory(spec.Compression(loc.info.Compression), int64(loc.info.NarSize)))
+			if err := p.decoders.Acquire(ctx, share); err != nil {
+				return err
+			}
+			defer p.decoders.Release(share)
 			_, err := loc.up.Cache.WriteNAR(ctx, loc.fetchInfo(), countingWriter{w, p.bytes.WithLabelValues(loc.up.Name)})
 			return err
 		},
