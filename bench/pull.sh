@@ -98,14 +98,17 @@ copy() { # URL ROOT: seconds to substitute the closure into an empty store
   secs "$t0" "$(now)"
   rm -rf "$store"
 }
-# waits until serve at $1 stored $2 paths pulled through
+# waits until serve at $1 stored $2 paths pulled through and the closure
+# of the root
 stored() {
+  local n c
   for _ in $(seq 1200); do
-    local n; n=$(metric "$1" 'nixoci_upstream_stores_total{outcome="stored"}')
-    [ "${n:-0}" = "$2" ] && return
+    n=$(metric "$1" 'nixoci_upstream_stores_total{outcome="stored"}')
+    c=$(metric "$1" 'nixoci_upstream_closures_total')
+    [ "${n:-0}" = "$2" ] && [ "${c:-0}" = 1 ] && return
     sleep 0.1
   done
-  echo "serve stored ${n:-0} of $2 paths" >&2; tail "$work"/serve-*.log >&2; exit 1
+  echo "serve stored ${n:-0} of $2 paths, ${c:-0} closures" >&2; tail "$work"/serve-*.log >&2; exit 1
 }
 
 if $big; then

@@ -82,10 +82,10 @@ func realiseAlone(t *testing.T, url, publicKey, root string, options ...string) 
 // once, with only serve in their substituters, realise a closure never
 // pushed into empty stores: nginx's access log shows each NAR fetched
 // once, and each path is stored once. Then the registry holds every path
-// unchanged (nixoci inspect of each path tag, oras lists the tags), a
-// fresh serve without --upstream substitutes the whole closure from the
-// registry alone, and what oras pulls of the path tags is a binary cache
-// Nix copies from.
+// unchanged (nixoci inspect of each path tag, oras lists the tags) with
+// the closure of the root asked for, a fresh serve without --upstream
+// substitutes the whole closure from the registry alone, and what oras
+// pulls of the closure's tag is a binary cache Nix copies from.
 func TestPullThrough(t *testing.T) {
 	fx := testenv.BuildFixture(t, "pull")
 	up := newUpstreamCache(t, fx.App)
@@ -155,12 +155,28 @@ func TestPullThrough(t *testing.T) {
 		testenv.TreesEqual(t, p, filepath.Join(store, p))
 	}
 
-	// oras pull of the path tags: a binary cache with the upstream's own
-	// NAR files.
-	pulled := t.TempDir()
-	for _, p := range fx.Closure {
-		oras(t, "pull", "--plain-http", repo+":"+spec.PathTag(p), "-o", pulled)
+	// The closure of the root the clients asked for: nixoci inspect lists
+	// it whole, and oras pull of its tag is a binary cache with the
+	// upstream's own NAR files.
+	waitMetric(t, srv.URL, `nixoci_upstream_closures_total`, 1)
+	closureTag := spec.PulledClosureTag(fx.App)
+	for _, tag := range registryTags(t, repo) {
+		if strings.HasPrefix(tag, "pulled.") && tag != closureTag {
+			t.Errorf("a closure tag %s besides the root's %s", tag, closureTag)
+		}
 	}
+	var cs struct {
+		Roots []string          `json:"roots"`
+		Paths []json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal([]byte(run(t, "inspect", "--json", repo+":"+closureTag)), &cs); err != nil {
+		t.Fatal(err)
+	}
+	if len(cs.Roots) != 1 || cs.Roots[0] != fx.App || len(cs.Paths) != len(fx.Closure) {
+		t.Errorf("nixoci inspect %s: roots %v, %d paths; want %s and its closure of %d", closureTag, cs.Roots, len(cs.Paths), fx.App, len(fx.Closure))
+	}
+	pulled := t.TempDir()
+	oras(t, "pull", "--plain-http", repo+":"+closureTag, "-o", pulled)
 	for _, f := range up.narFiles(t) {
 		want, _ := os.ReadFile(filepath.Join(up.Dir, f))
 		got, err := os.ReadFile(filepath.Join(pulled, f))

@@ -46,6 +46,9 @@ func (s *Server) lookupAndPrefetch(ctx context.Context, hash string) (*pathEntry
 	if e != nil && s.prefetch != nil {
 		s.prefetch.after(e, hash)
 	}
+	if e != nil && s.pull != nil {
+		s.pull.closures.rootAsked(e)
+	}
 	return e, err
 }
 

@@ -75,12 +75,15 @@ type puller struct {
 	stores   chan struct{}
 	pending  atomic.Int64
 	decoders *semaphore.Weighted // of decodeMemory
+	closures *closures
 	health   *upstreamHealth
 
 	narinfos *prometheus.CounterVec
 	fills    *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 	stored   *prometheus.CounterVec
+
+	closuresStored prometheus.Counter
 }
 
 func newPuller(s *Server, opts PullOptions, bc *serving.BlobCache) (*puller, error) {
@@ -132,6 +135,11 @@ func newPuller(s *Server, opts PullOptions, bc *serving.BlobCache) (*puller, err
 			Help: "Paths pulled from upstreams and stored in the first backend, by outcome: stored, present (the backend had it meanwhile), failed, skipped (too many waiting).",
 		}, []string{"outcome"}),
 	}
+	p.closuresStored = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nixoci_upstream_closures_total",
+		Help: "Closure artifacts stored for the roots clients substituted from upstreams (see SPEC.md section 13.4).",
+	})
+	p.closures = newClosures(p)
 	p.health = newUpstreamHealth(opts.Upstreams, s.log)
 	for _, up := range opts.Upstreams {
 		for _, r := range []string{"found", "not_found", "failed", "refused"} {
@@ -143,7 +151,7 @@ func newPuller(s *Server, opts PullOptions, bc *serving.BlobCache) (*puller, err
 }
 
 func (p *puller) collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.narinfos, p.fills, p.bytes, p.stored, p.health.up}
+	return []prometheus.Collector{p.narinfos, p.fills, p.bytes, p.stored, p.closuresStored, p.health.up}
 }
 
 // sources are the resolver's sources for the upstreams, in order.
@@ -220,6 +228,7 @@ func (p *puller) filled(loc upstreamNAR, pin *serving.Pinned, err error) {
 	case err == nil:
 		p.fills.WithLabelValues(loc.up.Name, "ok").Inc()
 		p.store(loc, pin)
+		p.closures.substituted(loc)
 	case errors.Is(err, serving.ErrAbandoned):
 		// A request came before its turn; it joins a fill of its own.
 	case errors.Is(err, serving.ErrNoRoom):
@@ -296,6 +305,7 @@ func (p *puller) markStored(hash string, art artifact.PathArtifact, from string)
 			p.s.narinfos.Put(hash, &moved, p.s.opts.CacheTTL)
 		}
 	}
+	p.closures.stored(hash, art)
 	if from != "" {
 		p.s.storedPath(StoredPath{Path: art, From: from})
 	}

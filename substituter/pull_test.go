@@ -186,9 +186,21 @@ func TestPullThrough(t *testing.T) {
 	if !bytes.Equal(stored.Bytes(), file) {
 		t.Error("the stored NAR blob is not the upstream's file")
 	}
-	eventually(t, "Stored told", func() bool { return len(s.storedPaths()) == 1 })
-	if sp := s.storedPaths()[0]; sp.Path.Info.StorePath != app.StorePath || !strings.HasPrefix(sp.From, "upstream ") {
-		t.Errorf("Stored(%s, %q)", sp.Path.Info.StorePath, sp.From)
+	// The client substituted the root: its closure is completed (the
+	// reference it did not ask for pulled too) and stored.
+	eventually(t, "Stored told of both paths", func() bool { return len(s.storedPaths()) == 2 })
+	for _, sp := range s.storedPaths() {
+		if sp.Path.Info.StorePath != app.StorePath && sp.Path.Info.StorePath != base.StorePath || !strings.HasPrefix(sp.From, "upstream ") {
+			t.Errorf("Stored(%s, %q)", sp.Path.Info.StorePath, sp.From)
+		}
+	}
+	var cl *artifact.Closure
+	eventually(t, "the closure of the root stored", func() bool {
+		cl, err = artifact.ReadClosure(context.Background(), s.l, spec.PulledClosureTag(app.StorePath))
+		return err == nil
+	})
+	if len(cl.Roots) != 1 || cl.Roots[0] != app.StorePath || len(cl.Members) != 2 {
+		t.Errorf("closure %s: roots %v, %d members; want the root and its reference", spec.PulledClosureTag(app.StorePath), cl.Roots, len(cl.Members))
 	}
 	// From now on, served from the backend: no request upstream.
 	before := up.count("/" + app.URL)
@@ -198,17 +210,15 @@ func TestPullThrough(t *testing.T) {
 	if up.count("/"+app.URL) != before {
 		t.Error("a stored NAR was asked of the upstream again")
 	}
-	// The reference was not asked for: not pulled, not stored.
-	if _, err := artifact.FetchPathByHash(t.Context(), s.l, base.HashPart()); err == nil {
-		t.Error("a path nobody asked the NAR of was stored")
-	}
+	baseFile, _ := os.ReadFile(filepath.Join(up.Dir, base.URL))
 	m := scrape(t, s)
 	upName := `upstream="` + up.srv.URL + `"`
 	for series, want := range map[string]float64{
-		`nixoci_upstream_narinfos_total{result="found",` + upName + `}`: 1,
-		`nixoci_upstream_nars_total{outcome="ok",` + upName + `}`:       1,
-		`nixoci_upstream_stores_total{outcome="stored"}`:                1,
-		`nixoci_upstream_bytes_total{` + upName + `}`:                   float64(len(file)),
+		`nixoci_upstream_narinfos_total{result="found",` + upName + `}`: 2,
+		`nixoci_upstream_nars_total{outcome="ok",` + upName + `}`:       2,
+		`nixoci_upstream_stores_total{outcome="stored"}`:                2,
+		`nixoci_upstream_bytes_total{` + upName + `}`:                   float64(len(file) + len(baseFile)),
+		`nixoci_upstream_closures_total`:                                1,
 	} {
 		if m[series] != want {
 			t.Errorf("%s = %v, want %v", series, m[series], want)
@@ -516,5 +526,12 @@ func TestPullThroughPrefetch(t *testing.T) {
 	}
 	if after, _ := metricValue(t, s, `nixoci_cache_total{cache="narinfo",result="hit"}`); after-before != 2 {
 		t.Errorf("%v of 2 narinfos answered from memory", after-before)
+	}
+	// Narinfos alone (nix path-info) pull no NAR and store nothing.
+	if n := len(s.storedPaths()); n != 0 {
+		t.Errorf("%d paths stored for narinfo requests alone", n)
+	}
+	if v, _ := metricValue(t, s, `nixoci_upstream_bytes_total{upstream="`+up.srv.URL+`"}`); v != 0 {
+		t.Errorf("%v bytes of NARs pulled for narinfo requests alone", v)
 	}
 }

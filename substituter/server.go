@@ -164,6 +164,9 @@ func New(opts Options) (*Server, error) {
 	s.metrics = m
 	s.resolver = newResolver(opts, s.narinfos, opts.Backends.Timeout())
 	s.resolver.found = func(e *pathEntry) {
+		if s.pull != nil {
+			s.pull.closures.found(e)
+		}
 		switch loc := e.NAR.(type) {
 		case backendNAR:
 			s.backends.RememberBlob(loc.Backend, loc.Desc)
