@@ -48,9 +48,9 @@ type closures struct {
 	// found: a client asks for such a path because it read the narinfo
 	// naming it (found first), so it is no root.
 	referenced *serving.LRU[struct{}]
-	mu      sync.Mutex
-	waiting map[string]*closure   // root hash -> its closure
-	members map[string][]*closure // hash of a path not stored yet -> closures waiting for it
+	mu         sync.Mutex
+	waiting    map[string]*closure   // root hash -> its closure
+	members    map[string][]*closure // hash of a path not stored yet -> closures waiting for it
 }
 
 func newClosures(p *puller) *closures {
