@@ -49,6 +49,6 @@ func DefaultClosureTag(root string) (string, error) {
 }
 
 // PulledClosureTag is the tag of the closure serve stores for a path it
-// pulled through from an upstream (SPEC.md section 13.4): "pulled." and
+// pulled through from an upstream (SPEC.md section 14.4): "pulled." and
 // the root's hash part, e.g. "pulled.wmax4jpcbcyvaqcx04skyir4x9j40ygh".
 func PulledClosureTag(root string) string { return "pulled." + PathTag(root) }

@@ -21,7 +21,7 @@ import (
 	"github.com/nixoci/nixoci/spec"
 )
 
-// Pull-through (SPEC.md section 13): upstream binary caches are the last
+// Pull-through (SPEC.md section 14): upstream binary caches are the last
 // sources of the resolver. A path no backend has is asked of each
 // upstream in order; its narinfo is served only if it verifies (see
 // check). Its NAR is pulled when a client asks for it (or when the NARs
@@ -137,7 +137,7 @@ func newPuller(s *Server, opts PullOptions, bc *serving.BlobCache) (*puller, err
 	}
 	p.closuresStored = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "nixoci_upstream_closures_total",
-		Help: "Closure artifacts stored for the roots clients substituted from upstreams (see SPEC.md section 13.4).",
+		Help: "Closure artifacts stored for the roots clients substituted from upstreams (see SPEC.md section 14.4).",
 	})
 	p.closures = newClosures(p)
 	p.health = newUpstreamHealth(opts.Upstreams, s.log)

@@ -17,10 +17,10 @@ import (
 // narAhead), serve makes sure its whole closure is stored (pulling the NARs of the paths the
 // client already had, within the blob cache's bounds) and then stores a
 // closure artifact of it in the first backend, tagged
-// spec.PulledClosureTag(root) (SPEC.md section 13.4). A later serve over
-// that backend then learns the closure from its root in one request, as
-// for a pushed closure, and `oras pull` of the tag gives the whole
-// closure as a binary cache. A closure that cannot be completed within
+// spec.PulledClosureTag(root), with a push record (SPEC.md section
+// 14.4). A later serve over that backend then learns the closure from its
+// root in one request, as for a pushed closure, and `oras pull` of the
+// tag gives the whole closure as a binary cache. A closure that cannot be completed within
 // closureWait (a path failing to pull, or no room for it) is not stored;
 // its paths stay stored by their tags.
 
@@ -166,7 +166,14 @@ func (c *closures) store(ctx context.Context, hash string) error {
 		paths = append(paths, a)
 	}
 	tag := spec.PulledClosureTag(roots[0])
-	if _, _, err := artifact.StoreClosure(ctx, s.backends.List()[0].Target, roots, paths, tag, ""); err != nil {
+	dst := s.backends.List()[0].Target
+	desc, _, err := artifact.StoreClosure(ctx, dst, roots, paths, tag, "")
+	if err != nil {
+		return err
+	}
+	// As a push records its closure (SPEC.md section 10.1): retention by
+	// time (gc --match 'pulled.*' --keep-within D) sees when.
+	if _, err := artifact.StorePushRecord(ctx, dst, desc, tag, artifact.RecordOptions{Tool: "nixoci serve --upstream"}); err != nil {
 		return err
 	}
 	c.p.closuresStored.Inc()

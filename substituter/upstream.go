@@ -16,7 +16,7 @@ import (
 )
 
 // Upstream is a binary cache the server pulls through (SPEC.md section
-// 13): asked, after every backend, for the paths no backend has.
+// 14): asked, after every backend, for the paths no backend has.
 type Upstream struct {
 	// Name names it in logs, errors and metrics; it must not hold
 	// credentials. Default: the cache's URL without them.
