@@ -84,6 +84,29 @@ With --upload and --credentials, 'nix copy --to http://HOST:PORT' stores
 paths as 'nixoci push' would (Nix sends the credentials from its
 netrc-file); without --upload every PUT is refused.
 
+With --upstream URL (repeatable, asked in order after every --from
+target) serve pulls through: a path no target has is asked of the
+upstreams (http(s) binary caches such as https://cache.nixos.org, with
+the client, retries and credentials of 'push --from-cache'), and served
+only if one of its signatures verifies against an --upstream-key (name
+the upstream's public key; --upstream-unverified opts out, loudly). Its
+NAR is pulled once, however many clients ask, into the blob cache, which
+clients read as it arrives; it is checked against FileHash, decompressed
+and parsed strictly against NarHash, and only then stored unchanged in
+the first --from target (NAR, narinfo, manifest, then the path's tag),
+so the registry fills with what the machines use. When a client
+substitutes a path it asked for itself (a root), serve also pulls the
+rest of its closure and stores it as a closure tagged pulled.<hash>, so
+the next serve over the registry reads it in one request, and 'gc
+--match "pulled.*" --keep-within 30d' keeps what was pulled lately. An
+upstream failing for a path no target has is a 502/504, never a 404; one
+without it is a miss; the targets' paths are served whatever the
+upstreams do. /healthz adds a line on the upstreams, /healthz/upstreams
+answers 503 while one does not answer. Upstream keys count as
+--trusted-key: with --sign-key, serve signs what they signed. Needs the
+blob cache (--blob-cache-size); NARs larger than it are served from the
+upstream but not stored. See SPEC.md section 14 and docs/deploy.md.
+
 With --registry, it is also a read-only OCI registry whose images are
 composed on demand from stored closures: the repository name lists
 closure tags (or names from --names) separated by '/', e.g.
@@ -117,6 +140,8 @@ Examples:
   nixoci serve --from oci:/srv/nix-oci --registry --names /etc/nixoci/names.json
   nixoci serve --from ghcr.io/me/nix --from oci:/srv/local --listen 0.0.0.0:8080
   nixoci serve --from 127.0.0.1:5000/cache --upload --credentials /etc/nixoci/creds
+  nixoci serve --from ghcr.io/me/nix --upstream https://cache.nixos.org \
+    --upstream-key cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=
 `
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
