@@ -535,3 +535,24 @@ func TestPullThroughPrefetch(t *testing.T) {
 		t.Errorf("%v bytes of NARs pulled for narinfo requests alone", v)
 	}
 }
+
+// TestPullThroughUploadReference: an upload naming a reference only an
+// upstream has (Nix skips uploading it: serve said it is here) is
+// accepted, and the reference is pulled into the backend too, so the
+// backend holds the uploaded path's closure.
+func TestPullThroughUploadReference(t *testing.T) {
+	up := newTestUpstream(t)
+	dep := up.add(t, "upref-dep", spec.CompressionZstd)
+	s := newPullServer(t, substituter.Options{Prefetch: -1, Upload: &substituter.UploadOptions{
+		Credentials: testCredentials(t, testUser, testPassword), TempDir: t.TempDir(),
+	}}, substituter.PullOptions{}, up)
+	p := newTestPath(t, "upref-app", "app", spec.CompressionZstd)
+	p.Info.References = []string{filepath.Base(dep.StorePath)}
+	if r := put(t, s, p.NarURLPath(), p.File, goodAuth...); r.Code != 201 {
+		t.Fatal(r.Code, r.Body)
+	}
+	if r := put(t, s, p.NarInfoPath(), []byte(narinfoText(t, p)), goodAuth...); r.Code != 201 {
+		t.Fatalf("narinfo naming a reference only upstream: %d %s", r.Code, r.Body)
+	}
+	s.storedPath(t, dep)
+}
