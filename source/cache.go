@@ -319,6 +319,17 @@ func (c *BinaryCache) OpenNAR(ctx context.Context, info *narinfo.NarInfo) (io.Re
 	return rc, nil
 }
 
+// OpenFile opens the file of the cache at rel (checked with
+// CheckNarURL), of a size not known beforehand; a cache without it is
+// ErrNotInCache.
+func (c *BinaryCache) OpenFile(ctx context.Context, rel string) (io.ReadCloser, error) {
+	rc, err := c.open(ctx, rel, -1)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c, err)
+	}
+	return rc, nil
+}
+
 // WriteNAR copies the compressed NAR unchanged to w, checking its
 // FileHash and size, decompressing it to parse it strictly and to check
 // NarHash and NarSize on the way.

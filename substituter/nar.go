@@ -41,6 +41,10 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "NAR "+d.String(), err)
 		return
 	}
+	if !found && s.pull != nil {
+		s.pull.serveUnindexedNAR(w, r, d, r.PathValue("file"))
+		return
+	}
 	if !found {
 		http.Error(w, "no such NAR", http.StatusNotFound)
 		return

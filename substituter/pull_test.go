@@ -556,3 +556,36 @@ func TestPullThroughUploadReference(t *testing.T) {
 	}
 	s.storedPath(t, dep)
 }
+
+// TestPullThroughNARWithoutNarinfo: a NAR asked for without its narinfo
+// (Nix keeps narinfos for days; serve may have restarted) is fetched
+// from the upstream by its name, checked against its digest, never given
+// whole when wrong; one no upstream has is a 404.
+func TestPullThroughNARWithoutNarinfo(t *testing.T) {
+	up := newTestUpstream(t)
+	good := up.add(t, "nonarinfo-good", spec.CompressionZstd)
+	bad := up.add(t, "nonarinfo-bad", spec.CompressionXz)
+	file, _ := os.ReadFile(filepath.Join(up.Dir, bad.URL))
+	file[len(file)/2] ^= 1
+	up.Write(bad.URL, file)
+	s := newPullServer(t, substituter.Options{Prefetch: -1}, substituter.PullOptions{}, up)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	want, _ := os.ReadFile(filepath.Join(up.Dir, good.URL))
+	if r := get(t, s, "/"+good.URL); r.Code != 200 || r.Body != string(want) {
+		t.Errorf("NAR by name: %d, %d bytes; want the upstream's %d", r.Code, len(r.Body), len(want))
+	}
+	resp, err := srv.Client().Get(srv.URL + "/" + bad.URL)
+	if err == nil {
+		body := new(bytes.Buffer)
+		_, err = body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Errorf("a NAR not matching its name was served whole: %d, %d bytes", resp.StatusCode, body.Len())
+		}
+	}
+	missing := "nar/" + nix32([]byte("no such file")) + ".nar.xz"
+	if r := get(t, s, "/"+missing); r.Code != 404 {
+		t.Errorf("a NAR nowhere: %d, want 404", r.Code)
+	}
+}
