@@ -125,30 +125,6 @@ func (c *Catalog) Stats() (closures, paths int) {
 	return len(c.closures), len(c.paths)
 }
 
-// IsClosureTag reports whether a tag may name a closure: tags nixoci
-// gives other artifacts (store-path hashes, referrers indexes, layers,
-// composed images) cannot.
-func IsClosureTag(tag string) bool {
-	switch {
-	case len(tag) == 32 && isNix32(tag),
-		strings.HasPrefix(tag, "sha256-"),
-		strings.Contains(tag, ".layer."),
-		strings.HasPrefix(tag, "group."),
-		strings.HasPrefix(tag, "compose."):
-		return false
-	}
-	return true
-}
-
-func isNix32(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !strings.ContainsRune("0123456789abcdfghijklmnpqrsvwxyz", rune(s[i])) {
-			return false
-		}
-	}
-	return true
-}
-
 // Add records a closure read from the target (for example one found
 // through the referrers of its root). It reports false if the catalog is
 // full.
@@ -225,7 +201,7 @@ func (c *Catalog) refresh(ctx context.Context) error {
 	var tags []string
 	if err := c.t.Tags(ctx, "", func(page []string) error {
 		for _, t := range page {
-			if IsClosureTag(t) {
+			if spec.ClassifyTag(t) == spec.TagNamed {
 				tags = append(tags, t)
 			}
 		}

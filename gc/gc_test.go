@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -347,5 +348,32 @@ func TestRunningMarkerRefused(t *testing.T) {
 	}
 	if _, err := gc.Collect(ctx, l, "l", noGrace); err != nil {
 		t.Errorf("after the forced run: %v", err)
+	}
+}
+
+// TestUserTagsLikeOurs: closure tags a user chose that only look like
+// the tags nixoci gives its own artifacts (32 characters outside the
+// nix-base32 alphabet, a ".layer." inside, a "sha256-" that is no
+// digest) are roots like any closure tag: their paths stay.
+func TestUserTagsLikeOurs(t *testing.T) {
+	ctx := context.Background()
+	l := fixture.Layout(t)
+	tags := []string{"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345", "release.layer.1", "sha256-nightly"}
+	want := map[string][]artifact.PathArtifact{}
+	for i, tag := range tags {
+		_, want[tag] = fixture.Synthetic(t, l, tag, spec.ClosureVersion, tag, fmt.Sprintf("app%d", i), fmt.Sprintf("lib%d", i))
+	}
+	res, err := gc.Collect(ctx, l, "l", noGrace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.StorePaths(); len(got) != 0 {
+		t.Errorf("removed %v of closures tagged %v", got, tags)
+	}
+	if res.Closures != len(tags) {
+		t.Errorf("%d closure roots, want %d", res.Closures, len(tags))
+	}
+	for _, tag := range tags {
+		checkClosure(t, l, tag, want[tag])
 	}
 }

@@ -36,6 +36,9 @@ const (
 
 	// GCMarkerTag is the tag of the collector's marker (SPEC.md 10.3).
 	GCMarkerTag = "nixoci-gc"
+	// GCMarkTag is the tag of the collector's mark record: what the last
+	// collections found unreachable, and since when (SPEC.md 10.3).
+	GCMarkTag = "nixoci-gc-mark"
 	// GCBatch is B, the longest a collector deletes after one look at the
 	// repository's roots; a push that finds a running collector's marker
 	// after tagging waits this long before checking what it tagged.
