@@ -41,7 +41,7 @@ func NewGCMarker(started, finished time.Time) (Blob, error) {
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: spec.ArtifactTypeGCMarker,
 		Config:       spec.EmptyConfig,
-		Layers:       []ocispec.Descriptor{},
+		Layers:       spec.EmptyLayers(),
 		Annotations:  a,
 	})
 	return Blob{desc, data}, err

@@ -377,3 +377,73 @@ func TestUserTagsLikeOurs(t *testing.T) {
 		checkClosure(t, l, tag, want[tag])
 	}
 }
+
+// pushOldManifest stores a manifest as nixoci before format 3 wrote push
+// records, gc markers and tombstones: no layers ("layers": []).
+func pushOldManifest(t *testing.T, l *backend.Layout, artifactType string, subject *ocispec.Descriptor, annotations map[string]string, tag string) ocispec.Descriptor {
+	t.Helper()
+	ctx := context.Background()
+	data, err := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		ArtifactType: artifactType, Config: spec.EmptyConfig, Layers: []ocispec.Descriptor{}, Subject: subject, Annotations: annotations})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte(`"layers":[]`)) {
+		t.Fatalf("not an old-style manifest: %s", data)
+	}
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: artifactType, Digest: digest.FromBytes(data), Size: int64(len(data))}
+	if err := backend.PushBytes(ctx, l, spec.EmptyConfig, spec.EmptyConfigData); err != nil {
+		t.Fatal(err)
+	}
+	if tag != "" {
+		err = l.PushReference(ctx, desc, bytes.NewReader(data), tag)
+	} else {
+		err = l.Push(ctx, desc, bytes.NewReader(data))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return desc
+}
+
+// TestOldEmptyLayersRead: push records, a gc marker and a tombstone
+// written with no layers, as before format 3, are read as ever: the
+// records give the push time and the older goes, the marker is read, the
+// tombstone is removed.
+func TestOldEmptyLayersRead(t *testing.T) {
+	ctx := context.Background()
+	l := fixture.Layout(t)
+	d, _ := fixture.Synthetic(t, l, "c", spec.ClosureVersion, "s", "app")
+	base := time.Now().Add(-time.Hour).UTC()
+	subject := &ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}
+	var records []ocispec.Descriptor
+	for i := range 2 {
+		records = append(records, pushOldManifest(t, l, spec.ArtifactTypePushRecord, subject, map[string]string{
+			spec.AnnotationVersion: spec.Version, spec.AnnotationPushed: spec.FormatTime(base.Add(time.Duration(i) * time.Minute)),
+			spec.AnnotationTag: "c", spec.AnnotationTool: "nixoci/old"}, ""))
+	}
+	recs, err := artifact.PushRecords(ctx, l, d)
+	if err != nil || len(recs) != 2 || !recs[0].Pushed.Equal(base.Add(time.Minute)) || recs[0].Tool != "nixoci/old" {
+		t.Fatalf("old push records read as %+v, %v", recs, err)
+	}
+	pushOldManifest(t, l, spec.ArtifactTypeGCMarker, nil, map[string]string{spec.AnnotationVersion: spec.Version,
+		spec.AnnotationGCStarted: spec.FormatTime(base), spec.AnnotationGCFinished: spec.FormatTime(base.Add(time.Second))}, spec.GCMarkerTag)
+	m, ok, err := artifact.ReadGCMarker(ctx, l)
+	if err != nil || !ok || !m.Started.Equal(base) || !m.Finished.Equal(base.Add(time.Second)) {
+		t.Fatalf("old gc marker read as %+v, %v, %v", m, ok, err)
+	}
+	tomb := pushOldManifest(t, l, spec.ArtifactTypeGCMarker, nil, map[string]string{spec.AnnotationVersion: spec.Version,
+		spec.AnnotationTombstone: "true", spec.AnnotationTag: "gone", spec.AnnotationPushed: spec.FormatTime(base)}, "gone")
+
+	res, err := gc.Collect(ctx, l, "l", noGrace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := map[digest.Digest]string{}
+	for _, it := range res.Removed {
+		removed[it.Digest] = it.Kind
+	}
+	if removed[records[0].Digest] != gc.KindRecord || removed[records[1].Digest] != "" || removed[tomb.Digest] != gc.KindTombstone {
+		t.Errorf("removed %v; want the older record %s and the tombstone %s, not the newer record", removed, records[0].Digest, tomb.Digest)
+	}
+}
