@@ -19,6 +19,6 @@ var EmptyConfigData = []byte("{}")
 // annotations (push records, gc markers, tombstones): the empty
 // descriptor alone, as image-spec 1.1 asks of artifacts without layers
 // ("layers SHOULD have at least one entry"), so that registries that
-// insist on a layer accept them. Writers before format 3 wrote none
+// insist on a layer accept them. Earlier writers wrote none
 // (`"layers": []`); readers take both, reading only annotations.
 func EmptyLayers() []ocispec.Descriptor { return []ocispec.Descriptor{EmptyConfig} }
