@@ -447,3 +447,29 @@ func TestOldEmptyLayersRead(t *testing.T) {
 		t.Errorf("removed %v; want the older record %s and the tombstone %s, not the newer record", removed, records[0].Digest, tomb.Digest)
 	}
 }
+
+// TestRetentionKeepsNothing: a Retention keeping none of its tags is
+// refused unless it says KeepNone, and then drops them all.
+func TestRetentionKeepsNothing(t *testing.T) {
+	ctx := context.Background()
+	l := fixture.Layout(t)
+	fixture.Synthetic(t, l, "ci-1", spec.ClosureVersion, "k1", "app-k1")
+	fixture.Synthetic(t, l, "release", spec.ClosureVersion, "k2", "app-k2")
+	opts := noGrace
+	opts.Retention = &gc.Retention{Match: []string{"ci-*"}}
+	if res, err := gc.Collect(ctx, l, "l", opts); !errors.Is(err, gc.ErrKeepsNothing) || res != nil {
+		t.Fatalf("a retention keeping nothing: %+v, %v; want ErrKeepsNothing", res, err)
+	}
+	opts.Retention = &gc.Retention{Match: []string{"ci-*"}, KeepNone: true, KeepLast: 1}
+	if _, err := gc.Collect(ctx, l, "l", opts); err == nil {
+		t.Fatal("KeepNone with KeepLast accepted")
+	}
+	opts.Retention = &gc.Retention{Match: []string{"ci-*"}, KeepNone: true}
+	res, err := gc.Collect(ctx, l, "l", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := res.StorePaths(), storePaths("app-k1"); !slices.Equal(got, want) || len(res.Dropped) != 1 {
+		t.Errorf("KeepNone removed %v, dropped %v; want %v and ci-1", got, res.Dropped, want)
+	}
+}

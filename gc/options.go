@@ -18,6 +18,9 @@ var (
 	// ErrNotOurs: a tag to remove names something other than a nixoci
 	// closure or image.
 	ErrNotOurs = errors.New("not a nixoci closure or image tag")
+	// ErrKeepsNothing: a Retention keeps none of the tags it selects
+	// without saying so (KeepNone).
+	ErrKeepsNothing = errors.New("retention keeps none of the closure tags it selects")
 )
 
 // DefaultGrace is the default grace period between the two marks.
@@ -63,10 +66,15 @@ func (o Options) withDefaults() Options {
 // is dropped. Push times come from push records (SPEC.md 10.1); a
 // closure without one counts as the oldest. Tags matching no pattern,
 // and image tags, are always kept.
+//
+// A Retention that would keep none of the tags it selects (KeepLast and
+// KeepWithin both 0) must say so with KeepNone: a zero count is never
+// taken to mean "delete them all" by accident (ErrKeepsNothing).
 type Retention struct {
 	Match      []string
 	KeepLast   int
 	KeepWithin time.Duration
+	KeepNone   bool
 }
 
 // Item kinds.

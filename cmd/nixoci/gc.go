@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -24,7 +25,9 @@ Roots are TARGET's closure tags and image tags. Retention (--keep-last,
 tag without --match): a tag stays a root if it is among the N newest, by
 the push records 'nixoci push' and 'nixoci copy' write, or was pushed
 within DURATION; a closure without a record (pushed by older nixoci or
-copied by OCI tools) counts as the oldest. Tags --match does not select,
+copied by OCI tools) counts as the oldest. --keep-last 0 is refused (it
+would keep none, and many tools read 0 as unlimited): --keep-none says
+to drop every tag --match selects. Tags --match does not select,
 image tags, and tags naming anything not nixoci's (plain images, other
 tools' artifacts) always stay, and so does everything they reach.
 
@@ -63,8 +66,9 @@ Examples:
 func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gc", gcHelp, stdout)
 	dryRun := fs.Bool("dry-run", false, "print what would go and how many bytes; change nothing")
-	keepLast := fs.Int("keep-last", 0, "keep the N newest closure tags --match selects")
+	keepLast := fs.Int("keep-last", 0, "keep the N newest closure tags --match selects (at least 1; 0 is refused, see --keep-none)")
 	keepWithin := fs.String("keep-within", "", "keep closure tags --match selects that were pushed within DURATION (e.g. 30d)")
+	keepNone := fs.Bool("keep-none", false, "keep none of the closure tags --match selects (every closure tag without --match): delete them all")
 	var match stringList
 	fs.Var(&match, "match", "closure tags retention applies to, a glob such as 'ci-*' (repeatable; default every closure tag)")
 	grace := fs.String("grace", "1h", "wait between the two marks, and the age a layout's blob must reach before it is deleted")
@@ -86,19 +90,31 @@ func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if opts.Grace == 0 {
 		opts.Grace = -1 // none
 	}
-	if isSet(fs, "keep-last") || isSet(fs, "keep-within") {
-		r := &gc.Retention{Match: match, KeepLast: *keepLast}
+	what := "every closure tag"
+	if len(match) > 0 {
+		what = "every closure tag --match selects"
+	}
+	if isSet(fs, "keep-last") && *keepLast == 0 {
+		return fmt.Errorf("%w: --keep-last 0 would delete %s (0 does not mean unlimited): to delete them all, write --keep-none; to keep by age alone, leave out --keep-last", errUsage, what)
+	}
+	if isSet(fs, "keep-last") || isSet(fs, "keep-within") || *keepNone {
+		r := &gc.Retention{Match: match, KeepLast: *keepLast, KeepNone: *keepNone}
 		if *keepWithin != "" {
 			if r.KeepWithin, err = parseDuration(*keepWithin); err != nil {
 				return fmt.Errorf("%w: --keep-within: %v", errUsage, err)
 			}
 		}
-		if err := r.Validate(); err != nil {
+		if *keepNone && (isSet(fs, "keep-last") || isSet(fs, "keep-within")) {
+			return fmt.Errorf("%w: --keep-none keeps nothing: it goes without --keep-last and --keep-within", errUsage)
+		}
+		if err := r.Validate(); errors.Is(err, gc.ErrKeepsNothing) {
+			return fmt.Errorf("%w: --keep-within %s would delete %s: to delete them all, write --keep-none", errUsage, *keepWithin, what)
+		} else if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		opts.Retention = r
 	} else if len(match) > 0 {
-		return fmt.Errorf("%w: --match needs --keep-last or --keep-within (which tags it selects to keep)", errUsage)
+		return fmt.Errorf("%w: --match needs --keep-last, --keep-within or --keep-none (which of the tags it selects to keep)", errUsage)
 	}
 	ref, t, err := openTarget(ctx, rest[0], *plainHTTP, false)
 	if err != nil {

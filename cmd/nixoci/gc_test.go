@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nixoci/nixoci/gc"
+	"github.com/nixoci/nixoci/internal/fixture"
 )
 
 func TestParseDuration(t *testing.T) {
@@ -43,9 +45,13 @@ func TestGCAndRmUsage(t *testing.T) {
 		want string
 	}{
 		{[]string{"gc"}, "want one TARGET"},
-		{[]string{"gc", "--match", "ci-*", "oci:/nonexistent"}, "--match needs --keep-last or --keep-within"},
+		{[]string{"gc", "--match", "ci-*", "oci:/nonexistent"}, "--match needs --keep-last, --keep-within or --keep-none"},
 		{[]string{"gc", "--keep-within", "3days", "oci:/x"}, "--keep-within"},
 		{[]string{"gc", "--keep-last", "-1", "oci:/x"}, "must not be negative"},
+		{[]string{"gc", "--keep-last", "0", "oci:/x"}, "--keep-last 0 would delete every closure tag (0 does not mean unlimited): to delete them all, write --keep-none"},
+		{[]string{"gc", "--match", "ci-*", "--keep-last", "0", "--keep-within", "30d", "oci:/x"}, "every closure tag --match selects"},
+		{[]string{"gc", "--keep-within", "0s", "oci:/x"}, "write --keep-none"},
+		{[]string{"gc", "--keep-none", "--keep-last", "3", "oci:/x"}, "--keep-none keeps nothing"},
 		{[]string{"gc", "--match", "[", "--keep-last", "1", "oci:/x"}, "match pattern"},
 		{[]string{"gc", "--grace", "soon", "oci:/x"}, "--grace"},
 		{[]string{"rm"}, "no TARGET:TAG"},
@@ -93,4 +99,33 @@ func TestCLIGCLayout(t *testing.T) {
 	if !strings.Contains(stdout, "removed path "+app) || strings.Contains(stdout, lib) || !strings.Contains(stderr, "1 path") {
 		t.Errorf("gc printed\n%s\n%s", stdout, stderr)
 	}
+}
+
+// TestCLIKeepLastZero: --keep-last 0 is refused (exit 2) and changes
+// nothing; --keep-none is the word that drops every selected closure.
+func TestCLIKeepLastZero(t *testing.T) {
+	t.Setenv("NIXOCI_STORE", t.TempDir())
+	cache, app, lib := writeCache(t)
+	dir := filepath.Join(t.TempDir(), "layout")
+	layout := "oci:" + dir
+	mustRun(t, "push", "--to", layout+":ci-app", "--from-cache", "file://"+cache, app)
+	mustRun(t, "push", "--to", layout+":release", "--from-cache", "file://"+cache, lib)
+	before := fixture.FileDigests(t, dir)
+	for _, args := range [][]string{
+		{"gc", "--keep-last", "0", "--grace", "0s", layout},
+		{"gc", "--match", "ci-*", "--keep-last", "0", "--grace", "0s", layout},
+	} {
+		code, stdout, stderr := runCLI(t, args...)
+		if code != 2 || !strings.Contains(stderr, "--keep-none") || stdout != "" {
+			t.Errorf("nixoci %s: exit %d, %q; want 2 naming --keep-none", strings.Join(args, " "), code, stderr)
+		}
+	}
+	if after := fixture.FileDigests(t, dir); !maps.Equal(before, after) {
+		t.Error("a refused --keep-last 0 changed the layout")
+	}
+	_, stdout, _ := runCLI(t, "gc", "--match", "ci-*", "--keep-none", "--grace", "0s", layout)
+	if !strings.Contains(stdout, "removed closure tag ci-app") || !strings.Contains(stdout, "removed path "+app) || strings.Contains(stdout, "release") {
+		t.Errorf("--match 'ci-*' --keep-none removed\n%s\nwant ci-app and its path, not release", stdout)
+	}
+	mustRun(t, "inspect", layout+":release")
 }
