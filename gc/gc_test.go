@@ -473,3 +473,174 @@ func TestRetentionKeepsNothing(t *testing.T) {
 		t.Errorf("KeepNone removed %v, dropped %v; want %v and ci-1", got, res.Dropped, want)
 	}
 }
+
+// withGrace is opts collecting with grace period g.
+func withGrace(g time.Duration) gc.Options { return gc.Options{Grace: g} }
+
+// pendingPaths lists the store paths of res's pending path manifests,
+// sorted.
+func pendingPaths(res *gc.Result) []string {
+	var out []string
+	for _, it := range res.Pending {
+		if it.Kind == gc.KindPath {
+			out = append(out, it.StorePath)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestGraceAcrossRuns: a collection never waits. The first run after
+// c1's tag went deletes nothing, lists c1's private paths as pending
+// until a grace period after its mark and records them (tag
+// nixoci-gc-mark); another run leaves that record as it is; a run whose
+// grace period the record's time has passed deletes them, saying they
+// were unreachable since the first run's mark, and removes the record.
+// A path seen in use between two runs starts its grace period again.
+func TestGraceAcrossRuns(t *testing.T) {
+	ctx := context.Background()
+	l := fixture.Layout(t)
+	_, p1 := fixture.Synthetic(t, l, "c1", spec.ClosureVersion, "s", "app1", "data1", "shared")
+	_, p2 := fixture.Synthetic(t, l, "c2", spec.ClosureVersion, "s", "app2", "data2", "shared")
+	if _, err := gc.Remove(ctx, l, []string{"c1"}, gc.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	private := storePaths("app1", "data1")
+	before := files(t, l.Dir())
+	first, err := gc.Collect(ctx, l, "l", withGrace(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Removed) != 0 || !slices.Equal(pendingPaths(first), private) {
+		t.Fatalf("first run removed %+v, pending %v; want nothing removed, %v pending", first.Removed, pendingPaths(first), private)
+	}
+	for _, it := range first.Pending {
+		if !it.Since.Equal(first.Marked) || !it.DeletableAt.Equal(first.Marked.Add(time.Hour)) {
+			t.Errorf("pending %s %s: since %v, deletable %v; want %v and an hour later", it.Kind, it.Digest, it.Since, it.DeletableAt, first.Marked)
+		}
+	}
+	if !first.NextDeletable.Equal(first.Marked.Add(time.Hour)) {
+		t.Errorf("next deletable %v, want %v", first.NextDeletable, first.Marked.Add(time.Hour))
+	}
+	after := files(t, l.Dir())
+	for f := range before {
+		if after[f] != before[f] && filepath.Base(f) != "index.json" {
+			t.Errorf("the first run changed %s", f)
+		}
+	}
+	record, err := l.Resolve(ctx, spec.GCMarkTag)
+	if err != nil {
+		t.Fatalf("no mark record after the first run: %v", err)
+	}
+	if _, err := l.Resolve(ctx, spec.GCMarkerTag); err == nil {
+		t.Error("a run that deleted nothing wrote the gc marker")
+	}
+
+	second, err := gc.Collect(ctx, l, "l", withGrace(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(second.Removed) != 0 || !slices.Equal(pendingPaths(second), private) || !second.NextDeletable.Equal(first.NextDeletable) {
+		t.Errorf("second run: removed %+v, pending %v, next %v", second.Removed, pendingPaths(second), second.NextDeletable)
+	}
+	if again, _ := l.Resolve(ctx, spec.GCMarkTag); again.Digest != record.Digest {
+		t.Error("a run that found the same garbage rewrote the mark record")
+	}
+
+	// Its grace period over (a grace period of 1ns stands in for an
+	// hour passed), the next run deletes what both marks found.
+	third, err := gc.Collect(ctx, l, "l", withGrace(time.Nanosecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := third.StorePaths(); !slices.Equal(got, private) {
+		t.Errorf("third run removed %v, want %v", got, private)
+	}
+	for _, it := range third.Removed {
+		if !it.Since.Equal(first.Marked) {
+			t.Errorf("removed %s %s unreachable since %v, want the first mark %v", it.Kind, it.Digest, it.Since, first.Marked)
+		}
+	}
+	if len(third.Pending) != 0 {
+		t.Errorf("third run left %+v pending", third.Pending)
+	}
+	if _, err := l.Resolve(ctx, spec.GCMarkTag); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("the mark record is still tagged with nothing pending (%v)", err)
+	}
+	checkClosure(t, l, "c2", p2)
+	for _, p := range p1[:2] {
+		if ok, _ := l.Exists(ctx, p.NAR); ok {
+			t.Errorf("%s: NAR blob still there", p.Info.StorePath)
+		}
+	}
+
+	// c2's tag goes, a run records its paths; c2 is pushed again before
+	// the next run, which finds them in use: their grace period starts
+	// again when they are next found unreachable.
+	if _, err := gc.Remove(ctx, l, []string{"c2"}, gc.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := gc.Collect(ctx, l, "l", withGrace(time.Hour)); err != nil || len(pendingPaths(res)) != 3 {
+		t.Fatalf("after c2's rm: %v, pending %v", err, pendingPaths(res))
+	}
+	fixture.Synthetic(t, l, "c2", spec.ClosureVersion, "s", "app2", "data2", "shared")
+	if res, err := gc.Collect(ctx, l, "l", withGrace(time.Nanosecond)); err != nil || len(res.StorePaths()) != 0 || len(pendingPaths(res)) != 0 {
+		t.Fatalf("with c2 pushed again: %v, removed %v, pending %v", err, res.StorePaths(), pendingPaths(res))
+	}
+	if _, err := gc.Remove(ctx, l, []string{"c2"}, gc.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fourth, err := gc.Collect(ctx, l, "l", withGrace(time.Nanosecond))
+	if err != nil || len(fourth.StorePaths()) != 0 || len(pendingPaths(fourth)) != 3 {
+		t.Fatalf("a run after c2's second rm: %v, removed %v, pending %v; want all pending", err, fourth.StorePaths(), pendingPaths(fourth))
+	}
+	fifth, err := gc.Collect(ctx, l, "l", withGrace(time.Nanosecond))
+	if err != nil || len(fifth.StorePaths()) != 3 {
+		t.Fatalf("the run after: %v, removed %v", err, fifth.StorePaths())
+	}
+	for _, it := range fifth.Removed {
+		if !it.Since.Equal(fourth.Marked) {
+			t.Errorf("removed %s since %v, want %v (the grace period restarted)", it.StorePath, it.Since, fourth.Marked)
+		}
+	}
+}
+
+// TestPendingTagKeepsPaths: a path found unreachable long ago that a
+// closure tag now names is not deleted while retention's drop of that
+// tag waits for its grace period: nothing of ours goes while something
+// that stays names it.
+func TestPendingTagKeepsPaths(t *testing.T) {
+	ctx := context.Background()
+	l := fixture.Layout(t)
+	_, orphan := fixture.Synthetic(t, l, "o", spec.ClosureVersion, "s", "x")
+	if _, err := gc.Remove(ctx, l, []string{"o"}, gc.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := gc.Collect(ctx, l, "l", withGrace(time.Hour)); err != nil || !slices.Equal(pendingPaths(res), storePaths("x")) {
+		t.Fatalf("first run: %v, pending %v", err, pendingPaths(res))
+	}
+	_, arts := fixture.Synthetic(t, l, "ci-1", spec.ClosureVersion, "s", "app", "x")
+	if arts[1].Manifest.Digest != orphan[0].Manifest.Digest {
+		t.Fatal("the closure does not hold the orphan's path manifest")
+	}
+	opts := withGrace(time.Nanosecond)
+	opts.Retention = &gc.Retention{Match: []string{"ci-*"}, KeepNone: true}
+	res, err := gc.Collect(ctx, l, "l", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.StorePaths()) != 0 || !slices.Equal(pendingPaths(res), storePaths("app", "x")) {
+		t.Errorf("with ci-1 just dropped: removed %v, pending %v; want app and x pending", res.StorePaths(), pendingPaths(res))
+	}
+	checkClosure(t, l, "ci-1", arts)
+	res, err = gc.Collect(ctx, l, "l", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.StorePaths(); !slices.Equal(got, storePaths("app", "x")) {
+		t.Errorf("the run after: removed %v", got)
+	}
+	if _, err := l.Resolve(ctx, "ci-1"); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("ci-1 still tagged (%v)", err)
+	}
+}

@@ -31,6 +31,15 @@ const (
 	// running collector's marker has no AnnotationGCFinished.
 	AnnotationGCStarted  = AnnotationPrefix + "gc-started"
 	AnnotationGCFinished = AnnotationPrefix + "gc-finished"
+	// AnnotationGCMarked is the time of the mark a mark record holds (as
+	// AnnotationPushed).
+	AnnotationGCMarked = AnnotationPrefix + "gc-marked"
+	// MediaTypeGCMark is the one layer of a mark record: JSON listing
+	// what collections found unreachable, and since when (SPEC.md 10.3).
+	MediaTypeGCMark = "application/vnd.nixoci.gc.mark.v1+json"
+	// GCMarkMaxSize bounds the mark record a collector reads: about
+	// 1.5 million entries.
+	GCMarkMaxSize = 256 << 20
 	// AnnotationTombstone is "true" on a tombstone.
 	AnnotationTombstone = AnnotationPrefix + "tombstone"
 

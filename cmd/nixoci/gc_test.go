@@ -87,18 +87,51 @@ func TestCLIGCLayout(t *testing.T) {
 	if out := mustRun(t, "rm", layout+":app"); !strings.Contains(out, "removed "+layout+":app (closure") {
 		t.Errorf("rm printed %q", out)
 	}
+	dir := strings.TrimPrefix(layout, "oci:")
+	before := fixture.FileDigests(t, dir)
 	out := mustRun(t, "gc", "--json", "--dry-run", layout)
 	var res gc.Result
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("gc --json: %v\n%s", err, out)
 	}
-	if !res.DryRun || res.Paths != 1 || res.BlobFiles == 0 {
-		t.Errorf("dry run: %+v; want app's one path and some blob files", res)
+	if !res.DryRun || len(res.Removed) != 0 || res.BlobFiles != 0 || !pendingPath(res, app, res.Marked.Add(time.Hour)) {
+		t.Errorf("dry run with the default grace: %+v; want app's path pending for an hour, nothing removed", res)
 	}
-	_, stdout, stderr := runCLI(t, "gc", "--grace", "0s", layout)
+	if after := fixture.FileDigests(t, dir); !maps.Equal(before, after) {
+		t.Error("the dry run changed the layout")
+	}
+	// The first real run deletes nothing and says when it may.
+	code, stdout, stderr := runCLI(t, "gc", layout)
+	if code != 0 || strings.Contains(stdout, "removed path") || !strings.Contains(stdout, "pending path "+app) ||
+		!strings.Contains(stderr, "unreachable for less than --grace 1h0m0s: deletable from") || !strings.Contains(stderr, "run nixoci gc again then") {
+		t.Errorf("the first gc: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	out = mustRun(t, "gc", "--json", "--dry-run", "--grace", "0s", layout)
+	res = gc.Result{}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("gc --json: %v\n%s", err, out)
+	}
+	if !res.DryRun || res.Paths != 1 || res.BlobFiles == 0 {
+		t.Errorf("dry run with no grace: %+v; want app's one path and some blob files", res)
+	}
+	_, stdout, stderr = runCLI(t, "gc", "--grace", "0s", layout)
 	if !strings.Contains(stdout, "removed path "+app) || strings.Contains(stdout, lib) || !strings.Contains(stderr, "1 path") {
 		t.Errorf("gc printed\n%s\n%s", stdout, stderr)
 	}
+	if code, _, stderr := runCLI(t, "gc", "--wait", "--dry-run", layout); code != 2 || !strings.Contains(stderr, "--wait deletes") {
+		t.Errorf("--wait --dry-run: exit %d, %q", code, stderr)
+	}
+}
+
+// pendingPath reports whether res lists storePath as pending, deletable
+// at deletable.
+func pendingPath(res gc.Result, storePath string, deletable time.Time) bool {
+	for _, it := range res.Pending {
+		if it.Kind == gc.KindPath && it.StorePath == storePath && it.DeletableAt.Equal(deletable) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestCLIKeepLastZero: --keep-last 0 is refused (exit 2) and changes
@@ -124,7 +157,8 @@ func TestCLIKeepLastZero(t *testing.T) {
 		t.Error("a refused --keep-last 0 changed the layout")
 	}
 	_, stdout, _ := runCLI(t, "gc", "--match", "ci-*", "--keep-none", "--grace", "0s", layout)
-	if !strings.Contains(stdout, "removed closure tag ci-app") || !strings.Contains(stdout, "removed path "+app) || strings.Contains(stdout, "release") {
+	if !strings.Contains(stdout, "retention drops closure tag ci-app") || !strings.Contains(stdout, "(tag ci-app)") ||
+		!strings.Contains(stdout, "removed path "+app) || strings.Contains(stdout, "release") {
 		t.Errorf("--match 'ci-*' --keep-none removed\n%s\nwant ci-app and its path, not release", stdout)
 	}
 	mustRun(t, "inspect", layout+":release")
