@@ -128,16 +128,28 @@ func collectOnce(ctx context.Context, t backend.Target, name string, opts Option
 		return res, err
 	}
 
+	// Marking took a while: another collection may have begun deleting
+	// meanwhile. Look again just before announcing ours.
+	if now, ok, err := artifact.ReadGCMarker(ctx, t); err != nil {
+		return nil, err
+	} else if ok && now.Running(time.Now()) && now.Descriptor.Digest != old.Descriptor.Digest && !opts.Force {
+		return nil, fmt.Errorf("%s: %w: its marker (tag %s) appeared while this one marked, started at %s; nothing deleted",
+			name, ErrCollectorRunning, spec.GCMarkerTag, now.Started.Format(time.RFC3339))
+	}
 	running, err := c.writeMarker(ctx, time.Now(), time.Time{})
 	if err != nil {
 		return nil, err
 	}
 	err = c.run(ctx, mk, due, blobs)
 	// The finished marker is written whatever happened: pushes that began
-	// before now check what they reused.
+	// before now check what they reused. Another collection's running
+	// marker is left as it is: that collection finishes later.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	if _, ferr := c.writeMarker(fctx, running.started, time.Now()); ferr != nil {
+	if other, ok, rerr := artifact.ReadGCMarker(fctx, t); rerr == nil && ok && other.Running(time.Now()) && other.Descriptor.Digest != running.desc.Digest {
+		slog.Warn("another nixoci gc ran at the same time; its marker stays", "target", name, "started", other.Started)
+		c.dropMarker(fctx, running.desc.Digest)
+	} else if _, ferr := c.writeMarker(fctx, running.started, time.Now()); ferr != nil {
 		err = errors.Join(err, fmt.Errorf("writing the finished gc marker: %w", ferr))
 	} else {
 		c.dropMarker(fctx, running.desc.Digest)

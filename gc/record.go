@@ -3,7 +3,6 @@ package gc
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,53 +10,39 @@ import (
 	"strings"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/errdef"
 
+	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
 )
 
 // markRecord is what earlier collections found unreachable, and since
-// when: the memory that lets the grace period span runs instead of a
-// sleep (SPEC.md 10.3). It is trusted for times only: what is reachable
-// is decided by each run's own mark and looks, so a record that lies
-// can make a collection delete sooner (or later) than the grace period
-// says, never delete what a root reaches.
+// when: the memory that lets the grace period span collections instead
+// of a sleep (SPEC.md 10.3). It is trusted for times only: what is
+// reachable is decided by each collection's own mark and looks, so a
+// record that is lost, stale or forged changes when garbage goes, never
+// whether what a root reaches stays.
 type markRecord struct {
-	// Marked is when the mark that wrote it ended.
-	Marked      time.Time     `json:"marked"`
-	Unreachable []recordEntry `json:"unreachable"`
-
+	artifact.MarkRecord
 	desc  ocispec.Descriptor // the manifest it was read from; zero if none
 	index map[string]int
 }
 
-// recordEntry is one thing found unreachable: by kind, digest and the
-// tags naming it then (StorePath for people reading it).
-type recordEntry struct {
-	Kind      string        `json:"kind"`
-	Digest    digest.Digest `json:"digest"`
-	Tags      []string      `json:"tags,omitempty"`
-	StorePath string        `json:"storePath,omitempty"`
-	Since     time.Time     `json:"since"`
-}
-
-func (e recordEntry) key() string { return itemKey(e.Kind, e.Digest, e.Tags) }
+func entryKey(e artifact.MarkEntry) string { return itemKey(e.Kind, e.Digest, e.Tags) }
 
 // newMarkRecord records items as unreachable since their Since.
 func newMarkRecord(marked time.Time, items []Item) *markRecord {
-	r := &markRecord{Marked: marked, Unreachable: []recordEntry{}}
+	r := &markRecord{MarkRecord: artifact.MarkRecord{Marked: marked, Unreachable: []artifact.MarkEntry{}}}
 	for _, it := range items {
-		r.Unreachable = append(r.Unreachable, recordEntry{Kind: it.Kind, Digest: it.Digest, Tags: it.Tags, StorePath: it.StorePath, Since: it.Since})
+		r.Unreachable = append(r.Unreachable, artifact.MarkEntry{Kind: it.Kind, Digest: it.Digest, Tags: it.Tags, StorePath: it.StorePath, Since: it.Since})
 	}
-	slices.SortFunc(r.Unreachable, func(a, b recordEntry) int {
+	slices.SortFunc(r.Unreachable, func(a, b artifact.MarkEntry) int {
 		if c := a.Since.Compare(b.Since); c != 0 {
 			return c
 		}
-		return strings.Compare(a.key(), b.key())
+		return strings.Compare(entryKey(a), entryKey(b))
 	})
 	return r
 }
@@ -66,13 +51,10 @@ func newMarkRecord(marked time.Time, items []Item) *markRecord {
 // has now, if one did; a time after the record's own mark (clocks
 // disagreeing, or a record not ours) does not count.
 func (r *markRecord) since(it Item) (time.Time, bool) {
-	if r == nil {
-		return time.Time{}, false
-	}
 	if r.index == nil {
 		r.index = make(map[string]int, len(r.Unreachable))
 		for i, e := range r.Unreachable {
-			r.index[e.key()] = i
+			r.index[entryKey(e)] = i
 		}
 	}
 	i, ok := r.index[it.key()]
@@ -91,95 +73,50 @@ func (r *markRecord) since(it Item) (time.Time, bool) {
 	return e.Since, true
 }
 
-// equal reports whether r and o record the same entries.
-func (r *markRecord) equal(o *markRecord) bool {
-	if len(r.Unreachable) != len(o.Unreachable) {
-		return false
-	}
-	for i, e := range r.Unreachable {
-		f := o.Unreachable[i]
-		if e.key() != f.key() || !e.Since.Equal(f.Since) || !slices.Equal(e.Tags, f.Tags) {
-			return false
-		}
-	}
-	return true
-}
-
-// readMarkRecord reads the record the tag spec.GCMarkTag names; with
-// none, or one that cannot be read (it is then replaced), the record is
-// empty and every grace period starts now.
-func readMarkRecord(ctx context.Context, t backend.Target) (*markRecord, error) {
-	empty := &markRecord{}
-	desc, data, err := backend.FetchManifest(ctx, t, spec.GCMarkTag)
-	if errors.Is(err, errdef.ErrNotFound) {
-		return empty, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("reading the mark record (tag %s): %w", spec.GCMarkTag, err)
-	}
-	empty.desc = desc
-	var m ocispec.Manifest
-	if err := json.Unmarshal(data, &m); err != nil || m.ArtifactType != spec.ArtifactTypeGCMarker ||
-		len(m.Layers) != 1 || m.Layers[0].MediaType != spec.MediaTypeGCMark || m.Layers[0].Size > spec.GCMarkMaxSize {
-		slog.Warn("the mark record tag names something else; grace periods start now", "tag", spec.GCMarkTag, "digest", desc.Digest)
-		return empty, nil
-	}
-	blob, err := backend.FetchAll(ctx, t, m.Layers[0], spec.GCMarkMaxSize)
-	if errors.Is(err, errdef.ErrNotFound) {
-		return empty, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("reading the mark record %s: %w", m.Layers[0].Digest, err)
-	}
-	r := &markRecord{desc: desc}
-	if err := json.Unmarshal(blob, r); err != nil {
-		slog.Warn("the mark record does not parse; grace periods start now", "digest", m.Layers[0].Digest, "err", err)
-		return empty, nil
-	}
-	return r, nil
-}
-
-// markRecordManifest lays out the record r as stored: its JSON blob,
-// and the manifest naming it.
-func markRecordManifest(r *markRecord) (blob []byte, blobDesc ocispec.Descriptor, manifest []byte, desc ocispec.Descriptor, err error) {
-	if blob, err = json.Marshal(r); err != nil {
-		return
-	}
-	blobDesc = ocispec.Descriptor{MediaType: spec.MediaTypeGCMark, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
-	manifest, err = json.Marshal(ocispec.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: spec.ArtifactTypeGCMarker,
-		Config:       spec.EmptyConfig,
-		Layers:       []ocispec.Descriptor{blobDesc},
-		Annotations:  map[string]string{spec.AnnotationVersion: spec.Version, spec.AnnotationGCMarked: spec.FormatTime(r.Marked)},
+// sameEntries reports whether r and o record the same entries.
+func (r *markRecord) sameEntries(o *markRecord) bool {
+	return slices.EqualFunc(r.Unreachable, o.Unreachable, func(a, b artifact.MarkEntry) bool {
+		return entryKey(a) == entryKey(b) && a.Since.Equal(b.Since) && slices.Equal(a.Tags, b.Tags)
 	})
-	desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: spec.ArtifactTypeGCMarker,
-		Digest: digest.FromBytes(manifest), Size: int64(len(manifest))}
-	return
+}
+
+// readMarkRecord reads the record of t; with none, or one that is not a
+// mark record (it is replaced), the record is empty and every grace
+// period starts now.
+func readMarkRecord(ctx context.Context, t backend.Target) (*markRecord, error) {
+	r, desc, _, err := artifact.ReadMarkRecord(ctx, t)
+	if errors.Is(err, artifact.ErrNotArtifact) {
+		slog.Warn("the mark record cannot be read; grace periods start now", "tag", spec.GCMarkTag, "err", err)
+		return &markRecord{desc: desc}, nil
+	} else if err != nil {
+		return nil, err
+	}
+	return &markRecord{MarkRecord: r, desc: desc}, nil
 }
 
 // writeMarkRecord replaces the record old with r: tagged if r lists
-// anything, else the tag removed; the replaced manifest is deleted (in
+// anything, else the tag removed. The replaced manifest is deleted (in
 // an image layout the sweep takes its blobs).
 func writeMarkRecord(ctx context.Context, t backend.Target, old, r *markRecord) error {
 	had := old.desc.Digest != ""
-	if !had && len(r.Unreachable) == 0 || had && old.equal(r) {
+	if !had && len(r.Unreachable) == 0 || had && old.sameEntries(r) {
 		return nil
 	}
 	if len(r.Unreachable) > 0 {
-		blob, blobDesc, manifest, desc, err := markRecordManifest(r)
+		record, manifest, err := artifact.NewMarkRecord(r.MarkRecord)
 		if err != nil {
 			return err
 		}
-		if err := backend.PushBytes(ctx, t, blobDesc, blob); err != nil {
+		if err := backend.PushBytes(ctx, t, record.Descriptor, record.Data); err != nil {
 			return fmt.Errorf("storing the mark record: %w", err)
 		}
 		if err := backend.PushBytes(ctx, t, spec.EmptyConfig, spec.EmptyConfigData); err != nil {
 			return err
 		}
-		if err := t.PushReference(ctx, desc, bytes.NewReader(manifest), spec.GCMarkTag); err != nil {
+		if err := t.PushReference(ctx, manifest.Descriptor, bytes.NewReader(manifest.Data), spec.GCMarkTag); err != nil {
 			return fmt.Errorf("tagging the mark record (tag %s): %w", spec.GCMarkTag, err)
 		}
-		if !had || old.desc.Digest == desc.Digest {
+		if !had || old.desc.Digest == manifest.Descriptor.Digest {
 			return nil
 		}
 	}
