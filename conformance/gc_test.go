@@ -477,29 +477,86 @@ func TestGCRetention(t *testing.T) {
 	}
 }
 
-// gcFigures counts what racing collections and pushes did.
+// gcFigures counts what racing collections, pushes and copies did.
 type gcFigures struct {
-	runs, removed, paths, spared int
-	pushes, waited, restored     int
-	failed                       int // pushes that failed (cleanly) and were run again
+	runs, removed, paths, spared, pending int
+	pushes, copies, waited, restored      int
+	failed                                int // writers that failed (cleanly) and were run again
 }
 
-// TestGCConcurrentPushes (issue 13, points 3, 4 and 5): in each round,
-// every closure tag is removed, so that all their paths are garbage, and
-// 8 pushes of those overlapping closures race `nixoci gc --grace 500ms`
-// run again and again; the pushes reuse paths the collections delete
-// under them. Afterwards every tag names complete content (every blob
-// walked), every closure substitutes with the real Nix, and another
-// tool's artifacts are still there. On a layout, docker-registry and
-// distribution 3.
-// gcRaceGrace is the grace period of the collections racing pushes:
-// short, so that many run, but not none, which in an image layout would
-// let a sweep delete a manifest a push stored (or found and renewed) a
-// moment before tagging it (the push then fails without a tag).
-const gcRaceGrace = "500ms"
+// gcRun is one collection of a race, as --json told it.
+type gcRaceRun struct {
+	started time.Time
+	res     gc.Result
+}
 
+// checkTwoMarks fails the test unless every store path a run removed was
+// found unreachable by an earlier run at least grace before (the run
+// whose mark is the removed item's Since, listing it as pending) and by
+// every run between.
+func checkTwoMarks(t *testing.T, runs []gcRaceRun, grace time.Duration) {
+	t.Helper()
+	key := func(it gc.Item) string { return it.Kind + " " + it.Digest.String() }
+	pending := make([]map[string]bool, len(runs))
+	for i, r := range runs {
+		pending[i] = map[string]bool{}
+		for _, it := range r.res.Pending {
+			pending[i][key(it)] = true
+		}
+	}
+	checked := 0
+	for k, r := range runs {
+		for _, it := range r.res.Removed {
+			if it.Kind != gc.KindPath {
+				continue
+			}
+			checked++
+			first := -1
+			for j := range k {
+				if runs[j].res.Marked.Equal(it.Since) {
+					first = j
+				}
+			}
+			switch {
+			case first < 0 || !pending[first][key(it)]:
+				t.Errorf("run %d removed %s, unreachable since %v: no earlier run found it unreachable then", k, it.StorePath, it.Since)
+			case r.res.Marked.Sub(runs[first].res.Marked) < grace:
+				t.Errorf("run %d removed %s %v after run %d first found it unreachable, less than the grace period %v",
+					k, it.StorePath, r.res.Marked.Sub(runs[first].res.Marked), first, grace)
+			default:
+				for m := first + 1; m < k; m++ {
+					if !pending[m][key(it)] {
+						t.Errorf("run %d removed %s, which run %d (between run %d and it) did not find unreachable", k, it.StorePath, m, first)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("each of the %d store paths removed was found unreachable by two runs at least %v apart, and by every run between", checked, grace)
+}
+
+// gcRaceGrace is the grace period of the collections racing pushes: a
+// real one, short enough for many deletions during the race.
+const gcRaceGrace = 2 * time.Second
+
+// gcRaceInterval is how often the race starts a collection (a cron
+// job's schedule, compressed): each runs to its end without waiting.
+const gcRaceInterval = time.Second
+
+// TestGCConcurrentPushes (issue 13, points 3, 4 and 5; issue 22): in each
+// round every closure tag is removed, so that all their paths are
+// garbage; `nixoci gc --grace 2s` runs every second from a loop, never
+// waiting, while 8 pushes of those overlapping closures and 2 `nixoci
+// copy` of two of them from another repository start spread over the
+// seconds in which the first collections' candidates become due: the
+// pushes and copies reuse paths the collections delete under them.
+// Afterwards every tag names complete content (every blob walked), every
+// closure substitutes with the real Nix, another tool's artifacts are
+// still there, and every path removed was found unreachable by two runs
+// at least the grace period apart (the runs are logged). On a layout,
+// docker-registry and distribution 3.
 func TestGCConcurrentPushes(t *testing.T) {
-	const writers = 8
+	const writers, copies = 8, 2
 	rounds := relShort(2, 6)
 	c := newSynthCache(t)
 	roots, sizes, distinct := relSharedClosures(c, "gcconc", writers, relShort(3, 8), relShort(3, 10), 6, relShort(20, 60))
@@ -509,33 +566,45 @@ func TestGCConcurrentPushes(t *testing.T) {
 		t.Run(g.name, func(t *testing.T) {
 			g.start(t)
 			checkForeign := foreign(t, g)
+			src := g.repo(t, "copy-source")
 			for k, r := range roots {
 				run(t, "push", "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), r)
 			}
+			for k := range copies {
+				run(t, "push", "--to", fmt.Sprintf("%s:d%d", src.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), roots[k])
+				run(t, "copy", fmt.Sprintf("%s:d%d", src.ref, k), g.ref)
+			}
 			var f gcFigures
+			var runs []gcRaceRun
 			for round := range rounds {
 				var tags []string
 				for k := range roots {
 					tags = append(tags, fmt.Sprintf("%s:c%d", g.ref, k))
 				}
+				for k := range copies {
+					tags = append(tags, fmt.Sprintf("%s:d%d", g.ref, k))
+				}
 				run(t, append([]string{"rm"}, tags...)...)
-				// Collections run back to back from before the first push
-				// to after the last; the pushes start spread over the
-				// first seconds, so that some reuse paths a collection is
-				// about to delete.
+				// Collections start every gcRaceInterval; writers start
+				// 1 s in, 0.4 s apart, over the seconds in which what the
+				// first collection found becomes due.
 				done := make(chan struct{})
 				var mu sync.Mutex
 				var collected sync.WaitGroup
 				collected.Add(1)
+				roundStart := time.Now()
 				go func() {
 					defer collected.Done()
-					for {
+					tick := time.NewTicker(gcRaceInterval)
+					defer tick.Stop()
+					for last := false; !last; {
 						select {
 						case <-done:
-							return
+							last = true // one more, after the writers
 						default:
 						}
-						stdout, stderr, err := testenv.RunCmdErr(nixoci(t, "gc", "--json", "--grace", gcRaceGrace, g.ref))
+						started := time.Now()
+						stdout, stderr, err := testenv.RunCmdErr(nixoci(t, "gc", "--json", "--grace", gcRaceGrace.String(), g.ref))
 						if err != nil {
 							t.Errorf("round %d: gc racing pushes: %v\n%s", round, err, stderr)
 							return
@@ -546,45 +615,73 @@ func TestGCConcurrentPushes(t *testing.T) {
 							return
 						}
 						mu.Lock()
+						runs = append(runs, gcRaceRun{started, res})
 						f.runs++
 						f.removed += len(res.Removed)
 						f.paths += res.Paths
 						f.spared += res.Spared
+						f.pending += len(res.Pending)
 						mu.Unlock()
+						next := ""
+						if len(res.Pending) > 0 {
+							next = fmt.Sprintf(", deletable from +%v", res.NextDeletable.Sub(roundStart).Round(time.Millisecond))
+						}
+						t.Logf("round %d, gc run %d at +%v: marked at +%v, removed %d items (%d paths), spared %d, %d pending%s; took %v",
+							round, len(runs)-1, started.Sub(roundStart).Round(time.Millisecond), res.Marked.Sub(roundStart).Round(time.Millisecond),
+							len(res.Removed), res.Paths, res.Spared, len(res.Pending), next, res.Took.Round(time.Millisecond))
+						if !last {
+							select {
+							case <-tick.C:
+							case <-done:
+							}
+						}
 					}
 				}()
-				pushes := make([]*killablePush, writers)
-				for k, r := range roots {
-					start := time.Now().Add(time.Duration(k) * 400 * time.Millisecond)
-					<-time.After(time.Until(start))
-					pushes[k] = startPush(t, nil, "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), r)
+				type writer struct {
+					name string
+					p    *killablePush
+					redo []string
 				}
-				var failed []int
-				for k, p := range pushes {
-					err := p.wait()
-					f.pushes++
-					log := p.stderr.String()
+				var ws []writer
+				for k, r := range roots {
+					<-time.After(time.Until(roundStart.Add(time.Second + time.Duration(k)*400*time.Millisecond)))
+					args := []string{"push", "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), r}
+					ws = append(ws, writer{fmt.Sprintf("push c%d", k), startNixoci(t, nil, args...), args})
+					if k%4 == 1 && k/4 < copies {
+						args := []string{"copy", fmt.Sprintf("%s:d%d", src.ref, k/4), g.ref}
+						ws = append(ws, writer{fmt.Sprintf("copy d%d", k/4), startNixoci(t, nil, args...), args})
+					}
+				}
+				var failed []writer
+				for _, w := range ws {
+					err := w.p.wait()
+					if strings.HasPrefix(w.name, "copy") {
+						f.copies++
+					} else {
+						f.pushes++
+					}
+					log := w.p.stderr.String()
 					f.waited += strings.Count(log, "a garbage collection is running")
 					f.restored += strings.Count(log, "stored again paths") + strings.Count(log, "copying again")
 					if err != nil {
-						failed = append(failed, k)
-						t.Logf("round %d: push %d failed:\n%s", round, k, log)
+						failed = append(failed, w)
+						t.Logf("round %d: %s failed:\n%s", round, w.name, log)
 					}
 				}
 				close(done)
 				collected.Wait()
-				// A push that lost against collections run back to back
-				// with no grace period fails without its closure tag;
-				// run again, it completes.
+				// A writer that lost against collections fails without its
+				// closure tag; run again, it completes.
 				have := g.tags(t)
-				for _, k := range failed {
+				for _, w := range failed {
 					f.failed++
-					if slices.Contains(have, fmt.Sprintf("c%d", k)) {
-						t.Errorf("round %d: failed push %d left its closure tag", round, k)
+					if tag := w.redo[2][strings.LastIndex(w.redo[2], ":")+1:]; w.redo[0] == "push" && slices.Contains(have, tag) {
+						t.Errorf("round %d: failed %s left its closure tag", round, w.name)
 					}
-					run(t, "push", "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), roots[k])
+					run(t, w.redo...)
 				}
 			}
+			checkTwoMarks(t, runs, gcRaceGrace)
 			final := gcRun(t, g.ref, "--grace", "0s")
 			for _, it := range final.Removed {
 				if it.Kind == gc.KindPath {
@@ -600,7 +697,7 @@ func TestGCConcurrentPushes(t *testing.T) {
 			}
 			paths := 0
 			for _, tag := range all {
-				if len(tag) == 32 && !strings.ContainsAny(tag, "-_.") {
+				if spec.ClassifyTag(tag) == spec.TagPath {
 					paths++
 				}
 			}
@@ -614,10 +711,10 @@ func TestGCConcurrentPushes(t *testing.T) {
 				}
 			}
 			checkForeign()
-			t.Logf("%d rounds: %d gc runs raced %d pushes; the runs removed %d items (%d store paths), spared %d found in use again; "+
-				"pushes waited for a running gc %d times, stored again what it deleted %d times, %d failed without a tag and were run again; "+
+			t.Logf("%d rounds: %d gc runs (--grace %v, one a %v) raced %d pushes and %d copies; the runs removed %d items (%d store paths), spared %d found in use again, left %d pending in all; "+
+				"writers waited for a running gc %d times, stored or copied again what it deleted %d times, %d failed without a tag and were run again; "+
 				"afterwards %d tags, all complete, %d closures substituted",
-				rounds, f.runs, f.pushes, f.removed, f.paths, f.spared, f.waited, f.restored, f.failed, len(all), len(roots))
+				rounds, f.runs, gcRaceGrace, gcRaceInterval, f.pushes, f.copies, f.removed, f.paths, f.spared, f.pending, f.waited, f.restored, f.failed, len(all), len(roots))
 			if f.runs < rounds || f.paths == 0 {
 				t.Errorf("the race did not happen: %d gc runs removed %d paths", f.runs, f.paths)
 			}
