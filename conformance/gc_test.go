@@ -397,8 +397,10 @@ func TestGCRefusedDeletes(t *testing.T) {
 	}
 }
 
-// TestGCRetention (issue 13, points 2 and 5): closures ci-1 … ci-5 pushed
-// in order; `gc --match 'ci-*' --keep-last 2` keeps ci-4 and ci-5 and
+// TestGCRetention (issue 13, points 2 and 5; issue 22): closures ci-1 …
+// ci-5 pushed in order; `gc --match 'ci-*' --keep-last 0` is refused
+// (exit 2) and changes nothing; `gc --match 'ci-*' --keep-last 2` keeps
+// ci-4 and ci-5 and
 // their paths, drops the others and their private paths, and keeps a tag
 // --match does not select; where ci-1 was pushed again before the run,
 // ci-1 and ci-5 stay.
@@ -432,6 +434,17 @@ func TestGCRetention(t *testing.T) {
 				}
 				if tc.repush {
 					run(t, "push", "--to", g.ref+":ci-1", "--from-cache", c.url(), roots["ci-1"])
+				}
+				if !tc.repush {
+					// 0 does not mean "unlimited": refused, nothing changes.
+					before := g.snapshot(t)
+					stderr, code := runFail(t, "gc", "--match", "ci-*", "--keep-last", "0", "--grace", "0s", g.ref)
+					if code != 2 || !strings.Contains(stderr, "--keep-none") {
+						t.Errorf("gc --keep-last 0: exit %d, %q; want 2 naming --keep-none", code, stderr)
+					}
+					if after := g.snapshot(t); !maps.Equal(before, after) {
+						t.Error("a refused gc --keep-last 0 changed the target")
+					}
 				}
 				res := gcRun(t, g.ref, "--match", "ci-*", "--keep-last", "2", "--grace", "0s")
 				var closures []string
@@ -472,6 +485,111 @@ func TestGCRetention(t *testing.T) {
 						t.Errorf("%s: %s is still tagged", tc.name, p)
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestGCGraceAcrossRuns (issue 22): gc never waits for its grace period.
+// With nothing to delete, `nixoci gc --grace 1h` returns in the time its
+// reads take; after `rm` of a closure, a run with --grace 1h deletes
+// nothing, lists its private paths as pending and says when they become
+// deletable; runs with a real grace period of 3 s delete them once it
+// is over, not before, each path after two marks at least 3 s apart;
+// the other closure stays whole. On a layout, docker-registry and
+// distribution 3.
+func TestGCGraceAcrossRuns(t *testing.T) {
+	const grace = 3 * time.Second
+	c := newSynthCache(t)
+	shared := synthStorePath("grace-shared")
+	c.add(shared, fileNAR(t, shared), nil, nil)
+	roots := map[string]string{}
+	var private []string
+	for _, tag := range []string{"c1", "c2"} {
+		leaf := synthStorePath("grace-leaf-" + tag)
+		c.add(leaf, fileNAR(t, leaf), nil, nil)
+		root := synthStorePath("grace-root-" + tag)
+		c.add(root, fileNAR(t, root), []string{filepath.Base(leaf), filepath.Base(shared)}, nil)
+		roots[tag] = root
+		if tag == "c1" {
+			private = []string{leaf, root}
+		}
+	}
+	slices.Sort(private)
+	pendingPaths := func(res *gc.Result) []string {
+		var out []string
+		for _, it := range res.Pending {
+			if it.Kind == gc.KindPath {
+				out = append(out, it.StorePath)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, g := range gcTargets(t) {
+		t.Run(g.name, func(t *testing.T) {
+			g.start(t)
+			for tag, root := range roots {
+				run(t, "push", "--to", g.ref+":"+tag, "--from-cache", c.url(), root)
+			}
+			start := time.Now()
+			res := gcRun(t, g.ref, "--grace", "1h")
+			if len(res.Removed) != 0 || len(res.Pending) != 0 {
+				t.Errorf("with nothing to delete: removed %+v, pending %+v", res.Removed, res.Pending)
+			}
+			t.Logf("nixoci gc --grace 1h with nothing to delete: %v (the collection itself %v)", time.Since(start).Round(time.Millisecond), res.Took.Round(time.Millisecond))
+
+			run(t, "rm", g.ref+":c1")
+			cmd := nixoci(t, "gc", "--dry-run", "--grace", "1h", g.ref)
+			stdout, stderr, err := testenv.RunCmdErr(cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustContain(t, "gc --dry-run --grace 1h", stdout, "pending path "+private[0], "pending path "+private[1], "deletable from")
+			mustContain(t, "gc --dry-run --grace 1h", stderr, "would remove nothing", "more unreachable for less than --grace 1h0m0s: deletable from", "run nixoci gc again then")
+			start = time.Now()
+			first := gcRun(t, g.ref, "--grace", "1h")
+			if len(first.Removed) != 0 || !slices.Equal(pendingPaths(first), private) || !first.NextDeletable.Equal(first.Marked.Add(time.Hour)) {
+				t.Errorf("the first run with --grace 1h: removed %+v, pending %v, next %v; want nothing removed, %v pending until an hour after %v",
+					first.Removed, pendingPaths(first), first.NextDeletable, private, first.Marked)
+			}
+			t.Logf("nixoci gc --grace 1h with %d candidates: %v (the collection itself %v); they become deletable at %v",
+				len(first.Pending), time.Since(start).Round(time.Millisecond), first.Took.Round(time.Millisecond), first.NextDeletable.Format(time.RFC3339))
+
+			// With a grace period of 3 s, runs delete what the first run
+			// found once 3 s are over, and not before.
+			var removed []string
+			for range 3 {
+				res := gcRun(t, g.ref, "--grace", grace.String())
+				for _, it := range res.Removed {
+					if it.Kind != gc.KindPath {
+						continue
+					}
+					removed = append(removed, it.StorePath)
+					if !it.Since.Equal(first.Marked) || res.Marked.Sub(it.Since) < grace {
+						t.Errorf("removed %s unreachable since %v at a mark at %v; want since the first run's mark %v, at least %v before", it.StorePath, it.Since, res.Marked, first.Marked, grace)
+					}
+				}
+				for _, it := range res.Pending {
+					if !it.DeletableAt.Equal(it.Since.Add(grace)) || it.Kind == gc.KindPath && !it.Since.Equal(first.Marked) {
+						t.Errorf("pending %s %s: since %v, deletable %v", it.Kind, it.StorePath, it.Since, it.DeletableAt)
+					}
+				}
+				if len(res.Pending) == 0 {
+					break
+				}
+				// Waiting out the real grace period, as the next cron run would.
+				time.Sleep(time.Until(res.NextDeletable))
+			}
+			slices.Sort(removed)
+			if !slices.Equal(removed, private) {
+				t.Errorf("removed %v across the runs, want %v", removed, private)
+			}
+			if tags := g.tags(t); slices.Contains(tags, spec.GCMarkTag) {
+				t.Errorf("the mark record is still tagged with nothing pending: %v", tags)
+			}
+			if err := checkWhole(t, g.open(t), "c2"); err != nil {
+				t.Error(err)
 			}
 		})
 	}
