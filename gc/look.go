@@ -49,6 +49,10 @@ func (lk *look) add(tag string) bool {
 		lk.refTags[digest.NewDigestFromEncoded(digest.SHA256, strings.TrimPrefix(tag, "sha256-"))] = tag
 	case spec.TagLayer:
 		lk.layerTags[tag] = true
+	case spec.TagFile:
+		// Logs, listings, realisations, debug-info entries (SPEC.md
+		// 12.5): left alone, with what they reach, until the collector
+		// keeps them with the paths they belong to.
 	}
 	return false
 }

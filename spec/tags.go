@@ -71,6 +71,9 @@ const (
 	// TagGC is the garbage collector's own: its marker and its mark
 	// record.
 	TagGC
+	// TagFile is a file of a store path or derivation (SPEC.md 12): a
+	// build log, NAR listing, realisation or debug-info entry (IsFileTag).
+	TagFile
 )
 
 var (
@@ -82,7 +85,9 @@ var (
 // ClassifyTag says what a tag's name says it names. It is the one
 // classification every reader of tags uses: the substituter's catalog
 // reads only TagNamed tags as possible closures; the garbage collector
-// takes TagNamed and TagCompose tags as possible roots.
+// takes TagNamed and TagCompose tags as possible roots, and TagPath,
+// TagLayer and TagReferrers ones as what roots may reach (a new kind of
+// tag is added here, and to the collector's look, gc/look.go).
 func ClassifyTag(tag string) TagKind {
 	switch {
 	case tag == GCMarkerTag || tag == GCMarkTag:
@@ -95,6 +100,8 @@ func ClassifyTag(tag string) TagKind {
 		return TagLayer
 	case composeTagPattern.MatchString(tag):
 		return TagCompose
+	case IsFileTag(tag):
+		return TagFile
 	}
 	return TagNamed
 }

@@ -21,6 +21,10 @@ func TestClassifyTag(t *testing.T) {
 		hash + ".layer.zstd": spec.TagLayer,
 		"group.0123456789abcdef0123456789abcdef01234567.gzip": spec.TagLayer,
 		"compose.0123456789abcdef0123456789abcdef01234567":    spec.TagCompose,
+		hash + ".log": spec.TagFile,
+		hash + ".ls":  spec.TagFile,
+		"debuginfo.0123456789abcdef0123456789abcdef01234567":                           spec.TagFile,
+		"realisation.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef": spec.TagFile,
 		// Tags a user may choose that only look like ours.
 		"WMAX4JPCBCYVAQCX04SKYIR4X9J40YGH": spec.TagNamed, // not nix-base32
 		"emax4jpcbcyvaqcx04skyir4x9j40ygh": spec.TagNamed, // 'e' is not in the alphabet
