@@ -644,3 +644,31 @@ func TestPendingTagKeepsPaths(t *testing.T) {
 		t.Errorf("ci-1 still tagged (%v)", err)
 	}
 }
+
+// TestWait: with Wait, one Collect does what collections did before mark
+// records: it finds c1's paths, waits until they are the grace period
+// old, and deletes them.
+func TestWait(t *testing.T) {
+	ctx := context.Background()
+	l := fixture.Layout(t)
+	fixture.Synthetic(t, l, "c1", spec.ClosureVersion, "s", "app1", "shared")
+	_, p2 := fixture.Synthetic(t, l, "c2", spec.ClosureVersion, "s", "app2", "shared")
+	if _, err := gc.Remove(ctx, l, []string{"c1"}, gc.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const grace = 200 * time.Millisecond
+	opts := gc.Options{Grace: grace, Wait: true, Progress: &gc.Progress{}}
+	res, err := gc.Collect(ctx, l, "l", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.StorePaths(); !slices.Equal(got, storePaths("app1")) || len(res.Pending) != 0 {
+		t.Errorf("removed %v, pending %+v; want app1 and nothing pending", got, res.Pending)
+	}
+	for _, it := range res.Removed {
+		if res.Marked.Sub(it.Since) < grace {
+			t.Errorf("%s %s removed %v after it was found unreachable, less than %v", it.Kind, it.Digest, res.Marked.Sub(it.Since), grace)
+		}
+	}
+	checkClosure(t, l, "c2", p2)
+}
