@@ -546,7 +546,7 @@ func TestGCGraceAcrossRuns(t *testing.T) {
 				t.Fatal(err)
 			}
 			mustContain(t, "gc --dry-run --grace 1h", stdout, "pending path "+private[0], "pending path "+private[1], "deletable from")
-			mustContain(t, "gc --dry-run --grace 1h", stderr, "would remove nothing", "more unreachable for less than --grace 1h0m0s: deletable from", "run nixoci gc again then")
+			mustContain(t, "gc --dry-run --grace 1h", stderr, "would remove nothing", "unreachable for less than --grace 1h0m0s: deletable from", "run nixoci gc again then")
 			start = time.Now()
 			first := gcRun(t, g.ref, "--grace", "1h")
 			if len(first.Removed) != 0 || !slices.Equal(pendingPaths(first), private) || !first.NextDeletable.Equal(first.Marked.Add(time.Hour)) {

@@ -190,7 +190,7 @@ func printGC(stdout, stderr io.Writer, res *gc.Result, ref backend.Ref) {
 	}
 	fmt.Fprintf(stderr, " (%v)\n", res.Took.Round(time.Millisecond))
 	if n := len(res.Pending); n > 0 {
-		fmt.Fprintf(stderr, "%d more unreachable for less than --grace %v: deletable from %s (in %v); run nixoci gc again then\n",
+		fmt.Fprintf(stderr, "%d unreachable for less than --grace %v: deletable from %s (in %v); run nixoci gc again then\n",
 			n, res.Grace, res.NextDeletable.UTC().Format(time.RFC3339), time.Until(res.NextDeletable).Round(time.Second))
 	}
 	if res.DeletesRefused != "" {
