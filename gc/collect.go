@@ -96,7 +96,7 @@ func collectOnce(ctx context.Context, t backend.Target, name string, opts Option
 	}
 	c.report(mk)
 	due, pending := c.split(mk, record)
-	res.Marked, res.Pending = mk.done, pending
+	res.Marked, res.Pending = mk.done, append(res.Pending, pending...)
 	for _, it := range pending {
 		if res.NextDeletable.IsZero() || it.DeletableAt.Before(res.NextDeletable) {
 			res.NextDeletable = it.DeletableAt
@@ -109,7 +109,7 @@ func collectOnce(ctx context.Context, t backend.Target, name string, opts Option
 		}
 	}
 	if opts.DryRun {
-		res.Removed = due
+		res.Removed = append(res.Removed, due...)
 		res.Bytes = itemBytes(due, mk.reach)
 		if c.layout != nil {
 			res.Bytes, res.BlobFiles = 0, len(blobs)

@@ -163,3 +163,24 @@ func TestCLIKeepLastZero(t *testing.T) {
 	}
 	mustRun(t, "inspect", layout+":release")
 }
+
+// TestCLIGCJSONLists: --json always gives removed and pending as lists,
+// empty or not, for scripts.
+func TestCLIGCJSONLists(t *testing.T) {
+	t.Setenv("NIXOCI_STORE", t.TempDir())
+	cache, app, _ := writeCache(t)
+	layout := "oci:" + filepath.Join(t.TempDir(), "layout")
+	mustRun(t, "push", "--to", layout+":app", "--from-cache", "file://"+cache, app)
+	for _, args := range [][]string{{"--dry-run"}, {"--dry-run", "--grace", "0s"}, {}, {"--grace", "0s"}} {
+		out := mustRun(t, append(append([]string{"gc", "--json"}, args...), layout)...)
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(out), &raw); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"removed", "pending"} {
+			if s := string(raw[k]); !strings.HasPrefix(s, "[") {
+				t.Errorf("gc --json %v: %s is %s, want a list", args, k, s)
+			}
+		}
+	}
+}
