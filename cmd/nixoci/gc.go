@@ -68,6 +68,7 @@ Examples:
   nixoci gc --match 'ci-*' --keep-last 20 --keep-within 30d ghcr.example/me/nix
   nixoci rm 127.0.0.1:5000/cache:old && nixoci gc --wait --grace 10m 127.0.0.1:5000/cache
   nixoci gc --json --dry-run 127.0.0.1:5000/cache | jq '.removed[].storePath'
+  nixoci gc --json 127.0.0.1:5000/cache | jq '{removed: (.removed | length), pending: (.pending | length), nextDeletable}'
 `
 
 func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
