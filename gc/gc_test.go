@@ -672,3 +672,74 @@ func TestWait(t *testing.T) {
 	}
 	checkClosure(t, l, "c2", p2)
 }
+
+// writeRecord tags a mark record in l, as any writer could.
+func writeRecord(t *testing.T, l *backend.Layout, r artifact.MarkRecord) {
+	t.Helper()
+	ctx := context.Background()
+	record, manifest, err := artifact.NewMarkRecord(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []artifact.Blob{record, {Descriptor: spec.EmptyConfig, Data: spec.EmptyConfigData}} {
+		if err := backend.PushBytes(ctx, l, b.Descriptor, b.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.PushReference(ctx, manifest.Descriptor, bytes.NewReader(manifest.Data), spec.GCMarkTag); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMarkRecordTrustedForTimesOnly: a mark record claiming that every
+// path was unreachable for a day makes an unreachable path go at once,
+// but never one a root reaches; a record that is not one, or a time
+// after the record's own mark, starts the grace period afresh.
+func TestMarkRecordTrustedForTimesOnly(t *testing.T) {
+	ctx := context.Background()
+	l := fixture.Layout(t)
+	c1, p1 := fixture.Synthetic(t, l, "c1", spec.ClosureVersion, "s", "app1", "shared")
+	_, p2 := fixture.Synthetic(t, l, "c2", spec.ClosureVersion, "s", "app2", "shared")
+	if _, err := gc.Remove(ctx, l, []string{"c1"}, gc.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	entry := func(p artifact.PathArtifact, since time.Time) artifact.MarkEntry {
+		return artifact.MarkEntry{Kind: gc.KindPath, Digest: p.Manifest.Digest, Tags: []string{spec.PathTag(p.Info.StorePath)}, Since: since}
+	}
+
+	// Not a record at all: every grace period starts now.
+	data, err := backend.FetchAll(ctx, l, p2[0].Manifest, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PushReference(ctx, p2[0].Manifest, bytes.NewReader(data), spec.GCMarkTag); err != nil {
+		t.Fatal(err)
+	}
+	res, err := gc.Collect(ctx, l, "l", withGrace(time.Hour))
+	if err != nil || len(res.Removed) != 0 || !slices.Equal(pendingPaths(res), storePaths("app1")) {
+		t.Fatalf("with a mark record tag naming a path manifest: %v, removed %+v, pending %v", err, res.Removed, pendingPaths(res))
+	}
+	checkClosure(t, l, "c2", p2)
+
+	// A time after the record's own mark does not count.
+	writeRecord(t, l, artifact.MarkRecord{Marked: now.Add(-2 * time.Hour), Unreachable: []artifact.MarkEntry{entry(p1[0], now.Add(-time.Hour))}})
+	if res, err := gc.Collect(ctx, l, "l", withGrace(time.Hour)); err != nil || len(res.Removed) != 0 {
+		t.Fatalf("with a since after the record's mark: %v, removed %+v", err, res.Removed)
+	}
+
+	// A day-old claim for c1 (untagged, it still names app1) and every
+	// path: app1 (unreachable) goes at once, app2 and shared (c2 reaches
+	// them) stay.
+	writeRecord(t, l, artifact.MarkRecord{Marked: now, Unreachable: []artifact.MarkEntry{
+		{Kind: gc.KindClosure, Digest: c1.Digest, Since: now.Add(-24 * time.Hour)},
+		entry(p1[0], now.Add(-24*time.Hour)), entry(p2[0], now.Add(-24*time.Hour)), entry(p2[1], now.Add(-24*time.Hour))}})
+	res, err = gc.Collect(ctx, l, "l", withGrace(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.StorePaths(); !slices.Equal(got, storePaths("app1")) {
+		t.Errorf("with a day-old record removed %v, want app1 alone", got)
+	}
+	checkClosure(t, l, "c2", p2)
+}

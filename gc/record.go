@@ -81,13 +81,14 @@ func (r *markRecord) sameEntries(o *markRecord) bool {
 }
 
 // readMarkRecord reads the record of t; with none, or one that is not a
-// mark record (it is replaced), the record is empty and every grace
-// period starts now.
+// mark record, the record is empty and every grace period starts now.
+// What the tag names then is not ours to delete: a new record takes the
+// tag and leaves it.
 func readMarkRecord(ctx context.Context, t backend.Target) (*markRecord, error) {
 	r, desc, _, err := artifact.ReadMarkRecord(ctx, t)
 	if errors.Is(err, artifact.ErrNotArtifact) {
 		slog.Warn("the mark record cannot be read; grace periods start now", "tag", spec.GCMarkTag, "err", err)
-		return &markRecord{desc: desc}, nil
+		return &markRecord{}, nil
 	} else if err != nil {
 		return nil, err
 	}
