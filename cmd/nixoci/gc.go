@@ -42,7 +42,7 @@ gc never waits for the grace period: it deletes what this run and an
 earlier one at least --grace before (default 1h) both found unreachable,
 and records what it finds newly unreachable (tag nixoci-gc-mark) for a
 later run, saying when that becomes deletable. Run it from cron or CI,
-say every hour; the first run in a repository deletes nothing. --wait
+say every hour; what a run finds newly unreachable, a later one deletes. --wait
 does it in one go instead: it waits out the grace period and collects
 again (up to --grace). Safe while others push: deletions come in batches
 of at most 10 s, each after a fresh look at the roots, announced by the
