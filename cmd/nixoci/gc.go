@@ -42,13 +42,12 @@ gc never waits for the grace period: it deletes what this run and an
 earlier one at least --grace before (default 1h) both found unreachable,
 and records what it finds newly unreachable (tag nixoci-gc-mark) for a
 later run, saying when that becomes deletable. Run it from cron or CI,
-say every hour; what a run finds newly unreachable, a later one deletes. --wait
-does it in one go instead: it waits out the grace period and collects
-again (up to --grace). Safe while others push: deletions come in batches
-of at most 10 s, each after a fresh look at the roots, announced by the
-tag nixoci-gc; a push that finds that marker checks what it tagged and
-stores again what went. Give --grace at least the time your longest
-push takes.
+say every hour. --wait does it in one go instead: it waits out the
+grace period and collects again (up to --grace). Safe while others
+push: deletions come in batches of at most 10 s, each after a fresh look
+at the roots, announced by the tag nixoci-gc; a push that finds that
+marker checks what it tagged and stores again what went. Give --grace at
+least the time your longest push takes.
 
 A registry deletes manifests (distribution: storage.delete.enabled: true;
 a registry that refuses deletes fails before anything changes); the blob
