@@ -655,7 +655,7 @@ func checkTwoMarks(t *testing.T, runs []gcRaceRun, grace time.Duration) {
 
 // gcRaceGrace is the grace period of the collections racing pushes: a
 // real one, short enough for many deletions during the race.
-const gcRaceGrace = 2 * time.Second
+const gcRaceGrace = 1500 * time.Millisecond
 
 // gcRaceInterval is how often the race starts a collection (a cron
 // job's schedule, compressed): each runs to its end without waiting.
@@ -663,11 +663,12 @@ const gcRaceInterval = time.Second
 
 // TestGCConcurrentPushes (issue 13, points 3, 4 and 5; issue 22): in each
 // round every closure tag is removed, so that all their paths are
-// garbage; `nixoci gc --grace 2s` runs every second from a loop, never
+// garbage; `nixoci gc --grace 1.5s` runs every second from a loop, never
 // waiting, while 8 pushes of those overlapping closures and 2 `nixoci
 // copy` of two of them from another repository start spread over the
-// seconds in which the first collections' candidates become due: the
-// pushes and copies reuse paths the collections delete under them.
+// seconds in which the first collection's candidates become due (the
+// last push once a collection has deleted something): the pushes and
+// copies reuse paths the collections delete under them.
 // Afterwards every tag names complete content (every blob walked), every
 // closure substitutes with the real Nix, another tool's artifacts are
 // still there, and every path removed was found unreachable by two runs
@@ -704,15 +705,28 @@ func TestGCConcurrentPushes(t *testing.T) {
 				}
 				run(t, append([]string{"rm"}, tags...)...)
 				// Collections start every gcRaceInterval; writers start
-				// 1 s in, 0.4 s apart, over the seconds in which what the
-				// first collection found becomes due.
+				// 1 s after the first collection's mark, 0.3 s apart,
+				// around the time what it found becomes due. The last
+				// closure's push waits until a collection has deleted
+				// something (its private paths, which no other writer
+				// reuses): every round deletes, however slow the registry.
 				done := make(chan struct{})
+				firstMarked := make(chan time.Time, 1)
+				removedSome := make(chan struct{})
+				var removedOnce sync.Once
 				var mu sync.Mutex
 				var collected sync.WaitGroup
 				collected.Add(1)
 				roundStart := time.Now()
 				go func() {
 					defer collected.Done()
+					defer removedOnce.Do(func() { close(removedSome) })
+					defer func() {
+						select {
+						case firstMarked <- time.Now(): // a run failed: the writers need not wait
+						default:
+						}
+					}()
 					tick := time.NewTicker(gcRaceInterval)
 					defer tick.Stop()
 					for last := false; !last; {
@@ -731,6 +745,13 @@ func TestGCConcurrentPushes(t *testing.T) {
 						if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 							t.Errorf("gc --json: %v", err)
 							return
+						}
+						select {
+						case firstMarked <- res.Marked:
+						default:
+						}
+						if res.Paths > 0 {
+							removedOnce.Do(func() { close(removedSome) })
 						}
 						mu.Lock()
 						runs = append(runs, gcRaceRun{started, res})
@@ -761,8 +782,16 @@ func TestGCConcurrentPushes(t *testing.T) {
 					redo []string
 				}
 				var ws []writer
+				m0 := <-firstMarked
 				for k, r := range roots {
-					<-time.After(time.Until(roundStart.Add(time.Second + time.Duration(k)*400*time.Millisecond)))
+					if k == len(roots)-1 {
+						select {
+						case <-removedSome:
+						case <-time.After(time.Minute):
+						}
+					} else {
+						<-time.After(time.Until(m0.Add(time.Second + time.Duration(k)*300*time.Millisecond)))
+					}
 					args := []string{"push", "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), r}
 					ws = append(ws, writer{fmt.Sprintf("push c%d", k), startNixoci(t, nil, args...), args})
 					if k%4 == 1 && k/4 < copies {
