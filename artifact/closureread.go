@@ -35,6 +35,10 @@ type Closure struct {
 	// CacheInfoManifest is the manifest holding a version 2 closure's
 	// nix-cache-info layer.
 	CacheInfoManifest ocispec.Descriptor
+	// Files are the entries of the file artifacts a version 2 closure
+	// lists (SPEC.md section 12.6), each annotated with the store path it
+	// belongs to, one of PathManifests'.
+	Files []ocispec.Descriptor
 	// Digests lists the closure manifests this describes: Descriptor's
 	// alone, unless several closures were merged (image.BuildUnion).
 	Digests []string
@@ -81,7 +85,7 @@ func ParseClosure(ctx context.Context, t backend.Target, reference string, desc 
 			Layers: []ocispec.Descriptor{art.NAR, art.NarInfo}, Digests: []string{desc.Digest.String()}}, nil
 	case spec.ArtifactTypeClosure:
 		return readClosureV1(ctx, t, reference, desc, probe)
-	case spec.ArtifactTypeClosureV2:
+	case spec.ArtifactTypeClosureV2, spec.ArtifactTypeClosureFiles:
 		return readClosureV2(ctx, t, reference, desc, probe)
 	}
 	return nil, fmt.Errorf("%s: artifactType %q is not a nixoci closure: %w", reference, probe.ArtifactType, ErrNotArtifact)
@@ -154,6 +158,11 @@ func readClosureV2(ctx context.Context, t backend.Target, reference string, desc
 			c.PathManifests = append(c.PathManifests, e)
 		case spec.ArtifactTypeCacheInfo:
 			c.CacheInfoManifest = e
+		case spec.ArtifactTypeLog, spec.ArtifactTypeRealisation, spec.ArtifactTypeListing, spec.ArtifactTypeDebugInfo:
+			if probe.ArtifactType != spec.ArtifactTypeClosureFiles {
+				return nil, fmt.Errorf("%s: entry %s is a %s, which a %s does not list: %w", reference, e.Digest, e.ArtifactType, probe.ArtifactType, ErrNotArtifact)
+			}
+			c.Files = append(c.Files, e)
 		default:
 			return nil, fmt.Errorf("%s: entry %s has artifactType %q: %w", reference, e.Digest, e.ArtifactType, ErrNotArtifact)
 		}
@@ -163,6 +172,19 @@ func readClosureV2(ctx context.Context, t backend.Target, reference string, desc
 	}
 	if len(c.PathManifests) != c.PathCount {
 		return nil, fmt.Errorf("%s: lists %d path manifests, its annotation says %d: %w", reference, len(c.PathManifests), c.PathCount, ErrNotArtifact)
+	}
+	if len(c.Files) > 0 {
+		members := make(map[string]bool, len(c.PathManifests))
+		for _, p := range c.PathManifests {
+			members[p.Annotations[spec.AnnotationStorePath]] = true
+		}
+		for _, f := range c.Files {
+			if !members[f.Annotations[spec.AnnotationStorePath]] {
+				return nil, fmt.Errorf("%s: %s %s belongs to %q, which the closure does not list: %w", reference, f.ArtifactType, f.Digest, f.Annotations[spec.AnnotationStorePath], ErrNotArtifact)
+			}
+		}
+	} else if probe.ArtifactType == spec.ArtifactTypeClosureFiles {
+		return nil, fmt.Errorf("%s: a %s listing no file: %w", reference, probe.ArtifactType, ErrNotArtifact)
 	}
 	return c, nil
 }
@@ -231,8 +253,10 @@ func ClosurePaths(ctx context.Context, t backend.Target, c *Closure, jobs int) (
 
 // BinaryCacheLayers lists the layers that make c a binary cache
 // directory (each titled with its file name): NARs (each distinct digest
-// once) and narinfos in store-path order, then nix-cache-info. For a
-// version 2 closure this reads its path manifests, jobs at a time.
+// once) and narinfos in store-path order, then the layers of the file
+// artifacts it lists (realisations, logs, listings, debug-info entries),
+// then nix-cache-info. For a version 2 closure this reads its path
+// manifests and file artifacts, jobs at a time.
 func BinaryCacheLayers(ctx context.Context, t backend.Target, c *Closure, jobs int) ([]ocispec.Descriptor, error) {
 	if c.Version != spec.ClosureVersion {
 		return c.Layers, nil
@@ -256,6 +280,18 @@ func BinaryCacheLayers(ctx context.Context, t backend.Target, c *Closure, jobs i
 			layers = append(layers, p.NAR)
 		}
 		layers = append(layers, p.NarInfo)
+	}
+	files, err := ClosureFiles(ctx, t, c, jobs)
+	if err != nil {
+		return nil, err
+	}
+	for _, cf := range files {
+		for _, f := range cf.Artifact.Files {
+			if !seen[f.Digest.String()+f.Title] {
+				seen[f.Digest.String()+f.Title] = true
+				layers = append(layers, f.Descriptor())
+			}
+		}
 	}
 	return append(layers, cim.Layers[0]), nil
 }

@@ -36,14 +36,26 @@ type PullResult struct {
 	Present int // files already there with the right content
 }
 
+// fileKinds maps the media type of a file artifact's layer to its kind.
+var fileKinds = map[string]string{
+	spec.MediaTypeLog:         spec.ArtifactTypeLog,
+	spec.MediaTypeRealisation: spec.ArtifactTypeRealisation,
+	spec.MediaTypeBuildTrace:  spec.ArtifactTypeRealisation,
+	spec.MediaTypeListing:     spec.ArtifactTypeListing,
+	spec.MediaTypeDebugInfo:   spec.ArtifactTypeDebugInfo,
+}
+
 var titlePattern = regexp.MustCompile(`^(nix-cache-info|[0-9a-df-np-sv-z]{32}\.narinfo|nar/[0-9a-df-np-sv-z]{52}\.nar(\.xz|\.zst)?)$`)
 
 // Pull writes the closure that reference names in src into dir as a Nix
-// binary cache directory (`nix copy --from file://DIR`). Every blob is
+// binary cache directory (`nix copy --from file://DIR`), with the
+// realisations, build logs, listings and debug-info entries it lists
+// where `nix copy --to file://DIR` writes them. Every blob is
 // verified against its digest while it streams to a temporary file, which
 // is renamed into place only when complete. NARs are written first, then
-// narinfos, then nix-cache-info, so an interrupted pull never leaves a
-// narinfo pointing at a missing NAR. Files already present with the right
+// narinfos, then the other files, then nix-cache-info, so an interrupted
+// pull never leaves a narinfo pointing at a missing NAR, nor a
+// realisation naming a missing path. Files already present with the right
 // content are kept.
 func Pull(ctx context.Context, src backend.Target, reference, dir string, opts PullOptions) (*PullResult, error) {
 	c, err := ReadClosure(ctx, src, reference)
@@ -57,9 +69,17 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", reference, err)
 	}
-	var nars, narinfos, last []ocispec.Descriptor
+	var nars, narinfos, files, last []ocispec.Descriptor
 	for _, l := range layers {
 		title := l.Annotations[spec.AnnotationTitle]
+		if kind, ok := fileKinds[l.MediaType]; ok {
+			// Titles checked by their kind when read (BinaryCacheLayers).
+			if err := checkFileTitle(kind, File{Title: title, MediaType: l.MediaType, Digest: l.Digest}); err != nil {
+				return nil, fmt.Errorf("%s: %w", reference, err)
+			}
+			files = append(files, l)
+			continue
+		}
 		if !titlePattern.MatchString(title) {
 			return nil, fmt.Errorf("%s: layer %s has title %q, which is not a binary-cache file name: %w", reference, l.Digest, title, ErrNotArtifact)
 		}
@@ -72,6 +92,11 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 			nars = append(nars, l)
 		}
 	}
+	for _, l := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, filepath.FromSlash(l.Annotations[spec.AnnotationTitle]))), 0o755); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "nar"), 0o755); err != nil {
 		return nil, err
 	}
@@ -80,7 +105,8 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 	}
 	res := &PullResult{Closure: c}
 	var counts [2]int64
-	for _, wave := range [][]ocispec.Descriptor{nars, narinfos, last} {
+	// Realisations after the narinfos of the paths they name.
+	for _, wave := range [][]ocispec.Descriptor{nars, narinfos, files, last} {
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(opts.Jobs)
 		results := make([]bool, len(wave))
