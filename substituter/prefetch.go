@@ -195,7 +195,8 @@ func (p *prefetcher) closureOf(ctx context.Context, e *pathEntry, hash string) (
 	return cl, a, true
 }
 
-// fromReferrers reads the smallest version 2 closure whose subject is the
+// fromReferrers reads the smallest version 2 closure (with files or
+// not) whose subject is the
 // path's manifest and adds it to the catalog.
 func (p *prefetcher) fromReferrers(ctx context.Context, e *pathEntry) (*catalog.Closure, *artifact.Closure, error) {
 	t := p.s.backends.List()[e.backend].Target
@@ -205,8 +206,13 @@ func (p *prefetcher) fromReferrers(ctx context.Context, e *pathEntry) (*catalog.
 	if err != nil {
 		return nil, nil, err
 	}
-	err = t.Referrers(ctx, e.art.Manifest, spec.ArtifactTypeClosureV2, func(refs []ocispec.Descriptor) error {
+	// Every artifact type: closures with files (SPEC.md section 12.6)
+	// have one of their own.
+	err = t.Referrers(ctx, e.art.Manifest, "", func(refs []ocispec.Descriptor) error {
 		for _, r := range refs {
+			if !spec.IsClosureIndexType(r.ArtifactType) {
+				continue
+			}
 			n, err := strconv.Atoi(r.Annotations[spec.AnnotationPathCount])
 			if err != nil {
 				n = 1 << 30
