@@ -74,6 +74,28 @@ func TestCollectFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A closure listing a realisation of its path (SPEC.md 12.6).
+	_, p4 := fixture.Synthetic(t, l, "c4-plain", spec.ClosureVersion, "f", "app4")
+	r4 := realisationOf(t, p4[0].Info.StorePath, "c4")
+	r4tags := storeFile(t, l, r4, p4[0].Info.StorePath)
+	ci, err := artifact.NewClosureIndexWithFiles([]string{p4[0].Info.StorePath}, p4,
+		[]artifact.ClosureFile{{StorePath: p4[0].Info.StorePath, Artifact: r4}}, "/nix/store", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := ci.Blobs()
+	for _, b := range blobs[:len(blobs)-1] {
+		if err := backend.PushBytes(ctx, l, b.Descriptor, b.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.PushReference(ctx, ci.Top.Descriptor, bytes.NewReader(ci.Top.Data), "c4"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gc.Remove(ctx, l, []string{"c4-plain"}, gc.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	logOf := func(drv string) *artifact.FileArtifact {
 		return artifact.NewLogArtifact(fixture.StorePath(drv), artifact.BytesFile("log/"+fixture.BaseName(drv), spec.MediaTypeLog, []byte("log of "+drv)))
 	}
@@ -86,6 +108,7 @@ func TestCollectFiles(t *testing.T) {
 		"log of a reached path's deriver":    storeFile(t, l, logOf("app3.drv"), p3.Info.StorePath),
 		"listing of a reached path":          storeFile(t, l, listing("data1"), p1[1].Info.StorePath),
 		"debug info in a reached path's NAR": storeFile(t, l, debugInfoOf(strings.Repeat("ab", 20), p2[0].NAR.Digest), p2[0].Info.StorePath),
+		"realisation a closure lists":        r4tags,
 	}
 	garbage := map[string][]string{
 		"realisation of an absent path":  storeFile(t, l, realisationOf(t, fixture.StorePath("absent"), "b2"), fixture.StorePath("absent")),
@@ -99,7 +122,7 @@ func TestCollectFiles(t *testing.T) {
 	}
 	var removed []string
 	for _, it := range res.Removed {
-		if it.Kind != gc.KindFile {
+		if it.Kind != gc.KindFile && it.Kind != gc.KindClosure { // c4-plain, untagged
 			t.Errorf("removed %s %s %v", it.Kind, it.StorePath, it.Tags)
 		}
 		removed = append(removed, it.Tags...)
@@ -122,9 +145,10 @@ func TestCollectFiles(t *testing.T) {
 		}
 	}
 	checkClosure(t, l, "c1", p1)
+	checkClosure(t, l, "c4", p4)
 
 	// Without their closures, the rest goes.
-	if _, err := gc.Remove(ctx, l, []string{"c1", "c2", "c3"}, gc.RemoveOptions{}); err != nil {
+	if _, err := gc.Remove(ctx, l, []string{"c1", "c2", "c3", "c4"}, gc.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := gc.Collect(ctx, l, "l", noGrace); err != nil {
