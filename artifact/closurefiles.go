@@ -178,11 +178,6 @@ func ClosureFiles(ctx context.Context, t backend.Target, c *Closure, jobs int) (
 	return files, g.Wait()
 }
 
-// plainDescriptor is d's media type, digest and size.
-func plainDescriptor(d ocispec.Descriptor) ocispec.Descriptor {
-	return ocispec.Descriptor{MediaType: d.MediaType, ArtifactType: d.ArtifactType, Digest: d.Digest, Size: d.Size}
-}
-
 // storeFiles stores the files of a push in p.dst, each under its tags:
 // a realisation signed by the push's keys and merged with what the
 // target holds under its keys (one naming another output path is left

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/errdef"
 
@@ -168,38 +169,58 @@ type reachedPaths struct {
 }
 
 // reachedPaths reads the deriver and NAR of every reached store path:
-// from the narinfos of reached version 2 closures' entries, else from
-// the path's manifest (by its tag).
+// from the narinfos in the entries of reached version 2 closures (read
+// again whole: the collector's reader skips them), else from the path's
+// manifest (by its tag).
 func (m *marker) reachedPaths(ctx context.Context, mk *marking) (*reachedPaths, error) {
 	rp := &reachedPaths{derivers: map[string]bool{}, nars: map[digest.Digest]bool{}}
 	covered := map[string]bool{}
+	var mu sync.Mutex
 	add := func(art artifact.PathArtifact) {
+		mu.Lock()
+		defer mu.Unlock()
 		covered[spec.PathTag(art.Info.StorePath)] = true
 		if art.Info.Deriver != "" {
 			rp.derivers[art.Info.Deriver] = true
 		}
 		rp.nars[art.NAR.Digest] = true
 	}
+	var closures []ocispec.Descriptor
 	m.reader.mu.Lock()
 	for d, n := range m.reader.nodes {
-		if !mk.reach.digests[d] {
-			continue
-		}
-		for _, e := range n.pathEntries {
-			if art, ok := artifact.PathFromEntry(e); ok {
-				add(art)
-			}
+		if mk.reach.digests[d] && n.kind == nodeClosure && spec.IsClosureIndexType(n.artifactType) {
+			closures = append(closures, n.desc)
 		}
 	}
 	m.reader.mu.Unlock()
+	eg, gctx := errgroup.WithContext(ctx)
+	eg.SetLimit(m.opts.Jobs)
+	for _, d := range closures {
+		eg.Go(func() error {
+			c, err := artifact.ReadClosure(gctx, m.t, d.Digest.String())
+			if errors.Is(err, errdef.ErrNotFound) {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			for _, mb := range c.Members {
+				if mb.Path != nil {
+					add(*mb.Path)
+				}
+			}
+			return nil
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return nil, err
+	}
 	var hashes []string
 	for h := range mk.reach.hashes {
 		if !covered[h] && mk.look.pathTags[h] {
 			hashes = append(hashes, h)
 		}
 	}
-	var mu sync.Mutex
-	eg, gctx := errgroup.WithContext(ctx)
+	eg, gctx = errgroup.WithContext(ctx)
 	eg.SetLimit(m.opts.Jobs)
 	for _, h := range hashes {
 		eg.Go(func() error {
@@ -209,9 +230,7 @@ func (m *marker) reachedPaths(ctx context.Context, mk *marking) (*reachedPaths, 
 			} else if err != nil {
 				return err
 			}
-			mu.Lock()
 			add(art)
-			mu.Unlock()
 			return nil
 		})
 	}
