@@ -262,7 +262,7 @@ func (c *Catalog) refresh(ctx context.Context) error {
 			}
 		}
 		return nil
-	}); err != nil {
+	}); err != nil && !isNotFound(err) { // a repository not created yet has no closures
 		return fmt.Errorf("listing tags: %w", err)
 	}
 	// Per tag: its closure's descriptor, and what failed reading it.
