@@ -205,6 +205,38 @@ func TestServeProtocolFiles(t *testing.T) {
 		}
 	})
 
+	t.Run("push from a file cache", func(t *testing.T) {
+		// What nix copy --to file:// wrote of a content-addressed closure
+		// (realisations, listings, the debug-info index) and copy-log
+		// added, pushed from that directory and pulled back, is the same
+		// directory (nixoci's nix-cache-info says more).
+		cache := t.TempDir()
+		testenv.RunCmd(t, caCmd(t, "nix", "copy", "--to", "file://"+cache+"?secret-key="+srv.key.SecretFile+"&write-nar-listing=true&index-debug-info=true", "-f", file))
+		testenv.RunCmd(t, caCmd(t, "nix", "store", "copy-log", "--to", "file://"+cache, appDrv))
+		want := testenv.ReadTree(t, cache)
+		ref := srv.reg.Ref("proto-fromcache")
+		run(t, "push", "--to", ref, "--tag", "ca", "--from-cache", "file://"+cache, app)
+		dir := t.TempDir()
+		run(t, "pull", ref+":ca", "--to", dir)
+		got := testenv.ReadTree(t, dir)
+		kinds := map[string]int{}
+		for name, data := range want {
+			if name == "nix-cache-info" {
+				continue
+			}
+			kinds[strings.SplitN(name, "/", 2)[0]]++
+			if !bytes.Equal(got[name], data) {
+				t.Errorf("%s: pulled %d bytes, nix copy wrote %d", name, len(got[name]), len(data))
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("pulled %d files, nix copy wrote %d", len(got), len(want))
+		}
+		if kinds["realisations"] == 0 || kinds["debuginfo"] != 1 || kinds["log"] != 1 {
+			t.Errorf("nix copy wrote %v; the fixture should hold realisations, a debug-info entry and a log", kinds)
+		}
+	})
+
 	t.Run("build trace layouts", func(t *testing.T) {
 		// The realisation Nix 2.8 uploaded (pre-2.35 layout) is read
 		// through the 2.35 layout, under the deriver the output's narinfo

@@ -241,12 +241,20 @@ func (s *LocalStore) logFile(base string) (artifact.File, error) {
 	if _, err := os.Stat(name); errors.Is(err, fs.ErrNotExist) {
 		name, enc = plain, ""
 	}
+	return decodedFile(name, enc, "log/"+base, spec.MediaTypeLog, spec.MaxLogSize)
+}
+
+// decodedFile reads the file name, decoded from enc (a Content-Encoding
+// name, "" for none) within limit bytes, once for its digest and size;
+// the File opens and decodes it again when stored, so that nothing large
+// is held in memory.
+func decodedFile(name, enc, title, mediaType string, limit int64) (artifact.File, error) {
 	open := func() (io.ReadCloser, error) {
 		f, err := os.Open(name)
 		if err != nil {
 			return nil, err
 		}
-		rc, err := codec.DecodeContent(f, enc, spec.MaxLogSize)
+		rc, err := codec.DecodeContent(f, enc, limit)
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("%s: %w", name, err)
@@ -263,7 +271,7 @@ func (s *LocalStore) logFile(base string) (artifact.File, error) {
 	if err != nil {
 		return artifact.File{}, fmt.Errorf("%s: %w", name, err)
 	}
-	return artifact.File{Title: "log/" + base, MediaType: spec.MediaTypeLog, Digest: digest.NewDigest(digest.SHA256, h), Size: n,
+	return artifact.File{Title: title, MediaType: mediaType, Digest: digest.NewDigest(digest.SHA256, h), Size: n,
 		Open: func() (io.Reader, error) { return open() }}, nil
 }
 

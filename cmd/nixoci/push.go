@@ -29,7 +29,9 @@ outputs in the closure (ca-derivations) are stored too, and with --logs
 the build logs of the closure's derivers that Nix kept: each as an
 artifact serve answers (realisations/…, build-trace-v2/…, log/…), listed
 by the closure so that copies carry them and 'nixoci pull' or 'oras pull'
-write them where 'nix copy --to file://' would (spec/SPEC.md 12.6).
+write them where 'nix copy --to file://' would (spec/SPEC.md 12.6). From
+a file:// cache (--from-cache), what it holds of the closure is: NAR
+listings, build logs, realisations and debug-info entries.
 
 Examples:
   nixoci push ./result
