@@ -267,7 +267,7 @@ func (r ClosureReader) readV1(ctx context.Context, t backend.Target, desc ocispe
 				continue
 			}
 			h, ok := strings.CutSuffix(l.Annotations[spec.AnnotationTitle], ".narinfo")
-			if !ok || !narinfo.IsHashPart(h) {
+			if !ok || !spec.IsHashPart(h) {
 				return fmt.Errorf("narinfo layer %s is titled %q, not <hash part>.narinfo: %w", l.Digest, l.Annotations[spec.AnnotationTitle], ErrNotArtifact)
 			}
 			if err := n.add(c, Member{Hash: h}); err != nil {

@@ -9,7 +9,6 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixoci/nixoci/nar"
-	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -76,7 +75,7 @@ func NewDebugInfoArtifact(name string, data []byte) (*FileArtifact, error) {
 // (nar.ValidateListing, at most nar.MaxListingSize) and returns its
 // artifact. Errors wrap ErrNotArtifact.
 func NewListingArtifact(hash string, data []byte) (*FileArtifact, error) {
-	if !narinfo.IsHashPart(hash) {
+	if !spec.IsHashPart(hash) {
 		return nil, fmt.Errorf("malformed listing name %q: want <32 nix-base32 chars>.ls: %w", hash+".ls", ErrNotArtifact)
 	}
 	if len(data) > nar.MaxListingSize {

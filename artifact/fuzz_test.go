@@ -12,7 +12,6 @@ import (
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
-	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -68,7 +67,7 @@ func FuzzClosureIndex(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, mem := range c.Members {
-			if !narinfo.IsHashPart(mem.Hash) || seen[mem.Hash] {
+			if !spec.IsHashPart(mem.Hash) || seen[mem.Hash] {
 				t.Errorf("member hash %q invalid or repeated", mem.Hash)
 			}
 			seen[mem.Hash] = true

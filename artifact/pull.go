@@ -16,7 +16,6 @@ import (
 
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/internal/countio"
-	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -54,10 +53,10 @@ func isCacheFileName(title string) bool {
 		return true
 	}
 	if h, ok := strings.CutSuffix(title, ".narinfo"); ok {
-		return narinfo.IsHashPart(h)
+		return spec.IsHashPart(h)
 	}
 	name, ok := strings.CutPrefix(title, "nar/")
-	if !ok || len(name) < 56 || name[52:56] != ".nar" || !narinfo.IsNix32(name[:52]) {
+	if !ok || len(name) < 56 || name[52:56] != ".nar" || !spec.IsNix32(name[:52]) {
 		return false
 	}
 	switch name[56:] {

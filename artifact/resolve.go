@@ -46,12 +46,18 @@ func (c PathClaim) Check(art PathArtifact) error {
 	switch {
 	case c.Manifest.Digest != "" && (art.Manifest.Digest != c.Manifest.Digest || c.Manifest.Size != 0 && art.Manifest.Size != c.Manifest.Size):
 		return fmt.Errorf("%s: the artifact read is manifest %s (%d bytes), claimed %d bytes: %w", c, art.Manifest.Digest, art.Manifest.Size, c.Manifest.Size, ErrClaimMismatch)
-	case c.Hash != "" && spec.PathTag(sp) != c.Hash:
-		return fmt.Errorf("%s holds %s, not a path with hash part %s: %w", c, sp, c.Hash, ErrClaimMismatch)
-	case c.StorePath != "" && sp != c.StorePath:
-		return fmt.Errorf("%s holds %s, claimed to hold %s: %w", c, sp, c.StorePath, ErrClaimMismatch)
+	case c.Hash != "" && spec.PathTag(sp) != c.Hash, c.StorePath != "" && sp != c.StorePath:
+		return fmt.Errorf("%s holds %s (manifest %s), claimed to hold %s: %w", c, sp, art.Manifest.Digest, c.claimed(), ErrClaimMismatch)
 	}
 	return nil
+}
+
+// claimed names the path claimed: the store path, else its hash part.
+func (c PathClaim) claimed() string {
+	if c.StorePath != "" {
+		return c.StorePath
+	}
+	return "the path with hash part " + c.Hash
 }
 
 // ResolvePath reads the store-path artifact the claim leads to in t, by
@@ -69,7 +75,7 @@ func ResolvePath(ctx context.Context, t backend.Target, c PathClaim) (PathArtifa
 // ResolvePathManifest is ResolvePath that also returns the manifest's
 // bytes (to copy them elsewhere).
 func ResolvePathManifest(ctx context.Context, t backend.Target, c PathClaim) (PathArtifact, []byte, error) {
-	if c.Manifest.Digest == "" && !narinfo.IsHashPart(c.Hash) {
+	if c.Manifest.Digest == "" && !spec.IsHashPart(c.Hash) {
 		return PathArtifact{}, nil, fmt.Errorf("%q is not a store path's hash part: %w", c.Hash, ErrNotArtifact)
 	}
 	var art PathArtifact

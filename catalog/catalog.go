@@ -35,7 +35,6 @@ import (
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
-	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -168,7 +167,7 @@ func (c *Catalog) Complete() error {
 // composed images) cannot.
 func IsClosureTag(tag string) bool {
 	switch {
-	case narinfo.IsHashPart(tag),
+	case spec.IsHashPart(tag),
 		strings.HasPrefix(tag, "sha256-"),
 		strings.Contains(tag, ".layer."),
 		strings.HasPrefix(tag, "group."),

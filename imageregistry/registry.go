@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -59,8 +58,7 @@ type Registry struct {
 	metrics  *metrics
 	composed *serving.LRU[*composed] // repository name -> composed image
 	flight   singleflight.Group
-	handler  http.Handler
-	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
+	handler  *serving.Handler
 }
 
 // New makes a Registry.
@@ -85,8 +83,8 @@ func New(opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("imageregistry: %w (one registry per serving.Backends)", err)
 	}
 	g.metrics = m
-	g.handler = serving.Handler(http.HandlerFunc(g.serve), serving.HandlerOptions{
-		Metrics: opts.Backends.Metrics(), Logger: opts.Logger, AccessLog: g.accessLog(),
+	g.handler = serving.NewHandler(http.HandlerFunc(g.serve), serving.HandlerOptions{
+		Metrics: opts.Backends.Metrics(), Logger: opts.Logger, AccessLog: opts.AccessLog, AccessLogTo: opts.AccessLogTo,
 		Route: func(*http.Request) *serving.Route { return m.route },
 		BadPath: func(w http.ResponseWriter) {
 			registryError(w, http.StatusBadRequest, codeNameInvalid, "escapes, empty or dot segments in the path")
@@ -258,23 +256,6 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, ref string)
 	}
 }
 
-// accessLog is where access records go: nil without AccessLog.
-func (g *Registry) accessLog() *serving.AccessLog {
-	switch {
-	case !g.opts.AccessLog:
-		return nil
-	case g.opts.AccessLogTo != nil:
-		return g.opts.AccessLogTo
-	}
-	g.ownLog = serving.NewAccessLog(os.Stderr)
-	return g.ownLog
-}
-
 // Close writes out the access log if the Registry made it (AccessLog
 // without AccessLogTo); requests served after Close are logged at once.
-func (g *Registry) Close() error {
-	if g.ownLog == nil {
-		return nil
-	}
-	return g.ownLog.Close()
-}
+func (g *Registry) Close() error { return g.handler.Close() }

@@ -202,3 +202,20 @@ func TestExamples(t *testing.T) {
 		t.Errorf("narinfo rendered from the manifest differs from the narinfo blob:\n%s\nvs\n%s", rendered, narinfoText)
 	}
 }
+
+func TestIsHashPart(t *testing.T) {
+	for s, want := range map[string]bool{
+		"wmax4jpcbcyvaqcx04skyir4x9j40ygh":  true,
+		"0123456789abcdfghijklmnpqrsvwxyz":  true,
+		"wmax4jpcbcyvaqcx04skyir4x9j40yge":  false, // e
+		"wmax4jpcbcyvaqcx04skyir4x9j40ygt":  false, // t
+		"WMAX4JPCBCYVAQCX04SKYIR4X9J40YGH":  false,
+		"wmax4jpcbcyvaqcx04skyir4x9j40yg":   false,
+		"wmax4jpcbcyvaqcx04skyir4x9j40yghh": false,
+		"":                                  false,
+	} {
+		if got := spec.IsHashPart(s); got != want {
+			t.Errorf("IsHashPart(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

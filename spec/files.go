@@ -114,10 +114,10 @@ func RealisationTag(key string) string {
 // listing closures skip such tags).
 func IsFileTag(tag string) bool {
 	if h, ok := strings.CutSuffix(tag, ".log"); ok {
-		return isNix32(h, 32)
+		return IsHashPart(h)
 	}
 	if h, ok := strings.CutSuffix(tag, ".ls"); ok {
-		return isNix32(h, 32)
+		return IsHashPart(h)
 	}
 	if id, ok := strings.CutPrefix(tag, "debuginfo."); ok {
 		return isHex(id, 40)
@@ -126,18 +126,6 @@ func IsFileTag(tag string) bool {
 		return isHex(h, 64)
 	}
 	return false
-}
-
-func isNix32(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !strings.ContainsRune("0123456789abcdfghijklmnpqrsvwxyz", rune(s[i])) {
-			return false
-		}
-	}
-	return true
 }
 
 func isHex(s string, n int) bool {

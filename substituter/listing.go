@@ -14,7 +14,6 @@ import (
 	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/nar"
-	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -27,7 +26,7 @@ const listingCacheBytes = 64 << 20
 // uploads go to the backend holding the path, stored there as a listing
 // artifact.
 func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash string) {
-	if !narinfo.IsHashPart(hash) {
+	if !spec.IsHashPart(hash) {
 		http.Error(w, "malformed listing name: want <32 nix-base32 chars>.ls", http.StatusBadRequest)
 		return
 	}
@@ -131,7 +130,7 @@ func (s *Server) listNAR(ctx context.Context, pe *pathEntry) ([]byte, error) {
 // to be a listing in Nix's format.
 func (u *uploader) putListing(r *http.Request, file string) (int, error) {
 	hash := file[:len(file)-len(".ls")]
-	if !narinfo.IsHashPart(hash) {
+	if !spec.IsHashPart(hash) {
 		return http.StatusBadRequest, fmt.Errorf("malformed listing name %q: want <32 nix-base32 chars>.ls", file)
 	}
 	data, status, err := readUploadBody(r, nar.MaxListingSize)

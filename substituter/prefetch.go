@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -292,6 +293,24 @@ func nextFirst(members []artifact.Member, e *pathEntry) []artifact.Member {
 func (p *prefetcher) members(ctx context.Context, i int, members []artifact.Member) {
 	var wg sync.WaitGroup
 	source := p.s.backends.List()[i].Name
+	// Paths the index describes whole cost no request, only the checks
+	// and signatures of rendering them (an ed25519 verification and
+	// signature each): rendered on every CPU, in order, so Nix's next
+	// requests find them soon.
+	whole := make(chan artifact.Member)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range whole {
+				f := Found{Artifact: *m.Path, NAR: backendNAR{Backend: i, Desc: m.Path.NAR}}
+				_, _, err := p.s.resolver.shared(ctx, m.Hash, func(_ context.Context, hash string) (*pathEntry, error) {
+					return p.s.resolver.entry(hash, source, f)
+				})
+				p.count("closure", err)
+			}
+		}()
+	}
 	for _, m := range members {
 		if _, ok := p.s.resolver.cached(m.Hash); ok {
 			continue
@@ -306,11 +325,7 @@ func (p *prefetcher) members(ctx context.Context, i int, members []artifact.Memb
 			return p.s.resolver.entry(hash, source, f)
 		}
 		if m.Path != nil {
-			f := Found{Artifact: *m.Path, NAR: backendNAR{Backend: i, Desc: m.Path.NAR}}
-			_, _, err := p.s.resolver.shared(ctx, m.Hash, func(_ context.Context, hash string) (*pathEntry, error) {
-				return p.s.resolver.entry(hash, source, f)
-			})
-			p.count("closure", err)
+			whole <- m
 			continue
 		}
 		release, err := p.acquire(ctx)
@@ -325,6 +340,7 @@ func (p *prefetcher) members(ctx context.Context, i int, members []artifact.Memb
 			p.count("closure", err)
 		}()
 	}
+	close(whole)
 	wg.Wait()
 }
 

@@ -193,6 +193,9 @@ func (r *resolver) entry(hash, source string, f Found) (*pathEntry, error) {
 		decision := "unverified"
 		if signed {
 			decision = "signed"
+		} else {
+			r.log.Info("served without the server's signature: no stored signature verifies against a trusted key",
+				"path", f.Artifact.Info.StorePath, "manifest", f.Artifact.Manifest.Digest.String(), "source", source)
 		}
 		r.signing.WithLabelValues(decision).Inc()
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -88,6 +87,10 @@ type Options struct {
 	// os.Stderr (where slog's default handler writes too), written out
 	// at Close. Handlers on one listener share one.
 	AccessLogTo *serving.AccessLog
+	// Clients tell clients apart for what is counted per client
+	// (password checks, NARs fetched ahead); default by their address,
+	// trusting no proxy's X-Forwarded-For.
+	Clients *serving.Clients
 }
 
 // Server is an http.Handler speaking the Nix binary-cache protocol.
@@ -99,8 +102,8 @@ type Server struct {
 	narinfos *serving.LRU[*pathEntry] // hash part -> entry (nil entry: not found)
 	resolver *resolver
 	flight   singleflight.Group // other lookups shared by concurrent requests (files, listings)
-	handler  http.Handler
-	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
+	handler  *serving.Handler
+	health   *serving.Health
 	upload   *uploader
 	catalogs []*catalog.Catalog       // one per backend
 	prefetch *prefetcher              // nil: off
@@ -133,6 +136,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Clients == nil {
+		opts.Clients = serving.NewClients(nil)
 	}
 	s := &Server{
 		opts:     opts,
@@ -179,7 +185,7 @@ func New(opts Options) (*Server, error) {
 		opts.CatalogInterval = time.Minute
 	}
 	if opts.BlobCache != nil && !opts.RedirectBlobs {
-		s.ahead = newNARAhead(opts.BlobCache)
+		s.ahead = newNARAhead(opts.BlobCache, opts.Clients)
 	}
 	s.opts = opts
 	if opts.Upload != nil {
@@ -208,22 +214,24 @@ func New(opts Options) (*Server, error) {
 	mux.HandleFunc("PUT /{file}", s.servePut)
 	mux.HandleFunc("PUT /nar/{file}", s.servePut)
 	s.routeFiles(mux) // logs, realisations, debug info (files.go)
-	s.handler = serving.Handler(mux, serving.HandlerOptions{
-		Metrics: opts.Backends.Metrics(), Route: s.metrics.route, Logger: opts.Logger, AccessLog: s.accessLog(),
+	s.handler = serving.NewHandler(mux, serving.HandlerOptions{
+		Metrics: opts.Backends.Metrics(), Route: s.metrics.route, Logger: opts.Logger,
+		AccessLog: opts.AccessLog, AccessLogTo: opts.AccessLogTo,
 	})
+	s.health = serving.NewHealth(opts.Backends, opts.Logger)
 	return s, nil
 }
 
 // narinfoHash returns the hash part of "<32 nix-base32 chars>.narinfo".
 func narinfoHash(file string) (string, bool) {
 	h, ok := strings.CutSuffix(file, ".narinfo")
-	return h, ok && narinfo.IsHashPart(h)
+	return h, ok && spec.IsHashPart(h)
 }
 
 // narName splits "<52 nix-base32 chars>.nar[.xz|.zst]" into the hash and
 // the extension after ".nar".
 func narName(file string) (hash, ext string, ok bool) {
-	if len(file) < 56 || file[52:56] != ".nar" || !narinfo.IsNix32(file[:52]) {
+	if len(file) < 56 || file[52:56] != ".nar" || !spec.IsNix32(file[:52]) {
 		return "", "", false
 	}
 	switch ext = file[56:]; ext {
@@ -258,33 +266,17 @@ func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, spec.CacheInfo(s.opts.StoreDir, s.opts.Priority))
 }
 
-// serveHealth checks every backend.
+// serveHealth answers whether every backend answers (see
+// serving.Health): cheap enough to poll, naming the failing backends
+// without their errors, which are logged.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	if failed := s.backends.Ping(r.Context()); len(failed) > 0 {
-		http.Error(w, "unhealthy:\n"+strings.Join(failed, "\n"), http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ok")
+	s.health.ServeHTTP(w, r)
 }
 
-// accessLog is where access records go: nil without AccessLog.
-func (s *Server) accessLog() *serving.AccessLog {
-	switch {
-	case !s.opts.AccessLog:
-		return nil
-	case s.opts.AccessLogTo != nil:
-		return s.opts.AccessLogTo
-	}
-	s.ownLog = serving.NewAccessLog(os.Stderr)
-	return s.ownLog
-}
-
-// Close writes out the access log if the Server made it (AccessLog
-// without AccessLogTo); requests served after Close are logged at once.
+// Close stops the catalog refreshes and writes out the access log if
+// the Server made it (AccessLog without AccessLogTo); requests served
+// after Close are logged at once.
 func (s *Server) Close() error {
 	s.stop()
-	if s.ownLog == nil {
-		return nil
-	}
-	return s.ownLog.Close()
+	return s.handler.Close()
 }

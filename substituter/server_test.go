@@ -225,6 +225,9 @@ func TestHealthz(t *testing.T) {
 	if r.Code != http.StatusServiceUnavailable || !strings.Contains(r.Body, "backend1") || strings.Contains(r.Body, "backend0") {
 		t.Errorf("GET /healthz with a failing backend = %d %q, want 503 naming backend1 only", r.Code, r.Body)
 	}
+	if strings.Contains(r.Body, "connection refused") || strings.Contains(r.Body, "registry.test") {
+		t.Errorf("GET /healthz echoes the backend's error: %q", r.Body)
+	}
 }
 
 // TestMetrics: /metrics parses with the Prometheus text parser, has the

@@ -66,13 +66,10 @@ func newUploader(s *Server, opts UploadOptions) (*uploader, error) {
 	if opts.MaxLogSize <= 0 {
 		opts.MaxLogSize = DefaultMaxLogSize
 	}
+	if err := s.backends.Metrics().Register(opts.Credentials.collector()); err != nil {
+		return nil, fmt.Errorf("substituter: %w", err)
+	}
 	return &uploader{s: s, opts: opts, received: serving.NewLRU[receivedNAR](100000)}, nil
-}
-
-// authorized checks HTTP Basic credentials.
-func (u *uploader) authorized(r *http.Request) bool {
-	user, pass, ok := r.BasicAuth()
-	return ok && u.opts.Credentials.Verify(user, pass)
 }
 
 // admit lets an upload request through: uploads enabled and the client's
@@ -84,10 +81,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (*uploader, bool)
 		http.Error(w, "uploads are disabled on this server (start it with --upload)", http.StatusForbidden)
 		return nil, false
 	}
-	if !u.authorized(r) {
-		s.countUpload("any", "unauthorized")
-		w.Header().Set("WWW-Authenticate", `Basic realm="nixoci"`)
-		http.Error(w, "credentials required", http.StatusUnauthorized)
+	if !s.authorize(w, r) {
 		return nil, false
 	}
 	return u, true

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -91,6 +92,19 @@ in /. Layers are converted once, stored in the first --from target that
 holds all of the name's closures, and reused by every later image; a
 name whose layers exist answers at once.
 
+What one client can hold of serve is bounded (SECURITY.md says what each
+limit protects against): --header-timeout for a request's headers,
+--idle-timeout for keep-alive connections, --min-body-rate and
+--body-timeout for NAR and upload bodies (time waiting on a registry does
+not count; a download above the rate is never cut), --max-connections in
+all and --max-client-connections from one IP address (those past them are
+answered 503 with Retry-After; Nix retries). Each client may cause 10
+bcrypt password checks, then one per 10s (past that: 429), on at most half
+the cores; a password checked in the last 10 minutes, right or wrong,
+costs none. Behind a reverse proxy, name it with --trusted-proxy (its
+X-Forwarded-For then tells clients apart; never believed from others) and
+raise --max-client-connections or give 0: it sees only the proxy.
+
 Registry credentials come from the docker config file ($DOCKER_CONFIG,
 with its credsStore and credHelpers), or, in containers, from the
 environment: NIXOCI_REGISTRY_USERNAME and NIXOCI_REGISTRY_PASSWORD are
@@ -126,10 +140,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	h, err := serveHandler(f, backends, accessLog, blobs)
 	if err == nil {
-		err = listenAndServe(ctx, f.listen, h, func(addr string) {
+		err = listenAndServe(ctx, f.listen, f.limits, h, backends.Metrics(), func(addr string) {
 			for i, b := range backends.List() {
 				slog.Info("serving", "url", "http://"+addr, "from", b.Name, "upload", f.upload && i == 0)
 			}
+			slog.Info("limits", "clients", f.limits.String())
 		})
 	}
 	if accessLog != nil {
@@ -166,6 +181,9 @@ type serveFlags struct {
 	blobCacheMemory       string
 	blobCacheDir          string
 	redirectBlobs         bool
+	limits                serving.Limits
+	minBodyRate           byteSize
+	trustedProxies        stringList
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
@@ -197,6 +215,14 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
 	fs.IntVar(&f.maxLayers, "max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
 	fs.StringVar(&f.layerCompression, "layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
+	fs.DurationVar(&f.limits.HeaderTimeout, "header-timeout", serving.DefaultHeaderTimeout, "time a client has to send a request's headers (0: none)")
+	fs.DurationVar(&f.limits.IdleTimeout, "idle-timeout", serving.DefaultIdleTimeout, "keep-alive connections idle this long are closed (0: never)")
+	f.minBodyRate = serving.DefaultMinBodyRate
+	fs.Var(&f.minBodyRate, "min-body-rate", "bytes per second a client must read a response (a NAR, say) or send an upload at, on average: one that falls --body-timeout behind is cut (0: no minimum)")
+	fs.DurationVar(&f.limits.BodyTimeout, "body-timeout", serving.DefaultBodyTimeout, "how far behind --min-body-rate a body may fall, and the longest a client may stall reading or sending one")
+	fs.IntVar(&f.limits.MaxConnections, "max-connections", serving.DefaultMaxConnections, "connections open at once; those past it are answered 503 with Retry-After (0: no bound)")
+	fs.IntVar(&f.limits.MaxClientConnections, "max-client-connections", serving.DefaultMaxClientConnections, "connections open at once from one IP address (IPv6: one /64); behind a reverse proxy all are the proxy's: raise it or give 0 (no bound)")
+	fs.Var(&f.trustedProxies, "trusted-proxy", "address or CIDR block of a reverse proxy whose X-Forwarded-For header names the client, for what is counted per client (password checks, NARs fetched ahead); repeatable; by default X-Forwarded-For is ignored")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
@@ -212,6 +238,24 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	}
 	if len(f.from) == 0 {
 		f.from = append(f.from, "")
+	}
+	f.limits.MinBodyRate = int64(f.minBodyRate)
+	if f.limits.HeaderTimeout < 0 || f.limits.IdleTimeout < 0 || f.limits.BodyTimeout < 0 || f.limits.MinBodyRate < 0 ||
+		f.limits.MaxConnections < 0 || f.limits.MaxClientConnections < 0 {
+		return nil, fmt.Errorf("%w: a server limit is negative; 0 turns it off", errUsage)
+	}
+	for _, v := range []*time.Duration{&f.limits.HeaderTimeout, &f.limits.IdleTimeout, &f.limits.BodyTimeout} {
+		if *v == 0 {
+			*v = -1 // serving.Limits: negative is off
+		}
+	}
+	for _, v := range []*int{&f.limits.MaxConnections, &f.limits.MaxClientConnections} {
+		if *v == 0 {
+			*v = -1
+		}
+	}
+	if f.limits.MinBodyRate == 0 {
+		f.limits.MinBodyRate = -1
 	}
 	return f, nil
 }
@@ -242,9 +286,17 @@ func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, e
 // image registry, on the same backends and access log (nil: none): the
 // registry answers /v2/, the binary cache everything else.
 func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog, blobs *serving.BlobCache) (http.Handler, error) {
+	var proxies []netip.Prefix
+	for _, p := range f.trustedProxies {
+		prefix, err := serving.ParseTrustedProxy(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --trusted-proxy %q: want an IP address or a CIDR block", errUsage, p)
+		}
+		proxies = append(proxies, prefix)
+	}
 	opts := substituter.Options{
-		BlobCache: blobs,
-		Backends:  backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
+		BlobCache: blobs, Clients: serving.NewClients(proxies),
+		Backends: backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
 		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
 		Prefetch: f.prefetch, CatalogInterval: f.catalogInterval, RedirectBlobs: f.redirectBlobs,
 	}
@@ -345,23 +397,17 @@ func openBlobCache(f *serveFlags, backends *serving.Backends) (*serving.BlobCach
 	return serving.NewBlobCache(backends, serving.BlobCacheOptions{Dir: f.blobCacheDir, MaxBytes: size, MemoryBytes: mem})
 }
 
-// listenAndServe serves h on addr until ctx ends, then shuts down,
-// letting requests in progress finish for up to 30s. ready is called
-// once the listener is open.
-func listenAndServe(ctx context.Context, addr string, h http.Handler, ready func(addr string)) error {
+// listenAndServe serves h on addr within limits, counting into m,
+// until ctx ends, then shuts down, letting requests in progress finish
+// for up to 30s. ready is called once the listener is open.
+func listenAndServe(ctx context.Context, addr string, limits serving.Limits, h http.Handler, m *serving.Metrics, ready func(addr string)) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
-	}
+	hs := limits.Server(h, m, slog.Default())
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- hs.Serve(limits.Listener(ln, m, slog.Default())) }()
 	ready(ln.Addr().String())
 	select {
 	case err := <-errc:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nixoci/nixoci/backend"
@@ -141,14 +142,22 @@ func AskOne[T any](ctx context.Context, b *Backends, i int, op *Op, ask func(con
 	return got, err
 }
 
-// Ping checks every backend and returns one line per failing one.
-func (b *Backends) Ping(ctx context.Context) []string {
+// Ping checks every backend at once, within the metadata timeout, and
+// returns the errors of those that failed by backend index (empty: all
+// answer).
+func (b *Backends) Ping(ctx context.Context) map[int]error {
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
 	defer cancel()
-	var failed []string
-	for _, be := range b.list {
-		if err := be.Target.Ping(ctx); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", be.Name, err))
+	errs := make([]error, len(b.list))
+	var wg sync.WaitGroup
+	for i, be := range b.list {
+		wg.Go(func() { errs[i] = be.Target.Ping(ctx) })
+	}
+	wg.Wait()
+	failed := map[int]error{}
+	for i, err := range errs {
+		if err != nil {
+			failed[i] = err
 		}
 	}
 	return failed
