@@ -96,6 +96,16 @@ func FileTags(fa *FileArtifact, storePath string) ([]string, error) {
 	return nil, bad("not a file artifact")
 }
 
+// FileFitsTag reports whether tag is one of the tags fa is found by (a
+// listing, which names no path of its own, fits any listing tag).
+func FileFitsTag(fa *FileArtifact, tag string) bool {
+	if fa.Type == spec.ArtifactTypeListing {
+		return lsTitle.MatchString(tag)
+	}
+	tags, err := FileTags(fa, "")
+	return err == nil && slices.Contains(tags, tag)
+}
+
 var (
 	buildID    = regexp.MustCompile(`^[0-9a-f]{40}$`)
 	debugTitle = regexp.MustCompile(`^debuginfo/[0-9a-f]{40}(\.debug)?$`)

@@ -197,6 +197,25 @@ func TestServeProtocolFiles(t *testing.T) {
 				}
 			}
 		}
+		// oras copy carries them too, without tags: serve over the copy
+		// finds them through the closure (its catalog), and Nix
+		// substitutes through serve and reads the log.
+		orasCopy := srv.reg.Ref("proto-oras")
+		oras(t, "copy", "--from-plain-http", "--to-plain-http", pushed+":ca", orasCopy+":ca")
+		if tags := strings.Join(registryTags(t, orasCopy), " "); strings.Contains(tags, "realisation.") || strings.Contains(tags, ".log") {
+			t.Fatalf("oras copy carried file tags (%s); the test needs a copy without them", tags)
+		}
+		copySrv := startServe(t, nil, "--from", orasCopy)
+		store2 := testenv.NewStoreDir(t)
+		stdout, stderr, err = testenv.RunCmdErr(caCmd(t, "nix", "build", "--store", store2, "-f", file, "--no-link", "--max-jobs", "0",
+			"--option", "substituters", copySrv.URL, "--option", "trusted-public-keys", pushKey.Public, "--option", "require-sigs", "true"))
+		if err != nil || strings.Contains(stderr, "building '") {
+			t.Errorf("nix build through serve over an oras copy: %v\n%s%s", err, stdout, stderr)
+		}
+		if got, stderr, err := testenv.RunCmdErr(caCmd(t, "nix", "log", "--store", copySrv.URL, app)); err != nil || !strings.Contains(got, "building app "+salt) {
+			t.Errorf("nix log through serve over an oras copy: %v\n%s%s", err, got, stderr)
+		}
+
 		var summary struct {
 			Files []struct{ Kind, StorePath string }
 		}

@@ -132,7 +132,7 @@ func (m *marker) readFileTags(ctx context.Context, lk *look) ([]taggedFile, erro
 			} else if err != nil {
 				return err
 			}
-			if !fitsTag(fa, tag) {
+			if !artifact.FileFitsTag(fa, tag) {
 				return nil
 			}
 			mu.Lock()
@@ -142,23 +142,6 @@ func (m *marker) readFileTags(ctx context.Context, lk *look) ([]taggedFile, erro
 		})
 	}
 	return out, eg.Wait()
-}
-
-// fitsTag reports whether tag is one of fa's own tags.
-func fitsTag(fa *artifact.FileArtifact, tag string) bool {
-	if fa.Type == spec.ArtifactTypeListing {
-		return spec.IsFileTag(tag) // the hash part is the tag's
-	}
-	tags, err := artifact.FileTags(fa, "")
-	if err != nil {
-		return false
-	}
-	for _, t := range tags {
-		if t == tag {
-			return true
-		}
-	}
-	return false
 }
 
 // reachedPaths is what the reached store paths record: their derivers
