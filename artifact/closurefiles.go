@@ -192,24 +192,37 @@ func ClosureFiles(ctx context.Context, t backend.Target, c *Closure, jobs int) (
 // a realisation signed by the push's keys and merged with what the
 // target holds under its keys (one naming another output path is left
 // as it is, with a warning, and not listed); any other file unless the
-// target holds it under its tag already. It returns them stored, in
-// order.
+// target holds it under its tag already; NetworkJobs at once. It returns
+// them stored, in order.
 func (p *pusher) storeFiles(ctx context.Context, files []ClosureFile) ([]ClosureFile, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	jobs := p.opts.NetworkJobs
+	if jobs <= 0 {
+		jobs = DefaultNetworkJobs
+	}
+	stored := make([]ClosureFile, len(files))
+	kept := make([]bool, len(files))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	for i, cf := range files {
+		g.Go(func() (err error) {
+			if cf.Realisation != nil {
+				stored[i], kept[i], err = p.storeRealisation(gctx, cf)
+			} else {
+				stored[i], kept[i], err = p.storeOtherFile(gctx, cf)
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	out := make([]ClosureFile, 0, len(files))
-	for _, cf := range files {
-		var stored ClosureFile
-		var ok bool
-		var err error
-		if cf.Realisation != nil {
-			stored, ok, err = p.storeRealisation(ctx, cf)
-		} else {
-			stored, ok, err = p.storeOtherFile(ctx, cf)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, stored)
+	for i, cf := range stored {
+		if kept[i] {
+			out = append(out, cf)
 		}
 	}
 	return out, nil
