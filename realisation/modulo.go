@@ -65,14 +65,16 @@ func (m *moduloHasher) hash(drvPath string, mask bool, depth int) (string, error
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", path.Base(drvPath), err)
 	}
-	if o, ok := drv.Outputs["out"]; ok && len(drv.Outputs) == 1 && o.HashAlgorithm != "" && o.Hash != "" {
-		sum := sha256.Sum256([]byte("fixed:out:" + o.HashAlgorithm + ":" + o.Hash + ":" + o.Path))
-		return m.remember(drvPath, mask, hex.EncodeToString(sum[:])), nil
-	}
 	for _, o := range drv.Outputs {
+		// Impure derivations (written with the hash "impure") have no
+		// realisations Nix keeps.
 		if o.Hash == "impure" || o.HashAlgorithm == "impure" {
 			return "", fmt.Errorf("%s: %w: impure derivation", path.Base(drvPath), ErrNoHashModulo)
 		}
+	}
+	if o, ok := drv.Outputs["out"]; ok && len(drv.Outputs) == 1 && o.HashAlgorithm != "" && o.Hash != "" {
+		sum := sha256.Sum256([]byte("fixed:out:" + o.HashAlgorithm + ":" + o.Hash + ":" + o.Path))
+		return m.remember(drvPath, mask, hex.EncodeToString(sum[:])), nil
 	}
 	inputs := make(map[string][]string, len(drv.InputDerivations))
 	for input, outputs := range drv.InputDerivations {
