@@ -118,7 +118,9 @@ func (m *marker) markFiles(ctx context.Context, mk *marking, g *garbage) error {
 }
 
 // readFileTags reads what each file tag names: the file artifacts that
-// fit their tags.
+// fit their tags. Each tag is read once per collection, as path and
+// layer tags are (taggedItem): a tag that names something else later is
+// left for the next collection.
 func (m *marker) readFileTags(ctx context.Context, lk *look) ([]taggedFile, error) {
 	var mu sync.Mutex
 	var out []taggedFile
@@ -126,13 +128,24 @@ func (m *marker) readFileTags(ctx context.Context, lk *look) ([]taggedFile, erro
 	eg.SetLimit(m.opts.Jobs)
 	for tag := range lk.fileTags {
 		eg.Go(func() error {
-			fa, err := artifact.FetchFileArtifact(gctx, m.t, tag, fileKindOfTag(tag))
-			if errors.Is(err, errdef.ErrNotFound) || errors.Is(err, artifact.ErrNotArtifact) {
-				return nil // gone, or not ours: left alone
-			} else if err != nil {
-				return err
+			m.mu.Lock()
+			fa, ok := m.files[tag]
+			m.mu.Unlock()
+			if !ok {
+				var err error
+				fa, err = artifact.FetchFileArtifact(gctx, m.t, tag, fileKindOfTag(tag))
+				if errors.Is(err, errdef.ErrNotFound) {
+					return nil // gone since listed
+				} else if errors.Is(err, artifact.ErrNotArtifact) || err == nil && !artifact.FileFitsTag(fa, tag) {
+					fa = nil // not ours: left alone
+				} else if err != nil {
+					return err
+				}
+				m.mu.Lock()
+				m.files[tag] = fa
+				m.mu.Unlock()
 			}
-			if !artifact.FileFitsTag(fa, tag) {
+			if fa == nil {
 				return nil
 			}
 			mu.Lock()

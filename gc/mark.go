@@ -42,11 +42,12 @@ type marker struct {
 	// tag that names something else later is left for the next
 	// collection (deleting the old digest is harmless either way).
 	mu     sync.Mutex
-	tagged map[string]*Item // tag -> item, nil if not garbage
+	tagged map[string]*Item                  // tag -> item, nil if not garbage
+	files  map[string]*artifact.FileArtifact // file tag -> what it named when first read, nil if not a file artifact (gc/files.go)
 }
 
 func newMarker(t backend.Target, opts Options) *marker {
-	return &marker{t: t, opts: opts, reader: newReader(t), tagged: map[string]*Item{}}
+	return &marker{t: t, opts: opts, reader: newReader(t), tagged: map[string]*Item{}, files: map[string]*artifact.FileArtifact{}}
 }
 
 // mark looks at the repository and finds its garbage.
