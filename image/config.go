@@ -85,7 +85,7 @@ func imageConfig(opts Options, pl ocispec.Platform, c *artifact.Closure, root pl
 	return ocispec.Image{
 		Platform: pl,
 		Config: ocispec.ImageConfig{
-			User: user, Env: env, Entrypoint: opts.Entrypoint, Cmd: opts.Cmd,
+			User: user, Env: env, Entrypoint: opts.Entrypoint, Cmd: root.cmd,
 			WorkingDir: opts.WorkingDir, Labels: labels,
 		},
 		RootFS: ocispec.RootFS{Type: "layers"},

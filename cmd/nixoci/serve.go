@@ -74,7 +74,12 @@ closure tags (or names from --names) separated by '/', e.g.
 tagged shell and hello, one layer per store path, symlinks to their roots
 in /. Layers are converted once, stored in the first --from target that
 holds all of the name's closures, and reused by every later image; a
-name whose layers exist answers at once.
+name whose layers exist answers at once. Names listing the same closures
+('a/b', 'b/a', 'a/a/b') are one image. Each repository has the one tag
+latest; a manifest or blob is served only under a name whose image
+reaches it. An image given no entrypoint or cmd (--names) runs its first
+closure root's main program (bin/<name without version>), else the only
+program in /bin, else /bin/sh.
 
 Registry credentials come from the docker config file ($DOCKER_CONFIG,
 with its credsStore and credHelpers), or, in containers, from the
@@ -149,6 +154,8 @@ type serveFlags struct {
 	blobCacheMemory       string
 	blobCacheDir          string
 	redirectBlobs         bool
+	composeMax            int
+	composeEphemeral      bool
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
@@ -178,6 +185,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
 	fs.IntVar(&f.maxLayers, "max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
 	fs.StringVar(&f.layerCompression, "layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
+	fs.IntVar(&f.composeMax, "compose-max", imageregistry.DefaultMaxCompositions, "images composed at once by --registry; a request needing one more is answered 503 with Retry-After")
+	fs.BoolVar(&f.composeEphemeral, "compose-ephemeral", false, "store images composed by --registry without a compose.* tag, so that names asked for once leave nothing a collector keeps (layers are stored and reused all the same)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
@@ -259,7 +268,8 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	}
 	ropts := imageregistry.Options{
 		Backends: backends, AccessLog: accessLog != nil, AccessLogTo: accessLog, CacheTTL: f.cacheTTL,
-		Image: image.Options{MaxLayers: f.maxLayers, Compression: comp},
+		Image:           image.Options{MaxLayers: f.maxLayers, Compression: comp},
+		MaxCompositions: f.composeMax, Ephemeral: f.composeEphemeral,
 	}
 	if f.names != "" {
 		if ropts.Names, err = imageregistry.LoadNames(f.names); err != nil {
