@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -54,6 +55,10 @@ type Options struct {
 	// than a run image.
 	BuildpacksBuild bool
 	Labels          map[string]string
+	// Created, if set, is the image's creation time, in its config and
+	// each history entry, and the Buildpacks release date; by default
+	// images carry no time, so that digests never depend on the clock.
+	Created time.Time
 	// Platforms, for an image of closures of one system, is at most one
 	// platform, which it is labelled with whatever its paths record (a
 	// cross-compiled closure records the system it was built on). By
@@ -223,6 +228,7 @@ type plannedRoot struct {
 	linkRoots []string
 	pathEnv   []string
 	cmd       []string // Options.Cmd, or the one DefaultCmd picked
+	user      string   // the config's User
 }
 
 // checkLinkRoots fails unless each link root is in some image's closure
@@ -252,11 +258,11 @@ func indexOfPath(paths []artifact.PathArtifact, storePath string) int {
 // directories are returned for PATH), and checks that the entrypoint is
 // in the image.
 func planRoot(ctx context.Context, src backend.Target, p *plan, opts Options) (plannedRoot, error) {
-	users, err := imageUsers(opts)
+	users, user, err := imageUsers(opts)
 	if err != nil {
 		return plannedRoot{}, err
 	}
-	root := plannedRoot{fs: newRootFS(users)}
+	root := plannedRoot{fs: newRootFS(users), user: user}
 	for _, lr := range opts.LinkRoots {
 		i := indexOfPath(p.paths, lr)
 		if i < 0 {
@@ -409,7 +415,9 @@ func storeRootLayer(ctx context.Context, dst backend.Target, root rootFS, c spec
 	if err != nil {
 		return Layer{}, err
 	}
-	return storeSmallLayer(ctx, dst, raw, c, map[string]string{spec.AnnotationVersion: spec.Version, spec.AnnotationLayerRole: "root"})
+	l, err := storeSmallLayer(ctx, dst, raw, c, map[string]string{spec.AnnotationVersion: spec.Version, spec.AnnotationLayerRole: "root"})
+	l.role = "root filesystem: " + root.summary()
+	return l, err
 }
 
 // storeSmallLayer compresses the tar raw, held in memory, stores it as a

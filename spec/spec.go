@@ -15,8 +15,10 @@ const ClosureVersion = "2"
 
 // FormatVersion is the version of SPEC.md this code implements. Version
 // 3 records the System of local store paths from their derivers and adds
-// image indexes; no artifact changed shape, so the versions above stay.
-const FormatVersion = "3"
+// image indexes; version 4 gives image configs a history entry per
+// layer and home directories to image users. No artifact changed shape,
+// so the versions above stay.
+const FormatVersion = "4"
 
 // Artifact types: the artifactType of the manifests nixoci writes.
 const (
