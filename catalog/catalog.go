@@ -134,7 +134,8 @@ func IsClosureTag(tag string) bool {
 		strings.HasPrefix(tag, "sha256-"),
 		strings.Contains(tag, ".layer."),
 		strings.HasPrefix(tag, "group."),
-		strings.HasPrefix(tag, "compose."):
+		strings.HasPrefix(tag, "compose."),
+		spec.IsFileTag(tag):
 		return false
 	}
 	return true

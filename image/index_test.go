@@ -111,7 +111,7 @@ func TestBuildPlatforms(t *testing.T) {
 
 	// Pinned: a change here changes the digest of every multi-platform
 	// image (spec/SPEC.md section 8.5): a format decision. Format
-	// version 4 (a history entry per layer) changed them from
+	// version 5 (a history entry per layer) changed them from
 	// sha256:52469db8… and sha256:d4e0be82….
 	const (
 		wantIndex = "sha256:80a57a9b0cb893e28e8168fc570140f0f72feffe3766dc681a0b5ab0091cc634"

@@ -18,11 +18,11 @@ import (
 )
 
 // TestImageExamples pins the image format (SPEC.md section 8, format
-// version 4: a history entry per layer): the manifest and config of an
+// version 5: a history entry per layer): the manifest and config of an
 // image, and the config of a Buildpacks run image, of a fixed closure.
-// examples/image-manifest-v3.json is what format version 3 wrote for
-// the same closure: readers still read it, and its store-path layers
-// are the same blobs.
+// examples/image-manifest-v4.json is what format versions 3 and 4 wrote
+// for the same closure: readers still read it, and its store-path
+// layers are the same blobs.
 func TestImageExamples(t *testing.T) {
 	ctx := t.Context()
 	l := fixture.Layout(t)
@@ -50,32 +50,32 @@ func TestImageExamples(t *testing.T) {
 	}
 	checkExample(t, "image-buildpacks-config.json", bpCfg)
 
-	var v3, v4 ocispec.Manifest
-	old, err := os.ReadFile(filepath.Join("examples", "image-manifest-v3.json"))
+	var old4, v5 ocispec.Manifest
+	old, err := os.ReadFile(filepath.Join("examples", "image-manifest-v4.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if json.Unmarshal(old, &v3) != nil || json.Unmarshal(res.ManifestData, &v4) != nil {
+	if json.Unmarshal(old, &old4) != nil || json.Unmarshal(res.ManifestData, &v5) != nil {
 		t.Fatal("image manifests do not parse")
 	}
 	refs := make([]artifact.ImageRefs, 2)
-	for i, m := range []ocispec.Manifest{v3, v4} {
+	for i, m := range []ocispec.Manifest{old4, v5} {
 		if !artifact.IsImage(m) {
-			t.Errorf("format version %d image is not read as an image", 3+i)
+			t.Errorf("format version %d image is not read as an image", 4+i)
 		}
 		if refs[i], err = artifact.ReadImageRefs(m); err != nil {
-			t.Errorf("format version %d image: %v", 3+i, err)
+			t.Errorf("format version %d image: %v", 4+i, err)
 		}
 	}
 	if !slices.Equal(refs[0].PathManifests, refs[1].PathManifests) || !slices.Equal(refs[0].LayerTags, refs[1].LayerTags) {
-		t.Errorf("versions 3 and 4 name other path manifests or layers: %+v, %+v", refs[0], refs[1])
+		t.Errorf("versions 4 and 5 name other path manifests or layers: %+v, %+v", refs[0], refs[1])
 	}
-	for i := range v4.Layers[:len(v4.Layers)-1] { // all but the root layer
-		if v3.Layers[i].Digest != v4.Layers[i].Digest {
-			t.Errorf("store-path layer %d changed between format versions 3 and 4", i)
+	for i := range v5.Layers[:len(v5.Layers)-1] { // all but the root layer
+		if old4.Layers[i].Digest != v5.Layers[i].Digest {
+			t.Errorf("store-path layer %d changed between format versions 4 and 5", i)
 		}
 	}
 	if bytes.Equal(old, res.ManifestData) {
-		t.Error("format version 4 wrote what version 3 did")
+		t.Error("format version 5 wrote what version 4 did")
 	}
 }

@@ -16,8 +16,12 @@ var (
 	// The only request paths that may reach a backend.
 	wellFormedNarInfo = regexp.MustCompile(`^/[0-9a-df-np-sv-z]{32}\.narinfo$`)
 	wellFormedNAR     = regexp.MustCompile(`^/nar/[0-9a-df-np-sv-z]{52}\.nar(\.xz|\.zst)?$`)
+	// Files beyond narinfos and NARs (SPEC.md section 12).
+	wellFormedFile = regexp.MustCompile(`^/([0-9a-df-np-sv-z]{32}\.ls|log/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+\.drv|` +
+		`realisations/sha256:[0-9a-f]{64}![A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*\.doi|` +
+		`build-trace-v2/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+\.drv/[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*\.doi|debuginfo/[0-9a-f]{40}(\.debug)?)$`)
 	// What a backend may be asked for.
-	wellFormedTag    = regexp.MustCompile(`^[0-9a-df-np-sv-z]{32}$`)
+	wellFormedTag    = regexp.MustCompile(`^([0-9a-df-np-sv-z]{32}(\.ls|\.log)?|debuginfo\.[0-9a-f]{40}|realisation\.[0-9a-f]{64})$`)
 	wellFormedDigest = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 )
 
@@ -36,7 +40,7 @@ var fuzzMethods = []struct {
 var fuzzAllowed = map[int]bool{
 	200: true, 201: true, 204: true,
 	301: true, 307: true, 308: true,
-	400: true, 401: true, 404: true, 405: true, 413: true,
+	400: true, 401: true, 404: true, 405: true, 409: true, 413: true, 415: true,
 }
 
 // fuzzPath is the one store path in the fuzzed server's layout.
@@ -83,6 +87,16 @@ func FuzzServeHTTP(f *testing.F) {
 		{0, "/" + p.Hash + ".ls", ""},
 		{0, "/log/" + baseName("x.drv"), ""},
 		{0, "/realisations/sha256:00!out.doi", ""},
+		{0, "/realisations/sha256:" + strings.Repeat("ab", 32) + "!out.doi", ""},
+		{0, "/build-trace-v2/" + baseName("x.drv") + "/out.doi", ""},
+		{0, "/build-trace-v2/../../etc/passwd", ""},
+		{0, "/debuginfo/" + strings.Repeat("ab", 20) + ".debug", ""},
+		{3, "/log/" + baseName("x.drv"), "a build log\n"},
+		{3, "/log/..%2fx.drv", "x"},
+		{3, "/" + p.Hash + ".ls", "{\"version\":1,\"root\":{\"type\":\"regular\",\"size\":1}}"},
+		{3, "/" + p.Hash + ".ls", "not json"},
+		{3, "/realisations/sha256:" + strings.Repeat("ab", 32) + "!out.doi", "{}"},
+		{3, "/debuginfo/" + strings.Repeat("ab", 20), "{\"archive\":\"../../etc\",\"member\":\"x\"}"},
 		{0, "/../etc/passwd", ""},
 		{0, "/nar/..%2f..%2fetc%2fpasswd", ""},
 		{0, "//" + p.Hash + ".narinfo", ""},
@@ -128,7 +142,8 @@ func FuzzServeHTTP(f *testing.F) {
 		if !fuzzAllowed[code] {
 			t.Fatalf("%s %q = %d, not an expected status", m.method, target, code)
 		}
-		wellFormed := req.URL.RawPath == "" && (wellFormedNarInfo.MatchString(req.URL.Path) || wellFormedNAR.MatchString(req.URL.Path))
+		wellFormed := req.URL.RawPath == "" && (wellFormedNarInfo.MatchString(req.URL.Path) || wellFormedNAR.MatchString(req.URL.Path)) ||
+			wellFormedFile.MatchString(req.URL.Path)
 		if n := c.total(); n > 0 && !wellFormed {
 			t.Fatalf("%s %q (path %q) reached the backend:\n%s", m.method, target, req.URL.Path, c.String())
 		}

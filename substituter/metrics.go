@@ -9,12 +9,12 @@ import (
 )
 
 // routes are the route labels of the binary-cache server's requests.
-var routes = []string{"/nix-cache-info", "/healthz", "/metrics", "narinfo", "nar", "other"}
+var routes = []string{"/nix-cache-info", "/healthz", "/metrics", "narinfo", "nar", "log", "realisation", "listing", "debuginfo", "other"}
 
 // metrics are the binary-cache server's own metrics and its resolved
 // counters, beside the shared ones in serving.Metrics:
 //
-//	nixoci_uploads_total{kind,outcome}  counter  upload requests (kind nar, narinfo, nix-cache-info, other, any)
+//	nixoci_uploads_total{kind,outcome}  counter  upload requests (kind nar, narinfo, nix-cache-info, listing, log, realisation, debuginfo, other, any)
 //	nixoci_cached_narinfos              gauge    narinfo lookups held in memory (found or not)
 //	nixoci_nar_redirects_total          counter  NAR requests answered with the registry's redirect to its storage
 type metrics struct {

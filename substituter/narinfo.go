@@ -23,8 +23,7 @@ type pathEntry struct {
 func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
 	hash, ok := narinfoHash(r.PathValue("file"))
 	if !ok {
-		// .ls, log/, realisations and anything else: not stored here.
-		http.NotFound(w, r)
+		s.serveTopFile(w, r) // .ls and anything else
 		return
 	}
 	e, err := s.lookup(r.Context(), hash)

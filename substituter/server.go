@@ -89,11 +89,13 @@ type Server struct {
 	handler  http.Handler
 	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
 	upload   *uploader
-	catalogs []*catalog.Catalog // one per backend
-	prefetch *prefetcher        // nil: off
-	ahead    *narAhead          // nil: no NARs ahead
-	stop     context.CancelFunc // ends the catalog refreshes
-	ready    chan struct{}      // closed when the catalogs were first read
+	catalogs []*catalog.Catalog       // one per backend
+	prefetch *prefetcher              // nil: off
+	ahead    *narAhead                // nil: no NARs ahead
+	stop     context.CancelFunc       // ends the catalog refreshes
+	files    *serving.LRU[*fileEntry] // tag -> file artifact (nil entry: not found)
+	listings *listingCache            // listings made from NARs
+	ready    chan struct{}            // closed when the catalogs were first read
 }
 
 // New makes a Server.
@@ -124,6 +126,8 @@ func New(opts Options) (*Server, error) {
 		log:      opts.Logger,
 		backends: opts.Backends,
 		narinfos: serving.NewLRU[*pathEntry](opts.CacheSize),
+		files:    serving.NewLRU[*fileEntry](opts.CacheSize),
+		listings: newListingCache(),
 	}
 	m, err := newMetrics(opts.Backends.Metrics(), s.narinfos)
 	if err != nil {
@@ -172,6 +176,7 @@ func New(opts Options) (*Server, error) {
 	mux.HandleFunc("GET /nar/{file}", s.serveNAR)
 	mux.HandleFunc("PUT /{file}", s.servePut)
 	mux.HandleFunc("PUT /nar/{file}", s.servePut)
+	s.routeFiles(mux) // logs, realisations, debug info (files.go)
 	s.handler = serving.Handler(mux, serving.HandlerOptions{
 		Metrics: opts.Backends.Metrics(), Route: s.metrics.route, Logger: opts.Logger, AccessLog: s.accessLog(),
 	})
@@ -219,6 +224,9 @@ func routeOf(r *http.Request) string {
 		return "narinfo"
 	case strings.HasPrefix(p, "/nar/"):
 		return "nar"
+	}
+	if r := fileRoute(p); r != "" {
+		return r
 	}
 	return "other"
 }

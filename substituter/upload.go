@@ -33,6 +33,9 @@ type UploadOptions struct {
 	TempDir string
 	// MaxNARSize bounds one uploaded NAR file; default 64 GiB.
 	MaxNARSize int64
+	// MaxLogSize bounds one uploaded build log, decoded; default
+	// DefaultMaxLogSize.
+	MaxLogSize int64
 }
 
 // uploader turns PUTs into artifact writes.
@@ -59,6 +62,9 @@ func newUploader(s *Server, opts UploadOptions) (*uploader, error) {
 	if opts.MaxNARSize <= 0 {
 		opts.MaxNARSize = 64 << 30
 	}
+	if opts.MaxLogSize <= 0 {
+		opts.MaxLogSize = DefaultMaxLogSize
+	}
 	return &uploader{s: s, opts: opts, received: serving.NewLRU[receivedNAR](100000)}, nil
 }
 
@@ -68,17 +74,27 @@ func (u *uploader) authorized(r *http.Request) bool {
 	return ok && u.opts.Credentials.Verify(user, pass)
 }
 
-func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
+// admit lets an upload request through: uploads enabled and the client's
+// credentials good. It answers the request itself otherwise.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (*uploader, bool) {
 	u := s.upload
 	if u == nil {
 		s.countUpload("any", "disabled")
 		http.Error(w, "uploads are disabled on this server (start it with --upload)", http.StatusForbidden)
-		return
+		return nil, false
 	}
 	if !u.authorized(r) {
 		s.countUpload("any", "unauthorized")
 		w.Header().Set("WWW-Authenticate", `Basic realm="nixoci"`)
 		http.Error(w, "credentials required", http.StatusUnauthorized)
+		return nil, false
+	}
+	return u, true
+}
+
+func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
+	u, ok := s.admit(w, r)
+	if !ok {
 		return
 	}
 	file := r.PathValue("file")
@@ -100,9 +116,18 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 		} else {
 			status, err = http.StatusBadRequest, fmt.Errorf("malformed narinfo name %q", file)
 		}
+	case strings.HasSuffix(file, ".ls"):
+		kind = "listing"
+		status, err = u.putListing(r, file)
 	default:
-		kind, status, err = "other", http.StatusNotFound, errors.New("only nix-cache-info, <hash>.narinfo and nar/<hash>.nar[.xz|.zst] can be uploaded")
+		kind, status, err = "other", http.StatusNotFound, errors.New("only nix-cache-info, <hash>.narinfo, <hash>.ls, nar/<hash>.nar[.xz|.zst], log/<drv>, realisations/<id>.doi, build-trace-v2/<drv>/<output>.doi and debuginfo/<build id> can be uploaded")
 	}
+	s.answerUpload(w, r, kind, status, err)
+}
+
+// answerUpload answers an upload of kind that ended with status and err,
+// counting and logging it.
+func (s *Server) answerUpload(w http.ResponseWriter, r *http.Request, kind string, status int, err error) {
 	if err != nil {
 		s.countUpload(kind, "error")
 		if status >= 500 {

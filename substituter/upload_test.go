@@ -139,7 +139,7 @@ func TestUploadAuth(t *testing.T) {
 			t.Errorf("PUT %s = %d, want 404 or 400", path, r.Code)
 		}
 	}
-	if r := put(t, s, "/log/x", []byte("x"), goodAuth...); r.Code != 404 && r.Code != 405 {
+	if r := put(t, s, "/log/x", []byte("x"), goodAuth...); r.Code != 400 {
 		t.Errorf("PUT /log/x = %d", r.Code)
 	}
 }

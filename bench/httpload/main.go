@@ -21,6 +21,7 @@ import (
 func main() {
 	conc := flag.Int("c", 16, "concurrent requests")
 	repeat := flag.Int("repeat", 1, "request the list this many times")
+	identity := flag.Bool("identity", false, "send no Accept-Encoding (as Nix), instead of Go's default gzip")
 	flag.Parse()
 	base := flag.Arg(0)
 	var paths []string
@@ -32,7 +33,7 @@ func main() {
 	for range *repeat {
 		all = append(all, paths...)
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc}}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc, DisableCompression: *identity}}
 	lat := make([]time.Duration, len(all))
 	var failures int
 	var mu sync.Mutex
