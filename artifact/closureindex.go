@@ -11,7 +11,6 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -125,27 +124,6 @@ func PathEntry(p PathArtifact) (ocispec.Descriptor, error) {
 		Size:         p.Manifest.Size,
 		Annotations:  map[string]string{spec.AnnotationStorePath: p.Info.StorePath, spec.AnnotationNarInfo: string(text)},
 	}, nil
-}
-
-// PathFromEntry reads a path's artifact from its closure index entry
-// without fetching the manifest: the artifact made from the entry's
-// narinfo must have exactly the manifest the entry names, so nothing is
-// taken on trust. It reports false if the entry has no narinfo or its
-// narinfo does not give that manifest (the caller fetches the manifest).
-func PathFromEntry(d ocispec.Descriptor) (PathArtifact, bool) {
-	text, ok := d.Annotations[spec.AnnotationNarInfo]
-	if !ok || len(text) > narinfo.MaxSize {
-		return PathArtifact{}, false
-	}
-	info, err := narinfo.Parse(strings.NewReader(text))
-	if err != nil || info.StorePath != d.Annotations[spec.AnnotationStorePath] {
-		return PathArtifact{}, false
-	}
-	art, _, _, err := NewPathArtifact(info)
-	if err != nil || art.Manifest.Digest != d.Digest || art.Manifest.Size != d.Size {
-		return PathArtifact{}, false
-	}
-	return art, true
 }
 
 // splitIndex packs entries greedily, in order, into part indexes of at

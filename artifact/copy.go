@@ -199,8 +199,9 @@ func (c *copier) graphOptions() oras.CopyGraphOptions {
 }
 
 // plan reads what srcRef names and returns the path manifests to copy and
-// tag, and for an image the tags of its layer artifacts.
-func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descriptor, data []byte) ([]ocispec.Descriptor, []string, error) {
+// tag (what the source claims of each), and for an image the tags of its
+// layer artifacts.
+func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descriptor, data []byte) ([]PathClaim, []string, error) {
 	var probe manifestProbe
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", srcRef, err)
@@ -208,23 +209,26 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 	switch probe.ArtifactType {
 	case spec.ArtifactTypePath:
 		c.res.Kind = "path"
-		return []ocispec.Descriptor{desc}, nil, nil
+		return []PathClaim{{Manifest: desc}}, nil, nil
 	case spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2:
 		c.res.Kind = "closure"
 		cl, err := ParseClosure(ctx, c.src, srcRef, desc, data)
 		if err != nil {
 			return nil, nil, err
 		}
-		if cl.Version == spec.ClosureVersion {
-			return cl.PathManifests, nil, nil
+		out := make([]PathClaim, len(cl.Members))
+		if cl.Version == spec.ClosureV2 {
+			for i, m := range cl.Members {
+				out[i] = m.Claim()
+			}
+			return out, nil, nil
 		}
 		arts, err := ClosurePaths(ctx, c.src, cl, c.opts.Jobs)
 		if err != nil {
 			return nil, nil, err
 		}
-		out := make([]ocispec.Descriptor, len(arts))
 		for i, a := range arts {
-			out[i] = a.Manifest
+			out[i] = PathClaim{Hash: cl.Members[i].Hash, StorePath: a.Info.StorePath, Manifest: a.Manifest}
 		}
 		return out, nil, nil
 	}
@@ -236,7 +240,7 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 	if desc.MediaType == ocispec.MediaTypeImageIndex && len(probe.Manifests) > 0 {
 		// A multi-platform image made by nixoci image: each of its
 		// images, with its paths and layer artifacts.
-		var paths []ocispec.Descriptor
+		var paths []PathClaim
 		var layerTags []string
 		ours := true
 		for _, child := range probe.Manifests {
@@ -269,7 +273,7 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 
 // imagePaths lists the path manifests an image's layers were made from
 // (their annotations name them) and the tags of its layer artifacts.
-func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.Descriptor, []string, error) {
+func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]PathClaim, []string, error) {
 	refs, err := ReadImageRefs(m)
 	if err != nil {
 		return nil, nil, err
@@ -295,10 +299,10 @@ func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.
 	if err := g.Wait(); err != nil {
 		return nil, nil, err
 	}
-	out := found[:0]
+	var out []PathClaim
 	for _, d := range found {
 		if d.Digest != "" {
-			out = append(out, d)
+			out = append(out, PathClaim{Manifest: d})
 		}
 	}
 	return out, refs.LayerTags, nil
@@ -307,22 +311,19 @@ func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.
 // copyPaths copies each path manifest (and its blobs) unless dst has it,
 // and tags it with its store path's hash unless that tag names it already.
 // A layout is tagged in one rewrite of its index at the end.
-func (c *copier) copyPaths(ctx context.Context, paths []ocispec.Descriptor) error {
+func (c *copier) copyPaths(ctx context.Context, paths []PathClaim) error {
 	batch, _ := c.dst.(backend.BatchTagger)
 	var mu sync.Mutex
 	var pending []backend.Tagged
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opts.Jobs)
-	for _, d := range paths {
+	for _, claim := range paths {
 		g.Go(func() error {
-			data, err := backend.FetchAll(gctx, c.src, d, backend.MaxManifestRead)
-			if err != nil {
-				return fmt.Errorf("path manifest %w", err)
-			}
-			art, err := ParsePathManifest(d, data)
+			art, data, err := ResolvePathManifest(gctx, c.src, claim)
 			if err != nil {
 				return err
 			}
+			d := art.Manifest
 			tag := spec.PathTag(art.Info.StorePath)
 			defer c.copied.Store(d.Digest, true)
 			if cur, err := c.dst.Resolve(gctx, tag); err == nil && cur.Digest == d.Digest {
@@ -388,14 +389,14 @@ func (c *copier) copyLayerArtifacts(ctx context.Context, tags []string) error {
 	return g.Wait()
 }
 
-// dedupe keeps the first descriptor of each digest.
-func dedupe(ds []ocispec.Descriptor) []ocispec.Descriptor {
+// dedupe keeps the first claim of each manifest.
+func dedupe(cs []PathClaim) []PathClaim {
 	seen := map[digest.Digest]bool{}
-	out := ds[:0]
-	for _, d := range ds {
-		if !seen[d.Digest] {
-			seen[d.Digest] = true
-			out = append(out, d)
+	out := cs[:0]
+	for _, c := range cs {
+		if !seen[c.Manifest.Digest] {
+			seen[c.Manifest.Digest] = true
+			out = append(out, c)
 		}
 	}
 	return out

@@ -53,7 +53,7 @@ func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) 
 		jobs = backend.DefaultJobs()
 	}
 	var infos []*narinfo.NarInfo
-	if c.Version == spec.ClosureVersion {
+	if c.Version == spec.ClosureV2 {
 		arts, err := ClosurePaths(ctx, t, c, jobs)
 		if err != nil {
 			return nil, err

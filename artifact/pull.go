@@ -8,7 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/internal/countio"
+	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -36,7 +37,26 @@ type PullResult struct {
 	Present int // files already there with the right content
 }
 
-var titlePattern = regexp.MustCompile(`^(nix-cache-info|[0-9a-df-np-sv-z]{32}\.narinfo|nar/[0-9a-df-np-sv-z]{52}\.nar(\.xz|\.zst)?)$`)
+// isCacheFileName reports whether a layer title names a file of a binary
+// cache directory: nix-cache-info, <hash part>.narinfo or
+// nar/<52 nix-base32 chars>.nar[.xz|.zst].
+func isCacheFileName(title string) bool {
+	if title == "nix-cache-info" {
+		return true
+	}
+	if h, ok := strings.CutSuffix(title, ".narinfo"); ok {
+		return narinfo.IsHashPart(h)
+	}
+	name, ok := strings.CutPrefix(title, "nar/")
+	if !ok || len(name) < 56 || name[52:56] != ".nar" || !narinfo.IsNix32(name[:52]) {
+		return false
+	}
+	switch name[56:] {
+	case "", ".xz", ".zst":
+		return true
+	}
+	return false
+}
 
 // Pull writes the closure that reference names in src into dir as a Nix
 // binary cache directory (`nix copy --from file://DIR`). Every blob is
@@ -60,7 +80,7 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 	var nars, narinfos, last []ocispec.Descriptor
 	for _, l := range layers {
 		title := l.Annotations[spec.AnnotationTitle]
-		if !titlePattern.MatchString(title) {
+		if !isCacheFileName(title) {
 			return nil, fmt.Errorf("%s: layer %s has title %q, which is not a binary-cache file name: %w", reference, l.Digest, title, ErrNotArtifact)
 		}
 		switch {

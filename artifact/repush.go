@@ -39,16 +39,15 @@ func (p *pusher) unchanged(roots []string, tag string, infos []*narinfo.NarInfo,
 		return nil, false, err
 	}
 	desc := c.Descriptor
-	if c.Version != spec.ClosureVersion || len(c.PathManifests) != len(want) {
+	if c.Version != spec.ClosureV2 || len(c.Members) != len(want) {
 		return nil, false, nil
 	}
-	arts := make([]PathArtifact, len(c.PathManifests))
-	for i, d := range c.PathManifests {
-		art, ok := PathFromEntry(d)
-		if !ok || !want[art.Info.StorePath] {
+	arts := make([]PathArtifact, len(c.Members))
+	for i, m := range c.Members {
+		if m.Path == nil || !want[m.StorePath] {
 			return nil, false, nil
 		}
-		arts[i] = art
+		arts[i] = *m.Path
 	}
 	ci, err := NewClosureIndex(roots, arts, path.Dir(roots[0]), p.opts.ManifestLimit)
 	if err != nil || ci.Top.Descriptor.Digest != desc.Digest {

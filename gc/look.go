@@ -225,7 +225,7 @@ func (r *reader) parse(ctx context.Context, desc ocispec.Descriptor, data []byte
 	n := &node{desc: desc, artifactType: p.ArtifactType, subject: p.Subject}
 	switch p.ArtifactType {
 	case spec.ArtifactTypePath, spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2:
-		c, err := artifact.ParseClosure(ctx, r.t, desc.Digest.String(), desc, data)
+		c, err := artifact.ClosureReader{SkipPaths: true}.Parse(ctx, r.t, desc.Digest.String(), desc, data)
 		if errors.Is(err, artifact.ErrNotArtifact) {
 			n.kind = nodeForeign
 			return n, nil
@@ -308,19 +308,16 @@ func closureNode(n *node, c *artifact.Closure, p probe) {
 			}
 		}
 	}
-	if c.Version == spec.ClosureVersion {
+	if c.Version == spec.ClosureV2 {
 		n.own = append(n.own, ownManifest{kind: KindCacheInfo, desc: plain(c.CacheInfoManifest)})
-		for _, m := range c.PathManifests {
-			sp := m.Annotations[spec.AnnotationStorePath]
-			n.hashes = append(n.hashes, spec.PathTag(sp))
-			n.own = append(n.own, ownManifest{kind: KindPath, desc: plain(m), storePath: sp})
+		for _, m := range c.Members {
+			n.hashes = append(n.hashes, m.Hash)
+			n.own = append(n.own, ownManifest{kind: KindPath, desc: m.Manifest, storePath: m.StorePath})
 		}
 		return
 	}
-	for _, l := range c.Layers {
-		if l.MediaType == spec.MediaTypeNarInfo {
-			n.hashes = append(n.hashes, strings.TrimSuffix(l.Annotations[spec.AnnotationTitle], ".narinfo"))
-		}
+	for _, m := range c.Members {
+		n.hashes = append(n.hashes, m.Hash)
 	}
 	n.blobs = c.Layers
 }

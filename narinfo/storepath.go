@@ -1,6 +1,7 @@
 package narinfo
 
 import (
+	"fmt"
 	"path"
 	"strings"
 
@@ -14,6 +15,31 @@ const (
 	// maxNameLen is the longest name Nix accepts in a store path.
 	maxNameLen = 211
 )
+
+// IsNix32 reports whether s is non-empty and written in Nix's base-32
+// alphabet (0-9 and a-z without e, o, u and t).
+func IsNix32(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !nixbase32.Is(s[i]) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// IsHashPart reports whether s is the hash part of a store path: 32
+// characters of nix-base32, as store-path tags and narinfo names are.
+func IsHashPart(s string) bool { return len(s) == hashPartLen && IsNix32(s) }
+
+// CheckStorePath checks that p is an absolute store path, a store
+// directory followed by "/<hash>-<name>", with the rules Nix applies to
+// the hash and the name. The error matches ErrInvalidValue.
+func CheckStorePath(p string) error {
+	if err := checkStorePath(p); err != nil {
+		return fmt.Errorf("narinfo: %w", err)
+	}
+	return nil
+}
 
 // checkStorePath checks that p is an absolute store path: a store
 // directory followed by "/<hash>-<name>".
@@ -49,10 +75,8 @@ func checkBaseName(s string) error {
 	if len(s) < hashPartLen+2 || s[hashPartLen] != '-' {
 		return invalid("%s is not a store path base name (<32-character hash>-<name>)", quote(s))
 	}
-	for i := 0; i < hashPartLen; i++ {
-		if !nixbase32.Is(s[i]) {
-			return invalid("store path %s: invalid character %q in hash part", quote(s), s[i])
-		}
+	if !IsHashPart(s[:hashPartLen]) {
+		return invalid("store path %s: hash part %s is not nix-base32", quote(s), quote(s[:hashPartLen]))
 	}
 	name := s[hashPartLen+1:]
 	if len(name) > maxNameLen {

@@ -8,10 +8,18 @@ import "strconv"
 // understand. Format version 2 of SPEC.md changed only closures.
 const Version = "1"
 
-// ClosureVersion is the version of the closures nixoci writes (SPEC.md
-// section 5): an image index referring to every path manifest. Readers
-// also read Version 1 closures.
-const ClosureVersion = "2"
+// Closure format versions (SPEC.md section 5), as a closure's
+// AnnotationVersion and artifact.Closure.Version say them: version 1 is a
+// manifest of NAR and narinfo layers (section 5.4), version 2 an image
+// index of path manifests (section 5.1). Readers read both.
+const (
+	ClosureV1 = "1"
+	ClosureV2 = "2"
+)
+
+// ClosureVersion is the version of the closures nixoci writes unless
+// told otherwise.
+const ClosureVersion = ClosureV2
 
 // FormatVersion is the version of SPEC.md this code implements. Version
 // 3 records the System of local store paths from their derivers and adds

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/nixoci/nixoci/catalog"
@@ -25,14 +24,27 @@ type Options struct {
 	// Backends are tried in order; the first that has a path answers.
 	// Required; handlers on one listener share one (see package serving).
 	Backends *serving.Backends
-	// SignKeys add one signature each to every narinfo served.
+	// SignKeys add one signature each to the narinfos the server vouches
+	// for (see trustPolicy): those whose stored signatures verify against
+	// TrustedKeys or the public half of a SignKeys key, which the server
+	// adds to paths it receives through an authenticated upload. Other
+	// narinfos are served with the signatures they have.
 	SignKeys []narinfo.SecretKey
+	// TrustedKeys are the keys whose signatures make the server vouch
+	// for a path, besides its own.
+	TrustedKeys []narinfo.PublicKey
+	// SignUnverified signs every narinfo the backends hold, verified or
+	// not: whoever can push to a backend then gets paths trusted by every
+	// client of the server. Only for backends no one but trusted
+	// writers can push to.
+	SignUnverified bool
 	// Priority is announced in nix-cache-info; default 40 (as
 	// cache.nixos.org, lower is preferred).
 	Priority int
 	// StoreDir is announced in nix-cache-info; default /nix/store.
 	StoreDir string
-	// CacheSize is the number of narinfos kept in memory; default 50000.
+	// CacheSize is the number of narinfo lookups (found or not) kept in
+	// memory; default 50000.
 	CacheSize int
 	// CacheTTL is how long a found narinfo is served from memory; default
 	// 10 minutes. Artifacts are immutable per digest, but a tag can be
@@ -85,7 +97,8 @@ type Server struct {
 	backends *serving.Backends
 	metrics  *metrics
 	narinfos *serving.LRU[*pathEntry] // hash part -> entry (nil entry: not found)
-	flight   singleflight.Group
+	resolver *resolver
+	flight   singleflight.Group // other lookups shared by concurrent requests (files, listings)
 	handler  http.Handler
 	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
 	upload   *uploader
@@ -134,8 +147,24 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("substituter: %w (one binary-cache server per serving.Backends)", err)
 	}
 	s.metrics = m
-	for _, b := range opts.Backends.List() {
+	s.resolver = newResolver(opts, s.narinfos, opts.Backends.Timeout())
+	s.resolver.found = func(e *pathEntry) {
+		if loc, ok := e.NAR.(backendNAR); ok {
+			s.backends.RememberBlob(loc.Backend, loc.Desc)
+		}
+	}
+	if err := opts.Backends.Metrics().Register(s.resolver.collectors()...); err != nil {
+		return nil, fmt.Errorf("substituter: %w", err)
+	}
+	// The sources, in order: every backend by tag, then every backend's
+	// closures, so that a failing backend does not hide a path a later
+	// one holds in a copied closure.
+	for i, b := range opts.Backends.List() {
 		s.catalogs = append(s.catalogs, catalog.New(b.Target, b.Name, catalog.Options{MaxPaths: opts.CatalogMaxPaths}))
+		s.resolver.sources = append(s.resolver.sources, tagSource{s, i})
+	}
+	for i, c := range s.catalogs {
+		s.resolver.sources = append(s.resolver.sources, catalogSource{s, i, c, opts.CatalogInterval >= 0})
 	}
 	if opts.Prefetch >= 0 {
 		if opts.Prefetch == 0 {
@@ -153,6 +182,15 @@ func New(opts Options) (*Server, error) {
 		s.ahead = newNARAhead(opts.BlobCache)
 	}
 	s.opts = opts
+	if opts.Upload != nil {
+		u, err := newUploader(s, *opts.Upload)
+		if err != nil {
+			return nil, err
+		}
+		s.upload = u
+	}
+	// Nothing fails after this point: the refreshes started here end
+	// only at Close.
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.ready = make(chan struct{})
@@ -160,13 +198,6 @@ func New(opts Options) (*Server, error) {
 		go s.refreshCatalogs(ctx, opts.CatalogInterval)
 	} else {
 		close(s.ready)
-	}
-	if opts.Upload != nil {
-		u, err := newUploader(s, *opts.Upload)
-		if err != nil {
-			return nil, err
-		}
-		s.upload = u
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /nix-cache-info", s.serveCacheInfo)
@@ -186,13 +217,13 @@ func New(opts Options) (*Server, error) {
 // narinfoHash returns the hash part of "<32 nix-base32 chars>.narinfo".
 func narinfoHash(file string) (string, bool) {
 	h, ok := strings.CutSuffix(file, ".narinfo")
-	return h, ok && len(h) == 32 && isNix32(h)
+	return h, ok && narinfo.IsHashPart(h)
 }
 
 // narName splits "<52 nix-base32 chars>.nar[.xz|.zst]" into the hash and
 // the extension after ".nar".
 func narName(file string) (hash, ext string, ok bool) {
-	if len(file) < 56 || file[52:56] != ".nar" || !isNix32(file[:52]) {
+	if len(file) < 56 || file[52:56] != ".nar" || !narinfo.IsNix32(file[:52]) {
 		return "", "", false
 	}
 	switch ext = file[56:]; ext {
@@ -200,15 +231,6 @@ func narName(file string) (hash, ext string, ok bool) {
 		return file[:52], ext, true
 	}
 	return "", "", false
-}
-
-func isNix32(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !nixbase32.Is(s[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // ServeHTTP routes a request, counting and logging it.

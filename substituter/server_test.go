@@ -119,7 +119,8 @@ func TestNarInfoSigned(t *testing.T) {
 	app := newTestPath(t, "signed-1", "signed", spec.CompressionZstd)
 	art := app.store(t, l)
 	k1, k2 := testKey("serve-1", 7), testKey("serve-2", 8)
-	s, _ := newServer(t, substituter.Options{Backends: backends(l), SignKeys: []narinfo.SecretKey{k1, k2}})
+	s, _ := newServer(t, substituter.Options{Backends: backends(l), SignKeys: []narinfo.SecretKey{k1, k2},
+		TrustedKeys: []narinfo.PublicKey{storedKey.Public()}})
 	r := get(t, s, app.NarInfoPath())
 	if r.Code != 200 {
 		t.Fatalf("GET narinfo: %d %s", r.Code, r.Body)

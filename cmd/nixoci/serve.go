@@ -30,6 +30,19 @@ substitutes straight from a registry or image-layout directory:
 
 Narinfos are rendered from the store-path manifests (one registry request
 per path, then cached in memory); NARs stream from the blobs unchanged.
+Each manifest is checked against the path it is read for; one that is not
+(a tag or copied closure naming another path's manifest) is answered 502
+and logged.
+
+Serve vouches only for what it can verify: --sign-key adds serve's
+signature to a narinfo only if a stored signature verifies against a
+--trusted-key or serve's own key, which serve adds to every path uploaded
+to it (--upload). Other paths are served with the signatures they have,
+for Nix to judge: a path pushed unsigned by anyone with write access to
+the registry is not made trusted. --sign-unverified signs everything
+(only for registries no one but trusted writers can push to). See
+SECURITY.md.
+
 A backend failure is answered 502/503/504, never 404, because Nix caches
 "not found" for an hour. /healthz checks the backends; /metrics is in the
 Prometheus text format.
@@ -61,7 +74,9 @@ path at a time, so serve works ahead of it:
     the registry.
 Copies of closures made with oras copy or crane copy carry no path tags;
 serve finds their paths through the closures it reads from each target at
-start and every --catalog-interval.
+start and every --catalog-interval. While a closure cannot be read, a path
+no closure read lists is answered 502 (the unread closure may hold it),
+not 404.
 
 With --upload and --credentials, 'nix copy --to http://HOST:PORT' stores
 paths as 'nixoci push' would (Nix sends the credentials from its
@@ -88,7 +103,7 @@ used for every --from registry. Uploads and composed layers larger
 than --chunk-size are sent to registries in chunks.
 
 Examples:
-  nixoci serve --from oci:/srv/nix-oci --sign-key /etc/nix/cache.sec
+  nixoci serve --from oci:/srv/nix-oci --sign-key /etc/nix/cache.sec --trusted-key /etc/nix/ci.pub
   nixoci serve --from oci:/srv/nix-oci --registry --names /etc/nixoci/names.json
   nixoci serve --from ghcr.io/me/nix --from oci:/srv/local --listen 0.0.0.0:8080
   nixoci serve --from 127.0.0.1:5000/cache --upload --credentials /etc/nixoci/creds
@@ -133,6 +148,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // serveFlags are the flags of nixoci serve.
 type serveFlags struct {
 	from, signKeys        stringList
+	trustedKeys           stringList
+	signUnverified        bool
 	listen                string
 	priority              int
 	upload                bool
@@ -162,15 +179,17 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	f := &serveFlags{}
 	fs := newFlagSet("serve", serveHelp, stdout)
 	fs.Var(&f.from, "from", "target to serve from, oci:DIR or HOST[:PORT]/REPO (repeatable, tried in order; default: the local store)")
-	fs.Var(&f.signKeys, "sign-key", "add a signature made with this Nix secret key file to every narinfo (repeatable)")
+	fs.Var(&f.signKeys, "sign-key", "add a signature made with this Nix secret key file to the narinfos serve vouches for: signed by a --trusted-key, by this key, or uploaded to serve (repeatable; see --help)")
+	fs.Var(&f.trustedKeys, "trusted-key", "a public key, as name:base64 or a file of them, whose signatures make serve add its own (repeatable)")
+	fs.BoolVar(&f.signUnverified, "sign-unverified", false, "sign every narinfo the --from targets hold, verified or not: whoever can push to them gets paths trusted by every client (see SECURITY.md)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
 	fs.IntVar(&f.priority, "priority", 40, "priority announced in nix-cache-info (lower is preferred)")
 	fs.BoolVar(&f.upload, "upload", false, "accept 'nix copy --to http://…' into the first --from target (needs --credentials)")
 	fs.StringVar(&f.credentials, "credentials", "", "htpasswd file of the users who may upload (HTTP Basic), bcrypt hashes only as 'htpasswd -B' writes; plaintext or other schemes are refused at startup")
 	fs.BoolVar(&f.accessLog, "access-log", true, "log every request")
 	fs.DurationVar(&f.negativeTTL, "negative-ttl", 5*time.Second, "how long a missing path is remembered")
-	fs.DurationVar(&f.cacheTTL, "cache-ttl", 10*time.Minute, "how long a found narinfo is served from memory")
-	fs.IntVar(&f.cacheSize, "cache-size", 50000, "narinfos kept in memory")
+	fs.DurationVar(&f.cacheTTL, "cache-ttl", 10*time.Minute, "how long what serve found is answered from memory: a narinfo, where a NAR is, and with --registry the image a name composes")
+	fs.IntVar(&f.cacheSize, "cache-size", 50000, "entries of each in-memory cache: narinfo lookups (found or not), NAR locations, NAR files verified whole")
 	fs.DurationVar(&f.backendTimeout, "backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
 	fs.IntVar(&f.maxBackend, "max-backend-requests", 64, "concurrent requests to the backends")
 	fs.BoolVar(&f.plainHTTP, "plain-http", false, "use plain HTTP for registries even if they are not on loopback")
@@ -251,6 +270,20 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 		}
 		opts.SignKeys = append(opts.SignKeys, k)
 	}
+	for _, v := range f.trustedKeys {
+		keys, err := trustedKeys(v)
+		if err != nil {
+			return nil, err
+		}
+		opts.TrustedKeys = append(opts.TrustedKeys, keys...)
+	}
+	if f.signUnverified {
+		if len(opts.SignKeys) == 0 {
+			return nil, fmt.Errorf("%w: --sign-unverified needs --sign-key", errUsage)
+		}
+		opts.SignUnverified = true
+		slog.Warn("--sign-unverified: signing every path the targets hold, whatever its signatures; anyone who can push to them gets paths trusted by every client of this server", "from", strings.Join(f.from, " "))
+	}
 	if f.upload {
 		creds, err := substituter.LoadCredentials(f.credentials)
 		if err != nil {
@@ -287,6 +320,19 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 		}
 		cache.ServeHTTP(w, r)
 	}), nil
+}
+
+// trustedKeys reads a --trusted-key value: a key as name:base64, or a
+// file of them.
+func trustedKeys(v string) ([]narinfo.PublicKey, error) {
+	if k, err := narinfo.ParsePublicKey(v); err == nil {
+		return []narinfo.PublicKey{k}, nil
+	}
+	keys, err := narinfo.LoadPublicKeys(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --trusted-key is neither a public key (name:base64) nor a file of them: %v", errUsage, err)
+	}
+	return keys, nil
 }
 
 // openBlobCache makes the NAR cache of --blob-cache-size (nil if 0) and
