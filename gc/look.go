@@ -28,13 +28,14 @@ type look struct {
 	pathTags  map[string]bool // hash parts
 	layerTags map[string]bool
 	refTags   map[digest.Digest]string // subject -> "sha256-<hex>"
+	fileTags  map[string]bool          // logs, realisations, listings, debug-info entries
 	named     map[string]ocispec.Descriptor
 	marker    bool
 }
 
 func newLook() *look {
 	return &look{at: time.Now(), pathTags: map[string]bool{}, layerTags: map[string]bool{},
-		refTags: map[digest.Digest]string{}, named: map[string]ocispec.Descriptor{}}
+		refTags: map[digest.Digest]string{}, fileTags: map[string]bool{}, named: map[string]ocispec.Descriptor{}}
 }
 
 // add classifies tag by its name, reporting whether it is a named tag
@@ -43,6 +44,8 @@ func (lk *look) add(tag string) bool {
 	switch {
 	case tag == spec.GCMarkerTag:
 		lk.marker = true
+	case spec.IsFileTag(tag):
+		lk.fileTags[tag] = true
 	case strings.HasPrefix(tag, "compose."), catalog.IsClosureTag(tag):
 		return true
 	case len(tag) == 32:
@@ -224,7 +227,7 @@ func (r *reader) parse(ctx context.Context, desc ocispec.Descriptor, data []byte
 	}
 	n := &node{desc: desc, artifactType: p.ArtifactType, subject: p.Subject}
 	switch p.ArtifactType {
-	case spec.ArtifactTypePath, spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2:
+	case spec.ArtifactTypePath, spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2, spec.ArtifactTypeClosureFiles:
 		c, err := artifact.ClosureReader{SkipPaths: true}.Parse(ctx, r.t, desc.Digest.String(), desc, data)
 		if errors.Is(err, artifact.ErrNotArtifact) {
 			n.kind = nodeForeign
@@ -314,6 +317,7 @@ func closureNode(n *node, c *artifact.Closure, p probe) {
 			n.hashes = append(n.hashes, m.Hash)
 			n.own = append(n.own, ownManifest{kind: KindPath, desc: m.Manifest, storePath: m.StorePath})
 		}
+		closureFiles(n, c)
 		return
 	}
 	for _, m := range c.Members {
