@@ -8,7 +8,8 @@ STATICCHECK ?= $(shell command -v staticcheck || echo $(HOME)/go/bin/staticcheck
 
 # package:target pairs run by `make fuzz`.
 FUZZ_TARGETS = ./narinfo:FuzzParse ./nar:FuzzReader ./image:FuzzWriteNAR \
-	./backend:FuzzParseRef ./substituter:FuzzServeHTTP ./imageregistry:FuzzServeHTTP
+	./backend:FuzzParseRef ./substituter:FuzzServeHTTP ./imageregistry:FuzzServeHTTP \
+	./codec:FuzzDecode ./artifact:FuzzClosureIndex
 
 .PHONY: test check build demo fuzz
 

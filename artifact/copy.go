@@ -45,9 +45,14 @@ type CopyResult struct {
 	Mounted      int64 `json:"mounted"`
 	MountedBytes int64 `json:"mountedBytes"`
 	Skipped      int64 `json:"skipped"`
-	// Tags written at the destination: path and layer tags, then the
-	// closure or image tag.
+	// Tags written at the destination: path and layer tags, the tags of
+	// the file artifacts a closure lists, then the closure or image tag.
 	Tagged int64 `json:"tagged"`
+	// Files counts the file artifacts (realisations, build logs,
+	// listings, debug-info entries) the closure lists; FilesKept their
+	// tags that name another artifact at the destination, which is kept.
+	Files     int `json:"files,omitempty"`
+	FilesKept int `json:"filesKept,omitempty"`
 	// PathsElsewhere counts the store paths of an image whose manifests
 	// the source does not hold (the image was written to another target
 	// than its closure): the image is copied, those paths are not.
@@ -105,6 +110,9 @@ func Copy(ctx context.Context, src backend.Target, srcRef string, dst backend.Ta
 	if err := c.copyLayerArtifacts(ctx, layerTags); err != nil {
 		return nil, err
 	}
+	if err := c.copyFiles(ctx); err != nil {
+		return nil, err
+	}
 	rest := c.graph
 	rest.FindSuccessors = func(ctx context.Context, f content.Fetcher, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		succ, err := content.Successors(ctx, f, d)
@@ -148,7 +156,8 @@ type copier struct {
 	opts     CopyOptions
 	res      *CopyResult
 	graph    oras.CopyGraphOptions
-	copied   sync.Map // digest -> true: at the destination now
+	copied   sync.Map             // digest -> true: at the destination now
+	files    []ocispec.Descriptor // a closure's file entries
 }
 
 func (c *copier) done(d digest.Digest) bool {
@@ -197,8 +206,9 @@ func (c *copier) graphOptions() oras.CopyGraphOptions {
 }
 
 // plan reads what srcRef names and returns the path manifests to copy and
-// tag, and for an image the tags of its layer artifacts.
-func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descriptor, data []byte) ([]ocispec.Descriptor, []string, error) {
+// tag (what the source claims of each), and for an image the tags of its
+// layer artifacts.
+func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descriptor, data []byte) ([]PathClaim, []string, error) {
 	var probe manifestProbe
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", srcRef, err)
@@ -206,23 +216,28 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 	switch probe.ArtifactType {
 	case spec.ArtifactTypePath:
 		c.res.Kind = "path"
-		return []ocispec.Descriptor{desc}, nil, nil
-	case spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2:
+		return []PathClaim{{Manifest: desc}}, nil, nil
+	case spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2, spec.ArtifactTypeClosureFiles:
 		c.res.Kind = "closure"
 		cl, err := ParseClosure(ctx, c.src, srcRef, desc, data)
 		if err != nil {
 			return nil, nil, err
 		}
-		if cl.Version == spec.ClosureVersion {
-			return cl.PathManifests, nil, nil
+		out := make([]PathClaim, len(cl.Members))
+		if cl.Version == spec.ClosureV2 {
+			for i, m := range cl.Members {
+				out[i] = m.Claim()
+			}
+			c.files = cl.Files
+			c.res.Files = len(cl.Files)
+			return out, nil, nil
 		}
 		arts, err := ClosurePaths(ctx, c.src, cl, c.opts.Jobs)
 		if err != nil {
 			return nil, nil, err
 		}
-		out := make([]ocispec.Descriptor, len(arts))
 		for i, a := range arts {
-			out[i] = a.Manifest
+			out[i] = PathClaim{Hash: cl.Members[i].Hash, StorePath: a.Info.StorePath, Manifest: a.Manifest}
 		}
 		return out, nil, nil
 	}
@@ -234,7 +249,7 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 	if desc.MediaType == ocispec.MediaTypeImageIndex && len(probe.Manifests) > 0 {
 		// A multi-platform image made by nixoci image: each of its
 		// images, with its paths and layer artifacts.
-		var paths []ocispec.Descriptor
+		var paths []PathClaim
 		var layerTags []string
 		ours := true
 		for _, child := range probe.Manifests {
@@ -267,7 +282,7 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 
 // imagePaths lists the path manifests an image's layers were made from
 // (their annotations name them) and the tags of its layer artifacts.
-func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.Descriptor, []string, error) {
+func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]PathClaim, []string, error) {
 	refs, err := ReadImageRefs(m)
 	if err != nil {
 		return nil, nil, err
@@ -293,10 +308,10 @@ func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.
 	if err := g.Wait(); err != nil {
 		return nil, nil, err
 	}
-	out := found[:0]
+	var out []PathClaim
 	for _, d := range found {
 		if d.Digest != "" {
-			out = append(out, d)
+			out = append(out, PathClaim{Manifest: d})
 		}
 	}
 	return out, refs.LayerTags, nil
@@ -305,22 +320,19 @@ func (c *copier) imagePaths(ctx context.Context, m ocispec.Manifest) ([]ocispec.
 // copyPaths copies each path manifest (and its blobs) unless dst has it,
 // and tags it with its store path's hash unless that tag names it already.
 // A layout is tagged in one rewrite of its index at the end.
-func (c *copier) copyPaths(ctx context.Context, paths []ocispec.Descriptor) error {
+func (c *copier) copyPaths(ctx context.Context, paths []PathClaim) error {
 	batch, _ := c.dst.(backend.BatchTagger)
 	var mu sync.Mutex
 	var pending []backend.Tagged
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opts.Jobs)
-	for _, d := range paths {
+	for _, claim := range paths {
 		g.Go(func() error {
-			data, err := backend.FetchAll(gctx, c.src, d, backend.MaxManifestRead)
-			if err != nil {
-				return fmt.Errorf("path manifest %w", err)
-			}
-			art, err := ParsePathManifest(d, data)
+			art, data, err := ResolvePathManifest(gctx, c.src, claim)
 			if err != nil {
 				return err
 			}
+			d := art.Manifest
 			tag := spec.PathTag(art.Info.StorePath)
 			defer c.copied.Store(d.Digest, true)
 			if cur, err := c.dst.Resolve(gctx, tag); err == nil && cur.Digest == d.Digest {
@@ -386,14 +398,62 @@ func (c *copier) copyLayerArtifacts(ctx context.Context, tags []string) error {
 	return g.Wait()
 }
 
-// dedupe keeps the first descriptor of each digest.
-func dedupe(ds []ocispec.Descriptor) []ocispec.Descriptor {
+// copyFiles copies the file artifacts a closure lists and tags each at
+// the destination as its kind is found there (SPEC.md section 12), so
+// that serve answers them with one lookup. A tag that names another
+// artifact at the destination (a realisation with other signatures, a
+// newer log) is left as it is.
+func (c *copier) copyFiles(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Jobs)
+	var kept atomic.Int64
+	for _, e := range c.files {
+		g.Go(func() error {
+			cf, err := FetchClosureFile(gctx, c.src, e)
+			if err != nil {
+				return err
+			}
+			tags, err := FileTags(cf.Artifact, cf.StorePath)
+			if err != nil {
+				return err
+			}
+			desc := plainDescriptor(e)
+			if err := oras.CopyGraph(gctx, c.src, c.dst, desc, c.graph); err != nil {
+				return fmt.Errorf("%s of %s: %w", e.ArtifactType, cf.StorePath, err)
+			}
+			c.copied.Store(e.Digest, true)
+			for _, tag := range tags {
+				cur, err := c.dst.Resolve(gctx, tag)
+				switch {
+				case err == nil && cur.Digest == desc.Digest:
+					continue
+				case err == nil:
+					kept.Add(1)
+					continue
+				case !errors.Is(err, errdef.ErrNotFound):
+					return fmt.Errorf("tag %s: %w", tag, err)
+				}
+				if err := c.dst.Tag(gctx, desc, tag); err != nil {
+					return fmt.Errorf("tagging %s: %w", tag, err)
+				}
+				atomic.AddInt64(&c.res.Tagged, 1)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	c.res.FilesKept = int(kept.Load())
+	return err
+}
+
+// dedupe keeps the first claim of each manifest.
+func dedupe(cs []PathClaim) []PathClaim {
 	seen := map[digest.Digest]bool{}
-	out := ds[:0]
-	for _, d := range ds {
-		if !seen[d.Digest] {
-			seen[d.Digest] = true
-			out = append(out, d)
+	out := cs[:0]
+	for _, c := range cs {
+		if !seen[c.Manifest.Digest] {
+			seen[c.Manifest.Digest] = true
+			out = append(out, c)
 		}
 	}
 	return out

@@ -2,7 +2,6 @@ package artifact
 
 import (
 	"context"
-	"fmt"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -11,41 +10,20 @@ import (
 )
 
 // FetchPath reads the artifact of storePath from t, by its tag; a missing
-// tag is an error wrapping errdef.ErrNotFound.
+// tag is an error wrapping errdef.ErrNotFound, a tag holding another path
+// one wrapping ErrClaimMismatch.
 func FetchPath(ctx context.Context, t backend.Target, storePath string) (PathArtifact, error) {
-	art, err := FetchPathByHash(ctx, t, spec.PathTag(storePath))
-	if err != nil {
-		return PathArtifact{}, err
-	}
-	if art.Info.StorePath != storePath {
-		return PathArtifact{}, fmt.Errorf("tag %s holds %s, not %s: %w", spec.PathTag(storePath), art.Info.StorePath, storePath, ErrNotArtifact)
-	}
-	return art, nil
+	return ResolvePath(ctx, t, PathClaim{Hash: spec.PathTag(storePath), StorePath: storePath})
 }
 
 // FetchPathByHash reads the artifact of the store path whose hash part is
 // hash (its tag), with one round trip to a registry.
 func FetchPathByHash(ctx context.Context, t backend.Target, hash string) (PathArtifact, error) {
-	desc, data, err := backend.FetchManifest(ctx, t, hash)
-	if err != nil {
-		return PathArtifact{}, err
-	}
-	art, err := ParsePathManifest(desc, data)
-	if err != nil {
-		return PathArtifact{}, fmt.Errorf("tag %s: %w", hash, err)
-	}
-	if spec.PathTag(art.Info.StorePath) != hash {
-		return PathArtifact{}, fmt.Errorf("tag %s holds %s: %w", hash, art.Info.StorePath, ErrNotArtifact)
-	}
-	return art, nil
+	return ResolvePath(ctx, t, PathClaim{Hash: hash})
 }
 
 // FetchPathManifest reads the store-path artifact whose manifest desc
 // names (by digest, as a version 2 closure lists it).
 func FetchPathManifest(ctx context.Context, t backend.Target, desc ocispec.Descriptor) (PathArtifact, error) {
-	data, err := backend.FetchAll(ctx, t, desc, backend.MaxManifestRead)
-	if err != nil {
-		return PathArtifact{}, fmt.Errorf("path manifest %w", err)
-	}
-	return ParsePathManifest(desc, data)
+	return ResolvePath(ctx, t, PathClaim{Manifest: desc})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -270,7 +271,7 @@ func (p *pusher) gcFinishUnchanged(ctx context.Context, g gcGuard, res *PushResu
 // manifest the copy reaches (and, where the collector deletes blobs,
 // every blob) is checked at the destination and copied again if missing,
 // and the path and layer tags are written again.
-func (c *copier) gcCopyCheck(ctx context.Context, g gcGuard, afterTag bool, roots []ocispec.Descriptor, paths []ocispec.Descriptor, layerTags []string) (bool, error) {
+func (c *copier) gcCopyCheck(ctx context.Context, g gcGuard, afterTag bool, roots []ocispec.Descriptor, paths []PathClaim, layerTags []string) (bool, error) {
 	var check bool
 	var err error
 	if afterTag {
@@ -282,7 +283,11 @@ func (c *copier) gcCopyCheck(ctx context.Context, g gcGuard, afterTag bool, root
 		return false, err
 	}
 	c.copied = sync.Map{}
-	if err := c.copyMissing(ctx, append(roots, paths...)); err != nil {
+	walk := slices.Clone(roots)
+	for _, p := range paths {
+		walk = append(walk, p.Manifest)
+	}
+	if err := c.copyMissing(ctx, walk); err != nil {
 		return true, err
 	}
 	if err := c.copyPaths(ctx, paths); err != nil {

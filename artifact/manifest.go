@@ -188,6 +188,9 @@ func ParsePathManifest(desc ocispec.Descriptor, data []byte) (PathArtifact, erro
 	if info.URL != spec.NarURL(strings.TrimPrefix(fileHash, "sha256:"), comp) {
 		return PathArtifact{}, fmt.Errorf("manifest %s: NAR title %q does not match its digest: %w", desc.Digest, info.URL, ErrNotArtifact)
 	}
+	if t := niDesc.Annotations[spec.AnnotationTitle]; t != info.HashPart()+".narinfo" {
+		return PathArtifact{}, fmt.Errorf("manifest %s of %s: narinfo layer titled %q: %w", desc.Digest, info.StorePath, t, ErrNotArtifact)
+	}
 	if desc.MediaType == "" {
 		desc.MediaType = ocispec.MediaTypeImageManifest
 	}

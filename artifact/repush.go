@@ -24,7 +24,9 @@ import (
 // stored is what tag names in the target (storedClosure), read while the
 // source listed the closure.
 func (p *pusher) unchanged(roots []string, tag string, infos []*narinfo.NarInfo, stored func() (*Closure, error)) (*PushResult, bool, error) {
-	if !p.mayBeUnchanged() {
+	if !p.mayBeUnchanged() || len(p.files) > 0 {
+		// Files may add to what is stored (signatures merged into stored
+		// realisations): written every time.
 		return nil, false, nil
 	}
 	want := make(map[string]bool, len(infos))
@@ -39,16 +41,15 @@ func (p *pusher) unchanged(roots []string, tag string, infos []*narinfo.NarInfo,
 		return nil, false, err
 	}
 	desc := c.Descriptor
-	if c.Version != spec.ClosureVersion || len(c.PathManifests) != len(want) {
+	if c.Version != spec.ClosureV2 || len(c.Members) != len(want) {
 		return nil, false, nil
 	}
-	arts := make([]PathArtifact, len(c.PathManifests))
-	for i, d := range c.PathManifests {
-		art, ok := PathFromEntry(d)
-		if !ok || !want[art.Info.StorePath] {
+	arts := make([]PathArtifact, len(c.Members))
+	for i, m := range c.Members {
+		if m.Path == nil || !want[m.StorePath] {
 			return nil, false, nil
 		}
-		arts[i] = art
+		arts[i] = *m.Path
 	}
 	ci, err := NewClosureIndex(roots, arts, path.Dir(roots[0]), p.opts.ManifestLimit)
 	if err != nil || ci.Top.Descriptor.Digest != desc.Digest {

@@ -68,6 +68,7 @@ func classify(ctx context.Context, name, op string, err error) error {
 	if err == nil {
 		return nil
 	}
+	err = RedactError(err)
 	var kind error
 	var resp *errcode.ErrorResponse
 	var netErr net.Error

@@ -243,3 +243,42 @@ func TestRemotePing(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactURLString: user info (passwords, tokens as user names) and
+// query strings but a digest never survive, parseable or not.
+func TestRedactURLString(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://user:pa55@cache.example/nix":                             "http://cache.example/nix",
+		"https://tok3n@cache.example/":                                   "https://cache.example/",
+		"https://s3.example/b/x?X-Amz-Signature=s3cr3t&digest=sha256:ab": "https://s3.example/b/x?digest=sha256%3Aab",
+		"http://user:pa ss@cache.example/x?t=s3cr3t":                     "http://cache.example/x",
+		"http://user:pa/55@cache.example/x":                              "http://cache.example/x",
+		"http://cache.example/nix":                                       "http://cache.example/nix",
+	} {
+		got := RedactURLString(in)
+		if got != want {
+			t.Errorf("RedactURLString(%q) = %q, want %q", in, got, want)
+		}
+		for _, secret := range []string{"pa55", "tok3n", "s3cr3t", "pa ss"} {
+			if strings.Contains(got, secret) {
+				t.Errorf("RedactURLString(%q) = %q keeps %q", in, got, secret)
+			}
+		}
+	}
+}
+
+// TestClassifyRedacts: registry errors are redacted before they are
+// wrapped: a redirect's signed URL or a URL's user info never reaches a
+// message.
+func TestClassifyRedacts(t *testing.T) {
+	ue := &url.Error{Op: "Get", URL: "https://s3.example/blob?X-Amz-Credential=AKIAxyz&X-Amz-Signature=s3cr3t", Err: syscall.ECONNRESET}
+	resp := &errcode.ErrorResponse{Method: "GET", URL: &url.URL{Scheme: "https", Host: "s3.example", Path: "/b", RawQuery: "X-Amz-Signature=s3cr3t", User: url.UserPassword("u", "pa55")}, StatusCode: 403}
+	for _, err := range []error{ue, resp} {
+		msg := classify(context.Background(), "reg.example/repo", "fetch", err).Error()
+		for _, secret := range []string{"s3cr3t", "AKIAxyz", "pa55"} {
+			if strings.Contains(msg, secret) {
+				t.Errorf("classified error keeps %q: %s", secret, msg)
+			}
+		}
+	}
+}

@@ -2,9 +2,12 @@ package backend
 
 import (
 	"context"
+	"errors"
+	"net/http"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
 // TagLister lists a target's tags page by page, in order (registries
@@ -12,9 +15,16 @@ import (
 // implements it.
 type TagLister = registry.TagLister
 
-// Tags implements TagLister for a registry repository.
+// Tags implements TagLister for a registry repository. A repository the
+// registry does not know yet (404 NAME_UNKNOWN: nothing was pushed to
+// it) has no tags.
 func (r *remoteTarget) Tags(ctx context.Context, last string, fn func(tags []string) error) error {
-	return classify(ctx, r.name, "listing tags", r.Repository.Tags(ctx, last, fn))
+	err := r.Repository.Tags(ctx, last, fn)
+	var resp *errcode.ErrorResponse
+	if errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound && hasCode(resp.Errors, errcode.ErrorCodeNameUnknown) {
+		return nil
+	}
+	return classify(ctx, r.name, "listing tags", err)
 }
 
 // Referrers implements ReferrerLister for a registry repository: the

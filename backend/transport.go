@@ -70,7 +70,7 @@ func (t *idleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
 	if err == nil {
 		noteRetryAfter(req, resp)
-		resp.Body = newIdleBody(resp.Body, t.idle, req.URL.Redacted())
+		resp.Body = newIdleBody(resp.Body, t.idle, RedactURL(req.URL))
 	}
 	return resp, err
 }

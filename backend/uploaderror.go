@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"oras.land/oras-go/v2/registry/remote/errcode"
 )
@@ -43,26 +44,62 @@ func answerError(resp *http.Response) error {
 }
 
 // uploadError adds what a caller needs to know to an error from an
-// upload: ErrBodyTooLarge for a 413, and, in the answer or transport
-// error err is, request URLs without their query strings (upload URLs
-// carry the registry's session state, and may carry signatures), the
-// digest excepted. Errors wrapping those have their messages made
+// upload: ErrBodyTooLarge for a 413, and redacted URLs (see
+// RedactError). Errors wrapping those have their messages made
 // already, so it is applied where requests fail.
 func uploadError(err error) error {
-	switch e := err.(type) {
-	case *url.Error:
-		if u, perr := url.Parse(e.URL); perr == nil {
-			e.URL = redactURL(u).String()
-		}
-	case *errcode.ErrorResponse:
-		e.URL = redactURL(e.URL)
-	}
+	err = RedactError(err)
 	var resp *errcode.ErrorResponse
 	if errors.As(err, &resp) && resp.StatusCode == http.StatusRequestEntityTooLarge && !errors.Is(err, ErrBodyTooLarge) {
 		return fmt.Errorf("%w: %w", ErrBodyTooLarge, err)
 	}
 	return err
 }
+
+// RedactError removes what may be secret from the request URLs of the
+// HTTP errors in err's chain (net/http's *url.Error, oras-go's
+// *errcode.ErrorResponse), in place, and returns err: their user info
+// (a password, or a token given as a user name) and their query
+// strings but a digest (upload URLs carry the registry's session
+// state; a registry's redirect to its storage carries a signature).
+// net/http hides only a password. Apply it before wrapping: the
+// messages of errors that wrap err are made already.
+func RedactError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = RedactURLString(ue.URL)
+	}
+	var resp *errcode.ErrorResponse
+	if errors.As(err, &resp) {
+		resp.URL = redactURL(resp.URL)
+	}
+	return err
+}
+
+// RedactURLString is RedactURL of a URL in text. Of text that does not
+// parse as a URL (a password with a space, say), what precedes its last
+// @ and its query are dropped.
+func RedactURLString(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return RedactURL(u)
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		scheme, rest = "", s
+	}
+	rest, _, _ = strings.Cut(rest, "?")
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:]
+	}
+	if !ok {
+		return rest
+	}
+	return scheme + "://" + rest
+}
+
+// RedactURL is u as text for messages, without its user info and with
+// only the digest of its query (see RedactError).
+func RedactURL(u *url.URL) string { return redactURL(u).String() }
 
 // redactURL is u without user info and with only the digest of its query.
 func redactURL(u *url.URL) *url.URL {

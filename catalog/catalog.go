@@ -6,6 +6,14 @@
 // serves closures copied by OCI tools, which carry no path tags, and how
 // it learns a whole closure when Nix asks for its root.
 //
+// A catalog says a path is absent only when it read every closure of
+// the target: while a refresh has not succeeded, or while a closure
+// could not be read (an unreachable registry, a malformed or oversized
+// index, a full catalog), a path it does not hold is ErrIncomplete, which
+// a server answers as a failure (5xx), never as absence, since that
+// closure may hold it. One closure that cannot be read does not hide the
+// others.
+//
 // Memory is bounded: a Catalog holds at most MaxPaths path entries (about
 // 200 bytes each) and refuses closures beyond that, logging which.
 package catalog
@@ -15,7 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,22 +40,23 @@ import (
 // DefaultMaxPaths bounds the path entries of a Catalog: about 100 MB.
 const DefaultMaxPaths = 500_000
 
-// Member is one store path of a closure: its hash part and, for a
-// version 2 closure, its path manifest (zero for version 1, whose paths
-// are found by tag).
-type Member struct {
-	Hash     string
-	Manifest ocispec.Descriptor
-	// Closure is the digest of the version 2 closure index listing the
-	// member (empty for version 1), whose entry describes it whole.
-	Closure string
-}
+// ErrIncomplete: the catalog could not read every closure of its target,
+// so it cannot say a path is absent.
+var ErrIncomplete = errors.New("the closures of the target could not all be read")
 
-// Closure is what the catalog keeps of one closure.
+// ErrNotFound: no closure of the target lists the path (and every
+// closure was read). It is errdef.ErrNotFound, as backends say it.
+var ErrNotFound = errdef.ErrNotFound
+
+// Closure is what the catalog keeps of one closure: its roots' hash parts
+// and its members (without their artifacts: artifact.Member.Path is nil).
 type Closure struct {
 	Descriptor ocispec.Descriptor
 	Roots      []string // hash parts
-	Members    []Member
+	Members    []artifact.Member
+	// Files maps the tags of the file artifacts the closure lists
+	// (SPEC.md section 12.6) to their manifests; read by refreshes only.
+	Files map[string]ocispec.Descriptor
 }
 
 // Catalog maps store paths to path manifests through the closures of one
@@ -59,12 +68,17 @@ type Catalog struct {
 	jobs     int
 
 	mu       sync.RWMutex
-	paths    map[string]ocispec.Descriptor // hash part -> path manifest (version 2)
+	paths    map[string][]*artifact.Member // hash part -> members (version 2), one per manifest claimed
 	closures map[digest.Digest]*Closure    // closure digest -> closure
 	byRoot   map[string][]*Closure         // root hash part -> closures rooted there
 	foreign  map[digest.Digest]bool        // manifests that are not closures
 	members  int                           // path entries held, over all closures
-	last     struct {
+	files    map[string]ocispec.Descriptor // file artifact tag -> manifest, from closures listing files
+	// unread says why the catalog is incomplete: the failure of the last
+	// refresh, or of the closures it could not read; nil once a refresh
+	// read them all.
+	unread error
+	last   struct {
 		at  time.Time
 		err error
 	} // last refresh
@@ -78,7 +92,8 @@ type Options struct {
 	Jobs int
 }
 
-// New makes an empty catalog of t, named name in logs and errors.
+// New makes an empty catalog of t, named name in logs and errors. Until
+// a refresh succeeds it is incomplete.
 func New(t backend.Target, name string, opts Options) *Catalog {
 	if opts.MaxPaths <= 0 {
 		opts.MaxPaths = DefaultMaxPaths
@@ -88,20 +103,53 @@ func New(t backend.Target, name string, opts Options) *Catalog {
 	}
 	return &Catalog{
 		t: t, name: name, maxPaths: opts.MaxPaths, jobs: opts.Jobs,
-		paths:    map[string]ocispec.Descriptor{},
+		paths:    map[string][]*artifact.Member{},
 		closures: map[digest.Digest]*Closure{},
 		byRoot:   map[string][]*Closure{},
 		foreign:  map[digest.Digest]bool{},
+		files:    map[string]ocispec.Descriptor{},
+		unread:   errors.New("not read yet"),
 	}
 }
 
-// Path returns the path manifest of the store path with hash part hash,
-// if a version 2 closure in the catalog lists it.
-func (c *Catalog) Path(hash string) (ocispec.Descriptor, bool) {
+// Lookup returns the members of version 2 closures that list the store
+// path with hash part hash: one per path manifest they name (closures
+// may disagree, and a hostile one must not hide a good one: the caller
+// checks each). A path no closure lists is an error wrapping ErrNotFound
+// if the catalog read every closure of its target, else one wrapping
+// ErrIncomplete that says what could not be read.
+func (c *Catalog) Lookup(hash string) ([]artifact.Member, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	d, ok := c.paths[hash]
-	return d, ok
+	if ms, ok := c.paths[hash]; ok {
+		out := make([]artifact.Member, len(ms))
+		for i, m := range ms {
+			out[i] = *m
+		}
+		return out, nil
+	}
+	if c.unread != nil {
+		return nil, fmt.Errorf("%s: %s is in no closure read, and %w: %w", c.name, hash, ErrIncomplete, c.unread)
+	}
+	return nil, fmt.Errorf("%s: %s is in no closure: %w", c.name, hash, ErrNotFound)
+}
+
+// File returns the manifest of the file artifact (a build log,
+// realisation, listing or debug-info entry) that a closure listing files
+// gives the tag tag, for a target whose copies carried no such tags
+// (SPEC.md section 12.6). The caller checks what it fetches against the
+// tag. Absence is an error wrapping ErrNotFound if the catalog read
+// every closure, else one wrapping ErrIncomplete.
+func (c *Catalog) File(tag string) (ocispec.Descriptor, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if d, ok := c.files[tag]; ok {
+		return d, nil
+	}
+	if c.unread != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%s: %s is in no closure read, and %w: %w", c.name, tag, ErrIncomplete, c.unread)
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("%s: %s is in no closure: %w", c.name, tag, ErrNotFound)
 }
 
 // ClosureOf returns the smallest closure rooted at the store path with
@@ -125,11 +173,22 @@ func (c *Catalog) Stats() (closures, paths int) {
 	return len(c.closures), len(c.paths)
 }
 
+// Complete reports nil if the last refresh read every closure of the
+// target, else why not.
+func (c *Catalog) Complete() error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.unread != nil {
+		return fmt.Errorf("%s: %w: %w", c.name, ErrIncomplete, c.unread)
+	}
+	return nil
+}
+
 // Add records a closure read from the target (for example one found
 // through the referrers of its root). It reports false if the catalog is
 // full.
 func (c *Catalog) Add(cl *artifact.Closure) bool {
-	entry := FromArtifact(cl)
+	entry := fromArtifact(cl)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.addLocked(entry)
@@ -143,38 +202,40 @@ func (c *Catalog) addLocked(cl *Closure) bool {
 		return false
 	}
 	c.closures[cl.Descriptor.Digest] = cl
+	c.indexLocked(cl)
+	return true
+}
+
+func (c *Catalog) indexLocked(cl *Closure) {
 	c.members += len(cl.Members)
-	for _, m := range cl.Members {
-		if m.Manifest.Digest != "" {
-			c.paths[m.Hash] = m.Manifest
+	for i := range cl.Members {
+		m := &cl.Members[i]
+		if m.Manifest.Digest == "" {
+			continue
+		}
+		if !slices.ContainsFunc(c.paths[m.Hash], func(o *artifact.Member) bool { return o.Manifest.Digest == m.Manifest.Digest }) {
+			c.paths[m.Hash] = append(c.paths[m.Hash], m)
 		}
 	}
 	for _, r := range cl.Roots {
 		c.byRoot[r] = append(c.byRoot[r], cl)
 	}
-	return true
+	for tag, d := range cl.Files {
+		if _, ok := c.files[tag]; !ok {
+			c.files[tag] = d
+		}
+	}
 }
 
-// FromArtifact keeps what the catalog needs of a closure read back.
-func FromArtifact(a *artifact.Closure) *Closure {
-	cl := &Closure{Descriptor: a.Descriptor}
+// fromArtifact keeps what the catalog needs of a closure read back: the
+// members without their artifacts, the roots' hash parts.
+func fromArtifact(a *artifact.Closure) *Closure {
+	cl := &Closure{Descriptor: a.Descriptor, Members: slices.Clone(a.Members)}
 	for _, r := range a.Roots {
 		cl.Roots = append(cl.Roots, spec.PathTag(r))
 	}
-	if a.Version == spec.ClosureVersion {
-		for _, d := range a.PathManifests {
-			cl.Members = append(cl.Members, Member{
-				Hash:     spec.PathTag(d.Annotations[spec.AnnotationStorePath]),
-				Manifest: ocispec.Descriptor{MediaType: d.MediaType, ArtifactType: d.ArtifactType, Digest: d.Digest, Size: d.Size},
-				Closure:  a.Descriptor.Digest.String(),
-			})
-		}
-		return cl
-	}
-	for _, l := range a.Layers {
-		if l.MediaType == spec.MediaTypeNarInfo {
-			cl.Members = append(cl.Members, Member{Hash: strings.TrimSuffix(l.Annotations[spec.AnnotationTitle], ".narinfo")})
-		}
+	for i := range cl.Members {
+		cl.Members[i].Path = nil
 	}
 	return cl
 }
@@ -182,12 +243,17 @@ func FromArtifact(a *artifact.Closure) *Closure {
 // Refresh lists the target's tags page by page and reads every closure
 // not read before; closures whose tags are gone are forgotten. Tags are
 // resolved concurrently (Options.Jobs); a closure index is fetched only
-// when its tag names a digest the catalog has not seen.
+// when its tag names a digest the catalog has not seen. A closure that
+// cannot be read is left out (the others are kept) and makes the catalog
+// incomplete until a refresh reads it; a failure to list the tags keeps
+// what was held and makes it incomplete too. The error says what could
+// not be read.
 func (c *Catalog) Refresh(ctx context.Context) error {
 	start := time.Now()
 	err := c.refresh(ctx)
 	c.mu.Lock()
 	c.last.at, c.last.err = start, err
+	c.unread = err
 	c.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("%s: reading closures: %w", c.name, err)
@@ -206,23 +272,29 @@ func (c *Catalog) refresh(ctx context.Context) error {
 			}
 		}
 		return nil
-	}); err != nil {
-		return err
+	}); err != nil && !isNotFound(err) { // a repository not created yet has no closures
+		return fmt.Errorf("listing tags: %w", err)
 	}
+	// Per tag: its closure's descriptor, and what failed reading it.
 	descs := make([]ocispec.Descriptor, len(tags))
+	failed := make([]error, len(tags))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.jobs)
 	for i, tag := range tags {
 		g.Go(func() error {
 			d, err := c.t.Resolve(gctx, tag)
-			if isNotFound(err) {
-				return nil // deleted since it was listed
+			switch {
+			case isNotFound(err): // deleted since it was listed
+			case err != nil:
+				failed[i] = fmt.Errorf("tag %s: %w", tag, err)
+			default:
+				descs[i] = d
 			}
-			descs[i] = d
-			return err
+			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	g.Wait()
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 
@@ -236,6 +308,7 @@ func (c *Catalog) refresh(ctx context.Context) error {
 			unknown = append(unknown, i)
 		}
 	}
+	room := c.maxPaths - c.members
 	c.mu.RUnlock()
 
 	read := make([]*Closure, len(descs))
@@ -243,23 +316,31 @@ func (c *Catalog) refresh(ctx context.Context) error {
 	g.SetLimit(c.jobs)
 	for _, i := range unknown {
 		g.Go(func() error {
-			a, err := artifact.ReadClosure(gctx, c.t, descs[i].Digest.String())
+			r := artifact.ClosureReader{MaxPaths: max(room, 1), SkipPaths: true}
+			a, err := r.Read(gctx, c.t, descs[i].Digest.String())
 			switch {
-			case errors.Is(err, artifact.ErrNotArtifact):
+			case errors.Is(err, artifact.ErrNotClosure):
 				c.mu.Lock()
 				c.foreign[descs[i].Digest] = true
 				c.mu.Unlock()
-				return nil
-			case isNotFound(err):
-				return nil
+			case isNotFound(err): // deleted since it was resolved
+				descs[i] = ocispec.Descriptor{}
 			case err != nil:
-				return fmt.Errorf("closure %s: %w", tags[i], err)
+				failed[i] = fmt.Errorf("closure %s (%s): %w", tags[i], descs[i].Digest, err)
+			default:
+				files, err := fileTags(gctx, c.t, a)
+				if err != nil {
+					failed[i] = fmt.Errorf("closure %s (%s): %w", tags[i], descs[i].Digest, err)
+					return nil
+				}
+				read[i] = fromArtifact(a)
+				read[i].Files = files
 			}
-			read[i] = FromArtifact(a)
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	g.Wait()
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 
@@ -272,7 +353,7 @@ func (c *Catalog) refresh(ctx context.Context) error {
 		}
 		live[d.Digest] = true
 		if read[i] != nil && !c.addLocked(read[i]) {
-			slog.Warn("catalog full: closure not held, its copied paths are not served", "target", c.name, "tag", tags[i], "paths", len(read[i].Members), "max", c.maxPaths)
+			failed[i] = fmt.Errorf("closure %s (%s): %d paths do not fit: the catalog is full (%d paths)", tags[i], d.Digest, len(read[i].Members), c.maxPaths)
 		}
 	}
 	for d := range c.foreign {
@@ -290,24 +371,37 @@ func (c *Catalog) refresh(ctx context.Context) error {
 	if dropped {
 		c.reindexLocked()
 	}
-	return nil
+	var errs []error
+	for _, err := range failed {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return unreadable(errs)
+}
+
+// unreadable summarises the closures a refresh could not read: the first
+// few by name, so a log line stays short.
+func unreadable(errs []error) error {
+	const shown = 3
+	if len(errs) == 0 {
+		return nil
+	}
+	err := errors.Join(errs[:min(len(errs), shown)]...)
+	if len(errs) > shown {
+		err = fmt.Errorf("%w\n(and %d more)", err, len(errs)-shown)
+	}
+	return fmt.Errorf("%d closures unreadable: %w", len(errs), err)
 }
 
 // reindexLocked rebuilds the maps derived from the closures held.
 func (c *Catalog) reindexLocked() {
-	c.paths = map[string]ocispec.Descriptor{}
+	c.paths = map[string][]*artifact.Member{}
 	c.byRoot = map[string][]*Closure{}
+	c.files = map[string]ocispec.Descriptor{}
 	c.members = 0
 	for _, cl := range c.closures {
-		c.members += len(cl.Members)
-		for _, m := range cl.Members {
-			if m.Manifest.Digest != "" {
-				c.paths[m.Hash] = m.Manifest
-			}
-		}
-		for _, r := range cl.Roots {
-			c.byRoot[r] = append(c.byRoot[r], cl)
-		}
+		c.indexLocked(cl)
 	}
 }
 
@@ -319,3 +413,26 @@ func (c *Catalog) LastRefresh() (time.Time, error) {
 }
 
 func isNotFound(err error) bool { return errors.Is(err, errdef.ErrNotFound) }
+
+// fileTags reads the file artifacts a closure lists, each checked
+// (artifact.FetchClosureFile), and maps their tags to their manifests.
+func fileTags(ctx context.Context, t backend.Target, a *artifact.Closure) (map[string]ocispec.Descriptor, error) {
+	if len(a.Files) == 0 {
+		return nil, nil
+	}
+	files, err := artifact.ClosureFiles(ctx, t, a, 4)
+	if err != nil {
+		return nil, fmt.Errorf("file artifact %w", err)
+	}
+	out := make(map[string]ocispec.Descriptor, len(files))
+	for _, cf := range files {
+		tags, err := artifact.FileTags(cf.Artifact, cf.StorePath)
+		if err != nil {
+			return nil, err
+		}
+		for _, tag := range tags {
+			out[tag] = cf.Artifact.Manifest
+		}
+	}
+	return out, nil
+}

@@ -3,6 +3,8 @@ package catalog_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -61,9 +63,9 @@ func TestCatalogFindsCopiedPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, a := range v2 {
-		d, ok := c.Path(spec.PathTag(a.Info.StorePath))
-		if !ok || d.Digest != a.Manifest.Digest {
-			t.Errorf("Path(%s) = %s, %v; want %s", a.Info.StorePath, d.Digest, ok, a.Manifest.Digest)
+		ms, err := c.Lookup(spec.PathTag(a.Info.StorePath))
+		if err != nil || len(ms) != 1 || ms[0].Manifest.Digest != a.Manifest.Digest || ms[0].StorePath != a.Info.StorePath || ms[0].Path != nil {
+			t.Errorf("Lookup(%s) = %+v, %v; want manifest %s, no artifact", a.Info.StorePath, ms, err, a.Manifest.Digest)
 		}
 	}
 	cl, ok := c.ClosureOf(spec.PathTag(v2[0].Info.StorePath))
@@ -73,16 +75,20 @@ func TestCatalogFindsCopiedPaths(t *testing.T) {
 	if _, ok := c.ClosureOf(spec.PathTag(v2[1].Info.StorePath)); ok {
 		t.Error("a closure is listed as rooted at a path that is not its root")
 	}
-	if _, ok := c.Path("00000000000000000000000000000000"); ok {
-		t.Error("an unknown hash was found")
+	if _, err := c.Lookup("00000000000000000000000000000000"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("an unknown hash: %v, want ErrNotFound", err)
 	}
 
-	// A full catalog holds no closure rather than part of one.
+	// A full catalog holds no closure rather than part of one, and says
+	// it is incomplete: a path it lacks may be in the closure left out.
 	small := catalog.New(dst, "dst", catalog.Options{MaxPaths: 2})
-	if err := small.Refresh(ctx); err != nil {
-		t.Fatal(err)
+	if err := small.Refresh(ctx); err == nil || !strings.Contains(err.Error(), "app") {
+		t.Errorf("refresh of a catalog too small: %v, want an error naming the closure", err)
 	}
 	if closures, paths := small.Stats(); closures != 0 || paths != 0 {
 		t.Errorf("catalog of 2 paths holds %d closures, %d paths", closures, paths)
+	}
+	if _, err := small.Lookup(spec.PathTag(v2[0].Info.StorePath)); !errors.Is(err, catalog.ErrIncomplete) || errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("Lookup in a full catalog: %v, want ErrIncomplete", err)
 	}
 }

@@ -2,6 +2,7 @@ package codec
 
 import (
 	"compress/bzip2"
+	"errors"
 	"fmt"
 	"io"
 
@@ -32,19 +33,26 @@ func NewWriter(w io.Writer, c spec.Compression) (io.WriteCloser, error) {
 
 // NewReader returns a reader of the decompressed content of r. Besides
 // what NewWriter writes it reads bzip2, the compression of old caches.
-// xz input may hold several concatenated streams.
+// xz input may hold several concatenated streams. Input is untrusted: a
+// stream declaring an xz dictionary over MaxXzDict or a zstd window over
+// MaxZstdWindow fails (ErrDictTooLarge) before the decoder allocates it.
 func NewReader(r io.Reader, c spec.Compression) (io.ReadCloser, error) {
+	return newReader(r, c, MaxXzDict)
+}
+
+// newReader is NewReader with xz dictionaries bounded by xzDict.
+func newReader(r io.Reader, c spec.Compression, xzDict int64) (io.ReadCloser, error) {
 	switch c {
 	case spec.CompressionNone:
 		return io.NopCloser(r), nil
 	case spec.CompressionZstd:
-		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
+		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(MaxZstdWindow))
 		if err != nil {
 			return nil, fmt.Errorf("codec: zstd: %w", err)
 		}
 		return zstdReader{d}, nil
 	case spec.CompressionXz:
-		d, err := xz.NewReader(r)
+		d, err := xz.NewReader(newXzGuard(r, xzDict))
 		if err != nil {
 			return nil, fmt.Errorf("codec: xz: %w", err)
 		}
@@ -60,6 +68,14 @@ type nopCloser struct{ io.Writer }
 func (nopCloser) Close() error { return nil }
 
 type zstdReader struct{ *zstd.Decoder }
+
+func (z zstdReader) Read(p []byte) (int, error) {
+	n, err := z.Decoder.Read(p)
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		err = fmt.Errorf("codec: zstd: %w: %w", ErrDictTooLarge, err)
+	}
+	return n, err
+}
 
 func (z zstdReader) Close() error {
 	z.Decoder.Close()

@@ -144,7 +144,8 @@ func realise(t *testing.T, url, publicKey, root string) (string, string, error) 
 
 // TestServeToNix: the real Nix client substitutes a whole closure through
 // `nixoci serve`, from an image layout and from a real registry, with the
-// serving key trusted; with another key it refuses.
+// serving key trusted (serve vouching for the push key's signatures);
+// with another key it refuses.
 func TestServeToNix(t *testing.T) {
 	fx := testenv.BuildFixture(t, "serve")
 	pushKey := testenv.GenerateKey(t, "push-1")
@@ -153,11 +154,12 @@ func TestServeToNix(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	layout := "oci:" + filepath.Join(t.TempDir(), "l")
 	run(t, "push", "--to", layout+":s", "--sign-key", pushKey.SecretFile, fx.App)
-	run(t, "push", "--to", reg.Ref("nix")+":s", fx.App) // unsigned: serve signs
+	run(t, "push", "--to", reg.Ref("nix")+":s", "--sign-key", pushKey.SecretFile, fx.App)
 
 	for _, from := range []string{layout, reg.Ref("nix")} {
 		t.Run(strings.SplitN(from, ":", 2)[0], func(t *testing.T) {
-			srv := startServe(t, nil, "--from", from, "--sign-key", serveKey.SecretFile)
+			// Serve vouches for what the push key signed.
+			srv := startServe(t, nil, "--from", from, "--sign-key", serveKey.SecretFile, "--trusted-key", pushKey.Public)
 			store, stderr, err := realise(t, srv.URL, serveKey.Public, fx.App)
 			if err != nil {
 				t.Fatalf("nix-store --realise through serve: %v\n%s", err, stderr)

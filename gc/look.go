@@ -27,12 +27,13 @@ type look struct {
 	pathTags  map[string]bool // hash parts
 	layerTags map[string]bool
 	refTags   map[digest.Digest]string // subject -> "sha256-<hex>"
+	fileTags  map[string]bool          // logs, realisations, listings, debug-info entries
 	named     map[string]ocispec.Descriptor
 }
 
 func newLook() *look {
 	return &look{at: time.Now(), pathTags: map[string]bool{}, layerTags: map[string]bool{},
-		refTags: map[digest.Digest]string{}, named: map[string]ocispec.Descriptor{}}
+		refTags: map[digest.Digest]string{}, fileTags: map[string]bool{}, named: map[string]ocispec.Descriptor{}}
 }
 
 // add classifies tag by its name, reporting whether it is a named tag
@@ -50,9 +51,7 @@ func (lk *look) add(tag string) bool {
 	case spec.TagLayer:
 		lk.layerTags[tag] = true
 	case spec.TagFile:
-		// Logs, listings, realisations, debug-info entries (SPEC.md
-		// 12.5): left alone, with what they reach, until the collector
-		// keeps them with the paths they belong to.
+		lk.fileTags[tag] = true
 	}
 	return false
 }
@@ -222,8 +221,8 @@ func (r *reader) parse(ctx context.Context, desc ocispec.Descriptor, data []byte
 	}
 	n := &node{desc: desc, artifactType: p.ArtifactType, subject: p.Subject}
 	switch p.ArtifactType {
-	case spec.ArtifactTypePath, spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2:
-		c, err := artifact.ParseClosure(ctx, r.t, desc.Digest.String(), desc, data)
+	case spec.ArtifactTypePath, spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2, spec.ArtifactTypeClosureFiles:
+		c, err := artifact.ClosureReader{SkipPaths: true}.Parse(ctx, r.t, desc.Digest.String(), desc, data)
 		if errors.Is(err, artifact.ErrNotArtifact) {
 			n.kind = nodeForeign
 			return n, nil
@@ -306,19 +305,17 @@ func closureNode(n *node, c *artifact.Closure, p probe) {
 			}
 		}
 	}
-	if c.Version == spec.ClosureVersion {
+	if c.Version == spec.ClosureV2 {
 		n.own = append(n.own, ownManifest{kind: KindCacheInfo, desc: plain(c.CacheInfoManifest)})
-		for _, m := range c.PathManifests {
-			sp := m.Annotations[spec.AnnotationStorePath]
-			n.hashes = append(n.hashes, spec.PathTag(sp))
-			n.own = append(n.own, ownManifest{kind: KindPath, desc: plain(m), storePath: sp})
+		for _, m := range c.Members {
+			n.hashes = append(n.hashes, m.Hash)
+			n.own = append(n.own, ownManifest{kind: KindPath, desc: m.Manifest, storePath: m.StorePath})
 		}
+		closureFiles(n, c)
 		return
 	}
-	for _, l := range c.Layers {
-		if l.MediaType == spec.MediaTypeNarInfo {
-			n.hashes = append(n.hashes, strings.TrimSuffix(l.Annotations[spec.AnnotationTitle], ".narinfo"))
-		}
+	for _, m := range c.Members {
+		n.hashes = append(n.hashes, m.Hash)
 	}
 	n.blobs = c.Layers
 }

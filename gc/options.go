@@ -99,6 +99,7 @@ const (
 	KindTombstone  = "tombstone"
 	KindMarker     = "marker" // an old gc marker
 	KindOther      = "other"  // another manifest of nixoci's no root reaches
+	KindFile       = "file"   // a build log, realisation, NAR listing or debug-info entry (SPEC.md 12.5)
 )
 
 // Item is one thing a collection removes.
@@ -124,6 +125,7 @@ type Item struct {
 	manifestSize int64
 	blobs        []ocispec.Descriptor // blobs the manifest names
 	needsBlobs   bool                 // blobs not known yet: read the manifest
+	keptWith     string               // KindFile: the hash part of the path it stays with, if any
 }
 
 func (it Item) orphan() bool { return it.orphanRecord }

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -41,13 +42,24 @@ type Options struct {
 	// the rest.
 	MaxLayers   int
 	Compression spec.LayerCompression
+	// DefaultCmd gives an image without Entrypoint or Cmd a Cmd picked
+	// from its link roots: the first one's main program (bin/<name
+	// without version>), else the only program in /bin, else /bin/sh.
+	DefaultCmd bool
 	// NixSnapshotter also writes the nix-snapshotter form, tagged
 	// "<tag>-nix" (an index too, with several platforms).
 	NixSnapshotter bool
 	// BuildpacksStack makes the image a Cloud Native Buildpacks stack with
 	// this stack ID (label io.buildpacks.stack.id, user and group 1000).
 	BuildpacksStack string
+	// BuildpacksBuild makes the Buildpacks image a build image rather
+	// than a run image.
+	BuildpacksBuild bool
 	Labels          map[string]string
+	// Created, if set, is the image's creation time, in its config and
+	// each history entry, and the Buildpacks release date; by default
+	// images carry no time, so that digests never depend on the clock.
+	Created time.Time
 	// Platforms, for an image of closures of one system, is at most one
 	// platform, which it is labelled with whatever its paths record (a
 	// cross-compiled closure records the system it was built on). By
@@ -96,8 +108,8 @@ type Image struct {
 }
 
 // Build makes an image of the closure that closureRef names in src and
-// tags it in dst. NAR blobs are read from src; layers are written to dst
-// (and reused from it).
+// tags it in dst (stores it untagged if tag is ""). NAR blobs are read
+// from src; layers are written to dst (and reused from it).
 func Build(ctx context.Context, src backend.Target, closureRef string, dst backend.Target, tag string, opts Options) (*Result, error) {
 	return BuildUnion(ctx, src, []string{closureRef}, dst, tag, opts)
 }
@@ -198,7 +210,7 @@ func planImages(ctx context.Context, sources []Source, opts Options,
 
 // withDefaults checks opts for an image tagged tag and fills in defaults.
 func (opts Options) withDefaults(tag string) (Options, error) {
-	if !spec.ValidTag(tag) {
+	if tag != "" && !spec.ValidTag(tag) {
 		return opts, fmt.Errorf("invalid image tag %q", tag)
 	}
 	if opts.NixSnapshotter && len(tag+snapshotterSuffix) > 128 {
@@ -225,6 +237,8 @@ type plannedRoot struct {
 	fs        rootFS
 	linkRoots []string
 	pathEnv   []string
+	cmd       []string // Options.Cmd, or the one DefaultCmd picked
+	user      string   // the config's User
 }
 
 // checkLinkRoots fails unless each link root is in some image's closure
@@ -254,11 +268,11 @@ func indexOfPath(paths []artifact.PathArtifact, storePath string) int {
 // directories are returned for PATH), and checks that the entrypoint is
 // in the image.
 func planRoot(ctx context.Context, srcs narSources, p *plan, opts Options) (plannedRoot, error) {
-	users, err := imageUsers(opts)
+	users, user, err := imageUsers(opts)
 	if err != nil {
 		return plannedRoot{}, err
 	}
-	root := plannedRoot{fs: newRootFS(users)}
+	root := plannedRoot{fs: newRootFS(users), user: user}
 	for _, lr := range opts.LinkRoots {
 		i := indexOfPath(p.paths, lr)
 		if i < 0 {
@@ -275,6 +289,10 @@ func planRoot(ctx context.Context, srcs narSources, p *plan, opts Options) (plan
 				root.pathEnv = append(root.pathEnv, h.Path)
 			}
 		}
+	}
+	root.cmd = opts.Cmd
+	if opts.DefaultCmd && len(opts.Entrypoint) == 0 && len(opts.Cmd) == 0 {
+		root.cmd = defaultCmd(root.fs, root.linkRoots)
 	}
 	if len(opts.Entrypoint) > 0 {
 		if err := checkInImage(opts.Entrypoint[0], p.paths, root.fs); err != nil {
@@ -443,7 +461,9 @@ func storeRootLayer(ctx context.Context, dst backend.Target, root rootFS, c spec
 	if err != nil {
 		return Layer{}, err
 	}
-	return storeSmallLayer(ctx, dst, raw, c, map[string]string{spec.AnnotationVersion: spec.Version, spec.AnnotationLayerRole: "root"})
+	l, err := storeSmallLayer(ctx, dst, raw, c, map[string]string{spec.AnnotationVersion: spec.Version, spec.AnnotationLayerRole: "root"})
+	l.role = "root filesystem: " + root.summary()
+	return l, err
 }
 
 // storeSmallLayer compresses the tar raw, held in memory, stores it as a

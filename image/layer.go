@@ -35,6 +35,7 @@ type Layer struct {
 	Paths      []artifact.PathArtifact
 	RootTypes  []RootType // per path: what the top-level node is
 	Reused     bool       // found stored, not converted now
+	role       string     // what a layer holding no store path is, for its history entry
 }
 
 // layerCompressor wraps w in the layer compression.

@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/nixoci/nixoci/image"
-	"github.com/nixoci/nixoci/internal/serving"
 )
 
 // distribution API error codes.
@@ -19,6 +18,7 @@ const (
 	codeUnsupported     = "UNSUPPORTED"
 	codeUnknown         = "UNKNOWN"
 	codeDigestInvalid   = "DIGEST_INVALID"
+	codeTooManyRequests = "TOOMANYREQUESTS"
 )
 
 // registryError writes an error in the distribution spec's JSON format.
@@ -31,9 +31,7 @@ func registryError(w http.ResponseWriter, status int, code, message string) {
 }
 
 func (g *Registry) fail(w http.ResponseWriter, what string, err error) {
-	status := serving.StatusOf(err)
-	g.log.Error("backend failure", "what", what, "status", status, "err", err)
-	registryError(w, status, codeUnknown, what+": backend failure")
+	registryError(w, g.handler.Failed(what, err), codeUnknown, what+": backend failure")
 }
 
 // cannotCompose are the errors of a name whose closures make no image

@@ -92,6 +92,36 @@ func ParsePublicKey(s string) (PublicKey, error) {
 	return PublicKey{Name: name, Key: ed25519.PublicKey(key)}, nil
 }
 
+// LoadPublicKeys reads a file of public keys in Nix's format, such as
+// one written by nix-store --generate-binary-cache-key, separated by
+// white space (at least one). Errors name the file.
+func LoadPublicKeys(path string) ([]PublicKey, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("narinfo: public keys: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("narinfo: public keys: %w", err)
+	}
+	if len(data) > maxKeyFileSize {
+		return nil, newError(ErrInvalidKey, "narinfo: public key file %s: larger than %d bytes", quote(path), maxKeyFileSize)
+	}
+	var keys []PublicKey
+	for i, field := range strings.Fields(string(data)) {
+		k, err := ParsePublicKey(field)
+		if err != nil {
+			return nil, fmt.Errorf("narinfo: public key file %s: key %d: %w", quote(path), i+1, err)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, newError(ErrInvalidKey, "narinfo: public key file %s: no key", quote(path))
+	}
+	return keys, nil
+}
+
 // splitKey splits "<name>:<base64>", trimmed of white space, into the name
 // and the decoded key, which must be size bytes long. Its errors never
 // contain any part of s.

@@ -1,11 +1,13 @@
 package narinfo
 
 import (
+	"fmt"
 	"path"
 	"strings"
 
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/nix-community/go-nix/pkg/storepath"
+
+	"github.com/nixoci/nixoci/spec"
 )
 
 const (
@@ -14,6 +16,16 @@ const (
 	// maxNameLen is the longest name Nix accepts in a store path.
 	maxNameLen = 211
 )
+
+// CheckStorePath checks that p is an absolute store path, a store
+// directory followed by "/<hash>-<name>", with the rules Nix applies to
+// the hash and the name. The error matches ErrInvalidValue.
+func CheckStorePath(p string) error {
+	if err := checkStorePath(p); err != nil {
+		return fmt.Errorf("narinfo: %w", err)
+	}
+	return nil
+}
 
 // checkStorePath checks that p is an absolute store path: a store
 // directory followed by "/<hash>-<name>".
@@ -49,10 +61,8 @@ func checkBaseName(s string) error {
 	if len(s) < hashPartLen+2 || s[hashPartLen] != '-' {
 		return invalid("%s is not a store path base name (<32-character hash>-<name>)", quote(s))
 	}
-	for i := 0; i < hashPartLen; i++ {
-		if !nixbase32.Is(s[i]) {
-			return invalid("store path %s: invalid character %q in hash part", quote(s), s[i])
-		}
+	if !spec.IsHashPart(s[:hashPartLen]) {
+		return invalid("store path %s: hash part %s is not nix-base32", quote(s), quote(s[:hashPartLen]))
 	}
 	name := s[hashPartLen+1:]
 	if len(name) > maxNameLen {

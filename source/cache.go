@@ -41,22 +41,32 @@ type BinaryCache struct {
 // https://…). client may be nil for backend.DefaultHTTPClient(), the
 // client and timeouts registries get; either way, HTTP requests are
 // retried and cut-off downloads resumed as backend.Retry describes.
+//
+// The URL may carry credentials (http://user:password@host/); they are
+// sent as HTTP Basic authentication and never shown: messages and logs
+// name the cache by its URL without user info or query (see
+// backend.RedactURL).
 func OpenBinaryCache(rawURL string, client *http.Client) (*BinaryCache, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("binary cache %q: %w", rawURL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its message quotes the whole URL
+		}
+		return nil, fmt.Errorf("binary cache %s: %w", backend.RedactURLString(rawURL), err)
 	}
+	named := backend.RedactURL(u)
 	switch u.Scheme {
 	case "file":
 		if u.Path == "" {
-			return nil, fmt.Errorf("binary cache %q: file URL without a directory", rawURL)
+			return nil, fmt.Errorf("binary cache %s: file URL without a directory", named)
 		}
 		if u.Host != "" && u.Host != "localhost" {
-			return nil, fmt.Errorf("binary cache %q: file URLs name a local directory: write file:///%s%s", rawURL, u.Host, u.Path)
+			return nil, fmt.Errorf("binary cache %s: file URLs name a local directory: write file:///%s%s", named, u.Host, u.Path)
 		}
 	case "http", "https":
 	default:
-		return nil, fmt.Errorf("binary cache %q: want a file://, http:// or https:// URL", rawURL)
+		return nil, fmt.Errorf("binary cache %s: want a file://, http:// or https:// URL", named)
 	}
 	if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"
@@ -68,9 +78,10 @@ func OpenBinaryCache(rawURL string, client *http.Client) (*BinaryCache, error) {
 	return &BinaryCache{base: u, client: client}, nil
 }
 
-// String names the cache in messages.
+// String names the cache in messages, without the credentials of its
+// URL.
 func (c *BinaryCache) String() string {
-	return "binary cache " + strings.TrimSuffix(c.base.String(), "/")
+	return "binary cache " + strings.TrimSuffix(backend.RedactURL(c.base), "/")
 }
 
 // ResolveRoot accepts a store path, or a symlink to one (it need not
@@ -208,7 +219,7 @@ func (c *BinaryCache) get(ctx context.Context, url string, offset int64) (io.Rea
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, backend.RedactError(err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:

@@ -24,7 +24,32 @@ const (
 	// ArtifactTypeDebugInfo marks the artifact of one debug-info index
 	// entry, tagged DebugInfoTag(build id).
 	ArtifactTypeDebugInfo = "application/vnd.nixoci.debuginfo.v1"
+
+	// ArtifactTypeClosureFiles marks a version 2 closure index that also
+	// lists file artifacts of its paths (SPEC.md section 12.6). A closure
+	// without any keeps ArtifactTypeClosureV2, and its digest.
+	ArtifactTypeClosureFiles = "application/vnd.nixoci.closure-files.v2"
 )
+
+// IsFileArtifactType reports whether t is the artifact type of a build
+// log, realisation, NAR listing or debug-info entry.
+func IsFileArtifactType(t string) bool {
+	switch t {
+	case ArtifactTypeLog, ArtifactTypeRealisation, ArtifactTypeListing, ArtifactTypeDebugInfo:
+		return true
+	}
+	return false
+}
+
+// IsClosureIndexType reports whether t is the artifact type of a version
+// 2 closure index, with or without files.
+func IsClosureIndexType(t string) bool {
+	return t == ArtifactTypeClosureV2 || t == ArtifactTypeClosureFiles
+}
+
+// MaxLogSize bounds a build log a writer stores or a reader accepts,
+// decoded: 256 MiB.
+const MaxLogSize = 256 << 20
 
 // Media types of the files those artifacts hold, one layer each.
 const (
@@ -89,10 +114,10 @@ func RealisationTag(key string) string {
 // listing closures skip such tags).
 func IsFileTag(tag string) bool {
 	if h, ok := strings.CutSuffix(tag, ".log"); ok {
-		return isNix32(h, 32)
+		return IsHashPart(h)
 	}
 	if h, ok := strings.CutSuffix(tag, ".ls"); ok {
-		return isNix32(h, 32)
+		return IsHashPart(h)
 	}
 	if id, ok := strings.CutPrefix(tag, "debuginfo."); ok {
 		return isHex(id, 40)
@@ -101,18 +126,6 @@ func IsFileTag(tag string) bool {
 		return isHex(h, 64)
 	}
 	return false
-}
-
-func isNix32(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !strings.ContainsRune("0123456789abcdfghijklmnpqrsvwxyz", rune(s[i])) {
-			return false
-		}
-	}
-	return true
 }
 
 func isHex(s string, n int) bool {

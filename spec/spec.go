@@ -8,17 +8,26 @@ import "strconv"
 // understand. Format version 2 of SPEC.md changed only closures.
 const Version = "1"
 
-// ClosureVersion is the version of the closures nixoci writes (SPEC.md
-// section 5): an image index referring to every path manifest. Readers
-// also read Version 1 closures.
-const ClosureVersion = "2"
+// Closure format versions (SPEC.md section 5), as a closure's
+// AnnotationVersion and artifact.Closure.Version say them: version 1 is a
+// manifest of NAR and narinfo layers (section 5.4), version 2 an image
+// index of path manifests (section 5.1). Readers read both.
+const (
+	ClosureV1 = "1"
+	ClosureV2 = "2"
+)
+
+// ClosureVersion is the version of the closures nixoci writes unless
+// told otherwise.
+const ClosureVersion = ClosureV2
 
 // FormatVersion is the version of SPEC.md this code implements. Version
 // 3 records the System of local store paths from their derivers and adds
 // image indexes; version 4 adds artifacts for build logs, realisations,
-// NAR listings and debug-info entries (section 12). No artifact changed
-// shape, so the versions above stay.
-const FormatVersion = "4"
+// NAR listings and debug-info entries (section 12); version 5 gives
+// image configs a history entry per layer and image users a home. No
+// artifact changed shape, so the versions above stay.
+const FormatVersion = "5"
 
 // Artifact types: the artifactType of the manifests nixoci writes.
 const (

@@ -92,7 +92,7 @@ func ClassifyTag(tag string) TagKind {
 	switch {
 	case tag == GCMarkerTag || tag == GCMarkTag:
 		return TagGC
-	case IsPathHash(tag):
+	case IsHashPart(tag):
 		return TagPath
 	case referrersTagPattern.MatchString(tag):
 		return TagReferrers
@@ -105,20 +105,3 @@ func ClassifyTag(tag string) TagKind {
 	}
 	return TagNamed
 }
-
-// IsPathHash reports whether s is a store path's hash part: 32
-// characters of Nix's base-32 alphabet (0-9 a-z without e o u t).
-func IsPathHash(s string) bool {
-	if len(s) != 32 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !strings.ContainsRune(nixBase32, rune(s[i])) {
-			return false
-		}
-	}
-	return true
-}
-
-// nixBase32 is Nix's base-32 alphabet.
-const nixBase32 = "0123456789abcdfghijklmnpqrsvwxyz"

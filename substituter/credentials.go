@@ -33,27 +33,33 @@ var (
 	ErrUnsupportedHash = errors.New("unsupported password hash")
 )
 
-// Bounds of the memory of successful verifications: bcrypt is slow by
-// design (2 ms at htpasswd -B's cost 5, a second at cost 14), and `nix
-// copy --to` sends a request per NAR and narinfo, so a user's password is
-// checked with bcrypt once per passwordCacheTTL instead of on every
-// request.
+// Bounds of the memory of verifications: bcrypt is slow by design (2 ms
+// at htpasswd -B's cost 5, a second at cost 14), and `nix copy --to`
+// sends a request per NAR and narinfo, so a user's password is checked
+// with bcrypt once per passwordCacheTTL instead of on every request; a
+// wrong one sent again (a stale netrc file) is refused from memory too.
+// Refusals have a memory of their own, so that a flood of wrong
+// passwords does not push out the users who uploaded.
 const (
 	passwordCacheMax = 1024
 	passwordCacheTTL = 10 * time.Minute
+	refusedCacheMax  = 4096
 )
 
 // Credentials are the users who may upload and their bcrypt password
 // hashes, as in an htpasswd file written by `htpasswd -B` (the format
-// distribution and nginx read). Successful verifications are remembered
-// for 10 minutes, at most 1024 user/password pairs, keyed by an HMAC of
-// user and password under a key drawn for each process: the password
-// itself is never kept.
+// distribution and nginx read). Verifications are remembered for 10
+// minutes, at most 1024 user/password pairs verified and 4096 refused,
+// keyed by an HMAC of user and password under a key drawn for each
+// process: the password itself is never kept. Authenticate bounds the
+// bcrypt work each client can cause.
 type Credentials struct {
 	hashes   map[string][]byte
 	unknown  []byte // a hash checked for unknown users, so they take as long
 	key      []byte // of the verified HMACs
 	verified *serving.LRU[struct{}]
+	refused  *serving.LRU[struct{}]
+	limits   checkLimits
 }
 
 // LoadCredentials reads an htpasswd file (see ParseCredentials).
@@ -76,7 +82,12 @@ func LoadCredentials(path string) (*Credentials, error) {
 // the line and the scheme, so that a file meant for another server is
 // refused at startup rather than half working.
 func ParseCredentials(r io.Reader, name string) (*Credentials, error) {
-	c := &Credentials{hashes: map[string][]byte{}, verified: serving.NewLRU[struct{}](passwordCacheMax)}
+	c := &Credentials{
+		hashes:   map[string][]byte{},
+		verified: serving.NewLRU[struct{}](passwordCacheMax),
+		refused:  serving.NewLRU[struct{}](refusedCacheMax),
+		limits:   newCheckLimits(),
+	}
 	lines := map[string]int{}
 	maxCost := bcrypt.MinCost
 	sc := bufio.NewScanner(r)
@@ -150,17 +161,35 @@ func checkBcrypt(hash string) error {
 }
 
 // Verify reports whether password is user's, in about the same time for
-// unknown users as for known ones.
+// unknown users as for known ones. It is not bounded: serve uses
+// Authenticate.
 func (c *Credentials) Verify(user, password string) bool {
 	key := c.cacheKey(user, password)
-	if _, ok := c.verified.Get(key); ok {
-		return true
+	if ok, known := c.remembered(key); known {
+		return ok
 	}
+	return c.verify(key, user, password)
+}
+
+// remembered answers for the user and password of key from memory.
+func (c *Credentials) remembered(key string) (ok, known bool) {
+	if _, ok := c.verified.Get(key); ok {
+		return true, true
+	}
+	if _, ok := c.refused.Get(key); ok {
+		return false, true
+	}
+	return false, false
+}
+
+// verify checks password with bcrypt and remembers the answer under key.
+func (c *Credentials) verify(key, user, password string) bool {
 	hash, known := c.hashes[user]
 	if !known {
 		hash = c.unknown
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || !known {
+		c.refused.Put(key, struct{}{}, passwordCacheTTL)
 		return false
 	}
 	c.verified.Put(key, struct{}{}, passwordCacheTTL)

@@ -50,8 +50,15 @@ func TestVerifiedCache(t *testing.T) {
 			t.Errorf("step %d: %d verified entries, want %d", i, n, step.entries)
 		}
 	}
-	for _, key := range c.verified.Keys() {
-		for _, clear := range []string{"alice", "bob", "pw-alice-1", "pw-bob-1"} {
+	// The refusals were remembered too, apart, keyed the same way.
+	if n := c.refused.Len(); n != 3 {
+		t.Errorf("%d refused entries, want 3", n)
+	}
+	if ok := c.Verify("alice", "wrong"); ok {
+		t.Error("a remembered refusal verified")
+	}
+	for _, key := range append(c.verified.Keys(), c.refused.Keys()...) {
+		for _, clear := range []string{"alice", "bob", "mallory", "wrong", "pw-alice-1", "pw-bob-1"} {
 			if strings.Contains(key, clear) {
 				t.Errorf("a cache key holds %q in clear", clear)
 			}

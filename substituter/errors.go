@@ -16,7 +16,6 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, what string, err e
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client went away
 	}
-	status := statusOf(err)
-	s.log.Error("backend failure", "what", what, "status", status, "err", err)
+	status := s.handler.Failed(what, err)
 	http.Error(w, http.StatusText(status)+": "+what+": backend failure", status)
 }

@@ -26,7 +26,7 @@ const listingCacheBytes = 64 << 20
 // uploads go to the backend holding the path, stored there as a listing
 // artifact.
 func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash string) {
-	if len(hash) != 32 || !isNix32(hash) {
+	if !spec.IsHashPart(hash) {
 		http.Error(w, "malformed listing name: want <32 nix-base32 chars>.ls", http.StatusBadRequest)
 		return
 	}
@@ -72,15 +72,15 @@ func (s *Server) generatedListing(ctx context.Context, hash string) ([]byte, err
 		}
 		data, err := s.listNAR(ctx, pe)
 		if err != nil {
-			return nil, fmt.Errorf("listing %s: %w", pe.art.Info.StorePath, err)
+			return nil, fmt.Errorf("listing %s: %w", pe.Artifact.Info.StorePath, err)
 		}
 		s.listings.put(hash, data)
-		if s.upload != nil && pe.backend == 0 {
+		if i, ok := pe.backendIndex(); s.upload != nil && ok && i == 0 {
 			fa := &artifact.FileArtifact{Type: spec.ArtifactTypeListing,
-				Annotations: map[string]string{spec.AnnotationStorePath: pe.art.Info.StorePath, spec.AnnotationGenerated: "true"},
+				Annotations: map[string]string{spec.AnnotationStorePath: pe.Artifact.Info.StorePath, spec.AnnotationGenerated: "true"},
 				Files:       []artifact.File{artifact.BytesFile(hash+".ls", spec.MediaTypeListing, data)}}
 			if _, err := s.upload.storeFile(ctx, fa, spec.ListingTag(hash)); err != nil {
-				s.log.Warn("cannot store a listing made from a NAR; it is kept in memory", "path", pe.art.Info.StorePath, "err", err)
+				s.log.Warn("cannot store a listing made from a NAR; it is kept in memory", "path", pe.Artifact.Info.StorePath, "err", err)
 			}
 		}
 		return data, nil
@@ -93,16 +93,20 @@ func (s *Server) generatedListing(ctx context.Context, hash string) ([]byte, err
 
 // listNAR reads pe's NAR, checked against its digest, and lists it.
 func (s *Server) listNAR(ctx context.Context, pe *pathEntry) ([]byte, error) {
-	comp, err := spec.ParseCompression(pe.art.Info.Compression)
+	comp, err := spec.ParseCompression(pe.Artifact.Info.Compression)
 	if err != nil {
 		return nil, err
 	}
-	rc, err := s.backends.OpenBlob(ctx, serving.BlobLocation{Backend: pe.backend, Desc: pe.art.NAR})
+	loc, ok := pe.NAR.(backendNAR)
+	if !ok {
+		return nil, fmt.Errorf("%s: its NAR is not in a backend", pe.Artifact.Info.StorePath)
+	}
+	rc, err := s.backends.OpenBlob(ctx, serving.BlobLocation(loc))
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	vr, err := backend.VerifyReader(rc, pe.art.NAR)
+	vr, err := backend.VerifyReader(rc, pe.Artifact.NAR)
 	if err != nil {
 		return nil, err
 	}
@@ -116,8 +120,8 @@ func (s *Server) listNAR(ctx context.Context, pe *pathEntry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if uint64(n) != pe.art.Info.NarSize {
-		return nil, fmt.Errorf("NAR of %d bytes, the narinfo says %d: %w", n, pe.art.Info.NarSize, artifact.ErrHashMismatch)
+	if uint64(n) != pe.Artifact.Info.NarSize {
+		return nil, fmt.Errorf("NAR of %d bytes, the narinfo says %d: %w", n, pe.Artifact.Info.NarSize, artifact.ErrHashMismatch)
 	}
 	return buf.Bytes(), nil
 }
@@ -126,18 +130,17 @@ func (s *Server) listNAR(ctx context.Context, pe *pathEntry) ([]byte, error) {
 // to be a listing in Nix's format.
 func (u *uploader) putListing(r *http.Request, file string) (int, error) {
 	hash := file[:len(file)-len(".ls")]
-	if len(hash) != 32 || !isNix32(hash) {
+	if !spec.IsHashPart(hash) {
 		return http.StatusBadRequest, fmt.Errorf("malformed listing name %q: want <32 nix-base32 chars>.ls", file)
 	}
 	data, status, err := readUploadBody(r, nar.MaxListingSize)
 	if err != nil {
 		return status, err
 	}
-	if err := nar.ValidateListing(data); err != nil {
-		return http.StatusBadRequest, fmt.Errorf("%s: %w", file, err)
+	fa, err := artifact.NewListingArtifact(hash, data)
+	if err != nil {
+		return http.StatusBadRequest, err
 	}
-	fa := &artifact.FileArtifact{Type: spec.ArtifactTypeListing, Annotations: map[string]string{},
-		Files: []artifact.File{artifact.BytesFile(file, spec.MediaTypeListing, data)}}
 	u.s.listings.remove(hash)
 	return u.storeFile(r.Context(), fa, spec.ListingTag(hash))
 }

@@ -1,7 +1,6 @@
 package substituter
 
 import (
-	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -26,10 +25,13 @@ const (
 	peers          = 256  // clients remembered
 )
 
-// narAhead decides when to fetch NARs ahead of a client.
+// narAhead decides when to fetch NARs ahead of a client. Clients are
+// told apart by address (see serving.Clients), not by connection: Nix
+// spreads its requests over many.
 type narAhead struct {
-	bc      *serving.BlobCache
-	clients *serving.LRU[*peerNARs] // client host -> its narinfos and last NAR request
+	prefetch func(serving.BlobLocation) // the blob cache's Prefetch
+	clients  *serving.Clients
+	peers    *serving.LRU[*peerNARs] // client -> its narinfos and last NAR request
 }
 
 type peerNARs struct {
@@ -38,21 +40,12 @@ type peerNARs struct {
 	active  time.Time
 }
 
-func newNARAhead(bc *serving.BlobCache) *narAhead {
-	return &narAhead{bc: bc, clients: serving.NewLRU[*peerNARs](peers)}
+func newNARAhead(bc *serving.BlobCache, clients *serving.Clients) *narAhead {
+	return &narAhead{prefetch: bc.Prefetch, clients: clients, peers: serving.NewLRU[*peerNARs](peers)}
 }
 
 func (a *narAhead) peer(r *http.Request) *peerNARs {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if p, ok := a.clients.Get(host); ok {
-		return p
-	}
-	p := &peerNARs{}
-	a.clients.Put(host, p, time.Hour)
-	return p
+	return a.peers.GetOrAdd(a.clients.Of(r), time.Hour, func() *peerNARs { return &peerNARs{} })
 }
 
 // narinfo notes that the client asked for the narinfo of the NAR at loc.
@@ -61,7 +54,7 @@ func (a *narAhead) narinfo(r *http.Request, loc serving.BlobLocation) {
 	p.mu.Lock()
 	if time.Since(p.active) < activeFor {
 		p.mu.Unlock()
-		a.bc.Prefetch(loc)
+		a.prefetch(loc)
 		return
 	}
 	if len(p.pending) >= pendingPerPeer {
@@ -81,6 +74,6 @@ func (a *narAhead) nar(r *http.Request) {
 	p.pending = nil
 	p.mu.Unlock()
 	for i := len(pending) - 1; i >= 0; i-- {
-		a.bc.Prefetch(pending[i])
+		a.prefetch(pending[i])
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -12,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/catalog"
 	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -105,14 +105,16 @@ func (p *prefetcher) after(e *pathEntry, hash string) {
 		if p.isCovered(hash) {
 			return
 		}
-		done := p.searching()
-		cl, a, ok := p.closureOf(ctx, e, hash)
-		done()
-		if ok {
-			if cl != nil {
-				p.members(ctx, e.backend, p.fromIndex(ctx, e.backend, a, nextFirst(cl.Members, e)))
+		if i, ok := e.backendIndex(); ok {
+			done := p.searching()
+			cl, ok := p.closureOf(ctx, i, e, hash)
+			done()
+			if ok {
+				if cl != nil {
+					p.members(ctx, i, nextFirst(cl.Members, e))
+				}
+				return
 			}
-			return
 		}
 		p.references(ctx, e)
 	}()
@@ -159,27 +161,30 @@ func (p *prefetcher) waitForSearches(ctx context.Context) {
 	}
 }
 
-// closureOf finds the closure rooted at the path: from the catalog, else
-// from the referrers of its manifest, recording what it finds and its
-// paths as covered; a closure read from the referrers comes with its
-// artifact (a), so that its index is not read twice. A closure
-// prefetched a moment ago is not fetched again (ok, but cl nil).
-func (p *prefetcher) closureOf(ctx context.Context, e *pathEntry, hash string) (cl *catalog.Closure, a *artifact.Closure, ok bool) {
-	cat := p.s.catalogs[e.backend]
-	cl, ok = cat.ClosureOf(hash)
+// closureOf finds the closure rooted at the path, which backend i
+// holds: from the catalog, else from the referrers of its manifest,
+// recording its paths as covered, and reads it with its entries' paths
+// (artifact.Member.Path). A closure prefetched a moment ago is not read
+// again (ok, but cl nil).
+func (p *prefetcher) closureOf(ctx context.Context, i int, e *pathEntry, hash string) (cl *artifact.Closure, ok bool) {
+	cat := p.s.catalogs[i]
+	var desc ocispec.Descriptor
+	var members []artifact.Member
 	source := "catalog"
-	if !ok {
+	if c, found := cat.ClosureOf(hash); found {
+		desc, members = c.Descriptor, c.Members
+	} else {
 		var err error
-		if cl, a, err = p.fromReferrers(ctx, e); err != nil {
-			p.s.log.Debug("prefetch: no closure from referrers", "path", e.art.Info.StorePath, "err", err)
+		if cl, err = p.fromReferrers(ctx, i, e); err != nil {
+			p.s.log.Debug("prefetch: no closure from referrers", "path", e.Artifact.Info.StorePath, "err", err)
 		}
-		ok, source = cl != nil, "referrers"
+		if cl == nil {
+			return nil, false
+		}
+		desc, members, source = cl.Descriptor, cl.Members, "referrers"
 	}
-	if !ok {
-		return nil, nil, false
-	}
-	key := cl.Descriptor.Digest.String()
-	for _, m := range cl.Members {
+	key := desc.Digest.String()
+	for _, m := range members {
 		p.covered.Put(m.Hash, struct{}{}, p.s.opts.CacheTTL)
 	}
 	p.mu.Lock() // one prefetch of a closure found by several lookups at once
@@ -189,24 +194,55 @@ func (p *prefetcher) closureOf(ctx context.Context, e *pathEntry, hash string) (
 	}
 	p.mu.Unlock()
 	if seen {
-		return nil, nil, true // fetched already; nothing more to learn
+		return nil, true // fetched already; nothing more to learn
 	}
 	p.found.WithLabelValues(source).Inc()
-	return cl, a, true
+	if cl == nil {
+		// The catalog keeps members without their paths: read the index
+		// again for them (one request, one per part), so the closure is
+		// learned without a request per path. If that fails, each path
+		// is fetched by itself.
+		if cl = p.readClosure(ctx, i, key); cl == nil {
+			cl = &artifact.Closure{Descriptor: desc, Members: members}
+		}
+	}
+	return cl, true
 }
 
-// fromReferrers reads the smallest version 2 closure whose subject is the
-// path's manifest and adds it to the catalog.
-func (p *prefetcher) fromReferrers(ctx context.Context, e *pathEntry) (*catalog.Closure, *artifact.Closure, error) {
-	t := p.s.backends.List()[e.backend].Target
+// readClosure reads the closure with digest d from backend i with its
+// entries' paths; nil if it cannot.
+func (p *prefetcher) readClosure(ctx context.Context, i int, d string) *artifact.Closure {
+	release, err := p.acquire(ctx)
+	if err != nil {
+		return nil
+	}
+	defer release()
+	a, err := artifact.ReadClosure(ctx, p.s.backends.List()[i].Target, d)
+	if err != nil {
+		p.s.log.Debug("prefetch: cannot read the closure index; fetching its paths one by one", "closure", d, "err", err)
+		return nil
+	}
+	return a
+}
+
+// fromReferrers reads the smallest version 2 closure (with files or
+// not) whose subject is the path's manifest in backend i and adds it to
+// the catalog.
+func (p *prefetcher) fromReferrers(ctx context.Context, i int, e *pathEntry) (*artifact.Closure, error) {
+	t := p.s.backends.List()[i].Target
 	var best ocispec.Descriptor
 	bestCount := -1
 	release, err := p.acquire(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	err = t.Referrers(ctx, e.art.Manifest, spec.ArtifactTypeClosureV2, func(refs []ocispec.Descriptor) error {
+	// Every artifact type: closures with files (SPEC.md section 12.6)
+	// have one of their own.
+	err = t.Referrers(ctx, e.Artifact.Manifest, "", func(refs []ocispec.Descriptor) error {
 		for _, r := range refs {
+			if !spec.IsClosureIndexType(r.ArtifactType) {
+				continue
+			}
 			n, err := strconv.Atoi(r.Annotations[spec.AnnotationPathCount])
 			if err != nil {
 				n = 1 << 30
@@ -219,34 +255,24 @@ func (p *prefetcher) fromReferrers(ctx context.Context, e *pathEntry) (*catalog.
 	})
 	release()
 	if err != nil || bestCount < 0 {
-		return nil, nil, err
+		return nil, err
 	}
-	release, err = p.acquire(ctx)
-	if err != nil {
-		return nil, nil, err
+	a := p.readClosure(ctx, i, best.Digest.String())
+	if a == nil {
+		return nil, fmt.Errorf("closure %s of %s cannot be read", best.Digest, e.Artifact.Info.StorePath)
 	}
-	a, err := artifact.ReadClosure(ctx, t, best.Digest.String())
-	release()
-	if err != nil {
-		return nil, nil, err
-	}
-	p.s.catalogs[e.backend].Add(a)
-	cl, _ := p.s.catalogs[e.backend].ClosureOf(spec.PathTag(e.art.Info.StorePath))
-	if cl == nil {
-		// The catalog is full: use what was read without keeping it.
-		return catalog.FromArtifact(a), a, nil
-	}
-	return cl, a, nil
+	p.s.catalogs[i].Add(a) // if full, the closure is used without being kept
+	return a, nil
 }
 
 // nextFirst orders members so that e's references, which Nix asks for
 // next, are fetched first.
-func nextFirst(members []catalog.Member, e *pathEntry) []catalog.Member {
+func nextFirst(members []artifact.Member, e *pathEntry) []artifact.Member {
 	refs := map[string]bool{}
-	for _, r := range e.art.Info.References {
+	for _, r := range e.Artifact.Info.References {
 		refs[spec.PathTag(r)] = true
 	}
-	out := make([]catalog.Member, 0, len(members))
+	out := make([]artifact.Member, 0, len(members))
 	for _, m := range members {
 		if refs[m.Hash] {
 			out = append(out, m)
@@ -260,64 +286,46 @@ func nextFirst(members []catalog.Member, e *pathEntry) []catalog.Member {
 	return out
 }
 
-// fromIndex caches the paths a version 2 closure index describes whole:
-// its entries carry each path's narinfo, checked against the manifest
-// digest (artifact.PathFromEntry), so the closure is learned with the one
-// request that reads its index (and one per part), none if a is the
-// closure read already. It returns the members still to fetch: those of
-// a version 1 closure, and entries that did not check out.
-func (p *prefetcher) fromIndex(ctx context.Context, backendIndex int, a *artifact.Closure, members []catalog.Member) []catalog.Member {
-	var closureDigest string
-	for _, m := range members {
-		if m.Closure != "" {
-			closureDigest = m.Closure
-			break
-		}
-	}
-	if closureDigest == "" {
-		return members
-	}
-	if a == nil || a.Descriptor.Digest.String() != closureDigest {
-		release, err := p.acquire(ctx)
-		if err != nil {
-			return members
-		}
-		a, err = artifact.ReadClosure(ctx, p.s.backends.List()[backendIndex].Target, closureDigest)
-		release()
-		if err != nil {
-			p.s.log.Debug("prefetch: cannot read the closure index; fetching its paths one by one", "closure", closureDigest, "err", err)
-			return members
-		}
-	}
-	learned := map[string]bool{}
-	for _, d := range a.PathManifests {
-		hash := spec.PathTag(d.Annotations[spec.AnnotationStorePath])
-		if _, ok := p.s.narinfos.Get(hash); ok {
-			learned[hash] = true
-			continue
-		}
-		art, ok := artifact.PathFromEntry(d)
-		if !ok {
-			continue
-		}
-		_, _, err := p.s.fetchShared(ctx, hash, func(context.Context) (*pathEntry, error) { return p.s.newEntry(art, backendIndex) })
-		p.count("closure", err)
-		learned[hash] = err == nil
-	}
-	var rest []catalog.Member
-	for _, m := range members {
-		if !learned[m.Hash] {
-			rest = append(rest, m)
-		}
-	}
-	return rest
-}
-
-// members fetches the closure's paths Nix has not been answered yet.
-func (p *prefetcher) members(ctx context.Context, backendIndex int, members []catalog.Member) {
+// members fetches the closure's paths Nix has not been answered yet:
+// those whose index entry carries the path at once, the others from
+// backend i, as the closure claims them (by manifest digest, or by tag
+// for a version 1 closure), within the bound on requests ahead.
+func (p *prefetcher) members(ctx context.Context, i int, members []artifact.Member) {
 	var wg sync.WaitGroup
+	source := p.s.backends.List()[i].Name
+	// Paths the index describes whole cost no request, only the checks
+	// and signatures of rendering them (an ed25519 verification and
+	// signature each): rendered on every CPU, in order, so Nix's next
+	// requests find them soon.
+	whole := make(chan artifact.Member)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range whole {
+				f := Found{Artifact: *m.Path, NAR: backendNAR{Backend: i, Desc: m.Path.NAR}}
+				_, _, err := p.s.resolver.shared(ctx, m.Hash, func(_ context.Context, hash string) (*pathEntry, error) {
+					return p.s.resolver.entry(hash, source, f)
+				})
+				p.count("closure", err)
+			}
+		}()
+	}
 	for _, m := range members {
-		if _, ok := p.s.narinfos.Get(m.Hash); ok {
+		if _, ok := p.s.resolver.cached(m.Hash); ok {
+			continue
+		}
+		fetch := func(ctx context.Context, hash string) (*pathEntry, error) {
+			f, err := p.s.fromBackend(ctx, i, m.Claim())
+			if isNotFound(err) {
+				return nil, errNotFound
+			} else if err != nil {
+				return nil, err
+			}
+			return p.s.resolver.entry(hash, source, f)
+		}
+		if m.Path != nil {
+			whole <- m
 			continue
 		}
 		release, err := p.acquire(ctx)
@@ -328,29 +336,25 @@ func (p *prefetcher) members(ctx context.Context, backendIndex int, members []ca
 		go func() {
 			defer wg.Done()
 			defer release()
-			_, _, err := p.s.fetchShared(ctx, m.Hash, func(ctx context.Context) (*pathEntry, error) {
-				if m.Manifest.Digest == "" {
-					return p.s.fetchPath(ctx, m.Hash)
-				}
-				return p.s.fetchPathManifest(ctx, backendIndex, m.Manifest)
-			})
+			_, _, err := p.s.resolver.shared(ctx, m.Hash, fetch)
 			p.count("closure", err)
 		}()
 	}
+	close(whole)
 	wg.Wait()
 }
 
 // references walks the references of e breadth first, fetching each path
 // not cached, once.
 func (p *prefetcher) references(ctx context.Context, e *pathEntry) {
-	seen := map[string]bool{spec.PathTag(e.art.Info.StorePath): true}
+	seen := map[string]bool{spec.PathTag(e.Artifact.Info.StorePath): true}
 	level := []*pathEntry{e}
 	for len(level) > 0 && ctx.Err() == nil {
 		var mu sync.Mutex
 		var next []*pathEntry
 		var wg sync.WaitGroup
 		for _, pe := range level {
-			for _, ref := range pe.art.Info.References {
+			for _, ref := range pe.Artifact.Info.References {
 				h := spec.PathTag(ref)
 				if seen[h] {
 					continue
@@ -359,7 +363,7 @@ func (p *prefetcher) references(ctx context.Context, e *pathEntry) {
 				if p.isCovered(h) {
 					continue // a closure prefetch fetches it
 				}
-				if _, ok := p.s.narinfos.Get(h); ok {
+				if _, ok := p.s.resolver.cached(h); ok {
 					continue // Nix or a closure prefetch had it; its references too, likely
 				}
 				release, err := p.acquire(ctx)
@@ -370,7 +374,7 @@ func (p *prefetcher) references(ctx context.Context, e *pathEntry) {
 				go func() {
 					defer wg.Done()
 					defer release()
-					got, _, err := p.s.fetchShared(ctx, h, func(ctx context.Context) (*pathEntry, error) { return p.s.fetchPath(ctx, h) })
+					got, _, err := p.s.resolver.resolve(ctx, h)
 					p.count("references", err)
 					if got != nil {
 						mu.Lock()
@@ -412,7 +416,7 @@ func (s *Server) refreshCatalogs(ctx context.Context, interval time.Duration) {
 	refresh := func() {
 		for i, c := range s.catalogs {
 			if err := c.Refresh(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("cannot read the closures of a backend; copied closures are not served until it works", "backend", s.backends.List()[i].Name, "err", err)
+				s.log.Warn("cannot read every closure of a backend; until a refresh can, paths its closures read do not list are answered 5xx, not 404", "backend", s.backends.List()[i].Name, "err", err)
 			}
 		}
 	}
@@ -428,41 +432,4 @@ func (s *Server) refreshCatalogs(ctx context.Context, interval time.Duration) {
 			refresh()
 		}
 	}
-}
-
-// fetchPathManifest reads the path manifest desc names from a backend.
-func (s *Server) fetchPathManifest(ctx context.Context, i int, desc ocispec.Descriptor) (*pathEntry, error) {
-	t := s.backends.List()[i].Target
-	art, err := artifact.FetchPathManifest(ctx, t, desc)
-	if err != nil {
-		return nil, err
-	}
-	return s.newEntry(art, i)
-}
-
-// catalogLookup finds a path through the closures of the backends, for
-// closures copied without their path tags. Until the catalogs were read
-// once it waits for them (within ctx): a "not found" Nix would remember
-// for an hour must not come from a catalog not read yet.
-func (s *Server) catalogLookup(ctx context.Context, hash string) (*pathEntry, error) {
-	select {
-	case <-s.ready:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%s: waiting for the closures of the backends to be read: %w", hash, ctx.Err())
-	}
-	var errs []error
-	for i, c := range s.catalogs {
-		d, ok := c.Path(hash)
-		if !ok {
-			continue
-		}
-		e, err := s.fetchPathManifest(ctx, i, d)
-		if err == nil {
-			return e, nil
-		}
-		if !isNotFound(err) {
-			errs = append(errs, err)
-		}
-	}
-	return nil, errors.Join(errs...)
 }

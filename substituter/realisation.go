@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/realisation"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -39,7 +40,7 @@ func (s *Server) serveRealisation(w http.ResponseWriter, r *http.Request) {
 	}
 	v := *rl.V1
 	v.Signatures = slices.Clone(v.Signatures)
-	for _, k := range s.opts.SignKeys {
+	for _, k := range s.resolver.policy.keysFor(v.Verified) {
 		if err := v.Sign(k); err != nil {
 			s.fail(w, r, "signing realisation "+key.String(), err)
 			return
@@ -68,7 +69,8 @@ func (s *Server) serveBuildTrace(w http.ResponseWriter, r *http.Request) {
 	}
 	v := *rl.V2
 	v.Signatures = slices.Clone(v.Signatures)
-	for _, k := range s.opts.SignKeys {
+	verified := func(keys []narinfo.PublicKey) bool { return v.Verified(key, keys) }
+	for _, k := range s.resolver.policy.keysFor(verified) {
 		if err := v.Sign(key, k); err != nil {
 			s.fail(w, r, "signing build trace "+key.String(), err)
 			return
@@ -142,13 +144,13 @@ func (u *uploader) storeRealisation(ctx context.Context, key string, rl *artifac
 	if err != nil {
 		return statusOf(err), fmt.Errorf("realisation %s: looking up %s: %w", key, rl.OutPath, err)
 	}
-	if e == nil || e.art.Info.StorePath != rl.OutPath {
+	if e == nil || e.Artifact.Info.StorePath != rl.OutPath {
 		return http.StatusBadRequest, fmt.Errorf("realisation %s: output path %s has not been uploaded", key, rl.OutPath)
 	}
-	if rl.PathKey == nil && e.art.Info.Deriver != "" {
+	if rl.PathKey == nil && e.Artifact.Info.Deriver != "" {
 		// The key Nix 2.35 asks for: the derivation the output was built
 		// from, as its narinfo records it (SPEC.md section 12.2).
-		if pk, err := realisation.NewPathKey(e.art.Info.Deriver, rl.Output); err == nil {
+		if pk, err := realisation.NewPathKey(e.Artifact.Info.Deriver, rl.Output); err == nil {
 			rl.PathKey, rl.V2 = &pk, &realisation.V2{OutPath: path.Base(rl.OutPath)}
 		}
 	}
@@ -163,38 +165,33 @@ func (u *uploader) storeRealisation(ctx context.Context, key string, rl *artifac
 		if old.OutPath != rl.OutPath {
 			return http.StatusConflict, fmt.Errorf("realisation %s is stored with output %s; refusing to replace it with %s", key, old.OutPath, rl.OutPath)
 		}
-		rl = mergeRealisations(old, rl)
+		rl = artifact.MergeRealisations(old, rl)
 	case !isNotFound(err) && !errors.Is(err, artifact.ErrNotArtifact):
 		return statusOf(err), err
+	}
+	// Received through an authenticated upload: the server vouches for
+	// it, and says so in the stored artifact (see trustPolicy).
+	for _, k := range u.s.resolver.policy.sign {
+		if rl.V1 != nil {
+			v := *rl.V1
+			v.Signatures = slices.Clone(v.Signatures)
+			if err := v.Sign(k); err != nil {
+				return http.StatusInternalServerError, err
+			}
+			rl.V1 = &v
+		}
+		if rl.V2 != nil {
+			v := *rl.V2
+			v.Signatures = slices.Clone(v.Signatures)
+			if err := v.Sign(*rl.PathKey, k); err != nil {
+				return http.StatusInternalServerError, err
+			}
+			rl.V2 = &v
+		}
 	}
 	fa, err = rl.Artifact()
 	if err != nil {
 		return http.StatusBadRequest, err
 	}
 	return u.storeFile(ctx, fa, rl.Tags()...)
-}
-
-// mergeRealisations is old with the keys and signatures of new (same
-// output path) added.
-func mergeRealisations(old, new *artifact.Realisation) *artifact.Realisation {
-	m := *old
-	if new.V1 != nil {
-		if m.V1 == nil {
-			m.HashKey, m.V1 = new.HashKey, new.V1
-		} else if *m.HashKey == *new.HashKey {
-			v := *m.V1
-			v.Signatures = append(slices.Clone(v.Signatures), new.V1.Signatures...)
-			m.V1 = &v
-		}
-	}
-	if new.V2 != nil {
-		if m.V2 == nil {
-			m.PathKey, m.V2 = new.PathKey, new.V2
-		} else if *m.PathKey == *new.PathKey {
-			v := *m.V2
-			v.Signatures = append(slices.Clone(v.Signatures), new.V2.Signatures...)
-			m.V2 = &v
-		}
-	}
-	return &m
 }

@@ -7,11 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/nixoci/nixoci/catalog"
@@ -25,14 +23,27 @@ type Options struct {
 	// Backends are tried in order; the first that has a path answers.
 	// Required; handlers on one listener share one (see package serving).
 	Backends *serving.Backends
-	// SignKeys add one signature each to every narinfo served.
+	// SignKeys add one signature each to the narinfos the server vouches
+	// for (see trustPolicy): those whose stored signatures verify against
+	// TrustedKeys or the public half of a SignKeys key, which the server
+	// adds to paths it receives through an authenticated upload. Other
+	// narinfos are served with the signatures they have.
 	SignKeys []narinfo.SecretKey
+	// TrustedKeys are the keys whose signatures make the server vouch
+	// for a path, besides its own.
+	TrustedKeys []narinfo.PublicKey
+	// SignUnverified signs every narinfo the backends hold, verified or
+	// not: whoever can push to a backend then gets paths trusted by every
+	// client of the server. Only for backends no one but trusted
+	// writers can push to.
+	SignUnverified bool
 	// Priority is announced in nix-cache-info; default 40 (as
 	// cache.nixos.org, lower is preferred).
 	Priority int
 	// StoreDir is announced in nix-cache-info; default /nix/store.
 	StoreDir string
-	// CacheSize is the number of narinfos kept in memory; default 50000.
+	// CacheSize is the number of narinfo lookups (found or not) kept in
+	// memory; default 50000.
 	CacheSize int
 	// CacheTTL is how long a found narinfo is served from memory; default
 	// 10 minutes. Artifacts are immutable per digest, but a tag can be
@@ -76,6 +87,10 @@ type Options struct {
 	// os.Stderr (where slog's default handler writes too), written out
 	// at Close. Handlers on one listener share one.
 	AccessLogTo *serving.AccessLog
+	// Clients tell clients apart for what is counted per client
+	// (password checks, NARs fetched ahead); default by their address,
+	// trusting no proxy's X-Forwarded-For.
+	Clients *serving.Clients
 }
 
 // Server is an http.Handler speaking the Nix binary-cache protocol.
@@ -85,9 +100,10 @@ type Server struct {
 	backends *serving.Backends
 	metrics  *metrics
 	narinfos *serving.LRU[*pathEntry] // hash part -> entry (nil entry: not found)
-	flight   singleflight.Group
-	handler  http.Handler
-	ownLog   *serving.AccessLog // the default AccessLogTo, closed by Close
+	resolver *resolver
+	flight   singleflight.Group // other lookups shared by concurrent requests (files, listings)
+	handler  *serving.Handler
+	health   *serving.Health
 	upload   *uploader
 	catalogs []*catalog.Catalog       // one per backend
 	prefetch *prefetcher              // nil: off
@@ -121,6 +137,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Clients == nil {
+		opts.Clients = serving.NewClients(nil)
+	}
 	s := &Server{
 		opts:     opts,
 		log:      opts.Logger,
@@ -134,8 +153,24 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("substituter: %w (one binary-cache server per serving.Backends)", err)
 	}
 	s.metrics = m
-	for _, b := range opts.Backends.List() {
+	s.resolver = newResolver(opts, s.narinfos, opts.Backends.Timeout())
+	s.resolver.found = func(e *pathEntry) {
+		if loc, ok := e.NAR.(backendNAR); ok {
+			s.backends.RememberBlob(loc.Backend, loc.Desc)
+		}
+	}
+	if err := opts.Backends.Metrics().Register(s.resolver.collectors()...); err != nil {
+		return nil, fmt.Errorf("substituter: %w", err)
+	}
+	// The sources, in order: every backend by tag, then every backend's
+	// closures, so that a failing backend does not hide a path a later
+	// one holds in a copied closure.
+	for i, b := range opts.Backends.List() {
 		s.catalogs = append(s.catalogs, catalog.New(b.Target, b.Name, catalog.Options{MaxPaths: opts.CatalogMaxPaths}))
+		s.resolver.sources = append(s.resolver.sources, tagSource{s, i})
+	}
+	for i, c := range s.catalogs {
+		s.resolver.sources = append(s.resolver.sources, catalogSource{s, i, c, opts.CatalogInterval >= 0})
 	}
 	if opts.Prefetch >= 0 {
 		if opts.Prefetch == 0 {
@@ -150,9 +185,18 @@ func New(opts Options) (*Server, error) {
 		opts.CatalogInterval = time.Minute
 	}
 	if opts.BlobCache != nil && !opts.RedirectBlobs {
-		s.ahead = newNARAhead(opts.BlobCache)
+		s.ahead = newNARAhead(opts.BlobCache, opts.Clients)
 	}
 	s.opts = opts
+	if opts.Upload != nil {
+		u, err := newUploader(s, *opts.Upload)
+		if err != nil {
+			return nil, err
+		}
+		s.upload = u
+	}
+	// Nothing fails after this point: the refreshes started here end
+	// only at Close.
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.ready = make(chan struct{})
@@ -160,13 +204,6 @@ func New(opts Options) (*Server, error) {
 		go s.refreshCatalogs(ctx, opts.CatalogInterval)
 	} else {
 		close(s.ready)
-	}
-	if opts.Upload != nil {
-		u, err := newUploader(s, *opts.Upload)
-		if err != nil {
-			return nil, err
-		}
-		s.upload = u
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /nix-cache-info", s.serveCacheInfo)
@@ -177,22 +214,24 @@ func New(opts Options) (*Server, error) {
 	mux.HandleFunc("PUT /{file}", s.servePut)
 	mux.HandleFunc("PUT /nar/{file}", s.servePut)
 	s.routeFiles(mux) // logs, realisations, debug info (files.go)
-	s.handler = serving.Handler(mux, serving.HandlerOptions{
-		Metrics: opts.Backends.Metrics(), Route: s.metrics.route, Logger: opts.Logger, AccessLog: s.accessLog(),
+	s.handler = serving.NewHandler(mux, serving.HandlerOptions{
+		Metrics: opts.Backends.Metrics(), Route: s.metrics.route, Logger: opts.Logger,
+		AccessLog: opts.AccessLog, AccessLogTo: opts.AccessLogTo,
 	})
+	s.health = serving.NewHealth(opts.Backends, opts.Logger)
 	return s, nil
 }
 
 // narinfoHash returns the hash part of "<32 nix-base32 chars>.narinfo".
 func narinfoHash(file string) (string, bool) {
 	h, ok := strings.CutSuffix(file, ".narinfo")
-	return h, ok && len(h) == 32 && isNix32(h)
+	return h, ok && spec.IsHashPart(h)
 }
 
 // narName splits "<52 nix-base32 chars>.nar[.xz|.zst]" into the hash and
 // the extension after ".nar".
 func narName(file string) (hash, ext string, ok bool) {
-	if len(file) < 56 || file[52:56] != ".nar" || !isNix32(file[:52]) {
+	if len(file) < 56 || file[52:56] != ".nar" || !spec.IsNix32(file[:52]) {
 		return "", "", false
 	}
 	switch ext = file[56:]; ext {
@@ -200,15 +239,6 @@ func narName(file string) (hash, ext string, ok bool) {
 		return file[:52], ext, true
 	}
 	return "", "", false
-}
-
-func isNix32(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !nixbase32.Is(s[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // ServeHTTP routes a request, counting and logging it.
@@ -236,33 +266,17 @@ func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, spec.CacheInfo(s.opts.StoreDir, s.opts.Priority))
 }
 
-// serveHealth checks every backend.
+// serveHealth answers whether every backend answers (see
+// serving.Health): cheap enough to poll, naming the failing backends
+// without their errors, which are logged.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	if failed := s.backends.Ping(r.Context()); len(failed) > 0 {
-		http.Error(w, "unhealthy:\n"+strings.Join(failed, "\n"), http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ok")
+	s.health.ServeHTTP(w, r)
 }
 
-// accessLog is where access records go: nil without AccessLog.
-func (s *Server) accessLog() *serving.AccessLog {
-	switch {
-	case !s.opts.AccessLog:
-		return nil
-	case s.opts.AccessLogTo != nil:
-		return s.opts.AccessLogTo
-	}
-	s.ownLog = serving.NewAccessLog(os.Stderr)
-	return s.ownLog
-}
-
-// Close writes out the access log if the Server made it (AccessLog
-// without AccessLogTo); requests served after Close are logged at once.
+// Close stops the catalog refreshes and writes out the access log if
+// the Server made it (AccessLog without AccessLogTo); requests served
+// after Close are logged at once.
 func (s *Server) Close() error {
 	s.stop()
-	if s.ownLog == nil {
-		return nil
-	}
-	return s.ownLog.Close()
+	return s.handler.Close()
 }

@@ -119,7 +119,8 @@ func TestNarInfoSigned(t *testing.T) {
 	app := newTestPath(t, "signed-1", "signed", spec.CompressionZstd)
 	art := app.store(t, l)
 	k1, k2 := testKey("serve-1", 7), testKey("serve-2", 8)
-	s, _ := newServer(t, substituter.Options{Backends: backends(l), SignKeys: []narinfo.SecretKey{k1, k2}})
+	s, _ := newServer(t, substituter.Options{Backends: backends(l), SignKeys: []narinfo.SecretKey{k1, k2},
+		TrustedKeys: []narinfo.PublicKey{storedKey.Public()}})
 	r := get(t, s, app.NarInfoPath())
 	if r.Code != 200 {
 		t.Fatalf("GET narinfo: %d %s", r.Code, r.Body)
@@ -223,6 +224,9 @@ func TestHealthz(t *testing.T) {
 	r := get(t, s, "/healthz")
 	if r.Code != http.StatusServiceUnavailable || !strings.Contains(r.Body, "backend1") || strings.Contains(r.Body, "backend0") {
 		t.Errorf("GET /healthz with a failing backend = %d %q, want 503 naming backend1 only", r.Code, r.Body)
+	}
+	if strings.Contains(r.Body, "connection refused") || strings.Contains(r.Body, "registry.test") {
+		t.Errorf("GET /healthz echoes the backend's error: %q", r.Body)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,13 +66,10 @@ func newUploader(s *Server, opts UploadOptions) (*uploader, error) {
 	if opts.MaxLogSize <= 0 {
 		opts.MaxLogSize = DefaultMaxLogSize
 	}
+	if err := s.backends.Metrics().Register(opts.Credentials.collector()); err != nil {
+		return nil, fmt.Errorf("substituter: %w", err)
+	}
 	return &uploader{s: s, opts: opts, received: serving.NewLRU[receivedNAR](100000)}, nil
-}
-
-// authorized checks HTTP Basic credentials.
-func (u *uploader) authorized(r *http.Request) bool {
-	user, pass, ok := r.BasicAuth()
-	return ok && u.opts.Credentials.Verify(user, pass)
 }
 
 // admit lets an upload request through: uploads enabled and the client's
@@ -83,10 +81,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (*uploader, bool)
 		http.Error(w, "uploads are disabled on this server (start it with --upload)", http.StatusForbidden)
 		return nil, false
 	}
-	if !u.authorized(r) {
-		s.countUpload("any", "unauthorized")
-		w.Header().Set("WWW-Authenticate", `Basic realm="nixoci"`)
-		http.Error(w, "credentials required", http.StatusUnauthorized)
+	if !s.authorize(w, r) {
 		return nil, false
 	}
 	return u, true
@@ -252,17 +247,38 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 			return http.StatusBadRequest, fmt.Errorf("%s: reference %s has not been uploaded", info.StorePath, ref)
 		}
 	}
-	// One artifact per store path: an upload never replaces a stored path
-	// with different content (it may add signatures to the same NAR).
-	existing, err := artifact.FetchPathByHash(r.Context(), u.s.backends.List()[0].Target, hash)
+	// One artifact per store path (SPEC.md section 4): an upload never
+	// replaces a stored path with different content; one of the same
+	// NarHash keeps the stored NAR and signatures and may add its own.
+	dst := u.s.backends.List()[0].Target
+	existing, err := artifact.FetchPathByHash(r.Context(), dst, hash)
+	stored := err == nil
 	switch {
 	case err == nil && existing.Info.NarHash != info.NarHash:
 		return http.StatusConflict, fmt.Errorf("%s is stored with NarHash %s; refusing to replace it with %s", info.StorePath, existing.Info.NarHash, info.NarHash)
-	case err != nil && !isNotFound(err):
+	case err == nil:
+		merged := *existing.Info
+		merged.Sigs = slices.Clone(existing.Info.Sigs)
+		for _, sig := range info.Sigs {
+			if !slices.Contains(merged.Sigs, sig) {
+				merged.Sigs = append(merged.Sigs, sig)
+			}
+		}
+		info = &merged
+	case !isNotFound(err):
 		return statusOf(err), err
+	default:
+		info.URL = spec.NarURL(strings.TrimPrefix(info.FileHash, "sha256:"), comp)
 	}
-	info.URL = spec.NarURL(strings.TrimPrefix(info.FileHash, "sha256:"), comp)
-	if _, err := artifact.StoreArtifact(r.Context(), u.s.backends.List()[0].Target, info, nil); err != nil {
+	// Received through an authenticated upload: the server vouches for
+	// it, and says so in the stored artifact (see trustPolicy).
+	if err := u.s.resolver.policy.signInto(info); err != nil {
+		return http.StatusInternalServerError, err
+	}
+	if stored && slices.Equal(info.Sigs, existing.Info.Sigs) {
+		return http.StatusCreated, nil // nothing to add
+	}
+	if _, err := artifact.StoreArtifact(r.Context(), dst, info, nil); err != nil {
 		return statusOf(err), err
 	}
 	u.s.narinfos.Remove(hash)

@@ -521,3 +521,47 @@ func TestUploadRefusesCorruptStoredNAR(t *testing.T) {
 		})
 	}
 }
+
+// TestUploadKeepsStoredSignaturesAndNAR: a re-upload of a stored path
+// with the same NarHash may add signatures, never remove them or change
+// the stored NAR (SPEC.md section 4): stored zstd and signed, re-uploaded
+// as xz with another signature only.
+func TestUploadKeepsStoredSignaturesAndNAR(t *testing.T) {
+	l := newLayout(t)
+	stored := newTestPath(t, "resign-1", "resign", spec.CompressionZstd)
+	stored.store(t, l)
+	again := newTestPath(t, "resign-1", "resign", spec.CompressionXz)
+	other := testKey("uploader-2", 21)
+	again.Info.Sigs = nil
+	if err := again.Info.AddSignature(other); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := uploadServer(t, l, substituter.Options{})
+	if r := put(t, s, again.NarURLPath(), again.File, goodAuth...); r.Code != 201 {
+		t.Fatal(r.Code, r.Body)
+	}
+	if r := put(t, s, again.NarInfoPath(), []byte(narinfoText(t, again)), goodAuth...); r.Code != 201 {
+		t.Fatalf("re-upload = %d: %s", r.Code, r.Body)
+	}
+	r := get(t, s, stored.NarInfoPath())
+	got, err := narinfo.Parse(strings.NewReader(r.Body))
+	if err != nil {
+		t.Fatalf("GET: %d %v\n%s", r.Code, err, r.Body)
+	}
+	if got.Compression != "zstd" || got.URL != stored.Info.URL || got.FileHash != stored.Info.FileHash {
+		t.Errorf("the stored NAR was replaced: Compression %s, URL %s", got.Compression, got.URL)
+	}
+	for _, k := range []narinfo.SecretKey{storedKey, other} {
+		if !k.Public().Verify(got) {
+			t.Errorf("no valid signature by %s in %v", k.Name, got.Sigs)
+		}
+	}
+	if len(got.Sigs) != 2 {
+		t.Errorf("Sigs %v, want the stored one and the uploaded one", got.Sigs)
+	}
+	// A fresh server reads the same from the backend.
+	s2, _ := newServer(t, substituter.Options{Backends: backends(l)})
+	if r2 := get(t, s2, stored.NarInfoPath()); r2.Body != r.Body {
+		t.Errorf("stored narinfo:\n%s\nserved after the upload:\n%s", r2.Body, r.Body)
+	}
+}

@@ -16,7 +16,9 @@ Usage: nixoci copy [flags] SRC:TAG DST[:TAG]
 Copy a closure, an image made by 'nixoci image', or one store path
 between any two targets (image layouts and registries), with everything
 'nixoci serve' needs at the destination: each store path's manifest tagged
-with its hash, and for an image the layer artifacts later images reuse.
+with its hash, the realisations, build logs, listings and debug-info
+entries a closure lists tagged as serve finds them, and for an image the
+layer artifacts later images reuse.
 What the destination has already is skipped; between repositories of one
 registry, blobs are mounted (the distribution API's cross-repository
 mount) instead of uploaded, so no NAR bytes are sent. The tag is written
@@ -92,6 +94,13 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		fmt.Fprintf(stderr, "copied %s of %d store paths: %d blobs and manifests copied (%s), %d mounted (%s), %d already there; %d tags written\n",
 			res.Kind, res.Paths, res.Copied, human(res.CopiedBytes), res.Mounted, human(res.MountedBytes), res.Skipped, res.Tagged)
+		if res.Files > 0 {
+			fmt.Fprintf(stderr, "with %d realisations, build logs, listings or debug-info entries", res.Files)
+			if res.FilesKept > 0 {
+				fmt.Fprintf(stderr, " (%d of their tags name another artifact at the destination, which is kept)", res.FilesKept)
+			}
+			fmt.Fprintln(stderr)
+		}
 		if res.PathsElsewhere > 0 {
 			fmt.Fprintf(stderr, "%d store paths of the image are not in %s (it was written apart from its closure): the image is copied without them; copy its closure too for serve to substitute them\n", res.PathsElsewhere, srcRef.Base())
 		}

@@ -171,7 +171,7 @@ func printGC(stdout, stderr io.Writer, res *gc.Result, ref backend.Ref) {
 			it.Since.UTC().Format(time.RFC3339), it.DeletableAt.UTC().Format(time.RFC3339))
 	}
 	var counts []string
-	for _, k := range []string{gc.KindPath, gc.KindLayer, gc.KindClosure, gc.KindClosureTag, gc.KindPart, gc.KindCacheInfo, gc.KindRecord, gc.KindReferrers, gc.KindTombstone, gc.KindOther} {
+	for _, k := range []string{gc.KindPath, gc.KindLayer, gc.KindClosure, gc.KindClosureTag, gc.KindPart, gc.KindCacheInfo, gc.KindRecord, gc.KindReferrers, gc.KindTombstone, gc.KindFile, gc.KindOther} {
 		if n := kinds[k]; n > 0 {
 			counts = append(counts, fmt.Sprintf("%d %s", n, k))
 		}

@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-
+	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
@@ -68,6 +70,8 @@ type imageFlags struct {
 	maxLayers, jobs                                      *int
 	nixSnap, plainHTTP                                   *bool
 	chunkSize                                            *byteSize
+	buildpacksBuild                                      *bool
+	created                                              *string
 }
 
 func newImageFlags(fs *flag.FlagSet) *imageFlags {
@@ -84,7 +88,9 @@ func newImageFlags(fs *flag.FlagSet) *imageFlags {
 	f.maxLayers = fs.Int("max-layers", spec.DefaultMaxLayers, "most layers; larger closures group their smallest paths")
 	f.compression = fs.String("compression", "gzip", "layer compression: gzip (every client) or zstd")
 	f.nixSnap = fs.Bool("nix-snapshotter", false, "also write the nix-snapshotter form of the image, tagged IMAGE_TAG-nix")
-	f.buildpacks = fs.String("buildpacks-stack", "", "make a Cloud Native Buildpacks stack image with this stack ID")
+	f.buildpacks = fs.String("buildpacks-stack", "", "make a Cloud Native Buildpacks run image with this ID (labels io.buildpacks.base.id and the older io.buildpacks.stack.id), user cnb 1000:1000 unless --user; base labels default as docs/buildpacks.md says, --label sets them")
+	f.buildpacksBuild = fs.Bool("buildpacks-build", false, "with --buildpacks-stack, make a build image instead (user cnb 1001:1000 unless --user, never root)")
+	f.created = fs.String("created", "", "creation time of the image (RFC 3339, or seconds since 1970), in its config, history and Buildpacks release date (default: $SOURCE_DATE_EPOCH if set, else none: digests never depend on the clock)")
 	f.jobs = fs.Int("jobs", 0, "layers converted at once, and store paths pushed with PATHs (default "+backend.DefaultJobsText+")")
 	f.platform = fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: its paths' system if recorded, else this machine's); with several --from, the platforms to make, comma-separated (default all)")
 	f.plainHTTP = fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
@@ -216,6 +222,13 @@ func (f *imageFlags) options() (image.Options, error) {
 		NixSnapshotter: *f.nixSnap, BuildpacksStack: *f.buildpacks, Jobs: *f.jobs, Env: f.env,
 		Labels: map[string]string{},
 	}
+	if *f.buildpacksBuild && *f.buildpacks == "" {
+		return opts, fmt.Errorf("%w: --buildpacks-build needs --buildpacks-stack ID", errUsage)
+	}
+	opts.BuildpacksBuild = *f.buildpacksBuild
+	if opts.Created, err = parseCreated(*f.created, os.Getenv("SOURCE_DATE_EPOCH")); err != nil {
+		return opts, fmt.Errorf("%w: %v", errUsage, err)
+	}
 	if opts.Entrypoint, err = argList(f.entrypoint); err != nil {
 		return opts, fmt.Errorf("%w: --entrypoint: %v", errUsage, err)
 	}
@@ -306,6 +319,29 @@ func imageError(err error, closures int) error {
 			"or from a cache whose narinfos say System; an image of this closure alone takes --platform)", err)
 	}
 	return err
+}
+
+// parseCreated parses --created (RFC 3339, or seconds since 1970), or
+// else SOURCE_DATE_EPOCH (seconds); neither is no time.
+func parseCreated(flagValue, sourceDateEpoch string) (time.Time, error) {
+	what, v := "--created", flagValue
+	if v == "" {
+		what, v = "SOURCE_DATE_EPOCH", sourceDateEpoch
+	}
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.Unix(secs, 0).UTC(), nil
+	}
+	if what == "SOURCE_DATE_EPOCH" {
+		return time.Time{}, fmt.Errorf("%s %q: want seconds since 1970", what, v)
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %q: want RFC 3339 (2026-12-01T00:00:00Z) or seconds since 1970", what, v)
+	}
+	return t.UTC(), nil
 }
 
 // argList turns repeated flag values into an argument list; a single

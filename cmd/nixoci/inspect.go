@@ -24,7 +24,10 @@ List the store paths of a stored closure with their sizes, compression,
 signatures and the system each was built for (when recorded: from the
 deriver's .drv when pushed from a local store, from the narinfo when
 imported from a binary cache). The systems line counts paths per system;
-an image of the closure takes its platform from them.
+an image of the closure takes its platform from them. The files the
+closure lists follow: realisations of content-addressed outputs, build
+logs, NAR listings and debug-info entries, each with its file names in a
+binary cache and the store path it belongs to.
 
 A TAG alone (or :TAG) names a closure in the default store, where
 'nixoci push' puts closures unless --to says otherwise.
@@ -86,6 +89,17 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			sigs = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.StorePath, human(int64(p.NarSize)), human(int64(p.FileSize)), p.Compression, cmp.Or(p.System, "-"), sigs)
+	}
+	if err := tw.Flush(); err != nil || len(s.Files) == 0 {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FILE\tKIND\tSIZE\tSTORE PATH")
+	for _, f := range s.Files {
+		for _, n := range f.Files {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, f.Kind, human(n.Size), f.StorePath)
+		}
 	}
 	return tw.Flush()
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -30,6 +31,19 @@ substitutes straight from a registry or image-layout directory:
 
 Narinfos are rendered from the store-path manifests (one registry request
 per path, then cached in memory); NARs stream from the blobs unchanged.
+Each manifest is checked against the path it is read for; one that is not
+(a tag or copied closure naming another path's manifest) is answered 502
+and logged.
+
+Serve vouches only for what it can verify: --sign-key adds serve's
+signature to a narinfo only if a stored signature verifies against a
+--trusted-key or serve's own key, which serve adds to every path uploaded
+to it (--upload). Other paths are served with the signatures they have,
+for Nix to judge: a path pushed unsigned by anyone with write access to
+the registry is not made trusted. --sign-unverified signs everything
+(only for registries no one but trusted writers can push to). See
+SECURITY.md.
+
 A backend failure is answered 502/503/504, never 404, because Nix caches
 "not found" for an hour. /healthz checks the backends; /metrics is in the
 Prometheus text format.
@@ -61,7 +75,9 @@ path at a time, so serve works ahead of it:
     the registry.
 Copies of closures made with oras copy or crane copy carry no path tags;
 serve finds their paths through the closures it reads from each target at
-start and every --catalog-interval.
+start and every --catalog-interval. While a closure cannot be read, a path
+no closure read lists is answered 502 (the unread closure may hold it),
+not 404.
 
 With --upload and --credentials, 'nix copy --to http://HOST:PORT' stores
 paths as 'nixoci push' would (Nix sends the credentials from its
@@ -74,7 +90,25 @@ closure tags (or names from --names) separated by '/', e.g.
 tagged shell and hello, one layer per store path, symlinks to their roots
 in /. Layers are converted once, stored in the first --from target that
 holds all of the name's closures, and reused by every later image; a
-name whose layers exist answers at once.
+name whose layers exist answers at once. Names listing the same closures
+('a/b', 'b/a', 'a/a/b') are one image. Each repository has the one tag
+latest; a manifest or blob is served only under a name whose image
+reaches it. An image given no entrypoint or cmd (--names) runs its first
+closure root's main program (bin/<name without version>), else the only
+program in /bin, else /bin/sh.
+
+What one client can hold of serve is bounded (SECURITY.md says what each
+limit protects against): --header-timeout for a request's headers,
+--idle-timeout for keep-alive connections, --min-body-rate and
+--body-timeout for NAR and upload bodies (time waiting on a registry does
+not count; a download above the rate is never cut), --max-connections in
+all and --max-client-connections from one IP address (those past them are
+answered 503 with Retry-After; Nix retries). Each client may cause 10
+bcrypt password checks, then one per 10s (past that: 429), on at most half
+the cores; a password checked in the last 10 minutes, right or wrong,
+costs none. Behind a reverse proxy, name it with --trusted-proxy (its
+X-Forwarded-For then tells clients apart; never believed from others) and
+raise --max-client-connections or give 0: it sees only the proxy.
 
 Registry credentials come from the docker config file ($DOCKER_CONFIG,
 with its credsStore and credHelpers), or, in containers, from the
@@ -83,7 +117,7 @@ used for every --from registry. Uploads and composed layers larger
 than --chunk-size are sent to registries in chunks.
 
 Examples:
-  nixoci serve --from oci:/srv/nix-oci --sign-key /etc/nix/cache.sec
+  nixoci serve --from oci:/srv/nix-oci --sign-key /etc/nix/cache.sec --trusted-key /etc/nix/ci.pub
   nixoci serve --from oci:/srv/nix-oci --registry --names /etc/nixoci/names.json
   nixoci serve --from ghcr.io/me/nix --from oci:/srv/local --listen 0.0.0.0:8080
   nixoci serve --from 127.0.0.1:5000/cache --upload --credentials /etc/nixoci/creds
@@ -111,10 +145,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	h, err := serveHandler(f, backends, accessLog, blobs)
 	if err == nil {
-		err = listenAndServe(ctx, f.listen, h, func(addr string) {
+		err = listenAndServe(ctx, f.listen, f.limits, h, backends.Metrics(), func(addr string) {
 			for i, b := range backends.List() {
 				slog.Info("serving", "url", "http://"+addr, "from", b.Name, "upload", f.upload && i == 0)
 			}
+			slog.Info("limits", "clients", f.limits.String())
 		})
 	}
 	if accessLog != nil {
@@ -128,6 +163,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // serveFlags are the flags of nixoci serve.
 type serveFlags struct {
 	from, signKeys        stringList
+	trustedKeys           stringList
+	signUnverified        bool
 	listen                string
 	priority              int
 	upload                bool
@@ -149,21 +186,28 @@ type serveFlags struct {
 	blobCacheMemory       string
 	blobCacheDir          string
 	redirectBlobs         bool
+	limits                serving.Limits
+	minBodyRate           byteSize
+	trustedProxies        stringList
+	composeMax            int
+	composeEphemeral      bool
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	f := &serveFlags{}
 	fs := newFlagSet("serve", serveHelp, stdout)
 	fs.Var(&f.from, "from", "target to serve from, oci:DIR or HOST[:PORT]/REPO (repeatable, tried in order; default: the local store)")
-	fs.Var(&f.signKeys, "sign-key", "add a signature made with this Nix secret key file to every narinfo (repeatable)")
+	fs.Var(&f.signKeys, "sign-key", "add a signature made with this Nix secret key file to the narinfos serve vouches for: signed by a --trusted-key, by this key, or uploaded to serve (repeatable; see --help)")
+	fs.Var(&f.trustedKeys, "trusted-key", "a public key, as name:base64 or a file of them, whose signatures make serve add its own (repeatable)")
+	fs.BoolVar(&f.signUnverified, "sign-unverified", false, "sign every narinfo the --from targets hold, verified or not: whoever can push to them gets paths trusted by every client (see SECURITY.md)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
 	fs.IntVar(&f.priority, "priority", 40, "priority announced in nix-cache-info (lower is preferred)")
 	fs.BoolVar(&f.upload, "upload", false, "accept 'nix copy --to http://…' into the first --from target (needs --credentials)")
 	fs.StringVar(&f.credentials, "credentials", "", "htpasswd file of the users who may upload (HTTP Basic), bcrypt hashes only as 'htpasswd -B' writes; plaintext or other schemes are refused at startup")
 	fs.BoolVar(&f.accessLog, "access-log", true, "log every request")
 	fs.DurationVar(&f.negativeTTL, "negative-ttl", 5*time.Second, "how long a missing path is remembered")
-	fs.DurationVar(&f.cacheTTL, "cache-ttl", 10*time.Minute, "how long a found narinfo is served from memory")
-	fs.IntVar(&f.cacheSize, "cache-size", 50000, "narinfos kept in memory")
+	fs.DurationVar(&f.cacheTTL, "cache-ttl", 10*time.Minute, "how long what serve found is answered from memory: a narinfo, where a NAR is, and with --registry the image a name composes")
+	fs.IntVar(&f.cacheSize, "cache-size", 50000, "entries of each in-memory cache: narinfo lookups (found or not), NAR locations, NAR files verified whole")
 	fs.DurationVar(&f.backendTimeout, "backend-timeout", 20*time.Second, "bound on each metadata request to a backend")
 	fs.IntVar(&f.maxBackend, "max-backend-requests", 64, "concurrent requests to the backends")
 	fs.BoolVar(&f.plainHTTP, "plain-http", false, "use plain HTTP for registries even if they are not on loopback")
@@ -178,6 +222,16 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
 	fs.IntVar(&f.maxLayers, "max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
 	fs.StringVar(&f.layerCompression, "layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
+	fs.DurationVar(&f.limits.HeaderTimeout, "header-timeout", serving.DefaultHeaderTimeout, "time a client has to send a request's headers (0: none)")
+	fs.DurationVar(&f.limits.IdleTimeout, "idle-timeout", serving.DefaultIdleTimeout, "keep-alive connections idle this long are closed (0: never)")
+	f.minBodyRate = serving.DefaultMinBodyRate
+	fs.Var(&f.minBodyRate, "min-body-rate", "bytes per second a client must read a response (a NAR, say) or send an upload at, on average: one that falls --body-timeout behind is cut (0: no minimum)")
+	fs.DurationVar(&f.limits.BodyTimeout, "body-timeout", serving.DefaultBodyTimeout, "how far behind --min-body-rate a body may fall, and the longest a client may stall reading or sending one")
+	fs.IntVar(&f.limits.MaxConnections, "max-connections", serving.DefaultMaxConnections, "connections open at once; those past it are answered 503 with Retry-After (0: no bound)")
+	fs.IntVar(&f.limits.MaxClientConnections, "max-client-connections", serving.DefaultMaxClientConnections, "connections open at once from one IP address (IPv6: one /64); behind a reverse proxy all are the proxy's: raise it or give 0 (no bound)")
+	fs.Var(&f.trustedProxies, "trusted-proxy", "address or CIDR block of a reverse proxy whose X-Forwarded-For header names the client, for what is counted per client (password checks, NARs fetched ahead); repeatable; by default X-Forwarded-For is ignored")
+	fs.IntVar(&f.composeMax, "compose-max", imageregistry.DefaultMaxCompositions, "images composed at once by --registry; a request needing one more is answered 503 with Retry-After")
+	fs.BoolVar(&f.composeEphemeral, "compose-ephemeral", false, "store images composed by --registry without a compose.* tag, so that names asked for once leave nothing a collector keeps (layers are stored and reused all the same)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
@@ -193,6 +247,24 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	}
 	if len(f.from) == 0 {
 		f.from = append(f.from, "")
+	}
+	f.limits.MinBodyRate = int64(f.minBodyRate)
+	if f.limits.HeaderTimeout < 0 || f.limits.IdleTimeout < 0 || f.limits.BodyTimeout < 0 || f.limits.MinBodyRate < 0 ||
+		f.limits.MaxConnections < 0 || f.limits.MaxClientConnections < 0 {
+		return nil, fmt.Errorf("%w: a server limit is negative; 0 turns it off", errUsage)
+	}
+	for _, v := range []*time.Duration{&f.limits.HeaderTimeout, &f.limits.IdleTimeout, &f.limits.BodyTimeout} {
+		if *v == 0 {
+			*v = -1 // serving.Limits: negative is off
+		}
+	}
+	for _, v := range []*int{&f.limits.MaxConnections, &f.limits.MaxClientConnections} {
+		if *v == 0 {
+			*v = -1
+		}
+	}
+	if f.limits.MinBodyRate == 0 {
+		f.limits.MinBodyRate = -1
 	}
 	return f, nil
 }
@@ -223,9 +295,17 @@ func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, e
 // image registry, on the same backends and access log (nil: none): the
 // registry answers /v2/, the binary cache everything else.
 func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog, blobs *serving.BlobCache) (http.Handler, error) {
+	var proxies []netip.Prefix
+	for _, p := range f.trustedProxies {
+		prefix, err := serving.ParseTrustedProxy(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --trusted-proxy %q: want an IP address or a CIDR block", errUsage, p)
+		}
+		proxies = append(proxies, prefix)
+	}
 	opts := substituter.Options{
-		BlobCache: blobs,
-		Backends:  backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
+		BlobCache: blobs, Clients: serving.NewClients(proxies),
+		Backends: backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
 		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
 		Prefetch: f.prefetch, CatalogInterval: f.catalogInterval, RedirectBlobs: f.redirectBlobs,
 	}
@@ -241,6 +321,20 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 			return nil, err
 		}
 		opts.SignKeys = append(opts.SignKeys, k)
+	}
+	for _, v := range f.trustedKeys {
+		keys, err := trustedKeys(v)
+		if err != nil {
+			return nil, err
+		}
+		opts.TrustedKeys = append(opts.TrustedKeys, keys...)
+	}
+	if f.signUnverified {
+		if len(opts.SignKeys) == 0 {
+			return nil, fmt.Errorf("%w: --sign-unverified needs --sign-key", errUsage)
+		}
+		opts.SignUnverified = true
+		slog.Warn("--sign-unverified: signing every path the targets hold, whatever its signatures; anyone who can push to them gets paths trusted by every client of this server", "from", strings.Join(f.from, " "))
 	}
 	if f.upload {
 		creds, err := substituter.LoadCredentials(f.credentials)
@@ -259,7 +353,8 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	}
 	ropts := imageregistry.Options{
 		Backends: backends, AccessLog: accessLog != nil, AccessLogTo: accessLog, CacheTTL: f.cacheTTL,
-		Image: image.Options{MaxLayers: f.maxLayers, Compression: comp},
+		Image:           image.Options{MaxLayers: f.maxLayers, Compression: comp},
+		MaxCompositions: f.composeMax, Ephemeral: f.composeEphemeral,
 	}
 	if f.names != "" {
 		if ropts.Names, err = imageregistry.LoadNames(f.names); err != nil {
@@ -277,6 +372,19 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 		}
 		cache.ServeHTTP(w, r)
 	}), nil
+}
+
+// trustedKeys reads a --trusted-key value: a key as name:base64, or a
+// file of them.
+func trustedKeys(v string) ([]narinfo.PublicKey, error) {
+	if k, err := narinfo.ParsePublicKey(v); err == nil {
+		return []narinfo.PublicKey{k}, nil
+	}
+	keys, err := narinfo.LoadPublicKeys(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --trusted-key is neither a public key (name:base64) nor a file of them: %v", errUsage, err)
+	}
+	return keys, nil
 }
 
 // openBlobCache makes the NAR cache of --blob-cache-size (nil if 0) and
@@ -299,23 +407,17 @@ func openBlobCache(f *serveFlags, backends *serving.Backends) (*serving.BlobCach
 	return serving.NewBlobCache(backends, serving.BlobCacheOptions{Dir: f.blobCacheDir, MaxBytes: size, MemoryBytes: mem})
 }
 
-// listenAndServe serves h on addr until ctx ends, then shuts down,
-// letting requests in progress finish for up to 30s. ready is called
-// once the listener is open.
-func listenAndServe(ctx context.Context, addr string, h http.Handler, ready func(addr string)) error {
+// listenAndServe serves h on addr within limits, counting into m,
+// until ctx ends, then shuts down, letting requests in progress finish
+// for up to 30s. ready is called once the listener is open.
+func listenAndServe(ctx context.Context, addr string, limits serving.Limits, h http.Handler, m *serving.Metrics, ready func(addr string)) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
-	}
+	hs := limits.Server(h, m, slog.Default())
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- hs.Serve(limits.Listener(ln, m, slog.Default())) }()
 	ready(ln.Addr().String())
 	select {
 	case err := <-errc:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nixoci/nixoci/backend"
@@ -108,20 +109,13 @@ func (b *Backends) acquire(ctx context.Context) (release func(), err error) {
 // error; failures of backends that had no answer are joined in the error.
 func Ask[T any](ctx context.Context, b *Backends, op *Op, ask func(context.Context, backend.Target) (T, error)) (v T, index int, found bool, err error) {
 	var errs []error
-	for i, be := range b.list {
-		release, err := b.acquire(ctx)
-		if err != nil {
-			return v, 0, false, err
-		}
-		start := time.Now()
-		got, err := ask(ctx, be.Target)
-		release()
-		op.Observe(start, err)
+	for i := range b.list {
+		got, err := AskOne(ctx, b, i, op, ask)
 		if IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", be.Name, err))
+			errs = append(errs, err)
 			continue
 		}
 		return got, i, true, nil
@@ -129,14 +123,41 @@ func Ask[T any](ctx context.Context, b *Backends, op *Op, ask func(context.Conte
 	return v, 0, false, errors.Join(errs...)
 }
 
-// Ping checks every backend and returns one line per failing one.
-func (b *Backends) Ping(ctx context.Context) []string {
+// AskOne asks backend i, within the bound on backend concurrency,
+// counted and timed as op. An error other than "not found" is prefixed
+// with the backend's name.
+func AskOne[T any](ctx context.Context, b *Backends, i int, op *Op, ask func(context.Context, backend.Target) (T, error)) (T, error) {
+	release, err := b.acquire(ctx)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	start := time.Now()
+	got, err := ask(ctx, b.list[i].Target)
+	release()
+	op.Observe(start, err)
+	if err != nil && !IsNotFound(err) {
+		err = fmt.Errorf("%s: %w", b.list[i].Name, err)
+	}
+	return got, err
+}
+
+// Ping checks every backend at once, within the metadata timeout, and
+// returns the errors of those that failed by backend index (empty: all
+// answer).
+func (b *Backends) Ping(ctx context.Context) map[int]error {
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
 	defer cancel()
-	var failed []string
-	for _, be := range b.list {
-		if err := be.Target.Ping(ctx); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", be.Name, err))
+	errs := make([]error, len(b.list))
+	var wg sync.WaitGroup
+	for i, be := range b.list {
+		wg.Go(func() { errs[i] = be.Target.Ping(ctx) })
+	}
+	wg.Wait()
+	failed := map[int]error{}
+	for i, err := range errs {
+		if err != nil {
+			failed[i] = err
 		}
 	}
 	return failed

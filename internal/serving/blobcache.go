@@ -27,8 +27,11 @@ import (
 // registry. Blobs are verified against their digest while they are
 // written and renamed into place only when complete; a cached file is
 // served like a verified layout file (sendfile). The cache holds at most
-// its size limit, evicting the least recently used; a blob larger than a
-// quarter of the limit is never cached (it streams from the backend).
+// its size limit on disk, files being written included (a fill reserves
+// its blob's size before it starts, evicting the least recently used
+// files, and is skipped if fills under way hold the rest); a blob larger
+// than a quarter of the limit is never cached (it streams from the
+// backend).
 //
 // Small blobs (at most MemoryBlobMax bytes, most NARs of a system
 // closure) are kept in memory instead, within their own limit: for them
@@ -41,7 +44,7 @@ type BlobCache struct {
 	dir  string
 	max  int64
 	sem  chan struct{}
-	size int64
+	size int64 // bytes of the files held, and of the fills writing files
 
 	memMax int64 // 0: no memory tier
 	mem    int64
@@ -72,6 +75,9 @@ type blobFill struct {
 
 // errAbandoned: a request for the blob came before its fill started.
 var errAbandoned = errors.New("asked for before its turn; streamed instead")
+
+// errNoRoom: the fills under way already hold the disk the cache may use.
+var errNoRoom = errors.New("the cache's disk is taken by the fills under way; streamed when asked")
 
 // BlobCacheOptions configure NewBlobCache.
 type BlobCacheOptions struct {
@@ -203,7 +209,7 @@ func (c *BlobCache) Prefetch(loc BlobLocation) {
 		c.mu.Unlock()
 		close(f.done)
 		outcome := "ok"
-		if errors.Is(f.err, errAbandoned) {
+		if errors.Is(f.err, errAbandoned) || errors.Is(f.err, errNoRoom) {
 			outcome = "skipped"
 		} else if f.err != nil {
 			outcome = "failed"
@@ -220,6 +226,23 @@ func (c *BlobCache) fill(loc BlobLocation, f *blobFill) error {
 	if f.abandoned.Load() {
 		return errAbandoned
 	}
+	inMemory := loc.Desc.Size <= MemoryBlobMax && loc.Desc.Size <= c.memMax
+	if !inMemory {
+		// The file counts against the limit from before its first byte:
+		// room is made (evicting complete files) before the download
+		// starts, and given back if it fails.
+		if err := c.reserve(loc.Desc.Size); err != nil {
+			return err
+		}
+	}
+	committed := false
+	defer func() {
+		if !inMemory && !committed {
+			c.mu.Lock()
+			c.size -= loc.Desc.Size
+			c.mu.Unlock()
+		}
+	}()
 	f.started.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -228,7 +251,7 @@ func (c *BlobCache) fill(loc BlobLocation, f *blobFill) error {
 		return err
 	}
 	d := loc.Desc.Digest
-	if loc.Desc.Size <= MemoryBlobMax && loc.Desc.Size <= c.memMax {
+	if inMemory {
 		data, err := backend.ReadAll(rc, loc.Desc, MemoryBlobMax)
 		if err != nil {
 			return err
@@ -273,10 +296,23 @@ func (c *BlobCache) fill(loc BlobLocation, f *blobFill) error {
 	}
 	file.Close()
 	c.entries[d] = c.lru.PushFront(cachedBlob{d, loc.Desc.Size, nil})
-	c.size += loc.Desc.Size
-	for c.size > c.max && c.lru.Len() > 1 {
+	committed = true // its reserved bytes are the file's now
+	return nil
+}
+
+// reserve counts n bytes of a fill against the limit, evicting the least
+// recently used files to make room; errNoRoom if the fills under way
+// alone leave none.
+func (c *BlobCache) reserve(n int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.size+n > c.max && c.lru.Len() > 0 {
 		c.evict(c.lru)
 	}
+	if c.size+n > c.max {
+		return errNoRoom
+	}
+	c.size += n
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,5 +179,73 @@ func TestBlobCacheMemoryOff(t *testing.T) {
 	}
 	if got := f.read(loc); !bytes.Equal(got, data) {
 		t.Errorf("read back %q", got)
+	}
+}
+
+// gatedFetch holds every blob fetch until release is closed, counting
+// the fetches started.
+type gatedFetch struct {
+	backend.Target
+	release chan struct{}
+	mu      sync.Mutex
+	started int
+}
+
+func (g *gatedFetch) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+	g.mu.Lock()
+	g.started++
+	g.mu.Unlock()
+	<-g.release
+	return g.Target.Fetch(ctx, d)
+}
+
+// TestBlobCacheCountsFillsInFlight: files being written count against
+// the limit: with blobs of a quarter of it, at most four fills run at
+// once, the others are skipped, and the disk used (partial files
+// included) never passes the limit.
+func TestBlobCacheCountsFillsInFlight(t *testing.T) {
+	f := newBlobCacheFixture(t, BlobCacheOptions{MaxBytes: 4 << 20, MemoryBytes: -1})
+	g := &gatedFetch{Target: f.l, release: make(chan struct{})}
+	f.bs.list[0].Target = g
+	var locs []BlobLocation
+	for i := range 8 {
+		locs = append(locs, f.blob(bytes.Repeat([]byte{byte(i)}, 1<<20)))
+	}
+	for _, loc := range locs {
+		f.c.Prefetch(loc)
+	}
+	// Every fill has either reserved its room and waits in Fetch, or
+	// was skipped.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g.mu.Lock()
+		started := g.started
+		g.mu.Unlock()
+		f.c.mu.Lock()
+		inflight := len(f.c.inflight)
+		f.c.mu.Unlock()
+		if inflight == started {
+			if started != 4 {
+				t.Errorf("%d fills of 1 MiB started in a cache of 4 MiB, want 4", started)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fills in flight, %d started", inflight, started)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(g.release)
+	for _, loc := range locs {
+		f.fetch(loc) // waits for the fill, if any
+	}
+	var used int64
+	ents, _ := os.ReadDir(f.c.dir)
+	for _, e := range ents {
+		info, _ := e.Info()
+		used += info.Size()
+	}
+	if used > 4<<20 {
+		t.Errorf("%d bytes on disk, over the 4 MiB limit", used)
 	}
 }

@@ -20,9 +20,10 @@ func StatusOf(err error) int {
 		return http.StatusGatewayTimeout
 	case errors.Is(err, backend.ErrUnreachable):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, artifact.ErrNotArtifact), errors.Is(err, artifact.ErrHashMismatch):
-		// Something that is not ours sits under our tag: a server-side
-		// problem, not absence.
+	case errors.Is(err, artifact.ErrNotArtifact), errors.Is(err, artifact.ErrHashMismatch),
+		errors.Is(err, artifact.ErrClaimMismatch), errors.Is(err, artifact.ErrTooLarge):
+		// Something that is not ours, or not what it claims, sits under
+		// our tag: a server-side problem, not absence.
 		return http.StatusBadGateway
 	default:
 		return http.StatusBadGateway

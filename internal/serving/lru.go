@@ -63,11 +63,42 @@ func (c *LRU[V]) Put(key string, v V, ttl time.Duration) {
 		return
 	}
 	c.items[key] = c.ll.PushFront(&lruEntry[V]{key, v, exp})
+	c.evictLocked()
+}
+
+// evictLocked drops the least recently used entries beyond max.
+func (c *LRU[V]) evictLocked() {
 	for c.ll.Len() > c.max {
 		old := c.ll.Back()
 		c.ll.Remove(old)
 		delete(c.items, old.Value.(*lruEntry[V]).key)
 	}
+}
+
+// GetOrAdd returns the value of key, or, if it has none (or it
+// expired), stores fresh() under key for ttl and returns it: one step,
+// so concurrent callers for one key get one value.
+func (c *LRU[V]) GetOrAdd(key string, ttl time.Duration, fresh func() V) V {
+	if c.max <= 0 || ttl <= 0 {
+		return fresh()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if el, ok := c.items[key]; ok {
+		e := el.Value.(*lruEntry[V])
+		if !now.After(e.expires) {
+			c.ll.MoveToFront(el)
+			return e.value
+		}
+		e.value, e.expires = fresh(), now.Add(ttl)
+		c.ll.MoveToFront(el)
+		return e.value
+	}
+	v := fresh()
+	c.items[key] = c.ll.PushFront(&lruEntry[V]{key, v, now.Add(ttl)})
+	c.evictLocked()
+	return v
 }
 
 // Remove forgets key.

@@ -132,3 +132,37 @@ func TestLRUConcurrent(t *testing.T) {
 		t.Errorf("map and list disagree: %d vs %d", n, c.ll.Len())
 	}
 }
+
+// TestLRUGetOrAdd: concurrent callers for one key share one value; an
+// expired entry is replaced; the bound holds.
+func TestLRUGetOrAdd(t *testing.T) {
+	c, clock := newTestLRU(2)
+	var made sync.Map
+	var wg sync.WaitGroup
+	values := make([]int, 64)
+	for i := range values {
+		wg.Go(func() {
+			values[i] = c.GetOrAdd("k", time.Minute, func() int { made.Store(i, true); return i })
+		})
+	}
+	wg.Wait()
+	n := 0
+	made.Range(func(any, any) bool { n++; return true })
+	if n != 1 {
+		t.Errorf("%d values made for one key, want 1", n)
+	}
+	for _, v := range values {
+		if v != values[0] {
+			t.Fatalf("callers got different values: %d and %d", v, values[0])
+		}
+	}
+	clock.t = clock.t.Add(time.Minute + time.Second)
+	if v := c.GetOrAdd("k", time.Minute, func() int { return -1 }); v != -1 {
+		t.Errorf("expired entry returned: %d", v)
+	}
+	c.GetOrAdd("a", time.Minute, func() int { return 1 })
+	c.GetOrAdd("b", time.Minute, func() int { return 2 })
+	if c.Len() != 2 {
+		t.Errorf("len %d, want the bound 2", c.Len())
+	}
+}

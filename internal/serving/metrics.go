@@ -24,6 +24,9 @@ import (
 //	nixoci_cache_total{cache,result}            counter    in-memory cache lookups (result hit, miss)
 //	nixoci_corrupt_blobs_total                  counter    blobs whose content did not match their digest
 //	nixoci_blob_sendfile_total                  counter    blobs sent straight from a file verified before
+//	nixoci_connections                          gauge      connections open (within Limits)
+//	nixoci_connections_refused_total{reason}    counter    connections answered 503 past a bound (max_connections, client_connections)
+//	nixoci_slow_bodies_cut_total{direction}     counter    bodies cut for falling behind the minimum rate (request, response)
 //
 // Handlers add their own with Register (uploads, compositions). Label
 // values come from small fixed sets; the counters of a route, backend
@@ -40,6 +43,9 @@ type Metrics struct {
 	cache           *prometheus.CounterVec
 	corrupt         prometheus.Counter
 	sendfile        prometheus.Counter
+	conns           prometheus.Gauge
+	connsRefused    *prometheus.CounterVec
+	bodiesCut       *prometheus.CounterVec
 }
 
 // latencyBuckets span 100µs (a narinfo from memory) to 26s (a slow
@@ -77,12 +83,22 @@ func NewMetrics() *Metrics {
 		sendfile: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nixoci_blob_sendfile_total", Help: "Blob responses sent straight from a layout file verified whole before.",
 		}),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nixoci_connections", Help: "Connections open.",
+		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixoci_connections_refused_total", Help: "Connections answered 503 past a bound on connections, by bound (max_connections, client_connections).",
+		}, []string{"reason"}),
+		bodiesCut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixoci_slow_bodies_cut_total", Help: "Request and response bodies cut for falling behind the minimum rate, by direction (request, response).",
+		}, []string{"direction"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.requestSeconds, m.responseBytes, m.inflight,
 		m.backendRequests, m.backendSeconds, m.cache, m.corrupt, m.sendfile,
+		m.conns, m.connsRefused, m.bodiesCut,
 	)
 	return m
 }

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +73,12 @@ type FaultOptions struct {
 	// Only, if set, chooses which requests may be faulted; the others are
 	// always forwarded. It must not read the request body.
 	Only func(*http.Request) bool
+	// Rewrite, if set, may change each response forwarded from upstream
+	// (a hostile registry: other manifests, other annotations, other
+	// tag lists). It reads and replaces resp.Body as it likes; the proxy
+	// sets Content-Length from what it returns. A change of manifest
+	// should come with the new Docker-Content-Digest.
+	Rewrite func(r *http.Request, resp *http.Response) error
 }
 
 // ProxyRequest records one request a FaultProxy saw.
@@ -154,6 +161,17 @@ func StartFaultProxy(t testing.TB, upstream string, opts FaultOptions) *FaultPro
 		},
 		Transport: tr,
 		ErrorLog:  log.New(io.Discard, "", 0),
+	}
+	if opts.Rewrite != nil {
+		p.proxy.ModifyResponse = func(resp *http.Response) error {
+			if err := opts.Rewrite(resp.Request, resp); err != nil {
+				return err
+			}
+			if resp.ContentLength >= 0 {
+				resp.Header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+			}
+			return nil
+		}
 	}
 	p.srv = &http.Server{
 		Handler:  http.HandlerFunc(p.serve),
@@ -467,3 +485,10 @@ type discardWriter struct{ h http.Header }
 func (w discardWriter) Header() http.Header       { return w.h.Clone() }
 func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (discardWriter) WriteHeader(int)             {}
+
+// ReplaceBody makes data the body of resp (for FaultOptions.Rewrite).
+func ReplaceBody(resp *http.Response, data []byte) {
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(data))
+	resp.ContentLength = int64(len(data))
+}

@@ -74,6 +74,22 @@ type NginxStatic struct {
 // 127.0.0.1 port, as StartNginxProxy does, and waits until it answers.
 func StartNginxStatic(t testing.TB, root string) *NginxStatic {
 	t.Helper()
+	return startNginxStatic(t, root, "")
+}
+
+// StartNginxStaticAuth is StartNginxStatic asking for HTTP Basic
+// credentials from htpasswd (a file `htpasswd -B` wrote) for every file.
+func StartNginxStaticAuth(t testing.TB, root, htpasswd string) *NginxStatic {
+	t.Helper()
+	return startNginxStatic(t, root, htpasswd)
+}
+
+func startNginxStatic(t testing.TB, root, htpasswd string) *NginxStatic {
+	t.Helper()
+	auth := ""
+	if htpasswd != "" {
+		auth = fmt.Sprintf("        auth_basic \"nixoci test\";\n        auth_basic_user_file %s;\n", htpasswd)
+	}
 	dir := t.TempDir()
 	s := &NginxStatic{Root: root, AccessLog: filepath.Join(dir, "access.log")}
 	if err := os.WriteFile(filepath.Join(root, ".ready"), nil, 0o644); err != nil {
@@ -83,9 +99,9 @@ func StartNginxStatic(t testing.TB, root string) *NginxStatic {
 		return fmt.Sprintf(nginxCommon+`    server {
         listen %[4]s;
         root %[5]s;
-    }
+%[6]s    }
 }
-`, dir, errorLog, s.AccessLog, addr, root)
+`, dir, errorLog, s.AccessLog, addr, root, auth)
 	})
 	return s
 }
@@ -210,6 +226,22 @@ func (p *NginxProxy) URL() string { return "http://" + p.Addr }
 func (p *NginxProxy) Requests(t testing.TB) []NginxRequest {
 	t.Helper()
 	return readNginxLog(t, p.AccessLog)
+}
+
+// RequestsWhen reads the access log until done accepts it, for at most
+// 10 s, and returns the last read. nginx logs a request when it frees
+// it, which for a body it refused comes after its lingering close, so
+// after the client has its answer.
+func (p *NginxProxy) RequestsWhen(t testing.TB, done func([]NginxRequest) bool) []NginxRequest {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reqs := readNginxLog(t, p.AccessLog)
+		if done(reqs) || time.Now().After(deadline) {
+			return reqs
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func readNginxLog(t testing.TB, file string) []NginxRequest {
