@@ -199,10 +199,8 @@ func (c *copier) graphOptions() oras.CopyGraphOptions {
 		atomic.AddInt64(&c.res.MountedBytes, d.Size)
 		return nil
 	}
-	if srcHost, srcRepo, ok := backend.RemoteRepository(c.src); ok {
-		if dstHost, dstRepo, ok := backend.RemoteRepository(c.dst); ok && srcHost == dstHost && srcRepo != dstRepo {
-			g.MountFrom = func(context.Context, ocispec.Descriptor) ([]string, error) { return []string{srcRepo}, nil }
-		}
+	if repo, ok := backend.MountSource(c.src, c.dst); ok {
+		g.MountFrom = func(context.Context, ocispec.Descriptor) ([]string, error) { return []string{repo}, nil }
 	}
 	return g
 }

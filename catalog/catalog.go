@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -185,22 +184,6 @@ func (c *Catalog) Complete() error {
 	return nil
 }
 
-// IsClosureTag reports whether a tag may name a closure: tags nixoci
-// gives other artifacts (store-path hashes, referrers indexes, layers,
-// composed images) cannot.
-func IsClosureTag(tag string) bool {
-	switch {
-	case spec.IsHashPart(tag),
-		strings.HasPrefix(tag, "sha256-"),
-		strings.Contains(tag, ".layer."),
-		strings.HasPrefix(tag, "group."),
-		strings.HasPrefix(tag, "compose."),
-		spec.IsFileTag(tag):
-		return false
-	}
-	return true
-}
-
 // Add records a closure read from the target (for example one found
 // through the referrers of its root). It reports false if the catalog is
 // full.
@@ -284,7 +267,7 @@ func (c *Catalog) refresh(ctx context.Context) error {
 	var tags []string
 	if err := c.t.Tags(ctx, "", func(page []string) error {
 		for _, t := range page {
-			if IsClosureTag(t) {
+			if spec.ClassifyTag(t) == spec.TagNamed {
 				tags = append(tags, t)
 			}
 		}

@@ -16,13 +16,12 @@ import (
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
-	"github.com/nixoci/nixoci/catalog"
 	"github.com/nixoci/nixoci/spec"
 )
 
 // look is what one reading of a repository's tags found: tags nixoci
 // gives its own artifacts by name (store paths, layers, referrers
-// indexes, the marker), and every other tag with what it names.
+// indexes; spec.ClassifyTag), and every other tag with what it names.
 type look struct {
 	at        time.Time
 	pathTags  map[string]bool // hash parts
@@ -30,7 +29,6 @@ type look struct {
 	refTags   map[digest.Digest]string // subject -> "sha256-<hex>"
 	fileTags  map[string]bool          // logs, realisations, listings, debug-info entries
 	named     map[string]ocispec.Descriptor
-	marker    bool
 }
 
 func newLook() *look {
@@ -41,23 +39,19 @@ func newLook() *look {
 // add classifies tag by its name, reporting whether it is a named tag
 // (a closure, image or anything else, to be resolved).
 func (lk *look) add(tag string) bool {
-	switch {
-	case tag == spec.GCMarkerTag:
-		lk.marker = true
-	case spec.IsFileTag(tag):
-		lk.fileTags[tag] = true
-	case strings.HasPrefix(tag, "compose."), catalog.IsClosureTag(tag):
+	switch spec.ClassifyTag(tag) {
+	case spec.TagGC:
+		// the collector's own: neither a root nor garbage
+	case spec.TagNamed, spec.TagCompose:
 		return true
-	case len(tag) == 32:
+	case spec.TagPath:
 		lk.pathTags[tag] = true
-	case strings.HasPrefix(tag, "sha256-"):
-		d := digest.NewDigestFromEncoded(digest.SHA256, strings.TrimPrefix(tag, "sha256-"))
-		if d.Validate() != nil {
-			return true
-		}
-		lk.refTags[d] = tag
-	default:
+	case spec.TagReferrers:
+		lk.refTags[digest.NewDigestFromEncoded(digest.SHA256, strings.TrimPrefix(tag, "sha256-"))] = tag
+	case spec.TagLayer:
 		lk.layerTags[tag] = true
+	case spec.TagFile:
+		lk.fileTags[tag] = true
 	}
 	return false
 }

@@ -31,6 +31,9 @@ type marking struct {
 	items   []Item // the garbage, in deletion order
 	bytes   int64  // registries: bytes of the items' manifests and of blobs only they name
 	roots   struct{ closures, images, others int }
+	// done is when the mark ended: the time what it found unreachable
+	// was seen so.
+	done time.Time
 }
 
 // marker is the state a collection keeps across its marks and looks.
@@ -91,6 +94,7 @@ func (m *marker) mark(ctx context.Context) (*marking, error) {
 		return nil, err
 	}
 	mk.items, mk.bytes = g.sorted(mk.reach)
+	mk.done = time.Now()
 	if p != nil {
 		p.Garbage.Store(int64(len(mk.items)))
 	}

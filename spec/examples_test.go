@@ -188,6 +188,18 @@ func TestExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkExample(t, "gc-marker-finished.json", finished.Data)
+	// A mark record: the closure and its private path found unreachable
+	// half an hour before this mark, the push record by this mark.
+	record, recordManifest, err := artifact.NewMarkRecord(artifact.MarkRecord{Marked: at, Unreachable: []artifact.MarkEntry{
+		{Kind: "closure", Digest: ci.Top.Descriptor.Digest, Tags: []string{"app"}, Since: at.Add(-30 * time.Minute)},
+		{Kind: "path", Digest: app.Manifest.Digest, Tags: []string{spec.PathTag(app.Info.StorePath)}, StorePath: app.Info.StorePath, Since: at.Add(-30 * time.Minute)},
+		{Kind: "push-record", Digest: rec.Descriptor.Digest, Since: at},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "gc-mark-record.json", record.Data)
+	checkExample(t, "gc-mark.json", recordManifest.Data)
 
 	// What a substituter renders from the manifest alone is the narinfo.
 	parsed, err := artifact.ParsePathManifest(app.Manifest, manifest)

@@ -25,7 +25,9 @@ mount) instead of uploaded, so no NAR bytes are sent. The tag is written
 last: an interrupted copy leaves no tag naming incomplete content, and
 running it again finishes it.
 
-DST's tag defaults to SRC's. A closure copied with 'oras copy' or 'crane
+DST's tag defaults to SRC's. A TAG alone (or :TAG) names a closure in the
+default store: 'nixoci copy hello ghcr.io/me/nix' publishes what 'nixoci
+push' stored there. A closure copied with 'oras copy' or 'crane
 copy' is served too (spec/SPEC.md 5.3); 'nixoci copy' adds the path tags
 that make each lookup one request. Artifacts that are not nixoci's are
 refused: copy those with oras copy or crane copy.
@@ -51,7 +53,7 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	srcRef, src, err := openTarget(ctx, refs[0], *plainHTTP, false)
 	if err != nil {
-		return err
+		return storeHint(err, srcRef)
 	}
 	if srcRef.Reference == "" {
 		return fmt.Errorf("%w: %s names nothing to copy: append :TAG", errUsage, refs[0])
@@ -76,7 +78,7 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	res, err := artifact.Copy(ctx, src, srcRef.Reference, dst, tag, artifact.CopyOptions{Jobs: *jobs, Progress: progress, Record: recordOptions(false)})
 	stop()
 	if err != nil {
-		return chunkHint(fmt.Errorf("copying %s to %s: %w", srcRef, dstRef.Base(), err))
+		return chunkHint(storeHint(fmt.Errorf("copying %s to %s: %w", srcRef, dstRef.Base(), err), srcRef))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

@@ -18,6 +18,7 @@ import (
 
 const inspectHelp = `
 Usage: nixoci inspect [flags] TARGET:TAG
+       nixoci inspect [flags] TAG
 
 List the store paths of a stored closure with their sizes, compression,
 signatures and the system each was built for (when recorded: from the
@@ -28,7 +29,11 @@ closure lists follow: realisations of content-addressed outputs, build
 logs, NAR listings and debug-info entries, each with its file names in a
 binary cache and the store path it belongs to.
 
+A TAG alone (or :TAG) names a closure in the default store, where
+'nixoci push' puts closures unless --to says otherwise.
+
 Examples:
+  nixoci inspect hello
   nixoci inspect oci:/srv/nix-oci:hello
   nixoci inspect --json ghcr.io/me/nix:dev | jq '.paths[].storePath'
 `
@@ -54,11 +59,11 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	_, t, err := openTarget(ctx, refs[0], *plainHTTP, false)
 	if err != nil {
-		return err
+		return storeHint(err, ref)
 	}
 	s, err := artifact.Inspect(ctx, t, ref.Reference, *jobs)
 	if err != nil {
-		return err
+		return storeHint(err, ref)
 	}
 	s.Reference = ref.String()
 	if *asJSON {

@@ -15,10 +15,18 @@ import (
 const pushHelp = `
 Usage: nixoci push [flags] PATH...
 
-Store the closures of store paths as OCI artifacts: one artifact per store
-path (tagged with its hash part) and one for the whole closure (tagged with
---tag). Paths already stored are not read again. The last line printed on
-standard output is the digest of the closure manifest.
+Store the closures of store paths as OCI artifacts: one manifest per store
+path (its NAR and narinfo, tagged with its hash part) and, for the whole
+closure, an OCI image index listing those manifests and a nix-cache-info
+(tagged with --tag), which 'oras pull' writes out as a Nix binary cache and
+'oras copy' or 'crane copy' carry whole (spec/SPEC.md 5.1). Paths already
+stored are not read again. From a local store, each path records the
+system its deriver names, when the .drv is there (for images). The last
+line printed on standard output is the digest of the closure index.
+
+Without --to, closures go to the default store (see 'nixoci help'), where
+a tag alone names them: 'nixoci push --tag hello ./result' then 'nixoci
+inspect hello'.
 
 PATH is a store path, a path inside one, or a symlink to one such as
 ./result. With --from-cache, PATHs are store paths in that binary cache and
