@@ -20,8 +20,8 @@ type Blob struct {
 	Data       []byte
 }
 
-// ClosureManifests is what a pushed closure stores besides its paths'
-// blobs: the nix-cache-info blob, then either one manifest (Top) or, for
+// ClosureManifests is what a version 1 closure (SPEC.md 5.4) stores
+// besides its paths' blobs: the nix-cache-info blob, then either one manifest (Top) or, for
 // a closure too large for one manifest, the part manifests (Parts) and an
 // index listing them (Top). Top is what the closure tag names.
 type ClosureManifests struct {

@@ -40,6 +40,15 @@ func (ci ClosureIndex) Blobs() []Blob {
 // The result depends only on the paths, never on push order. limit is the
 // largest index to write (spec.MaxManifestSize if 0).
 func NewClosureIndex(roots []string, paths []PathArtifact, storeDir string, limit int) (ClosureIndex, error) {
+	return NewClosureIndexWithFiles(roots, paths, nil, storeDir, limit)
+}
+
+// NewClosureIndexWithFiles is NewClosureIndex listing also the file
+// artifacts of its paths (SPEC.md section 12.6), each stored (its
+// Artifact's Manifest set), after the paths, sorted by the path they
+// belong to, artifact type and digest. Without files it is exactly
+// NewClosureIndex's closure.
+func NewClosureIndexWithFiles(roots []string, paths []PathArtifact, files []ClosureFile, storeDir string, limit int) (ClosureIndex, error) {
 	if limit <= 0 {
 		limit = spec.MaxManifestSize
 	}
@@ -77,13 +86,22 @@ func NewClosureIndex(roots []string, paths []PathArtifact, storeDir string, limi
 		}
 		entries = append(entries, e)
 	}
+	fileEntries, err := closureFileEntries(sorted, files)
+	if err != nil {
+		return out, err
+	}
+	entries = append(entries, fileEntries...)
 	entries = append(entries, cim.Descriptor)
+	artifactType := spec.ArtifactTypeClosureV2
+	if len(fileEntries) > 0 {
+		artifactType = spec.ArtifactTypeClosureFiles
+	}
 	annotations := map[string]string{
 		spec.AnnotationVersion:   spec.ClosureVersion,
 		spec.AnnotationRoots:     strings.Join(roots, " "),
 		spec.AnnotationPathCount: strconv.Itoa(len(sorted)),
 	}
-	single, err := marshalIndex(spec.ArtifactTypeClosureV2, entries, subject, annotations)
+	single, err := marshalIndex(artifactType, entries, subject, annotations)
 	if err != nil {
 		return out, err
 	}
@@ -98,13 +116,43 @@ func NewClosureIndex(roots []string, paths []PathArtifact, storeDir string, limi
 	for i, p := range out.Parts {
 		partDescs[i] = p.Descriptor
 	}
-	if out.Top, err = marshalIndex(spec.ArtifactTypeClosureV2, partDescs, subject, annotations); err != nil {
+	if out.Top, err = marshalIndex(artifactType, partDescs, subject, annotations); err != nil {
 		return out, err
 	}
 	if len(out.Top.Data) > limit {
 		return out, fmt.Errorf("closure of %d paths needs an index of %d bytes, over the %d-byte manifest limit", len(paths), len(out.Top.Data), limit)
 	}
 	return out, nil
+}
+
+// closureFileEntries are the index entries of files, sorted; each must
+// belong to one of paths (sorted by store path), and each is listed once.
+func closureFileEntries(paths []PathArtifact, files []ClosureFile) ([]ocispec.Descriptor, error) {
+	entries := make([]ocispec.Descriptor, 0, len(files))
+	seen := map[digest.Digest]bool{}
+	for _, f := range files {
+		if f.Artifact == nil || f.Artifact.Manifest.Digest == "" {
+			return nil, fmt.Errorf("closure file of %s: not stored", f.StorePath)
+		}
+		if _, found := sort.Find(len(paths), func(i int) int { return strings.Compare(f.StorePath, paths[i].Info.StorePath) }); !found {
+			return nil, fmt.Errorf("%s %s belongs to %s, which is not in the closure", f.Artifact.Type, f.Artifact.Manifest.Digest, f.StorePath)
+		}
+		if !seen[f.Artifact.Manifest.Digest] {
+			seen[f.Artifact.Manifest.Digest] = true
+			entries = append(entries, FileEntry(f))
+		}
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		a, b := entries[i], entries[j]
+		if x, y := a.Annotations[spec.AnnotationStorePath], b.Annotations[spec.AnnotationStorePath]; x != y {
+			return x < y
+		}
+		if a.ArtifactType != b.ArtifactType {
+			return a.ArtifactType < b.ArtifactType
+		}
+		return a.Digest < b.Digest
+	})
+	return entries, nil
 }
 
 // PathEntry is the descriptor by which a closure index lists a path's

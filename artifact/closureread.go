@@ -36,6 +36,10 @@ type Closure struct {
 	// CacheInfoManifest is the manifest holding a version 2 closure's
 	// nix-cache-info layer.
 	CacheInfoManifest ocispec.Descriptor
+	// Files are the entries of the file artifacts a version 2 closure
+	// lists (SPEC.md section 12.6), each annotated with the store path it
+	// belongs to, one of Members'.
+	Files []ocispec.Descriptor
 	// Digests lists the closure manifests this describes: Descriptor's
 	// alone, unless several closures were merged (image.BuildUnion).
 	Digests []string
@@ -153,7 +157,7 @@ func (r ClosureReader) Parse(ctx context.Context, t backend.Target, reference st
 		c, err = r.pathClosure(desc, data)
 	case spec.ArtifactTypeClosure:
 		c, err = r.readV1(ctx, t, desc, probe)
-	case spec.ArtifactTypeClosureV2:
+	case spec.ArtifactTypeClosureV2, spec.ArtifactTypeClosureFiles:
 		c, err = r.readV2(ctx, t, desc, probe)
 	default:
 		return nil, fmt.Errorf("%s: artifactType %q is not a nixoci closure: %w", reference, probe.ArtifactType, ErrNotClosure)
@@ -324,6 +328,17 @@ func (r ClosureReader) readV2(ctx context.Context, t backend.Target, desc ocispe
 					return fmt.Errorf("lists a second nix-cache-info manifest %s: %w", e.Digest, ErrNotArtifact)
 				}
 				c.CacheInfoManifest = e
+			case spec.ArtifactTypeLog, spec.ArtifactTypeRealisation, spec.ArtifactTypeListing, spec.ArtifactTypeDebugInfo:
+				if probe.ArtifactType != spec.ArtifactTypeClosureFiles {
+					return fmt.Errorf("entry %s is a %s, which a %s does not list: %w", e.Digest, e.ArtifactType, probe.ArtifactType, ErrNotArtifact)
+				}
+				if e.MediaType != ocispec.MediaTypeImageManifest || e.Digest.Validate() != nil {
+					return fmt.Errorf("file entry %s: media type %q: %w", e.Digest, e.MediaType, ErrNotArtifact)
+				}
+				if len(c.Files) >= r.MaxPaths*maxFilesPerPath {
+					return fmt.Errorf("lists more than %d files: %w", r.MaxPaths*maxFilesPerPath, ErrTooLarge)
+				}
+				c.Files = append(c.Files, e)
 			default:
 				return fmt.Errorf("entry %s has artifactType %q: %w", e.Digest, e.ArtifactType, ErrNotArtifact)
 			}
@@ -353,7 +368,36 @@ func (r ClosureReader) readV2(ctx context.Context, t backend.Target, desc ocispe
 	if len(c.Members) != c.PathCount {
 		return nil, fmt.Errorf("lists %d path manifests, its annotation says %d: %w", len(c.Members), c.PathCount, ErrNotArtifact)
 	}
+	if err := checkFileEntries(c, probe.ArtifactType); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// maxFilesPerPath bounds the file entries of a closure per store path it
+// lists: a path has a listing, a realisation per output and key, a log,
+// and debug-info entries, a few of each.
+const maxFilesPerPath = 16
+
+// checkFileEntries checks that every file entry of c belongs to one of
+// its members, and that a closure-files index lists some.
+func checkFileEntries(c *Closure, artifactType string) error {
+	if len(c.Files) == 0 {
+		if artifactType == spec.ArtifactTypeClosureFiles {
+			return fmt.Errorf("a %s listing no file: %w", artifactType, ErrNotArtifact)
+		}
+		return nil
+	}
+	members := make(map[string]bool, len(c.Members))
+	for _, m := range c.Members {
+		members[m.StorePath] = true
+	}
+	for _, f := range c.Files {
+		if sp := f.Annotations[spec.AnnotationStorePath]; !members[sp] {
+			return fmt.Errorf("%s %s belongs to %q, which the closure does not list: %w", f.ArtifactType, f.Digest, sp, ErrNotArtifact)
+		}
+	}
+	return nil
 }
 
 // member reads a version 2 entry: the store path it names (its hash part
@@ -422,8 +466,10 @@ func ClosurePaths(ctx context.Context, t backend.Target, c *Closure, jobs int) (
 
 // BinaryCacheLayers lists the layers that make c a binary cache
 // directory (each titled with its file name): NARs (each distinct digest
-// once) and narinfos in store-path order, then nix-cache-info. For a
-// version 2 closure this reads its path manifests, jobs at a time.
+// once) and narinfos in store-path order, then the layers of the file
+// artifacts it lists (realisations, logs, listings, debug-info entries),
+// then nix-cache-info. For a version 2 closure this reads its path
+// manifests and file artifacts, jobs at a time.
 func BinaryCacheLayers(ctx context.Context, t backend.Target, c *Closure, jobs int) ([]ocispec.Descriptor, error) {
 	if c.Version != spec.ClosureV2 {
 		return c.Layers, nil
@@ -447,6 +493,18 @@ func BinaryCacheLayers(ctx context.Context, t backend.Target, c *Closure, jobs i
 			layers = append(layers, p.NAR)
 		}
 		layers = append(layers, p.NarInfo)
+	}
+	files, err := ClosureFiles(ctx, t, c, jobs)
+	if err != nil {
+		return nil, err
+	}
+	for _, cf := range files {
+		for _, f := range cf.Artifact.Files {
+			if !seen[f.Digest.String()+f.Title] {
+				seen[f.Digest.String()+f.Title] = true
+				layers = append(layers, f.Descriptor())
+			}
+		}
 	}
 	return append(layers, cim.Layers[0]), nil
 }

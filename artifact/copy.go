@@ -45,9 +45,14 @@ type CopyResult struct {
 	Mounted      int64 `json:"mounted"`
 	MountedBytes int64 `json:"mountedBytes"`
 	Skipped      int64 `json:"skipped"`
-	// Tags written at the destination: path and layer tags, then the
-	// closure or image tag.
+	// Tags written at the destination: path and layer tags, the tags of
+	// the file artifacts a closure lists, then the closure or image tag.
 	Tagged int64 `json:"tagged"`
+	// Files counts the file artifacts (realisations, build logs,
+	// listings, debug-info entries) the closure lists; FilesKept their
+	// tags that name another artifact at the destination, which is kept.
+	Files     int `json:"files,omitempty"`
+	FilesKept int `json:"filesKept,omitempty"`
 	// PathsElsewhere counts the store paths of an image whose manifests
 	// the source does not hold (the image was written to another target
 	// than its closure): the image is copied, those paths are not.
@@ -105,6 +110,9 @@ func Copy(ctx context.Context, src backend.Target, srcRef string, dst backend.Ta
 	if err := c.copyLayerArtifacts(ctx, layerTags); err != nil {
 		return nil, err
 	}
+	if err := c.copyFiles(ctx); err != nil {
+		return nil, err
+	}
 	rest := c.graph
 	rest.FindSuccessors = func(ctx context.Context, f content.Fetcher, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		succ, err := content.Successors(ctx, f, d)
@@ -148,7 +156,8 @@ type copier struct {
 	opts     CopyOptions
 	res      *CopyResult
 	graph    oras.CopyGraphOptions
-	copied   sync.Map // digest -> true: at the destination now
+	copied   sync.Map             // digest -> true: at the destination now
+	files    []ocispec.Descriptor // a closure's file entries
 }
 
 func (c *copier) done(d digest.Digest) bool {
@@ -190,10 +199,8 @@ func (c *copier) graphOptions() oras.CopyGraphOptions {
 		atomic.AddInt64(&c.res.MountedBytes, d.Size)
 		return nil
 	}
-	if srcHost, srcRepo, ok := backend.RemoteRepository(c.src); ok {
-		if dstHost, dstRepo, ok := backend.RemoteRepository(c.dst); ok && srcHost == dstHost && srcRepo != dstRepo {
-			g.MountFrom = func(context.Context, ocispec.Descriptor) ([]string, error) { return []string{srcRepo}, nil }
-		}
+	if repo, ok := backend.MountSource(c.src, c.dst); ok {
+		g.MountFrom = func(context.Context, ocispec.Descriptor) ([]string, error) { return []string{repo}, nil }
 	}
 	return g
 }
@@ -210,7 +217,7 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 	case spec.ArtifactTypePath:
 		c.res.Kind = "path"
 		return []PathClaim{{Manifest: desc}}, nil, nil
-	case spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2:
+	case spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2, spec.ArtifactTypeClosureFiles:
 		c.res.Kind = "closure"
 		cl, err := ParseClosure(ctx, c.src, srcRef, desc, data)
 		if err != nil {
@@ -221,6 +228,8 @@ func (c *copier) plan(ctx context.Context, srcRef string, desc ocispec.Descripto
 			for i, m := range cl.Members {
 				out[i] = m.Claim()
 			}
+			c.files = cl.Files
+			c.res.Files = len(cl.Files)
 			return out, nil, nil
 		}
 		arts, err := ClosurePaths(ctx, c.src, cl, c.opts.Jobs)
@@ -387,6 +396,54 @@ func (c *copier) copyLayerArtifacts(ctx context.Context, tags []string) error {
 		})
 	}
 	return g.Wait()
+}
+
+// copyFiles copies the file artifacts a closure lists and tags each at
+// the destination as its kind is found there (SPEC.md section 12), so
+// that serve answers them with one lookup. A tag that names another
+// artifact at the destination (a realisation with other signatures, a
+// newer log) is left as it is.
+func (c *copier) copyFiles(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Jobs)
+	var kept atomic.Int64
+	for _, e := range c.files {
+		g.Go(func() error {
+			cf, err := FetchClosureFile(gctx, c.src, e)
+			if err != nil {
+				return err
+			}
+			tags, err := FileTags(cf.Artifact, cf.StorePath)
+			if err != nil {
+				return err
+			}
+			desc := plainDescriptor(e)
+			if err := oras.CopyGraph(gctx, c.src, c.dst, desc, c.graph); err != nil {
+				return fmt.Errorf("%s of %s: %w", e.ArtifactType, cf.StorePath, err)
+			}
+			c.copied.Store(e.Digest, true)
+			for _, tag := range tags {
+				cur, err := c.dst.Resolve(gctx, tag)
+				switch {
+				case err == nil && cur.Digest == desc.Digest:
+					continue
+				case err == nil:
+					kept.Add(1)
+					continue
+				case !errors.Is(err, errdef.ErrNotFound):
+					return fmt.Errorf("tag %s: %w", tag, err)
+				}
+				if err := c.dst.Tag(gctx, desc, tag); err != nil {
+					return fmt.Errorf("tagging %s: %w", tag, err)
+				}
+				atomic.AddInt64(&c.res.Tagged, 1)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	c.res.FilesKept = int(kept.Load())
+	return err
 }
 
 // dedupe keeps the first claim of each manifest.

@@ -84,12 +84,8 @@ func StoreFileArtifact(ctx context.Context, dst backend.Target, fa *FileArtifact
 		return err
 	}
 	for _, f := range fa.Files {
-		r, err := f.Open()
-		if err != nil {
+		if err := pushFile(ctx, dst, f); err != nil {
 			return err
-		}
-		if err := backend.PushBlob(ctx, dst, f.Descriptor(), r); err != nil {
-			return fmt.Errorf("storing %s: %w", f.Title, err)
 		}
 	}
 	data, err := fa.Marshal()
@@ -105,6 +101,32 @@ func StoreFileArtifact(ctx context.Context, dst backend.Target, fa *FileArtifact
 		}
 	}
 	return nil
+}
+
+// pushFile stores f's content unless dst has it, closing what f.Open
+// returned if it is an io.Closer.
+func pushFile(ctx context.Context, dst backend.Target, f File) error {
+	if ok, err := dst.Exists(ctx, f.Descriptor()); err == nil && ok {
+		return nil
+	}
+	r, err := f.Open()
+	if err != nil {
+		return fmt.Errorf("storing %s: %w", f.Title, err)
+	}
+	if c, ok := r.(io.Closer); ok {
+		defer c.Close()
+	}
+	if err := backend.PushBlob(ctx, dst, f.Descriptor(), r); err != nil {
+		return fmt.Errorf("storing %s: %w", f.Title, err)
+	}
+	return nil
+}
+
+// NewLogArtifact is the artifact of the build log f of the derivation
+// drvPath (absolute): one layer, titled log/<drv base name>, and the
+// annotation dev.nixoci.drv-path (SPEC.md section 12.1).
+func NewLogArtifact(drvPath string, f File) *FileArtifact {
+	return &FileArtifact{Type: spec.ArtifactTypeLog, Annotations: map[string]string{spec.AnnotationDrvPath: drvPath}, Files: []File{f}}
 }
 
 // FetchFileArtifact reads the manifest tag names and checks that it is a

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/errdef"
@@ -41,7 +42,7 @@ func NewGCMarker(started, finished time.Time) (Blob, error) {
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: spec.ArtifactTypeGCMarker,
 		Config:       spec.EmptyConfig,
-		Layers:       []ocispec.Descriptor{},
+		Layers:       spec.EmptyLayers(),
 		Annotations:  a,
 	})
 	return Blob{desc, data}, err
@@ -70,4 +71,68 @@ func ReadGCMarker(ctx context.Context, t backend.Target) (m GCMarker, ok bool, e
 		}
 	}
 	return m, true, nil
+}
+
+// MarkRecord is what the tag spec.GCMarkTag names: what collections
+// found unreachable, and since when (SPEC.md section 10.3). Collections
+// trust it for times only.
+type MarkRecord struct {
+	// Marked is when the mark that wrote it ended.
+	Marked      time.Time   `json:"marked"`
+	Unreachable []MarkEntry `json:"unreachable"`
+}
+
+// MarkEntry is one thing a mark found unreachable: by kind (as package
+// gc names them), digest and the tags naming it then; StorePath is for
+// people reading it.
+type MarkEntry struct {
+	Kind      string        `json:"kind"`
+	Digest    digest.Digest `json:"digest"`
+	Tags      []string      `json:"tags,omitempty"`
+	StorePath string        `json:"storePath,omitempty"`
+	Since     time.Time     `json:"since"`
+}
+
+// NewMarkRecord lays out r as stored: its JSON blob, and the manifest
+// naming it.
+func NewMarkRecord(r MarkRecord) (record, manifest Blob, err error) {
+	if record.Data, err = json.Marshal(r); err != nil {
+		return
+	}
+	record.Descriptor = ocispec.Descriptor{MediaType: spec.MediaTypeGCMark, Digest: digest.FromBytes(record.Data), Size: int64(len(record.Data))}
+	manifest.Data, manifest.Descriptor, err = marshalManifest(ocispec.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: spec.ArtifactTypeGCMarker,
+		Config:       spec.EmptyConfig,
+		Layers:       []ocispec.Descriptor{record.Descriptor},
+		Annotations:  map[string]string{spec.AnnotationVersion: spec.Version, spec.AnnotationGCMarked: spec.FormatTime(r.Marked)},
+	})
+	return
+}
+
+// ReadMarkRecord reads the mark record of t and the manifest it came
+// from. With none, ok is false; one that is not a mark record, or does
+// not parse, is ErrNotArtifact (with its manifest's descriptor, so that
+// it can be replaced).
+func ReadMarkRecord(ctx context.Context, t backend.Target) (r MarkRecord, desc ocispec.Descriptor, ok bool, err error) {
+	desc, data, err := backend.FetchManifest(ctx, t, spec.GCMarkTag)
+	if errors.Is(err, errdef.ErrNotFound) {
+		return MarkRecord{}, ocispec.Descriptor{}, false, nil
+	} else if err != nil {
+		return MarkRecord{}, ocispec.Descriptor{}, false, fmt.Errorf("reading the mark record (tag %s): %w", spec.GCMarkTag, err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(data, &m); err != nil || m.ArtifactType != spec.ArtifactTypeGCMarker ||
+		len(m.Layers) != 1 || m.Layers[0].MediaType != spec.MediaTypeGCMark || m.Layers[0].Size > spec.GCMarkMaxSize {
+		return MarkRecord{}, desc, true, fmt.Errorf("tag %s names %s, which is not a mark record: %w", spec.GCMarkTag, desc.Digest, ErrNotArtifact)
+	}
+	blob, err := backend.FetchAll(ctx, t, m.Layers[0], spec.GCMarkMaxSize)
+	if err != nil {
+		return MarkRecord{}, desc, true, fmt.Errorf("reading the mark record %s: %w", m.Layers[0].Digest, err)
+	}
+	if err := json.Unmarshal(blob, &r); err != nil {
+		return MarkRecord{}, desc, true, fmt.Errorf("mark record %s: %v: %w", m.Layers[0].Digest, err, ErrNotArtifact)
+	}
+	return r, desc, true, nil
 }

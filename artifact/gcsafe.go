@@ -205,27 +205,35 @@ func (p *pusher) restorePaths(ctx context.Context, infos []*narinfo.NarInfo, res
 	g.SetLimit(p.opts.Jobs)
 	for i, art := range res.Paths {
 		g.Go(func() error {
-			ok, err := pathIntact(gctx, p.dst, art)
-			if err != nil || ok {
-				return err
+			// A collection may delete again what is being stored (in a
+			// layout, a blob found stored before the sweep took it):
+			// check and store again, as often as a step is tried.
+			for attempt := 1; ; attempt++ {
+				ok, err := pathIntact(gctx, p.dst, art)
+				if err != nil || ok {
+					return err
+				}
+				if ok, err = p.dst.Exists(gctx, art.NAR); err != nil {
+					return err
+				}
+				var again PathArtifact
+				if ok {
+					again, err = p.store(gctx, art.Info, nil, 0)
+				} else {
+					again, err = p.packAndStore(gctx, source[art.Info.StorePath])
+				}
+				if errors.Is(err, errdef.ErrNotFound) && attempt < gcAttempts {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("%s: storing again what a garbage collection deleted: %w", art.Info.StorePath, err)
+				}
+				res.Paths[i] = again
+				mu.Lock()
+				restored++
+				mu.Unlock()
+				return nil
 			}
-			if ok, err = p.dst.Exists(gctx, art.NAR); err != nil {
-				return err
-			}
-			var again PathArtifact
-			if ok {
-				again, err = p.store(gctx, art.Info, nil, 0)
-			} else {
-				again, err = p.packAndStore(gctx, source[art.Info.StorePath])
-			}
-			if err != nil {
-				return fmt.Errorf("%s: storing again what a garbage collection deleted: %w", art.Info.StorePath, err)
-			}
-			res.Paths[i] = again
-			mu.Lock()
-			restored++
-			mu.Unlock()
-			return nil
 		})
 	}
 	err := g.Wait()

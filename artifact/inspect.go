@@ -40,6 +40,40 @@ type ClosureSummary struct {
 	NarSize      uint64        `json:"narSize"`
 	FileSize     uint64        `json:"fileSize"`
 	ManifestSize int64         `json:"manifestSize"`
+	// Files are the realisations, build logs, listings and debug-info
+	// entries the closure lists (SPEC.md section 12.6).
+	Files []FileSummary `json:"files,omitempty"`
+}
+
+// FileSummary is what Inspect reports of one file artifact a closure
+// lists.
+type FileSummary struct {
+	Kind      string      `json:"kind"` // "realisation", "log", "listing" or "debuginfo"
+	StorePath string      `json:"storePath"`
+	Digest    string      `json:"digest"`
+	Files     []NamedFile `json:"files"`
+}
+
+// NamedFile is one binary-cache file: its name in a binary cache and size.
+type NamedFile struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+// FileKind names the kind of a file artifact type: "realisation",
+// "log", "listing" or "debuginfo".
+func FileKind(artifactType string) string {
+	switch artifactType {
+	case spec.ArtifactTypeRealisation:
+		return "realisation"
+	case spec.ArtifactTypeLog:
+		return "log"
+	case spec.ArtifactTypeListing:
+		return "listing"
+	case spec.ArtifactTypeDebugInfo:
+		return "debuginfo"
+	}
+	return artifactType
 }
 
 // Inspect reads the closure reference names and the narinfo of each path,
@@ -74,7 +108,19 @@ func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) 
 	} else if infos, err = closureNarInfos(ctx, t, c, jobs); err != nil {
 		return nil, err
 	}
-	return summarise(reference, c.Descriptor, c.Parts, c.Roots, infos), nil
+	s := summarise(reference, c.Descriptor, c.Parts, c.Roots, infos)
+	files, err := ClosureFiles(ctx, t, c, jobs)
+	if err != nil {
+		return nil, err
+	}
+	for _, cf := range files {
+		fs := FileSummary{Kind: FileKind(cf.Artifact.Type), StorePath: cf.StorePath, Digest: cf.Artifact.Manifest.Digest.String()}
+		for _, f := range cf.Artifact.Files {
+			fs.Files = append(fs.Files, NamedFile{Name: f.Title, Size: f.Size})
+		}
+		s.Files = append(s.Files, fs)
+	}
+	return s, nil
 }
 
 // summarise makes the summary of the artifact desc (a closure of parts

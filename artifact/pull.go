@@ -36,6 +36,15 @@ type PullResult struct {
 	Present int // files already there with the right content
 }
 
+// fileKinds maps the media type of a file artifact's layer to its kind.
+var fileKinds = map[string]string{
+	spec.MediaTypeLog:         spec.ArtifactTypeLog,
+	spec.MediaTypeRealisation: spec.ArtifactTypeRealisation,
+	spec.MediaTypeBuildTrace:  spec.ArtifactTypeRealisation,
+	spec.MediaTypeListing:     spec.ArtifactTypeListing,
+	spec.MediaTypeDebugInfo:   spec.ArtifactTypeDebugInfo,
+}
+
 // isCacheFileName reports whether a layer title names a file of a binary
 // cache directory: nix-cache-info, <hash part>.narinfo or
 // nar/<52 nix-base32 chars>.nar[.xz|.zst].
@@ -58,11 +67,14 @@ func isCacheFileName(title string) bool {
 }
 
 // Pull writes the closure that reference names in src into dir as a Nix
-// binary cache directory (`nix copy --from file://DIR`). Every blob is
+// binary cache directory (`nix copy --from file://DIR`), with the
+// realisations, build logs, listings and debug-info entries it lists
+// where `nix copy --to file://DIR` writes them. Every blob is
 // verified against its digest while it streams to a temporary file, which
 // is renamed into place only when complete. NARs are written first, then
-// narinfos, then nix-cache-info, so an interrupted pull never leaves a
-// narinfo pointing at a missing NAR. Files already present with the right
+// narinfos, then the other files, then nix-cache-info, so an interrupted
+// pull never leaves a narinfo pointing at a missing NAR, nor a
+// realisation naming a missing path. Files already present with the right
 // content are kept.
 func Pull(ctx context.Context, src backend.Target, reference, dir string, opts PullOptions) (*PullResult, error) {
 	c, err := ReadClosure(ctx, src, reference)
@@ -76,9 +88,17 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", reference, err)
 	}
-	var nars, narinfos, last []ocispec.Descriptor
+	var nars, narinfos, files, last []ocispec.Descriptor
 	for _, l := range layers {
 		title := l.Annotations[spec.AnnotationTitle]
+		if kind, ok := fileKinds[l.MediaType]; ok {
+			// Titles checked by their kind when read (BinaryCacheLayers).
+			if err := checkFileTitle(kind, File{Title: title, MediaType: l.MediaType, Digest: l.Digest}); err != nil {
+				return nil, fmt.Errorf("%s: %w", reference, err)
+			}
+			files = append(files, l)
+			continue
+		}
 		if !isCacheFileName(title) {
 			return nil, fmt.Errorf("%s: layer %s has title %q, which is not a binary-cache file name: %w", reference, l.Digest, title, ErrNotArtifact)
 		}
@@ -91,6 +111,11 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 			nars = append(nars, l)
 		}
 	}
+	for _, l := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, filepath.FromSlash(l.Annotations[spec.AnnotationTitle]))), 0o755); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "nar"), 0o755); err != nil {
 		return nil, err
 	}
@@ -99,7 +124,8 @@ func Pull(ctx context.Context, src backend.Target, reference, dir string, opts P
 	}
 	res := &PullResult{Closure: c}
 	var counts [2]int64
-	for _, wave := range [][]ocispec.Descriptor{nars, narinfos, last} {
+	// Realisations after the narinfos of the paths they name.
+	for _, wave := range [][]ocispec.Descriptor{nars, narinfos, files, last} {
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(opts.Jobs)
 		results := make([]bool, len(wave))

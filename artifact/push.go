@@ -74,6 +74,9 @@ type PushResult struct {
 	// what a version 1 closure did.
 	Index    ClosureIndex
 	Manifest ClosureManifests
+	// Files are the file artifacts stored with the closure (realisations,
+	// build logs; SPEC.md section 12.6), which a version 2 closure lists.
+	Files []ClosureFile
 }
 
 // Push stores the closures of the store paths args name (see
@@ -104,6 +107,11 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 	if err != nil {
 		return nil, fmt.Errorf("reading closure from %s: %w", src, err)
 	}
+	if fs, ok := src.(FileSource); ok {
+		if p.files, err = fs.Files(ctx, infos); err != nil {
+			return nil, fmt.Errorf("reading realisations and logs from %s: %w", src, err)
+		}
+	}
 	if res, ok, err := p.unchanged(roots, tag, infos, stored); err != nil {
 		return nil, err
 	} else if ok {
@@ -133,6 +141,11 @@ func Push(ctx context.Context, dst backend.Target, src Source, args []string, op
 // asked for, tagged res.Tag last, and records what it stored in res.
 func (p *pusher) storeClosureOf(ctx context.Context, res *PushResult) error {
 	storeDir := path.Dir(res.Roots[0])
+	files, err := p.storeFiles(ctx, p.files)
+	if err != nil {
+		return err
+	}
+	res.Files = files
 	switch p.opts.ClosureVersion {
 	case spec.Version:
 		cm, err := NewClosureManifests(res.Roots, res.Paths, storeDir, p.opts.ManifestLimit)
@@ -144,7 +157,7 @@ func (p *pusher) storeClosureOf(ctx context.Context, res *PushResult) error {
 		}
 		res.Manifest, res.Closure, res.Parts = cm, cm.Top.Descriptor, len(cm.Parts)
 	case "", spec.ClosureVersion:
-		ci, err := NewClosureIndex(res.Roots, res.Paths, storeDir, p.opts.ManifestLimit)
+		ci, err := NewClosureIndexWithFiles(res.Roots, res.Paths, files, storeDir, p.opts.ManifestLimit)
 		if err != nil {
 			return err
 		}
@@ -337,6 +350,7 @@ type pusher struct {
 	src   Source
 	opts  PushOptions
 	batch *tagBatcher
+	files []ClosureFile // from the source, to store with the closure
 }
 
 // reuse keeps a stored artifact, adding signatures it lacks: those the

@@ -57,7 +57,7 @@ func NewPushRecord(closure ocispec.Descriptor, tag string, at time.Time, opts Re
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: spec.ArtifactTypePushRecord,
 		Config:       spec.EmptyConfig,
-		Layers:       []ocispec.Descriptor{},
+		Layers:       spec.EmptyLayers(),
 		Subject:      &ocispec.Descriptor{MediaType: closure.MediaType, Digest: closure.Digest, Size: closure.Size},
 		Annotations:  a,
 	})

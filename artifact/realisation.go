@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"slices"
 
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/realisation"
@@ -106,4 +107,41 @@ func ReadRealisation(ctx context.Context, t backend.Target, fa *FileArtifact) (*
 		return nil, bad("files and annotations name different output paths")
 	}
 	return r, nil
+}
+
+// clone is a copy of r whose files can be signed without changing r's.
+func (r *Realisation) clone() *Realisation {
+	c := *r
+	if r.V1 != nil {
+		v := *r.V1
+		v.Signatures = slices.Clone(v.Signatures)
+		c.V1 = &v
+	}
+	if r.V2 != nil {
+		v := *r.V2
+		v.Signatures = slices.Clone(v.Signatures)
+		c.V2 = &v
+	}
+	return &c
+}
+
+// MergeRealisations is old with the keys and signatures of new (same
+// output path) added.
+func MergeRealisations(old, new *Realisation) *Realisation {
+	m := old.clone()
+	if new.V1 != nil {
+		if m.V1 == nil {
+			m.HashKey, m.V1 = new.HashKey, new.V1
+		} else if *m.HashKey == *new.HashKey {
+			m.V1.Signatures = append(m.V1.Signatures, new.V1.Signatures...)
+		}
+	}
+	if new.V2 != nil {
+		if m.V2 == nil {
+			m.PathKey, m.V2 = new.PathKey, new.V2
+		} else if *m.PathKey == *new.PathKey {
+			m.V2.Signatures = append(m.V2.Signatures, new.V2.Signatures...)
+		}
+	}
+	return m
 }

@@ -24,7 +24,9 @@ import (
 // stored is what tag names in the target (storedClosure), read while the
 // source listed the closure.
 func (p *pusher) unchanged(roots []string, tag string, infos []*narinfo.NarInfo, stored func() (*Closure, error)) (*PushResult, bool, error) {
-	if !p.mayBeUnchanged() {
+	if !p.mayBeUnchanged() || len(p.files) > 0 {
+		// Files may add to what is stored (signatures merged into stored
+		// realisations): written every time.
 		return nil, false, nil
 	}
 	want := make(map[string]bool, len(infos))

@@ -24,3 +24,15 @@ type Source interface {
 	// String names the source in messages.
 	String() string
 }
+
+// FileSource is a Source that also has files of a closure's paths
+// beyond their NARs (SPEC.md section 12): realisations of
+// content-addressed derivations' outputs, build logs. Push stores them
+// and lists them in the closure (section 12.6).
+type FileSource interface {
+	// Files returns the files of the paths of infos (a closure, as
+	// Closure returned it), each naming the path it belongs to;
+	// realisations as Realisation (Push signs them and merges them with
+	// what the target holds).
+	Files(ctx context.Context, infos []*narinfo.NarInfo) ([]ClosureFile, error)
+}

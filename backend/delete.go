@@ -126,7 +126,7 @@ func tombstone(tag string) (ocispec.Descriptor, []byte, error) {
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: spec.ArtifactTypeGCMarker,
 		Config:       spec.EmptyConfig,
-		Layers:       []ocispec.Descriptor{},
+		Layers:       spec.EmptyLayers(),
 		Annotations: map[string]string{
 			spec.AnnotationVersion:   spec.Version,
 			spec.AnnotationTombstone: "true",

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -173,7 +174,25 @@ func (l *Layout) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader)
 	if isManifestType(desc.MediaType) {
 		return l.pushManifest(ctx, desc, r)
 	}
-	return l.storage.Push(ctx, desc, r)
+	err := l.storage.Push(ctx, desc, r)
+	if errors.Is(err, errdef.ErrAlreadyExists) && !l.renew(desc.Digest) {
+		// Deleted since the store found it: r is unread (the store
+		// checks first), store it afresh.
+		return l.storage.Push(ctx, desc, r)
+	}
+	return err
+}
+
+// renew gives a blob a writer stores again, found already there, the
+// modification time of a blob written now: a collector's sweep deletes
+// only unreferenced blobs older than its grace period (SPEC.md 10.2), so
+// what the writer is about to tag stays until its tag names it. It
+// reports false if the blob is gone; a blob whose time cannot be set
+// (a read-only layout) is left as it is.
+func (l *Layout) renew(d digest.Digest) bool {
+	now := time.Now()
+	err := os.Chtimes(l.blobPath(d), now, now)
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 // PushReference pushes a manifest and tags it.

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -701,5 +702,44 @@ func TestLayoutIndexCacheIdentity(t *testing.T) {
 	fresh, _ := backend.OpenLayout(dir, false)
 	if got, err := fresh.Resolve(ctx, "t"); err != nil || got.Digest != m2.Digest {
 		t.Errorf("after l1 tagged u, t = %s, %v; want %s (another writer's tag lost)", got.Digest, err, m2.Digest)
+	}
+}
+
+// TestLayoutStoreAgainRenews: storing again a blob or manifest the
+// layout holds, unreferenced and old, makes it as new as one written
+// now, so that a sweep with a grace period (which deletes only older
+// blobs) leaves it to the writer's tag.
+func TestLayoutStoreAgainRenews(t *testing.T) {
+	ctx := t.Context()
+	l := newLayout(t)
+	data := []byte("a blob stored long ago")
+	blob := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromBytes(data), Size: int64(len(data))}
+	manifest, mdata := manifestFor("old")
+	old := time.Now().Add(-time.Hour)
+	for _, c := range []struct {
+		desc ocispec.Descriptor
+		data []byte
+	}{{blob, data}, {manifest, mdata}} {
+		if err := l.Push(ctx, c.desc, bytes.NewReader(c.data)); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(l.Dir(), "blobs", "sha256", c.desc.Digest.Encoded())
+		if err := os.Chtimes(file, old, old); err != nil {
+			t.Fatal(err)
+		}
+		before := time.Now()
+		if err := l.Push(ctx, c.desc, bytes.NewReader(c.data)); !errors.Is(err, errdef.ErrAlreadyExists) {
+			t.Errorf("storing %s again: %v, want ErrAlreadyExists", c.desc.MediaType, err)
+		}
+		if st, err := os.Stat(file); err != nil || st.ModTime().Before(before.Add(-time.Second)) {
+			t.Errorf("%s stored again keeps its old time %v (%v)", c.desc.MediaType, st.ModTime(), err)
+		}
+		var deleted bool
+		if err := l.Update(ctx, func(tx *backend.LayoutTx) (err error) {
+			_, deleted, err = tx.DeleteBlob(c.desc.Digest, time.Now().Add(-time.Minute))
+			return err
+		}); err != nil || deleted {
+			t.Errorf("a sweep with a grace period of a minute deleted the renewed %s (%v)", c.desc.MediaType, err)
+		}
 	}
 }

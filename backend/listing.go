@@ -42,3 +42,18 @@ func RemoteRepository(t Target) (host, repository string, ok bool) {
 	}
 	return r.Repository.Reference.Registry, r.Repository.Reference.Repository, true
 }
+
+// MountSource is the repository blobs copied from src to dst can be
+// mounted from (the distribution API's cross-repository mount, no bytes
+// sent): src's, when both are repositories of one registry.
+func MountSource(src, dst Target) (repository string, ok bool) {
+	srcHost, srcRepo, ok := RemoteRepository(src)
+	if !ok {
+		return "", false
+	}
+	dstHost, dstRepo, ok := RemoteRepository(dst)
+	if !ok || srcHost != dstHost || srcRepo == dstRepo {
+		return "", false
+	}
+	return srcRepo, true
+}

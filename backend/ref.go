@@ -26,10 +26,24 @@ type Ref struct {
 	Reference string
 }
 
-// ParseRef parses "oci:DIR", "oci:DIR:TAG", "oci:DIR@DIGEST",
-// "HOST[:PORT]/REPO", "HOST[:PORT]/REPO:TAG" or "HOST[:PORT]/REPO@DIGEST".
-// In a layout target the text after the last ':' is a tag when it is a
-// valid tag; a directory whose name contains ':' cannot be named.
+// TargetForms and RefForms list the forms ParseRef accepts, for errors
+// and help: the targets, and those with a tag alone for the default store.
+const (
+	TargetForms = "oci:DIR[:TAG] or HOST[:PORT]/REPO[:TAG]"
+	RefForms    = "oci:DIR[:TAG], HOST[:PORT]/REPO[:TAG], or TAG (also :TAG) for a closure in the default store"
+)
+
+// ParseRef parses a target string:
+//
+//	oci:DIR, oci:DIR:TAG, oci:DIR@DIGEST              an image layout
+//	HOST[:PORT]/REPO, HOST[:PORT]/REPO:TAG, …@DIGEST  a registry repository
+//	TAG, :TAG, @DIGEST                                in the default store
+//
+// A string with neither '/' nor ':' is a tag of the default store
+// (DefaultStore): a registry target always has a '/' before its
+// repository, so "hello" and "hello-2.12" are tags, never hosts. In a
+// layout target the text after the last ':' is a tag when it is a valid
+// tag; a directory whose name contains ':' cannot be named.
 func ParseRef(s string) (Ref, error) {
 	if dir, ok := strings.CutPrefix(s, LayoutPrefix); ok {
 		return parseLayoutRef(s, dir)
@@ -37,11 +51,46 @@ func ParseRef(s string) (Ref, error) {
 	if strings.HasPrefix(s, "/") || strings.HasPrefix(s, ".") || strings.HasPrefix(s, "~") {
 		return Ref{}, fmt.Errorf("invalid target %q: for a directory, write oci:%s", s, s)
 	}
+	if ref, ok, err := parseDefaultStoreRef(s); ok || err != nil {
+		return ref, err
+	}
 	r, err := registry.ParseReference(s)
 	if err != nil {
-		return Ref{}, fmt.Errorf("invalid target %q: want oci:DIR[:TAG] or HOST[:PORT]/REPO[:TAG]: %w", s, err)
+		return Ref{}, fmt.Errorf("invalid target %q: want %s: %w", s, RefForms, err)
 	}
 	return Ref{Registry: r.Registry, Repository: r.Repository, Reference: r.Reference}, nil
+}
+
+// parseDefaultStoreRef parses the forms naming a tag or digest of the
+// default store: TAG (no '/' and no ':'), :TAG and @DIGEST. ok is false
+// for any other form.
+func parseDefaultStoreRef(s string) (ref Ref, ok bool, err error) {
+	var reference string
+	switch {
+	case strings.HasPrefix(s, ":"):
+		reference = s[1:]
+		if !spec.ValidTag(reference) {
+			return Ref{}, true, fmt.Errorf("invalid target %q: %q is not a valid tag (want %s)", s, reference, RefForms)
+		}
+	case strings.HasPrefix(s, "@"):
+		d, err := digest.Parse(s[1:])
+		if err != nil {
+			return Ref{}, true, fmt.Errorf("invalid target %q: digest %q: %w", s, s[1:], err)
+		}
+		reference = d.String()
+	case s != "" && !strings.ContainsAny(s, "/:@"):
+		if !spec.ValidTag(s) {
+			return Ref{}, true, fmt.Errorf("invalid target %q: not a valid tag, and not a target (want %s)", s, RefForms)
+		}
+		reference = s
+	default:
+		return Ref{}, false, nil
+	}
+	store, err := DefaultStore()
+	if err != nil {
+		return Ref{}, true, err
+	}
+	return store.WithReference(reference), true, nil
 }
 
 func parseLayoutRef(s, dir string) (Ref, error) {

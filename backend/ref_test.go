@@ -79,7 +79,12 @@ func TestParseRefInvalid(t *testing.T) {
 		{"", []string{"invalid target"}},
 		{"example.com/Repo", []string{"invalid target", "example.com/Repo"}},
 		{"example.com/repo:-bad", []string{"invalid target"}},
-		{"example.com", []string{"invalid target"}},
+		{"localhost:5000", []string{"invalid target", "TAG (also :TAG) for a closure in the default store"}},
+		{":", []string{`"" is not a valid tag`}},
+		{":-bad", []string{`"-bad" is not a valid tag`}},
+		{"-bad", []string{"not a valid tag, and not a target", "oci:DIR[:TAG], HOST[:PORT]/REPO[:TAG]"}},
+		{"@sha256:abc", []string{"digest"}},
+		{"hello@" + testDigest, []string{"invalid target"}},
 		{"/srv/nix-oci", []string{"for a directory, write oci:/srv/nix-oci"}},
 		{"/srv/nix-oci:tag", []string{"write oci:/srv/nix-oci:tag"}},
 	}
@@ -95,6 +100,36 @@ func TestParseRefInvalid(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestParseRefDefaultStore: a tag alone (TAG or :TAG) or a digest alone
+// (@DIGEST) names it in the default store; a bare name is a tag, never
+// a registry host (a registry target has a '/').
+func TestParseRefDefaultStore(t *testing.T) {
+	store := t.TempDir()
+	t.Setenv("NIXOCI_STORE", store)
+	for in, want := range map[string]string{
+		"hello":           "hello",
+		":hello":          "hello",
+		"hello-2.12":      "hello-2.12",
+		":hello-2.12":     "hello-2.12",
+		"example.com":     "example.com",
+		"@" + testDigest:  testDigest,
+		"_x.Y-1":          "_x.Y-1",
+		":" + "WMAX4JPCB": "WMAX4JPCB",
+	} {
+		got, err := backend.ParseRef(in)
+		if err != nil {
+			t.Errorf("ParseRef(%q): %v", in, err)
+			continue
+		}
+		if w := (backend.Ref{Layout: store, Reference: want}); got != w {
+			t.Errorf("ParseRef(%q) = %+v, want %+v", in, got, w)
+		}
+		if again, err := backend.ParseRef(got.String()); err != nil || again != got {
+			t.Errorf("ParseRef(%q) = %+v, %v; want %+v", got.String(), again, err, got)
+		}
 	}
 }
 

@@ -55,6 +55,9 @@ func (l *Layout) pushManifest(ctx context.Context, desc ocispec.Descriptor, r io
 		return l.storage.Push(ctx, desc, io.MultiReader(bytes.NewReader(data), r))
 	}
 	perr := l.storage.Push(ctx, desc, bytes.NewReader(data))
+	if errors.Is(perr, errdef.ErrAlreadyExists) && !l.renew(desc.Digest) {
+		perr = l.storage.Push(ctx, desc, bytes.NewReader(data))
+	}
 	if perr != nil && !errors.Is(perr, errdef.ErrAlreadyExists) {
 		return perr
 	}

@@ -3,7 +3,9 @@
 # A synthetic repository of CLOSURES closures (tags ci-1 … ci-N) of PATHS
 # store paths each, none shared (bench/gcsynth; default 100 × 100, so
 # 10,000 path tags), is pushed to docker-registry (deletes enabled), then
-#   dry       nixoci gc --dry-run --match 'ci-*' --keep-last N/2
+#   dry       nixoci gc --dry-run --match 'ci-*' --keep-last N/2 --grace 0s
+#   first     nixoci gc --match 'ci-*' --keep-last N/2 (grace 1 h: deletes
+#             nothing, records what it found for a later run)
 #   gc        nixoci gc --match 'ci-*' --keep-last N/2 --grace 0s
 #             (drops the N/2 oldest closures and their paths)
 #   again     the same gc once more (nothing left to delete)
@@ -72,7 +74,8 @@ run() {
   echo $(( $(requests) - r0 )) > "$work/$name.requests"
 }
 retention=(--match 'ci-*' --keep-last "$keep")
-run dry --dry-run "${retention[@]}"
+run dry --dry-run --grace 0s "${retention[@]}"
+run first "${retention[@]}"
 run gc --grace 0s "${retention[@]}"
 run again --grace 0s "${retention[@]}"
 
@@ -86,18 +89,20 @@ row() {
   read -r secs rss < "$work/$name.time"
   local req; req=$(cat "$work/$name.requests")
   local removed; removed=$(field "$work/$name.json" "len(r['removed'])")
+  local pending; pending=$(field "$work/$name.json" "len(r['pending'])")
   local paths_removed; paths_removed=$(field "$work/$name.json" "r['paths']")
   local mb; mb=$(field "$work/$name.json" "round(r['bytes'] / 1e6, 1)")
   local per="–"
   [ "$name" = gc ] && per=$(python3 -c "print(f'{$req / $removed:.2f}')")
-  echo "| $what | $secs | $((rss / 1024)) | $req | $removed ($paths_removed paths, $mb MB) | $per |"
+  echo "| $what | $secs | $((rss / 1024)) | $req | $removed ($paths_removed paths, $mb MB); $pending pending | $per |"
 }
 echo
 echo "Repository on $registry: $tags tags ($closures closures of $paths paths, none shared); keep the newest $keep; delay $delay per request; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| run | wall s | peak RSS MiB | requests | removed (would remove) | requests per removed manifest |"
 echo "|---|---|---|---|---|---|"
-row dry "nixoci gc --dry-run"
+row dry "nixoci gc --dry-run --grace 0s"
+row first "nixoci gc (first run, grace 1 h)"
 row gc "nixoci gc --grace 0s"
 row again "nixoci gc again"
 read -r secs rss < "$work/registry.time"

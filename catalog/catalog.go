@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +54,9 @@ type Closure struct {
 	Descriptor ocispec.Descriptor
 	Roots      []string // hash parts
 	Members    []artifact.Member
+	// Files maps the tags of the file artifacts the closure lists
+	// (SPEC.md section 12.6) to their manifests; read by refreshes only.
+	Files map[string]ocispec.Descriptor
 }
 
 // Catalog maps store paths to path manifests through the closures of one
@@ -71,6 +73,7 @@ type Catalog struct {
 	byRoot   map[string][]*Closure         // root hash part -> closures rooted there
 	foreign  map[digest.Digest]bool        // manifests that are not closures
 	members  int                           // path entries held, over all closures
+	files    map[string]ocispec.Descriptor // file artifact tag -> manifest, from closures listing files
 	// unread says why the catalog is incomplete: the failure of the last
 	// refresh, or of the closures it could not read; nil once a refresh
 	// read them all.
@@ -104,6 +107,7 @@ func New(t backend.Target, name string, opts Options) *Catalog {
 		closures: map[digest.Digest]*Closure{},
 		byRoot:   map[string][]*Closure{},
 		foreign:  map[digest.Digest]bool{},
+		files:    map[string]ocispec.Descriptor{},
 		unread:   errors.New("not read yet"),
 	}
 }
@@ -128,6 +132,24 @@ func (c *Catalog) Lookup(hash string) ([]artifact.Member, error) {
 		return nil, fmt.Errorf("%s: %s is in no closure read, and %w: %w", c.name, hash, ErrIncomplete, c.unread)
 	}
 	return nil, fmt.Errorf("%s: %s is in no closure: %w", c.name, hash, ErrNotFound)
+}
+
+// File returns the manifest of the file artifact (a build log,
+// realisation, listing or debug-info entry) that a closure listing files
+// gives the tag tag, for a target whose copies carried no such tags
+// (SPEC.md section 12.6). The caller checks what it fetches against the
+// tag. Absence is an error wrapping ErrNotFound if the catalog read
+// every closure, else one wrapping ErrIncomplete.
+func (c *Catalog) File(tag string) (ocispec.Descriptor, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if d, ok := c.files[tag]; ok {
+		return d, nil
+	}
+	if c.unread != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%s: %s is in no closure read, and %w: %w", c.name, tag, ErrIncomplete, c.unread)
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("%s: %s is in no closure: %w", c.name, tag, ErrNotFound)
 }
 
 // ClosureOf returns the smallest closure rooted at the store path with
@@ -160,22 +182,6 @@ func (c *Catalog) Complete() error {
 		return fmt.Errorf("%s: %w: %w", c.name, ErrIncomplete, c.unread)
 	}
 	return nil
-}
-
-// IsClosureTag reports whether a tag may name a closure: tags nixoci
-// gives other artifacts (store-path hashes, referrers indexes, layers,
-// composed images) cannot.
-func IsClosureTag(tag string) bool {
-	switch {
-	case spec.IsHashPart(tag),
-		strings.HasPrefix(tag, "sha256-"),
-		strings.Contains(tag, ".layer."),
-		strings.HasPrefix(tag, "group."),
-		strings.HasPrefix(tag, "compose."),
-		spec.IsFileTag(tag):
-		return false
-	}
-	return true
 }
 
 // Add records a closure read from the target (for example one found
@@ -213,6 +219,11 @@ func (c *Catalog) indexLocked(cl *Closure) {
 	}
 	for _, r := range cl.Roots {
 		c.byRoot[r] = append(c.byRoot[r], cl)
+	}
+	for tag, d := range cl.Files {
+		if _, ok := c.files[tag]; !ok {
+			c.files[tag] = d
+		}
 	}
 }
 
@@ -256,7 +267,7 @@ func (c *Catalog) refresh(ctx context.Context) error {
 	var tags []string
 	if err := c.t.Tags(ctx, "", func(page []string) error {
 		for _, t := range page {
-			if IsClosureTag(t) {
+			if spec.ClassifyTag(t) == spec.TagNamed {
 				tags = append(tags, t)
 			}
 		}
@@ -317,7 +328,13 @@ func (c *Catalog) refresh(ctx context.Context) error {
 			case err != nil:
 				failed[i] = fmt.Errorf("closure %s (%s): %w", tags[i], descs[i].Digest, err)
 			default:
+				files, err := fileTags(gctx, c.t, a)
+				if err != nil {
+					failed[i] = fmt.Errorf("closure %s (%s): %w", tags[i], descs[i].Digest, err)
+					return nil
+				}
 				read[i] = fromArtifact(a)
+				read[i].Files = files
 			}
 			return nil
 		})
@@ -381,6 +398,7 @@ func unreadable(errs []error) error {
 func (c *Catalog) reindexLocked() {
 	c.paths = map[string][]*artifact.Member{}
 	c.byRoot = map[string][]*Closure{}
+	c.files = map[string]ocispec.Descriptor{}
 	c.members = 0
 	for _, cl := range c.closures {
 		c.indexLocked(cl)
@@ -395,3 +413,26 @@ func (c *Catalog) LastRefresh() (time.Time, error) {
 }
 
 func isNotFound(err error) bool { return errors.Is(err, errdef.ErrNotFound) }
+
+// fileTags reads the file artifacts a closure lists, each checked
+// (artifact.FetchClosureFile), and maps their tags to their manifests.
+func fileTags(ctx context.Context, t backend.Target, a *artifact.Closure) (map[string]ocispec.Descriptor, error) {
+	if len(a.Files) == 0 {
+		return nil, nil
+	}
+	files, err := artifact.ClosureFiles(ctx, t, a, 4)
+	if err != nil {
+		return nil, fmt.Errorf("file artifact %w", err)
+	}
+	out := make(map[string]ocispec.Descriptor, len(files))
+	for _, cf := range files {
+		tags, err := artifact.FileTags(cf.Artifact, cf.StorePath)
+		if err != nil {
+			return nil, err
+		}
+		for _, tag := range tags {
+			out[tag] = cf.Artifact.Manifest
+		}
+	}
+	return out, nil
+}

@@ -92,20 +92,3 @@ func TestCatalogFindsCopiedPaths(t *testing.T) {
 		t.Errorf("Lookup in a full catalog: %v, want ErrIncomplete", err)
 	}
 }
-
-func TestIsClosureTag(t *testing.T) {
-	for tag, want := range map[string]bool{
-		"hello":                            true,
-		"ci-42":                            true,
-		"wmax4jpcbcyvaqcx04skyir4x9j40ygh": false,
-		"sha256-0123abcd":                  false,
-		"wmax4jpcbcyvaqcx04skyir4x9j40ygh.layer.gzip": false,
-		"group.0123.gzip":                  false,
-		"compose.0123abcd":                 false,
-		"WMAX4JPCBCYVAQCX04SKYIR4X9J40YGH": true,
-	} {
-		if got := catalog.IsClosureTag(tag); got != want {
-			t.Errorf("IsClosureTag(%q) = %v, want %v", tag, got, want)
-		}
-	}
-}

@@ -16,9 +16,15 @@ import (
 // state and socket in a temporary directory, and returns the socket.
 func startContainerd(t *testing.T) string {
 	t.Helper()
+	return startContainerdWith(t, t.TempDir(), "")
+}
+
+// startContainerdWith is startContainerd with its files in dir and cri
+// added to the CRI plugin's section of its configuration.
+func startContainerdWith(t *testing.T, dir, cri string) string {
+	t.Helper()
 	bin := testenv.Tool(t, "containerd")
 	testenv.Tool(t, "ctr")
-	dir := t.TempDir()
 	sock := filepath.Join(dir, "containerd.sock")
 	cfg := filepath.Join(dir, "config.toml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`version = 2
@@ -28,7 +34,7 @@ state = %q
   address = %q
 [plugins."io.containerd.grpc.v1.cri"]
   disable_tcp_service = true
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock)), 0o644)
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, cri)), 0o644)
 	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
 	if err != nil {
 		t.Fatal(err)

@@ -397,8 +397,10 @@ func TestGCRefusedDeletes(t *testing.T) {
 	}
 }
 
-// TestGCRetention (issue 13, points 2 and 5): closures ci-1 … ci-5 pushed
-// in order; `gc --match 'ci-*' --keep-last 2` keeps ci-4 and ci-5 and
+// TestGCRetention (issue 13, points 2 and 5; issue 22): closures ci-1 …
+// ci-5 pushed in order; `gc --match 'ci-*' --keep-last 0` is refused
+// (exit 2) and changes nothing; `gc --match 'ci-*' --keep-last 2` keeps
+// ci-4 and ci-5 and
 // their paths, drops the others and their private paths, and keeps a tag
 // --match does not select; where ci-1 was pushed again before the run,
 // ci-1 and ci-5 stay.
@@ -432,6 +434,17 @@ func TestGCRetention(t *testing.T) {
 				}
 				if tc.repush {
 					run(t, "push", "--to", g.ref+":ci-1", "--from-cache", c.url(), roots["ci-1"])
+				}
+				if !tc.repush {
+					// 0 does not mean "unlimited": refused, nothing changes.
+					before := g.snapshot(t)
+					stderr, code := runFail(t, "gc", "--match", "ci-*", "--keep-last", "0", "--grace", "0s", g.ref)
+					if code != 2 || !strings.Contains(stderr, "--keep-none") {
+						t.Errorf("gc --keep-last 0: exit %d, %q; want 2 naming --keep-none", code, stderr)
+					}
+					if after := g.snapshot(t); !maps.Equal(before, after) {
+						t.Error("a refused gc --keep-last 0 changed the target")
+					}
 				}
 				res := gcRun(t, g.ref, "--match", "ci-*", "--keep-last", "2", "--grace", "0s")
 				var closures []string
@@ -477,29 +490,192 @@ func TestGCRetention(t *testing.T) {
 	}
 }
 
-// gcFigures counts what racing collections and pushes did.
-type gcFigures struct {
-	runs, removed, paths, spared int
-	pushes, waited, restored     int
-	failed                       int // pushes that failed (cleanly) and were run again
+// TestGCGraceAcrossRuns (issue 22): gc never waits for its grace period.
+// With nothing to delete, `nixoci gc --grace 1h` returns in the time its
+// reads take; after `rm` of a closure, a run with --grace 1h deletes
+// nothing, lists its private paths as pending and says when they become
+// deletable; runs with a real grace period of 3 s delete them once it
+// is over, not before, each path after two marks at least 3 s apart;
+// the other closure stays whole. On a layout, docker-registry and
+// distribution 3.
+func TestGCGraceAcrossRuns(t *testing.T) {
+	const grace = 3 * time.Second
+	c := newSynthCache(t)
+	shared := synthStorePath("grace-shared")
+	c.add(shared, fileNAR(t, shared), nil, nil)
+	roots := map[string]string{}
+	var private []string
+	for _, tag := range []string{"c1", "c2"} {
+		leaf := synthStorePath("grace-leaf-" + tag)
+		c.add(leaf, fileNAR(t, leaf), nil, nil)
+		root := synthStorePath("grace-root-" + tag)
+		c.add(root, fileNAR(t, root), []string{filepath.Base(leaf), filepath.Base(shared)}, nil)
+		roots[tag] = root
+		if tag == "c1" {
+			private = []string{leaf, root}
+		}
+	}
+	slices.Sort(private)
+	pendingPaths := func(res *gc.Result) []string {
+		var out []string
+		for _, it := range res.Pending {
+			if it.Kind == gc.KindPath {
+				out = append(out, it.StorePath)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, g := range gcTargets(t) {
+		t.Run(g.name, func(t *testing.T) {
+			g.start(t)
+			for tag, root := range roots {
+				run(t, "push", "--to", g.ref+":"+tag, "--from-cache", c.url(), root)
+			}
+			start := time.Now()
+			res := gcRun(t, g.ref, "--grace", "1h")
+			if len(res.Removed) != 0 || len(res.Pending) != 0 {
+				t.Errorf("with nothing to delete: removed %+v, pending %+v", res.Removed, res.Pending)
+			}
+			t.Logf("nixoci gc --grace 1h with nothing to delete: %v (the collection itself %v)", time.Since(start).Round(time.Millisecond), res.Took.Round(time.Millisecond))
+
+			run(t, "rm", g.ref+":c1")
+			cmd := nixoci(t, "gc", "--dry-run", "--grace", "1h", g.ref)
+			stdout, stderr, err := testenv.RunCmdErr(cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustContain(t, "gc --dry-run --grace 1h", stdout, "pending path "+private[0], "pending path "+private[1], "deletable from")
+			mustContain(t, "gc --dry-run --grace 1h", stderr, "would remove nothing", "unreachable for less than --grace 1h0m0s: deletable from", "run nixoci gc again then")
+			start = time.Now()
+			first := gcRun(t, g.ref, "--grace", "1h")
+			if len(first.Removed) != 0 || !slices.Equal(pendingPaths(first), private) || !first.NextDeletable.Equal(first.Marked.Add(time.Hour)) {
+				t.Errorf("the first run with --grace 1h: removed %+v, pending %v, next %v; want nothing removed, %v pending until an hour after %v",
+					first.Removed, pendingPaths(first), first.NextDeletable, private, first.Marked)
+			}
+			t.Logf("nixoci gc --grace 1h with %d candidates: %v (the collection itself %v); they become deletable at %v",
+				len(first.Pending), time.Since(start).Round(time.Millisecond), first.Took.Round(time.Millisecond), first.NextDeletable.Format(time.RFC3339))
+
+			// With a grace period of 3 s, runs delete what the first run
+			// found once 3 s are over, and not before.
+			var removed []string
+			for range 3 {
+				res := gcRun(t, g.ref, "--grace", grace.String())
+				for _, it := range res.Removed {
+					if it.Kind != gc.KindPath {
+						continue
+					}
+					removed = append(removed, it.StorePath)
+					if !it.Since.Equal(first.Marked) || res.Marked.Sub(it.Since) < grace {
+						t.Errorf("removed %s unreachable since %v at a mark at %v; want since the first run's mark %v, at least %v before", it.StorePath, it.Since, res.Marked, first.Marked, grace)
+					}
+				}
+				for _, it := range res.Pending {
+					if !it.DeletableAt.Equal(it.Since.Add(grace)) || it.Kind == gc.KindPath && !it.Since.Equal(first.Marked) {
+						t.Errorf("pending %s %s: since %v, deletable %v", it.Kind, it.StorePath, it.Since, it.DeletableAt)
+					}
+				}
+				if len(res.Pending) == 0 {
+					break
+				}
+				// Waiting out the real grace period, as the next cron run would.
+				time.Sleep(time.Until(res.NextDeletable))
+			}
+			slices.Sort(removed)
+			if !slices.Equal(removed, private) {
+				t.Errorf("removed %v across the runs, want %v", removed, private)
+			}
+			if tags := g.tags(t); slices.Contains(tags, spec.GCMarkTag) {
+				t.Errorf("the mark record is still tagged with nothing pending: %v", tags)
+			}
+			if err := checkWhole(t, g.open(t), "c2"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
 }
 
-// TestGCConcurrentPushes (issue 13, points 3, 4 and 5): in each round,
-// every closure tag is removed, so that all their paths are garbage, and
-// 8 pushes of those overlapping closures race `nixoci gc --grace 500ms`
-// run again and again; the pushes reuse paths the collections delete
-// under them. Afterwards every tag names complete content (every blob
-// walked), every closure substitutes with the real Nix, and another
-// tool's artifacts are still there. On a layout, docker-registry and
-// distribution 3.
-// gcRaceGrace is the grace period of the collections racing pushes:
-// short, so that many run, but not none, which in an image layout would
-// let a sweep delete a manifest a push stored (or found and renewed) a
-// moment before tagging it (the push then fails without a tag).
-const gcRaceGrace = "500ms"
+// gcFigures counts what racing collections, pushes and copies did.
+type gcFigures struct {
+	runs, removed, paths, spared, pending int
+	pushes, copies, waited, restored      int
+	failed                                int // writers that failed (cleanly) and were run again
+}
 
+// gcRun is one collection of a race, as --json told it.
+type gcRaceRun struct {
+	started time.Time
+	res     gc.Result
+}
+
+// checkTwoMarks fails the test unless every store path a run removed was
+// found unreachable by an earlier run at least grace before (the run
+// whose mark is the removed item's Since, listing it as pending) and by
+// every run between.
+func checkTwoMarks(t *testing.T, runs []gcRaceRun, grace time.Duration) {
+	t.Helper()
+	key := func(it gc.Item) string { return it.Kind + " " + it.Digest.String() }
+	pending := make([]map[string]bool, len(runs))
+	for i, r := range runs {
+		pending[i] = map[string]bool{}
+		for _, it := range r.res.Pending {
+			pending[i][key(it)] = true
+		}
+	}
+	checked := 0
+	for k, r := range runs {
+		for _, it := range r.res.Removed {
+			if it.Kind != gc.KindPath {
+				continue
+			}
+			checked++
+			first := -1
+			for j := range k {
+				if runs[j].res.Marked.Equal(it.Since) {
+					first = j
+				}
+			}
+			switch {
+			case first < 0 || !pending[first][key(it)]:
+				t.Errorf("run %d removed %s, unreachable since %v: no earlier run found it unreachable then", k, it.StorePath, it.Since)
+			case r.res.Marked.Sub(runs[first].res.Marked) < grace:
+				t.Errorf("run %d removed %s %v after run %d first found it unreachable, less than the grace period %v",
+					k, it.StorePath, r.res.Marked.Sub(runs[first].res.Marked), first, grace)
+			default:
+				for m := first + 1; m < k; m++ {
+					if !pending[m][key(it)] {
+						t.Errorf("run %d removed %s, which run %d (between run %d and it) did not find unreachable", k, it.StorePath, m, first)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("each of the %d store paths removed was found unreachable by two runs at least %v apart, and by every run between", checked, grace)
+}
+
+// gcRaceGrace is the grace period of the collections racing pushes: a
+// real one, short enough for many deletions during the race.
+const gcRaceGrace = 1500 * time.Millisecond
+
+// gcRaceInterval is how often the race starts a collection (a cron
+// job's schedule, compressed): each runs to its end without waiting.
+const gcRaceInterval = time.Second
+
+// TestGCConcurrentPushes (issue 13, points 3, 4 and 5; issue 22): in each
+// round every closure tag is removed, so that all their paths are
+// garbage; `nixoci gc --grace 1.5s` runs every second from a loop, never
+// waiting, while 8 pushes of those overlapping closures and 2 `nixoci
+// copy` of two of them from another repository start spread over the
+// seconds in which the first collection's candidates become due (the
+// last push once a collection has deleted something): the pushes and
+// copies reuse paths the collections delete under them.
+// Afterwards every tag names complete content (every blob walked), every
+// closure substitutes with the real Nix, another tool's artifacts are
+// still there, and every path removed was found unreachable by two runs
+// at least the grace period apart (the runs are logged). On a layout,
+// docker-registry and distribution 3.
 func TestGCConcurrentPushes(t *testing.T) {
-	const writers = 8
+	const writers, copies = 8, 2
 	rounds := relShort(2, 6)
 	c := newSynthCache(t)
 	roots, sizes, distinct := relSharedClosures(c, "gcconc", writers, relShort(3, 8), relShort(3, 10), 6, relShort(20, 60))
@@ -509,33 +685,58 @@ func TestGCConcurrentPushes(t *testing.T) {
 		t.Run(g.name, func(t *testing.T) {
 			g.start(t)
 			checkForeign := foreign(t, g)
+			src := g.repo(t, "copy-source")
 			for k, r := range roots {
 				run(t, "push", "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), r)
 			}
+			for k := range copies {
+				run(t, "push", "--to", fmt.Sprintf("%s:d%d", src.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), roots[k])
+				run(t, "copy", fmt.Sprintf("%s:d%d", src.ref, k), g.ref)
+			}
 			var f gcFigures
+			var runs []gcRaceRun
 			for round := range rounds {
 				var tags []string
 				for k := range roots {
 					tags = append(tags, fmt.Sprintf("%s:c%d", g.ref, k))
 				}
+				for k := range copies {
+					tags = append(tags, fmt.Sprintf("%s:d%d", g.ref, k))
+				}
 				run(t, append([]string{"rm"}, tags...)...)
-				// Collections run back to back from before the first push
-				// to after the last; the pushes start spread over the
-				// first seconds, so that some reuse paths a collection is
-				// about to delete.
+				// Collections start every gcRaceInterval; writers start
+				// 1 s after the first collection's mark, 0.3 s apart,
+				// around the time what it found becomes due. The last
+				// closure's push waits until a collection has deleted
+				// something (its private paths, which no other writer
+				// reuses): every round deletes, however slow the registry.
 				done := make(chan struct{})
+				firstMarked := make(chan time.Time, 1)
+				removedSome := make(chan struct{})
+				var removedOnce sync.Once
 				var mu sync.Mutex
 				var collected sync.WaitGroup
 				collected.Add(1)
+				roundStart := time.Now()
 				go func() {
 					defer collected.Done()
-					for {
+					defer removedOnce.Do(func() { close(removedSome) })
+					defer func() {
 						select {
-						case <-done:
-							return
+						case firstMarked <- time.Now(): // a run failed: the writers need not wait
 						default:
 						}
-						stdout, stderr, err := testenv.RunCmdErr(nixoci(t, "gc", "--json", "--grace", gcRaceGrace, g.ref))
+					}()
+					tick := time.NewTicker(gcRaceInterval)
+					defer tick.Stop()
+					for last := false; !last; {
+						select {
+						case <-done:
+							last = true // one more, after the writers
+						default:
+						}
+						started := time.Now()
+						stdout, stderr, err := testenv.RunCmdErr(nixoci(t, "gc", "--json", "--grace", gcRaceGrace.String(), g.ref))
 						if err != nil {
 							t.Errorf("round %d: gc racing pushes: %v\n%s", round, err, stderr)
 							return
@@ -545,46 +746,89 @@ func TestGCConcurrentPushes(t *testing.T) {
 							t.Errorf("gc --json: %v", err)
 							return
 						}
+						select {
+						case firstMarked <- res.Marked:
+						default:
+						}
+						if res.Paths > 0 {
+							removedOnce.Do(func() { close(removedSome) })
+						}
 						mu.Lock()
+						runs = append(runs, gcRaceRun{started, res})
 						f.runs++
 						f.removed += len(res.Removed)
 						f.paths += res.Paths
 						f.spared += res.Spared
+						f.pending += len(res.Pending)
 						mu.Unlock()
+						next := ""
+						if len(res.Pending) > 0 {
+							next = fmt.Sprintf(", deletable from +%v", res.NextDeletable.Sub(roundStart).Round(time.Millisecond))
+						}
+						t.Logf("round %d, gc run %d at +%v: marked at +%v, removed %d items (%d paths), spared %d, %d pending%s; took %v",
+							round, len(runs)-1, started.Sub(roundStart).Round(time.Millisecond), res.Marked.Sub(roundStart).Round(time.Millisecond),
+							len(res.Removed), res.Paths, res.Spared, len(res.Pending), next, res.Took.Round(time.Millisecond))
+						if !last {
+							select {
+							case <-tick.C:
+							case <-done:
+							}
+						}
 					}
 				}()
-				pushes := make([]*killablePush, writers)
-				for k, r := range roots {
-					start := time.Now().Add(time.Duration(k) * 400 * time.Millisecond)
-					<-time.After(time.Until(start))
-					pushes[k] = startPush(t, nil, "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), r)
+				type writer struct {
+					name string
+					p    *killablePush
+					redo []string
 				}
-				var failed []int
-				for k, p := range pushes {
-					err := p.wait()
-					f.pushes++
-					log := p.stderr.String()
+				var ws []writer
+				m0 := <-firstMarked
+				for k, r := range roots {
+					if k == len(roots)-1 {
+						select {
+						case <-removedSome:
+						case <-time.After(time.Minute):
+						}
+					} else {
+						<-time.After(time.Until(m0.Add(time.Second + time.Duration(k)*300*time.Millisecond)))
+					}
+					args := []string{"push", "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), r}
+					ws = append(ws, writer{fmt.Sprintf("push c%d", k), startNixoci(t, nil, args...), args})
+					if k%4 == 1 && k/4 < copies {
+						args := []string{"copy", fmt.Sprintf("%s:d%d", src.ref, k/4), g.ref}
+						ws = append(ws, writer{fmt.Sprintf("copy d%d", k/4), startNixoci(t, nil, args...), args})
+					}
+				}
+				var failed []writer
+				for _, w := range ws {
+					err := w.p.wait()
+					if strings.HasPrefix(w.name, "copy") {
+						f.copies++
+					} else {
+						f.pushes++
+					}
+					log := w.p.stderr.String()
 					f.waited += strings.Count(log, "a garbage collection is running")
 					f.restored += strings.Count(log, "stored again paths") + strings.Count(log, "copying again")
 					if err != nil {
-						failed = append(failed, k)
-						t.Logf("round %d: push %d failed:\n%s", round, k, log)
+						failed = append(failed, w)
+						t.Logf("round %d: %s failed:\n%s", round, w.name, log)
 					}
 				}
 				close(done)
 				collected.Wait()
-				// A push that lost against collections run back to back
-				// with no grace period fails without its closure tag;
-				// run again, it completes.
+				// A writer that lost against collections fails without its
+				// closure tag; run again, it completes.
 				have := g.tags(t)
-				for _, k := range failed {
+				for _, w := range failed {
 					f.failed++
-					if slices.Contains(have, fmt.Sprintf("c%d", k)) {
-						t.Errorf("round %d: failed push %d left its closure tag", round, k)
+					if tag := w.redo[2][strings.LastIndex(w.redo[2], ":")+1:]; w.redo[0] == "push" && slices.Contains(have, tag) {
+						t.Errorf("round %d: failed %s left its closure tag", round, w.name)
 					}
-					run(t, "push", "--to", fmt.Sprintf("%s:c%d", g.ref, k), "--sign-key", key.SecretFile, "--from-cache", c.url(), roots[k])
+					run(t, w.redo...)
 				}
 			}
+			checkTwoMarks(t, runs, gcRaceGrace)
 			final := gcRun(t, g.ref, "--grace", "0s")
 			for _, it := range final.Removed {
 				if it.Kind == gc.KindPath {
@@ -600,7 +844,7 @@ func TestGCConcurrentPushes(t *testing.T) {
 			}
 			paths := 0
 			for _, tag := range all {
-				if len(tag) == 32 && !strings.ContainsAny(tag, "-_.") {
+				if spec.ClassifyTag(tag) == spec.TagPath {
 					paths++
 				}
 			}
@@ -614,10 +858,10 @@ func TestGCConcurrentPushes(t *testing.T) {
 				}
 			}
 			checkForeign()
-			t.Logf("%d rounds: %d gc runs raced %d pushes; the runs removed %d items (%d store paths), spared %d found in use again; "+
-				"pushes waited for a running gc %d times, stored again what it deleted %d times, %d failed without a tag and were run again; "+
+			t.Logf("%d rounds: %d gc runs (--grace %v, one a %v) raced %d pushes and %d copies; the runs removed %d items (%d store paths), spared %d found in use again, left %d pending in all; "+
+				"writers waited for a running gc %d times, stored or copied again what it deleted %d times, %d failed without a tag and were run again; "+
 				"afterwards %d tags, all complete, %d closures substituted",
-				rounds, f.runs, f.pushes, f.removed, f.paths, f.spared, f.waited, f.restored, f.failed, len(all), len(roots))
+				rounds, f.runs, gcRaceGrace, gcRaceInterval, f.pushes, f.copies, f.removed, f.paths, f.spared, f.pending, f.waited, f.restored, f.failed, len(all), len(roots))
 			if f.runs < rounds || f.paths == 0 {
 				t.Errorf("the race did not happen: %d gc runs removed %d paths", f.runs, f.paths)
 			}

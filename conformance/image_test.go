@@ -105,6 +105,25 @@ func TestImageRuns(t *testing.T) {
 	}
 	regInspect := testenv.Run(t, "skopeo", "inspect", "--tls-verify=false", "docker://"+ref+":v1")
 	mustContain(t, "skopeo inspect of the registry image", regInspect, "Layers", "amd64")
+
+	// crane config shows one history entry per layer, naming its store
+	// path (the root layer its role), without a time.
+	var cfg ocispec.Image
+	if err := json.Unmarshal([]byte(testenv.Run(t, "crane", "config", "--insecure", ref+":v1")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.History) != len(m.Layers) {
+		t.Fatalf("crane config: %d history entries for %d layers", len(cfg.History), len(m.Layers))
+	}
+	for i, h := range cfg.History {
+		want := "nixoci: store path " + m.Layers[i].Annotations[spec.AnnotationStorePath]
+		if i == len(cfg.History)-1 {
+			want = "nixoci: root filesystem: "
+		}
+		if !strings.HasPrefix(h.CreatedBy, want) || h.Created != nil || h.EmptyLayer {
+			t.Errorf("crane config: history %d is %+v, want %q…, no time", i, h, want)
+		}
+	}
 }
 
 // TestImageReproducibleAndDisjoint: the same image built on fresh targets

@@ -173,7 +173,9 @@ func TestMultiArchImage(t *testing.T) {
 // TestMultiArchRegistries: the index pushed to docker-registry is what
 // crane and oras fetch and skopeo copies by platform; `serve --registry`
 // answers a names entry of both closures with the same index, and a
-// single-system name with a plain manifest.
+// single-system name with a plain manifest; closures in repositories of
+// two registries (docker-registry, distribution 3) make the same index,
+// whose amd64 image runs under runc.
 func TestMultiArchRegistries(t *testing.T) {
 	m := newMultiArch(t, "multiarchreg")
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
@@ -242,6 +244,33 @@ func TestMultiArchRegistries(t *testing.T) {
 	if !strings.Contains(single, `"mediaType":"`+ocispec.MediaTypeImageManifest+`"`) {
 		t.Errorf("a single-system name is not a plain image manifest:\n%s", single)
 	}
+
+	// Per-system caches (issue 22): the x86_64 closure in a repository of
+	// this registry, the aarch64 one in a repository of another registry
+	// (distribution 3); the image, written to a third repository, is the
+	// same index, holds every layer, and runs.
+	other := testenv.StartRegistry(t, testenv.RegistryOptions{Program: "registry"})
+	x86, arm := reg.Ref("nix-x86_64")+":hello", other.Ref("nix-aarch64")+":hello"
+	run(t, "copy", m.layout+":hello-x86_64", x86)
+	run(t, "copy", m.layout+":hello-aarch64", arm)
+	two := reg.Ref("images/two") + ":multi"
+	cmd := nixoci(t, append([]string{"image", "--from", x86, "--from", arm, "--to", two}, m.imageFlags()...)...)
+	stdout, stderr, err := testenv.RunCmdErr(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, "image from two registries", stderr, "linux/amd64", "from "+x86, "linux/arm64", "from "+arm)
+	if got := lastLine(stdout); got != digest {
+		t.Errorf("the index from two registries is %s, from one layout %s", got, digest)
+	}
+	amdTwo := filepath.Join(t.TempDir(), "amd-two")
+	testenv.Run(t, "skopeo", "copy", "--src-tls-verify=false", "--override-arch", "amd64", "docker://"+two, "oci:"+amdTwo+":img")
+	if got := runImage(t, amdTwo, "img"); got+"\n" != m.fx.Message {
+		t.Errorf("the amd64 image of closures in two registries printed %q, want %q", got, m.fx.Message)
+	}
+	armTwo := filepath.Join(t.TempDir(), "arm-two")
+	testenv.Run(t, "skopeo", "copy", "--src-tls-verify=false", "--override-arch", "arm64", "docker://"+two, "oci:"+armTwo+":img")
+	checkArm64Image(t, m, armTwo, "img")
 }
 
 // TestMultiArchBadInput: two closures of one system, one given twice, a

@@ -68,17 +68,18 @@ type protocolServe struct {
 	netrc string
 	key   testenv.KeyPair
 	ref   string // the registry repository
+	reg   *testenv.Registry
 }
 
 func startProtocolServe(t *testing.T) *protocolServe {
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Deletes: true})
 	key := testenv.GenerateKey(t, "proto-serve-1")
 	creds := htpasswdFile(t, "-B", "ci", "proto-pw-20")
 	srv := startServe(t, nil, "--from", reg.Ref("proto"), "--upload", "--credentials", creds, "--sign-key", key.SecretFile)
 	host, _, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
 	netrc := filepath.Join(t.TempDir(), "netrc")
 	os.WriteFile(netrc, []byte(fmt.Sprintf("machine %s login ci password proto-pw-20\n", host)), 0o600)
-	return &protocolServe{served: srv, netrc: netrc, key: key, ref: reg.Ref("proto")}
+	return &protocolServe{served: srv, netrc: netrc, key: key, ref: reg.Ref("proto"), reg: reg}
 }
 
 // request sends one HTTP request with the upload credentials (if auth).
@@ -126,6 +127,132 @@ func TestServeProtocolFiles(t *testing.T) {
 		testenv.TreesEqual(t, app, filepath.Join(store, app))
 		if strings.Contains(stderr, "building '") {
 			t.Errorf("nix built instead of substituting:\n%s", stderr)
+		}
+	})
+
+	t.Run("push and oras pull", func(t *testing.T) {
+		// The same output pushed from the local store with its
+		// realisations and build logs, pulled by oras (each layer written
+		// at its title), is a binary cache Nix substitutes the
+		// content-addressed derivation from, with signature checking on.
+		pushKey := testenv.GenerateKey(t, "proto-push-1")
+		pushed := srv.reg.Ref("proto-push")
+		out := run(t, "push", "--to", pushed, "--tag", "ca", "--logs", "--sign-key", pushKey.SecretFile, app)
+		if !strings.Contains(out, pushed+":ca") {
+			t.Fatalf("push printed %q", out)
+		}
+		dir := t.TempDir()
+		oras(t, "pull", "--plain-http", pushed+":ca", "-o", dir)
+		pulled := testenv.ReadTree(t, dir)
+		var realisations, traces, logs int
+		for name := range pulled {
+			switch {
+			case strings.HasPrefix(name, "realisations/sha256:") && strings.HasSuffix(name, "!out.doi"):
+				realisations++
+			case strings.HasPrefix(name, "build-trace-v2/"):
+				traces++
+			case strings.HasPrefix(name, "log/"):
+				logs++
+			}
+		}
+		if realisations != 2 || traces != 2 || logs != 2 {
+			t.Errorf("oras pull wrote %d realisations, %d build traces, %d logs; want 2 each (app and its dependency)", realisations, traces, logs)
+		}
+		logName := "log/" + filepath.Base(appDrv)
+		want := testenv.RunCmd(t, caCmd(t, "nix", "log", app))
+		if got := string(pulled[logName]); strings.TrimSpace(got) != strings.TrimSpace(want) || !strings.Contains(got, "building app "+salt) {
+			t.Errorf("%s = %q, nix log says %q", logName, got, want)
+		}
+		store := testenv.NewStoreDir(t)
+		stdout, stderr, err := testenv.RunCmdErr(caCmd(t, "nix", "build", "--store", store, "-f", file, "--no-link", "--max-jobs", "0",
+			"--option", "substituters", "file://"+dir, "--option", "trusted-public-keys", pushKey.Public, "--option", "require-sigs", "true"))
+		if err != nil {
+			t.Fatalf("nix build by substitution from the pulled cache: %v\n%s%s", err, stdout, stderr)
+		}
+		testenv.TreesEqual(t, app, filepath.Join(store, app))
+		if strings.Contains(stderr, "building '") {
+			t.Errorf("nix built instead of substituting:\n%s", stderr)
+		}
+
+		// nixoci copy carries them, to another repository and to a
+		// layout; each is tagged as serve finds it, and pulls the same.
+		copied := srv.reg.Ref("proto-copy")
+		run(t, "copy", pushed+":ca", copied+":ca")
+		layout := filepath.Join(t.TempDir(), "layout")
+		run(t, "copy", copied+":ca", "oci:"+layout+":ca")
+		tags := strings.Join(registryTags(t, copied), " ")
+		for _, want := range []string{spec.LogTag(appDrv), "realisation."} {
+			if !strings.Contains(tags, want) {
+				t.Errorf("copied repository lacks a tag %s…: %s", want, tags)
+			}
+		}
+		again := t.TempDir()
+		run(t, "pull", "oci:"+layout+":ca", "--to", again)
+		if got := testenv.ReadTree(t, again); len(got) != len(pulled) {
+			t.Errorf("nixoci pull of the copy wrote %d files, oras pull of the push %d", len(got), len(pulled))
+		} else {
+			for name, data := range pulled {
+				if !bytes.Equal(got[name], data) {
+					t.Errorf("%s differs after the copies", name)
+				}
+			}
+		}
+		// oras copy carries them too, without tags: serve over the copy
+		// finds them through the closure (its catalog), and Nix
+		// substitutes through serve and reads the log.
+		orasCopy := srv.reg.Ref("proto-oras")
+		oras(t, "copy", "--from-plain-http", "--to-plain-http", pushed+":ca", orasCopy+":ca")
+		if tags := strings.Join(registryTags(t, orasCopy), " "); strings.Contains(tags, "realisation.") || strings.Contains(tags, ".log") {
+			t.Fatalf("oras copy carried file tags (%s); the test needs a copy without them", tags)
+		}
+		copySrv := startServe(t, nil, "--from", orasCopy)
+		store2 := testenv.NewStoreDir(t)
+		stdout, stderr, err = testenv.RunCmdErr(caCmd(t, "nix", "build", "--store", store2, "-f", file, "--no-link", "--max-jobs", "0",
+			"--option", "substituters", copySrv.URL, "--option", "trusted-public-keys", pushKey.Public, "--option", "require-sigs", "true"))
+		if err != nil || strings.Contains(stderr, "building '") {
+			t.Errorf("nix build through serve over an oras copy: %v\n%s%s", err, stdout, stderr)
+		}
+		if got, stderr, err := testenv.RunCmdErr(caCmd(t, "nix", "log", "--store", copySrv.URL, app)); err != nil || !strings.Contains(got, "building app "+salt) {
+			t.Errorf("nix log through serve over an oras copy: %v\n%s%s", err, got, stderr)
+		}
+
+		var summary struct {
+			Files []struct{ Kind, StorePath string }
+		}
+		if err := json.Unmarshal([]byte(run(t, "inspect", "--json", "oci:"+layout+":ca")), &summary); err != nil || len(summary.Files) != 4 {
+			t.Errorf("inspect --json files: %+v (%v), want 2 realisations and 2 logs", summary.Files, err)
+		}
+	})
+
+	t.Run("push from a file cache", func(t *testing.T) {
+		// What nix copy --to file:// wrote of a content-addressed closure
+		// (realisations, listings, the debug-info index) and copy-log
+		// added, pushed from that directory and pulled back, is the same
+		// directory (nixoci's nix-cache-info says more).
+		cache := t.TempDir()
+		testenv.RunCmd(t, caCmd(t, "nix", "copy", "--to", "file://"+cache+"?secret-key="+srv.key.SecretFile+"&write-nar-listing=true&index-debug-info=true", "-f", file))
+		testenv.RunCmd(t, caCmd(t, "nix", "store", "copy-log", "--to", "file://"+cache, appDrv))
+		want := testenv.ReadTree(t, cache)
+		ref := srv.reg.Ref("proto-fromcache")
+		run(t, "push", "--to", ref, "--tag", "ca", "--from-cache", "file://"+cache, app)
+		dir := t.TempDir()
+		run(t, "pull", ref+":ca", "--to", dir)
+		got := testenv.ReadTree(t, dir)
+		kinds := map[string]int{}
+		for name, data := range want {
+			if name == "nix-cache-info" {
+				continue
+			}
+			kinds[strings.SplitN(name, "/", 2)[0]]++
+			if !bytes.Equal(got[name], data) {
+				t.Errorf("%s: pulled %d bytes, nix copy wrote %d", name, len(got[name]), len(data))
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("pulled %d files, nix copy wrote %d", len(got), len(want))
+		}
+		if kinds["realisations"] == 0 || kinds["debuginfo"] != 1 || kinds["log"] != 1 {
+			t.Errorf("nix copy wrote %v; the fixture should hold realisations, a debug-info entry and a log", kinds)
 		}
 	})
 
@@ -298,6 +425,30 @@ func TestServeProtocolFiles(t *testing.T) {
 		}
 		if code, _, _ := srv.request(t, "GET", "/log/"+strings.Repeat("3", 32)+"-huge.drv", nil, false); code != 404 {
 			t.Errorf("2 GB log stored: GET = %d", code)
+		}
+	})
+
+	t.Run("gc", func(t *testing.T) {
+		// A real build's log uploaded with copy-log stays while a closure
+		// holds the path naming its derivation as deriver; after gc
+		// removes the path, the log goes too (SPEC.md 12.5).
+		out := testenv.BuildDerivation(t, "proto-gc-"+salt, "echo compiling proto gc; echo ok > $out")
+		drv := testenv.Run(t, "nix-store", "--query", "--deriver", out)
+		testenv.Run(t, "nix", "copy", "--to", srv.URL, out, "--option", "netrc-file", srv.netrc)
+		testenv.Run(t, "nix", "store", "copy-log", "--to", srv.URL, drv, "--option", "netrc-file", srv.netrc)
+		run(t, "push", "--to", srv.ref, "--tag", "gc-root", out)
+		has := func(tag string) bool { return contains(registryTags(t, srv.ref), tag) }
+		run(t, "gc", "--grace", "0s", srv.ref)
+		if !has(spec.PathTag(out)) || !has(spec.LogTag(drv)) {
+			t.Fatalf("gc removed the rooted path or its log: tags %v", registryTags(t, srv.ref))
+		}
+		run(t, "rm", srv.ref+":gc-root")
+		gcOut := run(t, "gc", "--grace", "0s", srv.ref)
+		if has(spec.PathTag(out)) || has(spec.LogTag(drv)) {
+			t.Errorf("after gc removed the path, its log stayed: tags %v\n%s", registryTags(t, srv.ref), gcOut)
+		}
+		if !strings.Contains(gcOut, "file") {
+			t.Errorf("gc did not list the log it removed:\n%s", gcOut)
 		}
 	})
 }

@@ -647,7 +647,13 @@ type killablePush struct {
 
 func startPush(t testing.TB, env []string, args ...string) *killablePush {
 	t.Helper()
-	p := &killablePush{cmd: nixoci(t, append([]string{"push"}, args...)...), done: make(chan error, 1)}
+	return startNixoci(t, env, append([]string{"push"}, args...)...)
+}
+
+// startNixoci starts any nixoci command in the background.
+func startNixoci(t testing.TB, env []string, args ...string) *killablePush {
+	t.Helper()
+	p := &killablePush{cmd: nixoci(t, args...), done: make(chan error, 1)}
 	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.start = time.Now()

@@ -13,11 +13,15 @@
 // in an image layout their index entries go, then every blob no
 // remaining entry reaches.
 //
-// A collection is safe while others push (SPEC.md section 10.3): it
-// marks twice, a grace period apart, announces itself with the nixoci-gc
-// marker tag, and deletes in batches of at most spec.GCBatch, each after
-// a fresh look at the roots; pushes (package artifact) check for the
-// marker and store again what a collection deleted under them.
+// A collection never waits for its grace period: it deletes what its
+// mark and an earlier collection's mark at least the grace period before
+// found unreachable, as the mark record (tag nixoci-gc-mark) that each
+// collection leaves for the next says, and records what it finds newly
+// unreachable (Result.Pending). It is safe while others push (SPEC.md
+// section 10.3): it announces its deletions with the nixoci-gc marker
+// tag and deletes in batches of at most spec.GCBatch, each after a fresh
+// look at the roots; pushes (package artifact) check for the marker and
+// store again what a collection deleted under them.
 //
 // Memory is bounded by the repository's size: per path tag a few dozen
 // bytes, per closure its members' hash parts and digests.
@@ -31,6 +35,7 @@
 //	mark.go       marking: the garbage one look finds
 //	registry.go   deleting from a registry, in batches
 //	layout.go     deleting from an image layout: index entries, then blobs
-//	collect.go    Collect: marks, marker, grace period, batches
+//	collect.go    Collect: mark, what is due, marker, batches
+//	record.go     the mark record: what was unreachable, since when
 //	remove.go     Remove: the tags `nixoci rm` removes
 package gc

@@ -33,7 +33,7 @@ func (c *collection) deleteFromLayout(ctx context.Context, items []Item) error {
 				it := queue[done]
 				done++
 				if spared(it, lk, rc) {
-					c.res.Spared++
+					c.spare(it)
 					continue
 				}
 				moved := false
@@ -43,7 +43,7 @@ func (c *collection) deleteFromLayout(ctx context.Context, items []Item) error {
 					}
 				}
 				if moved && it.Kind == KindClosureTag {
-					c.res.Spared++
+					c.spare(it)
 					continue
 				}
 				if it.subject != nil {
@@ -62,12 +62,12 @@ func (c *collection) deleteFromLayout(ctx context.Context, items []Item) error {
 }
 
 // blobCandidates lists the layout's blob files that nothing reaches once
-// the items of mk are gone: walked from every index.json entry but the
-// items' tags, never into an item's manifest.
-func (c *collection) blobCandidates(ctx context.Context, mk *marking) (map[digest.Digest]backend.BlobFile, error) {
+// items are gone: walked from every index.json entry but the items'
+// tags, never into an item's manifest.
+func (c *collection) blobCandidates(ctx context.Context, items []Item) (map[digest.Digest]backend.BlobFile, error) {
 	gone := map[digest.Digest]bool{}
 	goneTags := map[string]bool{}
-	for _, it := range mk.items {
+	for _, it := range items {
 		if it.Kind != KindClosureTag {
 			gone[it.Digest] = true
 		}

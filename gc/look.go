@@ -16,45 +16,42 @@ import (
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
-	"github.com/nixoci/nixoci/catalog"
 	"github.com/nixoci/nixoci/spec"
 )
 
 // look is what one reading of a repository's tags found: tags nixoci
 // gives its own artifacts by name (store paths, layers, referrers
-// indexes, the marker), and every other tag with what it names.
+// indexes; spec.ClassifyTag), and every other tag with what it names.
 type look struct {
 	at        time.Time
 	pathTags  map[string]bool // hash parts
 	layerTags map[string]bool
 	refTags   map[digest.Digest]string // subject -> "sha256-<hex>"
+	fileTags  map[string]bool          // logs, realisations, listings, debug-info entries
 	named     map[string]ocispec.Descriptor
-	marker    bool
 }
 
 func newLook() *look {
 	return &look{at: time.Now(), pathTags: map[string]bool{}, layerTags: map[string]bool{},
-		refTags: map[digest.Digest]string{}, named: map[string]ocispec.Descriptor{}}
+		refTags: map[digest.Digest]string{}, fileTags: map[string]bool{}, named: map[string]ocispec.Descriptor{}}
 }
 
 // add classifies tag by its name, reporting whether it is a named tag
 // (a closure, image or anything else, to be resolved).
 func (lk *look) add(tag string) bool {
-	switch {
-	case tag == spec.GCMarkerTag:
-		lk.marker = true
-	case strings.HasPrefix(tag, "compose."), catalog.IsClosureTag(tag):
+	switch spec.ClassifyTag(tag) {
+	case spec.TagGC:
+		// the collector's own: neither a root nor garbage
+	case spec.TagNamed, spec.TagCompose:
 		return true
-	case len(tag) == 32:
+	case spec.TagPath:
 		lk.pathTags[tag] = true
-	case strings.HasPrefix(tag, "sha256-"):
-		d := digest.NewDigestFromEncoded(digest.SHA256, strings.TrimPrefix(tag, "sha256-"))
-		if d.Validate() != nil {
-			return true
-		}
-		lk.refTags[d] = tag
-	default:
+	case spec.TagReferrers:
+		lk.refTags[digest.NewDigestFromEncoded(digest.SHA256, strings.TrimPrefix(tag, "sha256-"))] = tag
+	case spec.TagLayer:
 		lk.layerTags[tag] = true
+	case spec.TagFile:
+		lk.fileTags[tag] = true
 	}
 	return false
 }
@@ -224,7 +221,7 @@ func (r *reader) parse(ctx context.Context, desc ocispec.Descriptor, data []byte
 	}
 	n := &node{desc: desc, artifactType: p.ArtifactType, subject: p.Subject}
 	switch p.ArtifactType {
-	case spec.ArtifactTypePath, spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2:
+	case spec.ArtifactTypePath, spec.ArtifactTypeClosure, spec.ArtifactTypeClosureV2, spec.ArtifactTypeClosureFiles:
 		c, err := artifact.ClosureReader{SkipPaths: true}.Parse(ctx, r.t, desc.Digest.String(), desc, data)
 		if errors.Is(err, artifact.ErrNotArtifact) {
 			n.kind = nodeForeign
@@ -314,6 +311,7 @@ func closureNode(n *node, c *artifact.Closure, p probe) {
 			n.hashes = append(n.hashes, m.Hash)
 			n.own = append(n.own, ownManifest{kind: KindPath, desc: m.Manifest, storePath: m.StorePath})
 		}
+		closureFiles(n, c)
 		return
 	}
 	for _, m := range c.Members {

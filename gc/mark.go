@@ -31,6 +31,9 @@ type marking struct {
 	items   []Item // the garbage, in deletion order
 	bytes   int64  // registries: bytes of the items' manifests and of blobs only they name
 	roots   struct{ closures, images, others int }
+	// done is when the mark ended: the time what it found unreachable
+	// was seen so.
+	done time.Time
 }
 
 // marker is the state a collection keeps across its marks and looks.
@@ -42,11 +45,12 @@ type marker struct {
 	// tag that names something else later is left for the next
 	// collection (deleting the old digest is harmless either way).
 	mu     sync.Mutex
-	tagged map[string]*Item // tag -> item, nil if not garbage
+	tagged map[string]*Item                  // tag -> item, nil if not garbage
+	files  map[string]*artifact.FileArtifact // file tag -> what it named when first read, nil if not a file artifact (gc/files.go)
 }
 
 func newMarker(t backend.Target, opts Options) *marker {
-	return &marker{t: t, opts: opts, reader: newReader(t), tagged: map[string]*Item{}}
+	return &marker{t: t, opts: opts, reader: newReader(t), tagged: map[string]*Item{}, files: map[string]*artifact.FileArtifact{}}
 }
 
 // mark looks at the repository and finds its garbage.
@@ -79,6 +83,9 @@ func (m *marker) mark(ctx context.Context) (*marking, error) {
 	}
 	mk.reach = rootsReach(mk.nodes, mk.dropped, &mk.roots)
 	g := &garbage{seen: map[string]bool{}, index: map[string]int{}}
+	if err := m.markFiles(ctx, mk, g); err != nil {
+		return nil, err
+	}
 	m.markDropped(mk, g)
 	if err := m.markReferrers(ctx, mk, refs, g); err != nil {
 		return nil, err
@@ -87,6 +94,7 @@ func (m *marker) mark(ctx context.Context) (*marking, error) {
 		return nil, err
 	}
 	mk.items, mk.bytes = g.sorted(mk.reach)
+	mk.done = time.Now()
 	if p != nil {
 		p.Garbage.Store(int64(len(mk.items)))
 	}
@@ -154,7 +162,7 @@ func (g *garbage) add(it Item) {
 // first, so that no tag ever names something half deleted.
 var order = map[string]int{
 	KindClosureTag: 0, KindClosure: 0, KindTombstone: 0,
-	KindRecord: 1, KindPart: 2, KindCacheInfo: 2, KindOther: 2,
+	KindRecord: 1, KindPart: 2, KindCacheInfo: 2, KindOther: 2, KindFile: 2,
 	KindPath: 3, KindLayer: 3, KindReferrers: 4, KindMarker: 4,
 }
 
@@ -326,7 +334,7 @@ func (m *marker) markReferrers(ctx context.Context, mk *marking, refs map[digest
 			case d.ArtifactType == spec.ArtifactTypePushRecord:
 				g.add(Item{Kind: KindRecord, Digest: d.Digest, mediaType: d.MediaType, subject: subject,
 					manifestSize: d.Size, Size: d.Size, orphanRecord: !mk.reach.digests[s]})
-			case d.ArtifactType == spec.ArtifactTypeClosureV2:
+			case spec.IsClosureIndexType(d.ArtifactType):
 				unreached = append(unreached, plain(d))
 			default:
 				g.add(Item{Kind: KindOther, Digest: d.Digest, mediaType: d.MediaType, subject: subject, manifestSize: d.Size, Size: d.Size})

@@ -61,6 +61,9 @@ func (rc *reach) reaches(it Item) bool {
 		}
 	case KindReferrers:
 		return it.subject != nil && rc.digests[it.subject.Digest]
+	case KindFile:
+		// A realisation or listing stays with its path.
+		return it.keptWith != "" && rc.hashes[it.keptWith]
 	case KindRecord:
 		// A record of a closure found unreachable at the mark is kept if
 		// the closure is reached again; older records of a closure that

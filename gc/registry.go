@@ -76,7 +76,9 @@ func (c *collection) deleteFromRegistry(ctx context.Context, items []Item) error
 					break
 				}
 				if spared(it, lk, rc) {
-					c.res.Spared++
+					mu.Lock()
+					c.spare(it)
+					mu.Unlock()
 					continue
 				}
 				sem <- struct{}{}
@@ -90,7 +92,7 @@ func (c *collection) deleteFromRegistry(ctx context.Context, items []Item) error
 					case err == nil, errors.Is(err, errdef.ErrNotFound):
 						c.removed(it)
 					case errors.Is(err, backend.ErrTagMoved):
-						c.res.Spared++
+						c.spare(it)
 					case bctx.Err() != nil && ctx.Err() == nil:
 						rest = append(rest, it) // the batch's time ran out
 					default:
@@ -126,8 +128,16 @@ func deleteItem(ctx context.Context, del backend.Deleter, it Item) error {
 
 // removed records it as gone.
 func (c *collection) removed(it Item) {
+	c.settled[it.key()] = true
 	c.res.Removed = append(c.res.Removed, it)
 	if p := c.opts.Progress; p != nil {
 		p.Removed.Add(1)
 	}
+}
+
+// spare records it as found in use again (or its tag moved): not
+// deleted, and no longer unreachable since it was.
+func (c *collection) spare(it Item) {
+	c.settled[it.key()] = true
+	c.res.Spared++
 }

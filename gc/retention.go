@@ -10,13 +10,20 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// Validate checks the patterns.
+// Validate checks the patterns, and that the Retention keeps some tags
+// or says it keeps none.
 func (r *Retention) Validate() error {
 	if r.KeepLast < 0 {
 		return fmt.Errorf("keep-last %d: must not be negative", r.KeepLast)
 	}
 	if r.KeepWithin < 0 {
 		return fmt.Errorf("keep-within %v: must not be negative", r.KeepWithin)
+	}
+	switch keeps := r.KeepLast > 0 || r.KeepWithin > 0; {
+	case keeps && r.KeepNone:
+		return fmt.Errorf("keep-none with keep-last %d or keep-within %v: choose one", r.KeepLast, r.KeepWithin)
+	case !keeps && !r.KeepNone:
+		return fmt.Errorf("%w: keep-last and keep-within are 0; set KeepNone to drop them all", ErrKeepsNothing)
 	}
 	for _, m := range r.Match {
 		if _, err := path.Match(m, ""); err != nil {

@@ -10,10 +10,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
@@ -40,13 +42,24 @@ type Options struct {
 	// the rest.
 	MaxLayers   int
 	Compression spec.LayerCompression
+	// DefaultCmd gives an image without Entrypoint or Cmd a Cmd picked
+	// from its link roots: the first one's main program (bin/<name
+	// without version>), else the only program in /bin, else /bin/sh.
+	DefaultCmd bool
 	// NixSnapshotter also writes the nix-snapshotter form, tagged
 	// "<tag>-nix" (an index too, with several platforms).
 	NixSnapshotter bool
 	// BuildpacksStack makes the image a Cloud Native Buildpacks stack with
 	// this stack ID (label io.buildpacks.stack.id, user and group 1000).
 	BuildpacksStack string
+	// BuildpacksBuild makes the Buildpacks image a build image rather
+	// than a run image.
+	BuildpacksBuild bool
 	Labels          map[string]string
+	// Created, if set, is the image's creation time, in its config and
+	// each history entry, and the Buildpacks release date; by default
+	// images carry no time, so that digests never depend on the clock.
+	Created time.Time
 	// Platforms, for an image of closures of one system, is at most one
 	// platform, which it is labelled with whatever its paths record (a
 	// cross-compiled closure records the system it was built on). By
@@ -95,8 +108,8 @@ type Image struct {
 }
 
 // Build makes an image of the closure that closureRef names in src and
-// tags it in dst. NAR blobs are read from src; layers are written to dst
-// (and reused from it).
+// tags it in dst (stores it untagged if tag is ""). NAR blobs are read
+// from src; layers are written to dst (and reused from it).
 func Build(ctx context.Context, src backend.Target, closureRef string, dst backend.Target, tag string, opts Options) (*Result, error) {
 	return BuildUnion(ctx, src, []string{closureRef}, dst, tag, opts)
 }
@@ -107,7 +120,7 @@ func Build(ctx context.Context, src backend.Target, closureRef string, dst backe
 // image index; closures that record no system then have no place and
 // are an error (ErrNoSystem).
 func BuildUnion(ctx context.Context, src backend.Target, closureRefs []string, dst backend.Target, tag string, opts Options) (*Result, error) {
-	return build(ctx, src, closureRefs, dst, tag, opts, groupUnion)
+	return build(ctx, sourcesIn(src, closureRefs), dst, tag, opts, groupUnion)
 }
 
 // BuildPlatforms makes one image of each closure, each for the system
@@ -116,19 +129,28 @@ func BuildUnion(ctx context.Context, src backend.Target, closureRefs []string, d
 // (ErrSameSystem), one given twice (ErrSameClosure) or one whose system
 // is unknown (ErrNoSystem) are errors.
 func BuildPlatforms(ctx context.Context, src backend.Target, closureRefs []string, dst backend.Target, tag string, opts Options) (*Result, error) {
-	return build(ctx, src, closureRefs, dst, tag, opts, groupEach)
+	return BuildPlatformsFrom(ctx, sourcesIn(src, closureRefs), dst, tag, opts)
 }
 
-// build plans the images of the closures refs names, grouped into
+// BuildPlatformsFrom is BuildPlatforms of closures in different targets
+// (per-system registries or repositories, say): each closure is read,
+// and its paths' NARs, from its own target; a layer an image made there
+// left is copied (mounted within one registry) instead of converted
+// again. Every layer ends up in dst.
+func BuildPlatformsFrom(ctx context.Context, sources []Source, dst backend.Target, tag string, opts Options) (*Result, error) {
+	return build(ctx, sources, dst, tag, opts, groupEach)
+}
+
+// build plans the images of the closures sources names, grouped into
 // images by group, then makes them: nothing is written until the plan
 // is checked, and the tag is written last.
-func build(ctx context.Context, src backend.Target, refs []string, dst backend.Target, tag string, opts Options,
+func build(ctx context.Context, sources []Source, dst backend.Target, tag string, opts Options,
 	group func([]closureRead) ([][]closureRead, error)) (*Result, error) {
 	opts, err := opts.withDefaults(tag)
 	if err != nil {
 		return nil, err
 	}
-	plans, roots, err := planImages(ctx, src, refs, opts, group)
+	plans, srcs, roots, err := planImages(ctx, sources, opts, group)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +158,7 @@ func build(ctx context.Context, src backend.Target, refs []string, dst backend.T
 	for i, p := range plans {
 		units[i] = groupPaths(p.paths, opts.MaxLayers-1)
 	}
-	layers, res, err := ensureLayers(ctx, src, dst, units, opts)
+	layers, res, err := ensureLayers(ctx, srcs, dst, units, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -160,35 +182,35 @@ func build(ctx context.Context, src backend.Target, refs []string, dst backend.T
 // planImages reads the closures, groups them into images, gives each
 // its platform and plans its root layer, checking link roots and the
 // entrypoint. It writes nothing.
-func planImages(ctx context.Context, src backend.Target, refs []string, opts Options,
-	group func([]closureRead) ([][]closureRead, error)) ([]*plan, []plannedRoot, error) {
-	reads, err := readClosures(ctx, src, refs, opts.Jobs)
+func planImages(ctx context.Context, sources []Source, opts Options,
+	group func([]closureRead) ([][]closureRead, error)) ([]*plan, narSources, []plannedRoot, error) {
+	reads, err := readClosures(ctx, sources, opts.Jobs)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	groups, err := group(reads)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	plans := newPlans(groups)
+	plans, srcs := newPlans(groups)
 	if err := checkLinkRoots(opts.LinkRoots, plans); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if plans, err = choosePlatforms(plans, opts.Platforms); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	roots := make([]plannedRoot, len(plans))
 	for i, p := range plans {
-		if roots[i], err = planRoot(ctx, src, p, opts); err != nil {
-			return nil, nil, err
+		if roots[i], err = planRoot(ctx, srcs, p, opts); err != nil {
+			return nil, nil, nil, err
 		}
 	}
-	return plans, roots, nil
+	return plans, srcs, roots, nil
 }
 
 // withDefaults checks opts for an image tagged tag and fills in defaults.
 func (opts Options) withDefaults(tag string) (Options, error) {
-	if !spec.ValidTag(tag) {
+	if tag != "" && !spec.ValidTag(tag) {
 		return opts, fmt.Errorf("invalid image tag %q", tag)
 	}
 	if opts.NixSnapshotter && len(tag+snapshotterSuffix) > 128 {
@@ -215,6 +237,8 @@ type plannedRoot struct {
 	fs        rootFS
 	linkRoots []string
 	pathEnv   []string
+	cmd       []string // Options.Cmd, or the one DefaultCmd picked
+	user      string   // the config's User
 }
 
 // checkLinkRoots fails unless each link root is in some image's closure
@@ -243,18 +267,18 @@ func indexOfPath(paths []artifact.PathArtifact, storePath string) int {
 // image's users, links into the link roots its closure holds (whose bin
 // directories are returned for PATH), and checks that the entrypoint is
 // in the image.
-func planRoot(ctx context.Context, src backend.Target, p *plan, opts Options) (plannedRoot, error) {
-	users, err := imageUsers(opts)
+func planRoot(ctx context.Context, srcs narSources, p *plan, opts Options) (plannedRoot, error) {
+	users, user, err := imageUsers(opts)
 	if err != nil {
 		return plannedRoot{}, err
 	}
-	root := plannedRoot{fs: newRootFS(users)}
+	root := plannedRoot{fs: newRootFS(users), user: user}
 	for _, lr := range opts.LinkRoots {
 		i := indexOfPath(p.paths, lr)
 		if i < 0 {
 			continue // in another platform's closure (checkLinkRoots)
 		}
-		top, err := topEntries(ctx, src, p.paths[i])
+		top, err := topEntries(ctx, srcs.of(p.paths[i]), p.paths[i])
 		if err != nil {
 			return plannedRoot{}, err
 		}
@@ -265,6 +289,10 @@ func planRoot(ctx context.Context, src backend.Target, p *plan, opts Options) (p
 				root.pathEnv = append(root.pathEnv, h.Path)
 			}
 		}
+	}
+	root.cmd = opts.Cmd
+	if opts.DefaultCmd && len(opts.Entrypoint) == 0 && len(opts.Cmd) == 0 {
+		root.cmd = defaultCmd(root.fs, root.linkRoots)
 	}
 	if len(opts.Entrypoint) > 0 {
 		if err := checkInImage(opts.Entrypoint[0], p.paths, root.fs); err != nil {
@@ -278,7 +306,7 @@ func planRoot(ctx context.Context, src backend.Target, p *plan, opts Options) (p
 // each image, opts.Jobs at once, and annotates their descriptors. A unit
 // in several images (a path their closures share) is made once. It
 // returns each image's layers and a Result counting them.
-func ensureLayers(ctx context.Context, src, dst backend.Target, units [][][]artifact.PathArtifact, opts Options) ([][]Layer, *Result, error) {
+func ensureLayers(ctx context.Context, srcs narSources, dst backend.Target, units [][][]artifact.PathArtifact, opts Options) ([][]Layer, *Result, error) {
 	byTag := map[string]*Layer{}
 	var unique [][]artifact.PathArtifact
 	for _, us := range units {
@@ -293,7 +321,7 @@ func ensureLayers(ctx context.Context, src, dst backend.Target, units [][][]arti
 	g.SetLimit(opts.Jobs)
 	for _, u := range unique {
 		g.Go(func() error {
-			l, err := ensureLayer(gctx, src, dst, u, opts)
+			l, err := ensureLayer(gctx, srcs, dst, u, opts)
 			if err != nil {
 				return err
 			}
@@ -351,15 +379,19 @@ func groupPaths(paths []artifact.PathArtifact, n int) [][]artifact.PathArtifact 
 	return append(units, rest)
 }
 
-// ensureLayer reuses the stored layer of a unit, or converts and stores
-// it; the caller annotates its descriptor.
-func ensureLayer(ctx context.Context, src, dst backend.Target, unit []artifact.PathArtifact, opts Options) (Layer, error) {
+// ensureLayer reuses the stored layer of a unit, or copies it from the
+// target its paths were read from, or converts and stores it; the
+// caller annotates its descriptor.
+func ensureLayer(ctx context.Context, srcs narSources, dst backend.Target, unit []artifact.PathArtifact, opts Options) (Layer, error) {
 	if l, ok, err := findLayer(ctx, dst, unit, opts.Compression); err != nil {
 		return Layer{}, err
 	} else if ok {
 		return l, nil
 	}
-	l, file, err := convertLayer(ctx, src, unit, opts.Compression, opts.TempDir)
+	if l, ok, err := copyLayer(ctx, srcs, dst, unit, opts.Compression); err != nil || ok {
+		return l, err
+	}
+	l, file, err := convertLayer(ctx, srcs, unit, opts.Compression, opts.TempDir)
 	if err != nil {
 		return Layer{}, err
 	}
@@ -368,17 +400,49 @@ func ensureLayer(ctx context.Context, src, dst backend.Target, unit []artifact.P
 	if err := pushFile(ctx, dst, l.Descriptor, file); err != nil {
 		return Layer{}, err
 	}
+	return l, tagLayer(ctx, dst, l, opts.Compression)
+}
+
+// tagLayer stores and tags the layer artifact of l, whose blob dst holds.
+func tagLayer(ctx context.Context, dst backend.Target, l Layer, c spec.LayerCompression) error {
 	data, desc, err := layerArtifact(l)
 	if err != nil {
-		return Layer{}, err
+		return err
 	}
 	if err := backend.PushBytes(ctx, dst, spec.EmptyConfig, spec.EmptyConfigData); err != nil {
-		return Layer{}, err
+		return err
 	}
-	if err := dst.PushReference(ctx, desc, bytes.NewReader(data), layerTag(unit, opts.Compression)); err != nil {
-		return Layer{}, err
+	return dst.PushReference(ctx, desc, bytes.NewReader(data), layerTag(l.Paths, c))
+}
+
+// copyLayer copies the layer of unit from the target its paths were read
+// from, where an image made there left it, to dst: its blob mounted
+// within one registry, else copied, then its layer artifact tagged. It
+// reports false if that target has no such layer (or the paths come
+// from several).
+func copyLayer(ctx context.Context, srcs narSources, dst backend.Target, unit []artifact.PathArtifact, c spec.LayerCompression) (Layer, bool, error) {
+	src := srcs.of(unit[0])
+	for _, p := range unit[1:] {
+		if srcs.of(p) != src {
+			return Layer{}, false, nil
+		}
 	}
-	return l, nil
+	if src == nil || src == dst {
+		return Layer{}, false, nil
+	}
+	l, ok, err := findLayer(ctx, src, unit, c)
+	if err != nil || !ok {
+		return Layer{}, false, err
+	}
+	copyOpts := oras.DefaultCopyGraphOptions
+	if repo, ok := backend.MountSource(src, dst); ok {
+		copyOpts.MountFrom = func(context.Context, ocispec.Descriptor) ([]string, error) { return []string{repo}, nil }
+	}
+	if err := oras.CopyGraph(ctx, src, dst, l.Descriptor, copyOpts); err != nil {
+		return Layer{}, false, fmt.Errorf("copying the layer of %s: %w", unit[0].Info.StorePath, err)
+	}
+	slog.Debug("copied layer", "paths", len(unit), "first", unit[0].Info.StorePath, "digest", l.Descriptor.Digest)
+	return l, true, tagLayer(ctx, dst, l, c)
 }
 
 // pushFile stores the blob held in file.
@@ -397,7 +461,9 @@ func storeRootLayer(ctx context.Context, dst backend.Target, root rootFS, c spec
 	if err != nil {
 		return Layer{}, err
 	}
-	return storeSmallLayer(ctx, dst, raw, c, map[string]string{spec.AnnotationVersion: spec.Version, spec.AnnotationLayerRole: "root"})
+	l, err := storeSmallLayer(ctx, dst, raw, c, map[string]string{spec.AnnotationVersion: spec.Version, spec.AnnotationLayerRole: "root"})
+	l.role = "root filesystem: " + root.summary()
+	return l, err
 }
 
 // storeSmallLayer compresses the tar raw, held in memory, stores it as a

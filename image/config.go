@@ -21,24 +21,40 @@ import (
 	"github.com/nixoci/nixoci/spec"
 )
 
-// imageUsers are the users /etc/passwd lists besides root.
-func imageUsers(opts Options) ([]User, error) {
-	var users []User
+// imageUsers are the users /etc/passwd lists besides root, and the
+// user the image runs as ("" for root): the Buildpacks user "cnb" (with
+// --user's ids, or its kind's default), else the --user, "user".
+func imageUsers(opts Options) ([]User, string, error) {
 	if opts.BuildpacksStack != "" {
-		users = append(users, User{Name: "cnb", UID: 1000, GID: 1000, Home: "/home/cnb"})
-	}
-	if opts.User != "" {
-		uid, gid, ok := strings.Cut(opts.User, ":")
-		u, err1 := strconv.Atoi(uid)
-		g, err2 := strconv.Atoi(gid)
-		if !ok || err1 != nil || err2 != nil || u < 0 || g < 0 {
-			return nil, &OptionError{"User", strconv.Quote(opts.User), "want UID:GID, both numbers"}
+		uid, gid, err := buildpacksUserIDs(opts)
+		if err != nil {
+			return nil, "", err
 		}
-		if u != 0 && !(opts.BuildpacksStack != "" && u == 1000) {
-			users = append(users, User{Name: "user", UID: u, GID: g, Home: "/tmp"})
+		ids := strconv.Itoa(uid) + ":" + strconv.Itoa(gid)
+		if uid == 0 {
+			return nil, ids, nil
 		}
+		return []User{{Name: buildpacksUser, UID: uid, GID: gid, Home: "/home/" + buildpacksUser}}, ids, nil
 	}
-	return users, nil
+	if opts.User == "" {
+		return nil, "", nil
+	}
+	uid, gid, err := parseUser(opts.User)
+	if err != nil || uid == 0 {
+		return nil, opts.User, err
+	}
+	return []User{{Name: "user", UID: uid, GID: gid, Home: "/home/user"}}, opts.User, nil
+}
+
+// parseUser parses "UID:GID", both numbers.
+func parseUser(s string) (uid, gid int, err error) {
+	u, g, ok := strings.Cut(s, ":")
+	uid, err1 := strconv.Atoi(u)
+	gid, err2 := strconv.Atoi(g)
+	if !ok || err1 != nil || err2 != nil || uid < 0 || gid < 0 {
+		return 0, 0, &OptionError{"User", strconv.Quote(s), "want UID:GID, both numbers"}
+	}
+	return uid, gid, nil
 }
 
 // checkInImage fails unless p is in a store path of the closure or made
@@ -59,7 +75,8 @@ func checkInImage(p string, paths []artifact.PathArtifact, root rootFS) error {
 	return fmt.Errorf("%s: %w", p, ErrOutsideClosure)
 }
 
-// imageConfig is the runtime configuration; it has no creation time.
+// imageConfig is the runtime configuration; it has a creation time only
+// if Options.Created gives one.
 func imageConfig(opts Options, pl ocispec.Platform, c *artifact.Closure, root plannedRoot) ocispec.Image {
 	env := slices.Clone(opts.Env)
 	hasPath := slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "PATH=") })
@@ -74,31 +91,33 @@ func imageConfig(opts Options, pl ocispec.Platform, c *artifact.Closure, root pl
 	for k, v := range opts.Labels {
 		labels[k] = v
 	}
-	user := opts.User
 	if opts.BuildpacksStack != "" {
-		labels["io.buildpacks.stack.id"] = opts.BuildpacksStack
-		env = append(env, "CNB_USER_ID=1000", "CNB_GROUP_ID=1000")
-		if user == "" {
-			user = "1000:1000"
-		}
+		uid, gid, _ := parseUser(root.user) // checked by imageUsers
+		env = buildpacksConfig(opts, uid, gid, c.Roots, env, labels)
 	}
-	return ocispec.Image{
+	cfg := ocispec.Image{
 		Platform: pl,
 		Config: ocispec.ImageConfig{
-			User: user, Env: env, Entrypoint: opts.Entrypoint, Cmd: opts.Cmd,
+			User: root.user, Env: env, Entrypoint: opts.Entrypoint, Cmd: root.cmd,
 			WorkingDir: opts.WorkingDir, Labels: labels,
 		},
 		RootFS: ocispec.RootFS{Type: "layers"},
 	}
+	if !opts.Created.IsZero() {
+		t := opts.Created.UTC()
+		cfg.Created = &t
+	}
+	return cfg
 }
 
 // storeImage writes the config and returns the manifest, which the
 // caller stores (tagged, or listed by an index).
 func storeImage(ctx context.Context, dst backend.Target, cfg ocispec.Image, layers []Layer, c *artifact.Closure) (manifest, ocispec.Descriptor, error) {
-	cfg.RootFS.DiffIDs = nil
+	cfg.RootFS.DiffIDs, cfg.History = nil, nil
 	var descs []ocispec.Descriptor
 	for _, l := range layers {
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.DiffID)
+		cfg.History = append(cfg.History, ocispec.History{Created: cfg.Created, CreatedBy: l.createdBy()})
 		descs = append(descs, l.Descriptor)
 	}
 	cfgData, err := json.Marshal(cfg)

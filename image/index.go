@@ -86,7 +86,9 @@ func tagImages(ctx context.Context, dst backend.Target, res *Result, images []st
 	if !opts.NixSnapshotter {
 		return nil
 	}
-	res.SnapshotterTag = res.Tag + snapshotterSuffix
+	if res.Tag != "" {
+		res.SnapshotterTag = res.Tag + snapshotterSuffix
+	}
 	nix, err := tagOne(ctx, dst, res.SnapshotterTag, images, func(i storedImage) manifest { return i.snapshotter })
 	if err != nil {
 		return err
@@ -96,11 +98,18 @@ func tagImages(ctx context.Context, dst backend.Target, res *Result, images []st
 }
 
 // tagOne tags the manifest of the one image, or stores the manifests of
-// several and tags an index over them.
+// several and tags an index over them; with tag "" it stores the top
+// manifest untagged.
 func tagOne(ctx context.Context, dst backend.Target, tag string, images []storedImage, which func(storedImage) manifest) (manifest, error) {
+	store := func(m manifest) error {
+		if tag == "" {
+			return backend.PushBytes(ctx, dst, m.desc, m.data)
+		}
+		return dst.PushReference(ctx, m.desc, bytes.NewReader(m.data), tag)
+	}
 	if len(images) == 1 {
 		m := which(images[0])
-		return m, dst.PushReference(ctx, m.desc, bytes.NewReader(m.data), tag)
+		return m, store(m)
 	}
 	for _, img := range images {
 		m := which(img)
@@ -112,7 +121,7 @@ func tagOne(ctx context.Context, dst backend.Target, tag string, images []stored
 	if err != nil {
 		return manifest{}, err
 	}
-	return idx, dst.PushReference(ctx, idx.desc, bytes.NewReader(idx.data), tag)
+	return idx, store(idx)
 }
 
 // imageIndex is the index over the images' manifests (as which picks

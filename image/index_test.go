@@ -3,6 +3,7 @@ package image_test
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 
@@ -110,10 +111,12 @@ func TestBuildPlatforms(t *testing.T) {
 	}
 
 	// Pinned: a change here changes the digest of every multi-platform
-	// image (spec/SPEC.md section 8.5): a format decision.
+	// image (spec/SPEC.md section 8.5): a format decision. Format
+	// version 5 (a history entry per layer) changed them from
+	// sha256:52469db8… and sha256:d4e0be82….
 	const (
-		wantIndex = "sha256:52469db8e54dbd24ef74985e9e96071d59142b95c387dc104922b0ac6dd5862c"
-		wantNix   = "sha256:d4e0be82753b8dea7326cf08bd28fc75c712a93983376caf664677b33943ec57"
+		wantIndex = "sha256:80a57a9b0cb893e28e8168fc570140f0f72feffe3766dc681a0b5ab0091cc634"
+		wantNix   = "sha256:6021116fb9fbc43a95f1ce65a44d921825b41f4922ebeb587ec962fd6746db5f"
 	)
 	if res.Manifest.Digest.String() != wantIndex || res.Snapshotter.Digest.String() != wantNix {
 		t.Errorf("index %s and nix-snapshotter index %s, were %s and %s: the image index format changed (SPEC.md section 8.5)",
@@ -241,6 +244,99 @@ func TestBuildOnePlatform(t *testing.T) {
 		}
 		if got := spec.PlatformString(cfg.Platform); got != tc.want || res.Manifest.MediaType != ocispec.MediaTypeImageManifest {
 			t.Errorf("image of %s with %v: config platform %s (%s), want %s in an image manifest", tc.ref, tc.opts.Platforms, got, res.Manifest.MediaType, tc.want)
+		}
+	}
+}
+
+// layoutWalk checks that everything ref names in l is stored: every
+// manifest and blob, through indexes.
+func layoutWalk(t *testing.T, l *backend.Layout, ref string) {
+	t.Helper()
+	ctx := t.Context()
+	desc, data, err := backend.FetchManifest(ctx, l, ref)
+	if err != nil {
+		t.Fatalf("%s: %v", ref, err)
+	}
+	var walk func(d ocispec.Descriptor, data []byte)
+	walk = func(d ocispec.Descriptor, data []byte) {
+		succ, err := backend.Successors(d, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range succ {
+			b, err := backend.FetchAll(ctx, l, s, 64<<20)
+			if err != nil {
+				t.Errorf("%s: %s %s is not in the destination: %v", ref, s.MediaType, s.Digest, err)
+				continue
+			}
+			if backend.IsManifest(s.MediaType) {
+				walk(s, b)
+			}
+		}
+	}
+	walk(desc, data)
+}
+
+// TestBuildPlatformsFrom: closures in two different targets (per-system
+// layouts) make the same index as from one target, with every layer in
+// the destination and nothing written to the sources; a layer an image
+// made in a source left there is copied, not converted again.
+func TestBuildPlatformsFrom(t *testing.T) {
+	ctx := t.Context()
+	amd, arm := fixture.Layout(t), fixture.Layout(t)
+	fixture.SystemClosure(t, amd, "x86", fixture.SystemPath{Name: "app-x86", System: "x86_64-linux"}, fixture.SystemPath{Name: "lib-x86", System: "x86_64-linux"}, fixture.SystemPath{Name: "shared", System: ""})
+	fixture.SystemClosure(t, arm, "arm", fixture.SystemPath{Name: "app-arm", System: "aarch64-linux"}, fixture.SystemPath{Name: "shared", System: ""}, fixture.SystemPath{Name: "src", System: spec.SystemBuiltin})
+	opts := multiOptions
+	opts.NixSnapshotter = true
+	sources := []image.Source{{Target: amd, Ref: "x86", Name: "amd:x86"}, {Target: arm, Ref: "arm", Name: "arm:arm"}}
+	amdFiles, armFiles := fixture.FileDigests(t, amd.Dir()), fixture.FileDigests(t, arm.Dir())
+
+	dst := fixture.Layout(t)
+	res, err := image.BuildPlatformsFrom(ctx, sources, dst, "multi", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same closures from one target make the same index.
+	one := fixture.Layout(t)
+	fixture.SystemClosure(t, one, "x86", fixture.SystemPath{Name: "app-x86", System: "x86_64-linux"}, fixture.SystemPath{Name: "lib-x86", System: "x86_64-linux"}, fixture.SystemPath{Name: "shared", System: ""})
+	fixture.SystemClosure(t, one, "arm", fixture.SystemPath{Name: "app-arm", System: "aarch64-linux"}, fixture.SystemPath{Name: "shared", System: ""}, fixture.SystemPath{Name: "src", System: spec.SystemBuiltin})
+	want, err := image.BuildPlatforms(ctx, one, []string{"x86", "arm"}, one, "multi", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Manifest.Digest != want.Manifest.Digest || res.Converted != 5 {
+		t.Errorf("index %s, %d layers converted; want %s (from one target) and 5", res.Manifest.Digest, res.Converted, want.Manifest.Digest)
+	}
+	if got := res.Images[1].Closures; len(got) != 1 || got[0] != "arm:arm" {
+		t.Errorf("the arm64 image's closures are named %v", got)
+	}
+	layoutWalk(t, dst, "multi")
+	layoutWalk(t, dst, "multi-nix")
+	if !maps.Equal(amdFiles, fixture.FileDigests(t, amd.Dir())) || !maps.Equal(armFiles, fixture.FileDigests(t, arm.Dir())) {
+		t.Error("building from the sources wrote to them")
+	}
+
+	// An image of the x86 closure made in its own layout leaves layer
+	// artifacts there: the next image elsewhere copies them.
+	alone := opts
+	alone.LinkRoots = []string{fixture.StorePath("app-x86")}
+	if _, err := image.Build(ctx, amd, "x86", amd, "img", alone); err != nil {
+		t.Fatal(err)
+	}
+	dst2 := fixture.Layout(t)
+	again, err := image.BuildPlatformsFrom(ctx, sources, dst2, "multi", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Manifest.Digest != res.Manifest.Digest || again.Converted != 2 || again.Reused != 3 {
+		t.Errorf("with x86's layers in its layout: index %s, converted %d, reused %d; want %s, 2 (arm's own paths) and 3 (copied)",
+			again.Manifest.Digest, again.Converted, again.Reused, res.Manifest.Digest)
+	}
+	layoutWalk(t, dst2, "multi")
+	for _, name := range []string{"app-x86", "lib-x86", "shared"} {
+		tag := spec.LayerTag([]string{spec.PathTag(fixture.StorePath(name))}, spec.LayerGzip)
+		if _, err := dst2.Resolve(ctx, tag); err != nil {
+			t.Errorf("layer artifact %s of %s not copied: %v", tag, name, err)
 		}
 	}
 }

@@ -35,6 +35,7 @@ type Layer struct {
 	Paths      []artifact.PathArtifact
 	RootTypes  []RootType // per path: what the top-level node is
 	Reused     bool       // found stored, not converted now
+	role       string     // what a layer holding no store path is, for its history entry
 }
 
 // layerCompressor wraps w in the layer compression.
@@ -49,9 +50,9 @@ func layerCompressor(w io.Writer, c spec.LayerCompression) (io.WriteCloser, erro
 	return nil, fmt.Errorf("unknown layer compression %q", c)
 }
 
-// convertLayer streams the NARs of paths from src into one compressed tar
-// in a temporary file, which the caller removes.
-func convertLayer(ctx context.Context, src backend.Target, paths []artifact.PathArtifact, c spec.LayerCompression, tmpDir string) (Layer, string, error) {
+// convertLayer streams the NARs of paths, each from its source, into one
+// compressed tar in a temporary file, which the caller removes.
+func convertLayer(ctx context.Context, srcs narSources, paths []artifact.PathArtifact, c spec.LayerCompression, tmpDir string) (Layer, string, error) {
 	f, err := os.CreateTemp(tmpDir, "nixoci-layer-*")
 	if err != nil {
 		return Layer{}, "", err
@@ -78,7 +79,7 @@ func convertLayer(ctx context.Context, src backend.Target, paths []artifact.Path
 			break
 		}
 		var root RootType
-		root, err = convertPath(ctx, src, tw, p)
+		root, err = convertPath(ctx, srcs.of(p), tw, p)
 		roots = append(roots, root)
 	}
 	if err == nil {

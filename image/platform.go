@@ -15,12 +15,14 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
 )
 
-// closureRead is one closure as read from the source.
+// closureRead is one closure as read from its source.
 type closureRead struct {
-	ref     string
+	ref     string         // its name in messages
+	src     backend.Target // where it and its paths' NARs are read from
 	closure *artifact.Closure
 	paths   []artifact.PathArtifact
 	// system is the one system its paths record ("" if none); systemErr
@@ -134,15 +136,17 @@ func groupEach(reads []closureRead) ([][]closureRead, error) {
 	return groups, nil
 }
 
-// newPlans merges each group of closures into the plan of one image.
-func newPlans(groups [][]closureRead) []*plan {
+// newPlans merges each group of closures into the plan of one image,
+// and says where each path's NAR is read from.
+func newPlans(groups [][]closureRead) ([]*plan, narSources) {
 	var plans []*plan
+	srcs := narSources{}
 	for _, g := range groups {
 		p := &plan{reads: g}
-		p.closure, p.paths = union(g)
+		p.closure, p.paths = union(g, srcs)
 		plans = append(plans, p)
 	}
-	return plans
+	return plans, srcs
 }
 
 // choosePlatforms sets each plan's platform and keeps the plans of the

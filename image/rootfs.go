@@ -19,10 +19,11 @@ import (
 
 // rootEntry is one entry of the root layer.
 type rootEntry struct {
-	typ     byte
-	mode    int64
-	target  string // symlinks
-	content string // files
+	typ      byte
+	mode     int64
+	target   string // symlinks
+	content  string // files
+	uid, gid int    // owner; root but for home directories
 }
 
 // rootFS is the root layer being assembled: the first entry for a name
@@ -48,14 +49,24 @@ type User struct {
 }
 
 // newRootFS makes the fixed part: /etc/passwd and /etc/group with root
-// and the given users, and /tmp.
+// and the given users (a group per gid not yet listed, named after its
+// first user), each user's home owned by it, /tmp and /root.
 func newRootFS(users []User) rootFS {
 	r := rootFS{}
 	passwd := "root:x:0:0:root:/root:/bin/sh\n"
 	group := "root:x:0:\n"
+	groups := map[int]bool{0: true}
 	for _, u := range users {
 		passwd += fmt.Sprintf("%s:x:%d:%d::%s:/bin/sh\n", u.Name, u.UID, u.GID, u.Home)
-		group += fmt.Sprintf("%s:x:%d:\n", u.Name, u.GID)
+		if !groups[u.GID] {
+			group += fmt.Sprintf("%s:x:%d:\n", u.Name, u.GID)
+			groups[u.GID] = true
+		}
+		home := strings.TrimPrefix(path.Clean(u.Home), "/")
+		for d := path.Dir(home); d != "."; d = path.Dir(d) {
+			r.dir(d, 0o755)
+		}
+		r.add(home+"/", rootEntry{typ: tar.TypeDir, mode: 0o755, uid: u.UID, gid: u.GID})
 	}
 	r.dir("etc", 0o755)
 	r.add("etc/passwd", rootEntry{typ: tar.TypeReg, mode: 0o644, content: passwd})
@@ -105,6 +116,7 @@ func (r rootFS) tar() ([]byte, error) {
 	for _, n := range names {
 		e := r[n]
 		h := header(n, e.typ, e.mode)
+		h.Uid, h.Gid = e.uid, e.gid
 		h.Linkname = e.target
 		h.Size = int64(len(e.content))
 		if err := tw.WriteHeader(h); err != nil {

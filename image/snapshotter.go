@@ -50,5 +50,6 @@ func storeSnapshotterLayer(ctx context.Context, dst backend.Target, layers []Lay
 	if err != nil {
 		return Layer{}, fmt.Errorf("storing nix-snapshotter layer: %w", err)
 	}
+	l.role = fmt.Sprintf("nix-snapshotter mountpoints of %d store paths", len(paths))
 	return l, nil
 }

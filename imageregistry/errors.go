@@ -18,6 +18,7 @@ const (
 	codeUnsupported     = "UNSUPPORTED"
 	codeUnknown         = "UNKNOWN"
 	codeDigestInvalid   = "DIGEST_INVALID"
+	codeTooManyRequests = "TOOMANYREQUESTS"
 )
 
 // registryError writes an error in the distribution spec's JSON format.

@@ -13,12 +13,14 @@ import (
 //	nixoci_composition_seconds          histogram  time to compose an image
 //	nixoci_layers_converted_total       counter    layers converted from NARs while composing
 //	nixoci_layers_reused_total          counter    layers found already converted while composing
+//	nixoci_compositions_refused_total   counter    compositions refused (503) because MaxCompositions were running
 type metrics struct {
 	route              *serving.Route
 	cache              *serving.Cache
 	composedOK, failed prometheus.Counter
 	seconds            prometheus.Histogram
 	converted, reused  prometheus.Counter
+	busy               prometheus.Counter
 }
 
 func newMetrics(m *serving.Metrics) (*metrics, error) {
@@ -40,6 +42,9 @@ func newMetrics(m *serving.Metrics) (*metrics, error) {
 		reused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nixoci_layers_reused_total", Help: "Layers found already converted while composing images.",
 		}),
+		busy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixoci_compositions_refused_total", Help: "Compositions refused (503) because as many as allowed were running.",
+		}),
 	}
-	return rm, m.Register(compositions, rm.seconds, rm.converted, rm.reused)
+	return rm, m.Register(compositions, rm.seconds, rm.converted, rm.reused, rm.busy)
 }

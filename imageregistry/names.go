@@ -20,8 +20,10 @@ type NameSpec struct {
 	Cmd        []string `json:"cmd,omitempty"`
 	Env        []string `json:"env,omitempty"`
 	User       string   `json:"user,omitempty"`
-	// BuildpacksStack makes the image a Cloud Native Buildpacks stack.
+	// BuildpacksStack makes the image a Cloud Native Buildpacks base
+	// image (a run image; a build image with BuildpacksBuild).
 	BuildpacksStack string `json:"buildpacksStack,omitempty"`
+	BuildpacksBuild bool   `json:"buildpacksBuild,omitempty"`
 }
 
 // LoadNames reads a JSON object mapping names to NameSpecs.
@@ -80,6 +82,7 @@ type composition struct {
 // composeSpec resolves a repository name into closure tags and options.
 func (g *Registry) composeSpec(name string) composition {
 	c := composition{opts: g.opts.Image}
+	c.opts.DefaultCmd = true // used only if no entrypoint or cmd is named
 	for _, part := range strings.Split(name, "/") {
 		ns, ok := g.opts.Names[part]
 		if !ok {
@@ -104,6 +107,7 @@ func (g *Registry) composeSpec(name string) composition {
 		if ns.BuildpacksStack != "" {
 			c.opts.BuildpacksStack = ns.BuildpacksStack
 		}
+		c.opts.BuildpacksBuild = c.opts.BuildpacksBuild || ns.BuildpacksBuild
 	}
 	slices.Sort(c.closures)
 	c.closures = slices.Compact(c.closures)

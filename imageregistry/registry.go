@@ -2,7 +2,6 @@ package imageregistry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,12 +14,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
-	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/image"
 	"github.com/nixoci/nixoci/internal/serving"
-	"github.com/nixoci/nixoci/spec"
 )
 
 // Options configure a Registry. Zero values mean the documented defaults.
@@ -38,6 +35,14 @@ type Options struct {
 	// CacheTTL is how long a composed image is remembered (its closures
 	// are resolved again at each request all the same); default 10 minutes.
 	CacheTTL time.Duration
+	// MaxCompositions is how many images are composed at once; a request
+	// needing one more is answered 503 with Retry-After. Default
+	// DefaultMaxCompositions.
+	MaxCompositions int
+	// Ephemeral stores composed images untagged: no compose.* tag is
+	// written, so a name asked for once leaves nothing a collector keeps.
+	// Their layers are stored (and reused) all the same.
+	Ephemeral bool
 	// Logger receives error logs; default slog.Default().
 	Logger *slog.Logger
 	// AccessLog logs every request that is not a 5xx, one line each, to
@@ -49,6 +54,14 @@ type Options struct {
 	AccessLogTo *serving.AccessLog
 }
 
+// DefaultMaxCompositions is the default of Options.MaxCompositions: a
+// composition converting layers keeps a core busy compressing.
+const DefaultMaxCompositions = 4
+
+// retryAfter is what a client refused for too many compositions is told
+// to wait, in seconds.
+const retryAfter = "10"
+
 // Registry is an http.Handler serving the read-only OCI distribution API
 // under /v2/.
 type Registry struct {
@@ -56,8 +69,9 @@ type Registry struct {
 	log      *slog.Logger
 	backends *serving.Backends
 	metrics  *metrics
-	composed *serving.LRU[*composed] // repository name -> composed image
+	composed *serving.LRU[*composed] // composition key -> composed image
 	flight   singleflight.Group
+	running  chan struct{} // one token per composition running
 	handler  *serving.Handler
 }
 
@@ -69,6 +83,9 @@ func New(opts Options) (*Registry, error) {
 	if opts.CacheTTL == 0 {
 		opts.CacheTTL = 10 * time.Minute
 	}
+	if opts.MaxCompositions <= 0 {
+		opts.MaxCompositions = DefaultMaxCompositions
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -77,6 +94,7 @@ func New(opts Options) (*Registry, error) {
 		log:      opts.Logger,
 		backends: opts.Backends,
 		composed: serving.NewLRU[*composed](1000),
+		running:  make(chan struct{}, opts.MaxCompositions),
 	}
 	m, err := newMetrics(opts.Backends.Metrics())
 	if err != nil {
@@ -96,12 +114,9 @@ func New(opts Options) (*Registry, error) {
 // ServeHTTP answers a request under /v2/ (or /v2), counting and logging it.
 func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.handler.ServeHTTP(w, r) }
 
-// composed is an image composed for a repository name.
-type composed struct {
-	closures []string // digests of the closures it was made from
-	desc     ocispec.Descriptor
-	data     []byte
-}
+// endpoints are the path parts after a repository name, in the order
+// they are looked for.
+var endpoints = []string{"/manifests/", "/blobs/", "/tags/", "/referrers/"}
 
 func (g *Registry) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
@@ -123,7 +138,7 @@ func (g *Registry) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var name, kind, ref string
-	for _, k := range []string{"/manifests/", "/blobs/", "/tags/"} {
+	for _, k := range endpoints {
 		if i := strings.LastIndex(rest, k); i > 0 {
 			name, kind, ref = rest[:i], strings.Trim(k, "/"), rest[i+len(k):]
 			break
@@ -141,46 +156,78 @@ func (g *Registry) serve(w http.ResponseWriter, r *http.Request) {
 	case kind == "manifests":
 		g.serveManifest(w, r, name, ref)
 	case kind == "blobs":
-		g.serveBlob(w, r, ref)
+		g.serveBlob(w, r, name, ref)
 	case kind == "tags" && ref == "list":
-		// Any valid name is an image tagged latest; whether its closures
-		// exist is found out when its manifest is asked for.
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"name": name, "tags": []string{"latest"}})
+		g.serveTags(w, r, name)
+	case kind == "referrers":
+		g.serveReferrers(w, r, name, ref)
 	default:
 		registryError(w, http.StatusNotFound, codeUnsupported, "unknown endpoint")
 	}
 }
 
+// imageOf returns the image of a repository name, answering the client
+// itself (and returning false) if there is none.
+func (g *Registry) imageOf(w http.ResponseWriter, ctx context.Context, name string) (*composed, bool) {
+	c, err := g.compose(ctx, name)
+	switch {
+	case err == nil:
+		return c, true
+	case errors.Is(err, ErrBusy):
+		w.Header().Set("Retry-After", retryAfter)
+		registryError(w, http.StatusServiceUnavailable, codeTooManyRequests, err.Error())
+	case serving.IsNotFound(err):
+		registryError(w, http.StatusNotFound, codeNameUnknown, err.Error())
+	case isCannotCompose(err):
+		registryError(w, http.StatusBadRequest, codeNameInvalid, err.Error())
+	default:
+		g.fail(w, "composing "+name, err)
+	}
+	return nil, false
+}
+
+// imageReaching returns the image of a repository name if it reaches the
+// digest d: the image remembered, else the image composed now (its
+// closures may have moved since). found is false, and nothing
+// answered, if the image does not reach d; ok is false if the client was
+// answered an error.
+func (g *Registry) imageReaching(w http.ResponseWriter, ctx context.Context, name string, d digest.Digest) (c *composed, desc ocispec.Descriptor, found, ok bool) {
+	if c, hit := g.cached(name); hit {
+		if desc, found := c.reaches(d); found {
+			return c, desc, true, true
+		}
+	}
+	if c, ok = g.imageOf(w, ctx, name); !ok {
+		return nil, desc, false, false
+	}
+	desc, found = c.reaches(d)
+	return c, desc, found, true
+}
+
+// serveManifest answers a manifest request: latest is the name's image;
+// a digest, a manifest that image reaches (the image, or one platform's
+// under its index). Any other reference is unknown (SPEC.md section 9).
 func (g *Registry) serveManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
 	var desc ocispec.Descriptor
 	var data []byte
 	if d, err := digest.Parse(ref); err == nil {
-		desc, data, err = g.manifestByDigest(r.Context(), d)
-		if err != nil {
-			if serving.IsNotFound(err) {
-				registryError(w, http.StatusNotFound, codeManifestUnknown, "no manifest "+ref)
-				return
-			}
-			g.fail(w, "manifest "+ref, err)
+		c, found, ok := g.manifestOf(w, r.Context(), name, d)
+		if !ok {
 			return
 		}
+		if !found {
+			registryError(w, http.StatusNotFound, codeManifestUnknown, "no manifest "+ref+" in "+name)
+			return
+		}
+		desc, data = c.desc, c.data
 	} else {
-		if !spec.ValidTag(ref) {
-			registryError(w, http.StatusBadRequest, codeManifestUnknown, "invalid tag "+strconv.Quote(ref))
+		if ref != latestTag {
+			registryError(w, http.StatusNotFound, codeManifestUnknown,
+				fmt.Sprintf("unknown tag %q: an image made on demand is tagged %s only", ref, latestTag))
 			return
 		}
-		c, err := g.compose(r.Context(), name)
-		if err != nil {
-			if serving.IsNotFound(err) {
-				registryError(w, http.StatusNotFound, codeNameUnknown, err.Error())
-				return
-			}
-			if isCannotCompose(err) {
-				registryError(w, http.StatusBadRequest, codeNameInvalid, err.Error())
-				return
-			}
-			g.fail(w, "composing "+name, err)
+		c, ok := g.imageOf(w, r.Context(), name)
+		if !ok {
 			return
 		}
 		desc, data = c.desc, c.data
@@ -195,36 +242,57 @@ func (g *Registry) serveManifest(w http.ResponseWriter, r *http.Request, name, r
 	}
 }
 
-// manifestByDigest finds a manifest by digest: a composed one, or one
-// stored in a backend.
-func (g *Registry) manifestByDigest(ctx context.Context, d digest.Digest) (ocispec.Descriptor, []byte, error) {
+// manifestOf finds the manifest d among those the image of name reaches:
+// the image itself, held in memory, or a manifest under its index, read
+// from the backend it was composed in.
+func (g *Registry) manifestOf(w http.ResponseWriter, ctx context.Context, name string, d digest.Digest) (m manifestData, found, ok bool) {
+	c, desc, found, ok := g.imageReaching(w, ctx, name, d)
+	if !ok || !found {
+		return m, found, ok
+	}
+	if desc.MediaType != ocispec.MediaTypeImageManifest && desc.MediaType != ocispec.MediaTypeImageIndex {
+		return m, false, true // a blob: not a manifest
+	}
+	if d == c.desc.Digest {
+		return manifestData{c.desc, c.data}, true, true
+	}
 	ctx, cancel := context.WithTimeout(ctx, g.backends.Timeout())
 	defer cancel()
-	var errs []error
-	for _, b := range g.backends.List() {
-		desc, data, err := backend.FetchManifest(ctx, b.Target, d.String())
+	b := g.backends.List()[c.backend]
+	got, data, err := backend.FetchManifest(ctx, b.Target, d.String())
+	if err == nil && got.Digest != d {
+		err = fmt.Errorf("manifest %s is corrupt in %s: %w", d, b.Name, backend.ErrHashMismatch)
+	}
+	if err != nil {
+		// The image reaches it: missing or not, it is the backend's failure.
 		if serving.IsNotFound(err) {
-			continue
+			err = fmt.Errorf("manifest %s of the image of %s is gone from %s: %w", d, name, b.Name, backend.ErrRegistry)
 		}
-		if errors.Is(err, backend.ErrHashMismatch) || err == nil && desc.Digest != d {
-			return desc, nil, fmt.Errorf("manifest %s is corrupt in %s: %w", d, b.Name, backend.ErrHashMismatch)
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		return desc, data, nil
+		g.fail(w, "manifest "+d.String(), err)
+		return m, false, false
 	}
-	if len(errs) > 0 {
-		return ocispec.Descriptor{}, nil, errors.Join(errs...)
-	}
-	return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", d, errdef.ErrNotFound)
+	return manifestData{got, data}, true, true
 }
 
-func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, ref string) {
+// manifestData is a manifest and its descriptor.
+type manifestData struct {
+	desc ocispec.Descriptor
+	data []byte
+}
+
+// serveBlob answers a blob request for a blob the image of name reaches.
+func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, name, ref string) {
 	d, err := digest.Parse(ref)
 	if err != nil {
 		registryError(w, http.StatusBadRequest, codeDigestInvalid, "invalid digest "+strconv.Quote(ref))
+		return
+	}
+	_, _, found, ok := g.imageReaching(w, r.Context(), name, d)
+	if !ok {
+		return
+	}
+	if !found {
+		registryError(w, http.StatusNotFound, codeBlobUnknown, "no blob "+ref+" in "+name)
 		return
 	}
 	loc, found, err := g.backends.LocateBlob(r.Context(), d)
@@ -233,7 +301,7 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, ref string)
 		return
 	}
 	if !found {
-		registryError(w, http.StatusNotFound, codeBlobUnknown, "no blob "+ref)
+		g.fail(w, "blob "+ref, fmt.Errorf("blob %s of the image of %s is in no backend: %w", ref, name, backend.ErrRegistry))
 		return
 	}
 	h := w.Header()

@@ -38,6 +38,11 @@ type LocalStore struct {
 	Compression spec.Compression
 	// NixStore and Nix are the commands run; default "nix-store", "nix".
 	NixStore, Nix string
+	// Logs makes Files include the build logs of the closure's derivers.
+	Logs bool
+	// LogDir is Nix's log directory; default $NIX_LOG_DIR or
+	// /nix/var/log/nix.
+	LogDir string
 }
 
 func (s *LocalStore) storeDir() string {

@@ -47,10 +47,17 @@ func derivedSystem(storeDir, storePath, deriver string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", deriver, err)
 	}
+	floating := true
 	for _, o := range drv.Outputs {
 		if o.Path == storePath {
 			return drv.Platform, nil
 		}
+		floating = floating && o.Path == ""
+	}
+	if floating {
+		// A content-addressed derivation lists no output paths: its
+		// outputs are known only after the build (SPEC.md section 4.1).
+		return "", nil
 	}
 	return "", fmt.Errorf("%s does not list %s among its outputs", deriver, storePath)
 }

@@ -35,6 +35,7 @@ func TestDerivedSystem(t *testing.T) {
 	arm := write("a4l18b5wpp3qzac773sj8bvcb4lx1zr7-hello.drv", drvText("aarch64-linux", out, dev))
 	other := write("5h989f9kw629g4y1mnpg3q9s30pkh9k0-other.drv", drvText("x86_64-linux", "/nix/store/qc24b2vxd8b277nrd2dpxpikcbz6k14p-other", dev+"x"))
 	garbled := write("d7znnwpmkk1py2q31pj6j11vwwp241aa-garbled.drv", "Derive([(")
+	floating := write("fd8vbmrsmkq9w2ii1blwqa1xm7ymvdsz-ca.drv", `Derive([("out","","r:sha256","")],[],[],"x86_64-linux","/bin/sh",[],[("name","ca"),("out","/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9"),("system","x86_64-linux")])`)
 	huge := write("wmax4jpcbcyvaqcx04skyir4x9j40ygh-huge.drv", drvText("x86_64-linux", out, dev)+strings.Repeat(" ", spec.MaxDerivationSize))
 	for _, tc := range []struct {
 		name, path, deriver string
@@ -47,6 +48,7 @@ func TestDerivedSystem(t *testing.T) {
 		{"deriver not in the store", out, "0000000000000000000000000000000a-hello.drv", "", ""},
 		{"deriver of other paths", out, other, "", "does not list " + out},
 		{"deriver that does not parse", out, garbled, "", garbled},
+		{"content-addressed deriver (no output paths)", out, floating, "", ""},
 		{"deriver too large", out, huge, "", "larger than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,3 +14,11 @@ var EmptyConfig = ocispec.Descriptor{
 
 // EmptyConfigData is the content of EmptyConfig: "{}".
 var EmptyConfigData = []byte("{}")
+
+// EmptyLayers is the layers of a manifest that holds no content, only
+// annotations (push records, gc markers, tombstones): the empty
+// descriptor alone, as image-spec 1.1 asks of artifacts without layers
+// ("layers SHOULD have at least one entry"), so that registries that
+// insist on a layer accept them. Earlier writers wrote none
+// (`"layers": []`); readers take both, reading only annotations.
+func EmptyLayers() []ocispec.Descriptor { return []ocispec.Descriptor{EmptyConfig} }

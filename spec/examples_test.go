@@ -8,6 +8,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/internal/fixture"
 	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/realisation"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -135,6 +137,39 @@ func TestExamples(t *testing.T) {
 	checkExample(t, "closure-v2-part-1.json", splitV2.Parts[0].Data)
 	checkExample(t, "closure-v2-part-2.json", splitV2.Parts[1].Data)
 
+	// Section 12: the realisation of app (both keys), and the closure
+	// listing it (12.6).
+	hk, err := realisation.ParseHashKey("sha256:" + strings.Repeat("5e", 32) + "!out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := realisation.NewPathKey(app.Info.Deriver, "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outBase := filepath.Base(app.Info.StorePath)
+	rl := &artifact.Realisation{OutPath: app.Info.StorePath, Output: "out",
+		HashKey: &hk, V1: &realisation.V1{Key: hk, OutPath: outBase, Dependent: map[string]string{}},
+		PathKey: &pk, V2: &realisation.V2{OutPath: outBase}}
+	rfa, err := rl.Artifact()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdata, err := rfa.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "realisation-manifest.json", rdata)
+	cf, err := artifact.NewClosureIndexWithFiles([]string{app.Info.StorePath}, []artifact.PathArtifact{app, data},
+		[]artifact.ClosureFile{{StorePath: app.Info.StorePath, Artifact: rfa}}, "/nix/store", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "closure-files-index.json", cf.Top.Data)
+	if cf.CacheInfoManifest.Descriptor.Digest != ci.CacheInfoManifest.Descriptor.Digest {
+		t.Error("the cache-info manifest of a closure with files differs")
+	}
+
 	// Section 10: a push record of the closure, a running and a finished
 	// gc marker, at fixed times.
 	at := time.Date(2026, 12, 1, 22, 33, 46, 123456789, time.UTC)
@@ -153,6 +188,18 @@ func TestExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkExample(t, "gc-marker-finished.json", finished.Data)
+	// A mark record: the closure and its private path found unreachable
+	// half an hour before this mark, the push record by this mark.
+	record, recordManifest, err := artifact.NewMarkRecord(artifact.MarkRecord{Marked: at, Unreachable: []artifact.MarkEntry{
+		{Kind: "closure", Digest: ci.Top.Descriptor.Digest, Tags: []string{"app"}, Since: at.Add(-30 * time.Minute)},
+		{Kind: "path", Digest: app.Manifest.Digest, Tags: []string{spec.PathTag(app.Info.StorePath)}, StorePath: app.Info.StorePath, Since: at.Add(-30 * time.Minute)},
+		{Kind: "push-record", Digest: rec.Descriptor.Digest, Since: at},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "gc-mark-record.json", record.Data)
+	checkExample(t, "gc-mark.json", recordManifest.Data)
 
 	// What a substituter renders from the manifest alone is the narinfo.
 	parsed, err := artifact.ParsePathManifest(app.Manifest, manifest)

@@ -24,7 +24,32 @@ const (
 	// ArtifactTypeDebugInfo marks the artifact of one debug-info index
 	// entry, tagged DebugInfoTag(build id).
 	ArtifactTypeDebugInfo = "application/vnd.nixoci.debuginfo.v1"
+
+	// ArtifactTypeClosureFiles marks a version 2 closure index that also
+	// lists file artifacts of its paths (SPEC.md section 12.6). A closure
+	// without any keeps ArtifactTypeClosureV2, and its digest.
+	ArtifactTypeClosureFiles = "application/vnd.nixoci.closure-files.v2"
 )
+
+// IsFileArtifactType reports whether t is the artifact type of a build
+// log, realisation, NAR listing or debug-info entry.
+func IsFileArtifactType(t string) bool {
+	switch t {
+	case ArtifactTypeLog, ArtifactTypeRealisation, ArtifactTypeListing, ArtifactTypeDebugInfo:
+		return true
+	}
+	return false
+}
+
+// IsClosureIndexType reports whether t is the artifact type of a version
+// 2 closure index, with or without files.
+func IsClosureIndexType(t string) bool {
+	return t == ArtifactTypeClosureV2 || t == ArtifactTypeClosureFiles
+}
+
+// MaxLogSize bounds a build log a writer stores or a reader accepts,
+// decoded: 256 MiB.
+const MaxLogSize = 256 << 20
 
 // Media types of the files those artifacts hold, one layer each.
 const (

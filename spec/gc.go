@@ -31,11 +31,23 @@ const (
 	// running collector's marker has no AnnotationGCFinished.
 	AnnotationGCStarted  = AnnotationPrefix + "gc-started"
 	AnnotationGCFinished = AnnotationPrefix + "gc-finished"
+	// AnnotationGCMarked is the time of the mark a mark record holds (as
+	// AnnotationPushed).
+	AnnotationGCMarked = AnnotationPrefix + "gc-marked"
+	// MediaTypeGCMark is the one layer of a mark record: JSON listing
+	// what collections found unreachable, and since when (SPEC.md 10.3).
+	MediaTypeGCMark = "application/vnd.nixoci.gc.mark.v1+json"
+	// GCMarkMaxSize bounds the mark record a collector reads: about
+	// 1.5 million entries.
+	GCMarkMaxSize = 256 << 20
 	// AnnotationTombstone is "true" on a tombstone.
 	AnnotationTombstone = AnnotationPrefix + "tombstone"
 
 	// GCMarkerTag is the tag of the collector's marker (SPEC.md 10.3).
 	GCMarkerTag = "nixoci-gc"
+	// GCMarkTag is the tag of the collector's mark record: what the last
+	// collections found unreachable, and since when (SPEC.md 10.3).
+	GCMarkTag = "nixoci-gc-mark"
 	// GCBatch is B, the longest a collector deletes after one look at the
 	// repository's roots; a push that finds a running collector's marker
 	// after tagging waits this long before checking what it tagged.

@@ -24,9 +24,10 @@ const ClosureVersion = ClosureV2
 // FormatVersion is the version of SPEC.md this code implements. Version
 // 3 records the System of local store paths from their derivers and adds
 // image indexes; version 4 adds artifacts for build logs, realisations,
-// NAR listings and debug-info entries (section 12). No artifact changed
-// shape, so the versions above stay.
-const FormatVersion = "4"
+// NAR listings and debug-info entries (section 12); version 5 gives
+// image configs a history entry per layer and image users a home. No
+// artifact changed shape, so the versions above stay.
+const FormatVersion = "5"
 
 // Artifact types: the artifactType of the manifests nixoci writes.
 const (

@@ -52,3 +52,61 @@ func DefaultClosureTag(root string) (string, error) {
 // pulled through from an upstream (SPEC.md section 14.4): "pulled." and
 // the root's hash part, e.g. "pulled.wmax4jpcbcyvaqcx04skyir4x9j40ygh".
 func PulledClosureTag(root string) string { return "pulled." + PathTag(root) }
+
+// TagKind is what a tag's name says it names (SPEC.md 5.3, 8.2, 9,
+// 10.3). Tags nixoci gives its own artifacts follow fixed forms; every
+// other tag is one a user chose, naming a closure, an image or anything
+// else, which only reading it tells.
+type TagKind int
+
+const (
+	// TagNamed is a tag a user chose (a closure's, an image's, another
+	// tool's): read what it names to know.
+	TagNamed TagKind = iota
+	// TagPath is a store path's tag: its 32-character nix-base32 hash part.
+	TagPath
+	// TagLayer is a layer artifact's: "<hash>.layer.<compression>" or
+	// "group.<40 hex>.<compression>".
+	TagLayer
+	// TagReferrers is the referrers tag schema's "sha256-<64 hex>".
+	TagReferrers
+	// TagCompose is an image composed by serve --registry:
+	// "compose.<40 hex>".
+	TagCompose
+	// TagGC is the garbage collector's own: its marker and its mark
+	// record.
+	TagGC
+	// TagFile is a file of a store path or derivation (SPEC.md 12): a
+	// build log, NAR listing, realisation or debug-info entry (IsFileTag).
+	TagFile
+)
+
+var (
+	layerTagPattern     = regexp.MustCompile(`^(?:[0-9a-df-np-sv-z]{32}\.layer|group\.[0-9a-f]{40})\.[a-z0-9]+$`)
+	referrersTagPattern = regexp.MustCompile(`^sha256-[0-9a-f]{64}$`)
+	composeTagPattern   = regexp.MustCompile(`^compose\.[0-9a-f]{40}$`)
+)
+
+// ClassifyTag says what a tag's name says it names. It is the one
+// classification every reader of tags uses: the substituter's catalog
+// reads only TagNamed tags as possible closures; the garbage collector
+// takes TagNamed and TagCompose tags as possible roots, and TagPath,
+// TagLayer and TagReferrers ones as what roots may reach (a new kind of
+// tag is added here, and to the collector's look, gc/look.go).
+func ClassifyTag(tag string) TagKind {
+	switch {
+	case tag == GCMarkerTag || tag == GCMarkTag:
+		return TagGC
+	case IsHashPart(tag):
+		return TagPath
+	case referrersTagPattern.MatchString(tag):
+		return TagReferrers
+	case layerTagPattern.MatchString(tag):
+		return TagLayer
+	case composeTagPattern.MatchString(tag):
+		return TagCompose
+	case IsFileTag(tag):
+		return TagFile
+	}
+	return TagNamed
+}

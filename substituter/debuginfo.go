@@ -1,35 +1,17 @@
 package substituter
 
 import (
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
-
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/spec"
 )
 
-// maxDebugInfoSize bounds a debug-info entry; Nix writes about 150 bytes.
-const maxDebugInfoSize = 4 << 10
-
-// buildIDName matches the name of a debug-info entry: a 40-hex-digit
-// build id, with ".debug" after it as Nix's index-debug-info writes it
-// (BinaryCacheStore::addToStoreCommon joins the directory and file names
-// of lib/debug/.build-id/<2>/<38>.debug, suffix included).
-var buildIDName = regexp.MustCompile(`^([0-9a-f]{40})(\.debug)?$`)
-
-// debugInfoArchive matches an entry's archive: its NAR, relative to
-// debuginfo/.
-var debugInfoArchive = regexp.MustCompile(`^\.\./nar/([0-9a-df-np-sv-z]{52})\.nar(\.xz|\.zst|\.bz2|\.br)?$`)
-
 // serveDebugInfo answers `GET /debuginfo/<build id>[.debug]`: either
 // name finds the entry of the build id.
 func (s *Server) serveDebugInfo(w http.ResponseWriter, r *http.Request) {
-	m := buildIDName.FindStringSubmatch(r.PathValue("file"))
+	m := artifact.DebugInfoName.FindStringSubmatch(r.PathValue("file"))
 	if m == nil {
 		http.Error(w, "malformed debug-info name: want debuginfo/<40 hex digits>[.debug]", http.StatusBadRequest)
 		return
@@ -58,40 +40,17 @@ func (s *Server) serveDebugInfo(w http.ResponseWriter, r *http.Request) {
 // NAR is not required to be here yet.
 func (u *uploader) putDebugInfo(r *http.Request) (int, error) {
 	name := r.PathValue("file")
-	m := buildIDName.FindStringSubmatch(name)
+	m := artifact.DebugInfoName.FindStringSubmatch(name)
 	if m == nil {
 		return http.StatusBadRequest, fmt.Errorf("malformed debug-info name %q: want <40 hex digits>[.debug]", name)
 	}
-	id := m[1]
-	data, status, err := readUploadBody(r, maxDebugInfoSize)
+	data, status, err := readUploadBody(r, artifact.MaxDebugInfoSize)
 	if err != nil {
 		return status, err
 	}
-	var entry struct {
-		Archive *string `json:"archive"`
-		Member  *string `json:"member"`
-	}
-	if err := json.Unmarshal(data, &entry); err != nil || entry.Archive == nil || entry.Member == nil {
-		return http.StatusBadRequest, fmt.Errorf("debuginfo/%s: not a JSON object with archive and member", name)
-	}
-	am := debugInfoArchive.FindStringSubmatch(*entry.Archive)
-	if am == nil {
-		return http.StatusBadRequest, fmt.Errorf("debuginfo/%s: archive %q is not ../nar/<52 nix-base32 chars>.nar[.xz|.zst|.bz2|.br]", name, *entry.Archive)
-	}
-	if want := "lib/debug/.build-id/" + id[:2] + "/" + id[2:] + ".debug"; *entry.Member != want {
-		return http.StatusBadRequest, fmt.Errorf("debuginfo/%s: member %q, want %q", name, *entry.Member, want)
-	}
-	raw, err := nixbase32.DecodeString(am[1])
+	fa, err := artifact.NewDebugInfoArtifact(name, data)
 	if err != nil {
-		return http.StatusBadRequest, fmt.Errorf("debuginfo/%s: archive hash: %w", name, err)
+		return http.StatusBadRequest, err
 	}
-	fa := &artifact.FileArtifact{
-		Type: spec.ArtifactTypeDebugInfo,
-		Annotations: map[string]string{
-			spec.AnnotationBuildID: id,
-			spec.AnnotationArchive: "sha256:" + hex.EncodeToString(raw),
-		},
-		Files: []artifact.File{artifact.BytesFile("debuginfo/"+name, spec.MediaTypeDebugInfo, data)},
-	}
-	return u.storeFile(r.Context(), fa, spec.DebugInfoTag(id))
+	return u.storeFile(r.Context(), fa, spec.DebugInfoTag(m[1]))
 }

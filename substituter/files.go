@@ -15,6 +15,7 @@ import (
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
+	"github.com/nixoci/nixoci/catalog"
 	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/internal/serving"
 )
@@ -98,8 +99,16 @@ func (s *Server) findFile(ctx context.Context, tag, artifactType string) (*fileE
 			if err != nil {
 				return nil, err
 			}
-			s.files.Put(tag, nil, s.opts.NegativeTTL)
-			return (*fileEntry)(nil), nil
+			e, err := s.fileFromCatalogs(ctx, tag, artifactType)
+			if err != nil {
+				return nil, err
+			}
+			ttl := s.opts.CacheTTL
+			if e == nil {
+				ttl = s.opts.NegativeTTL
+			}
+			s.files.Put(tag, e, ttl)
+			return e, nil
 		}
 		e := &fileEntry{fa: fa, backend: i}
 		s.files.Put(tag, e, s.opts.CacheTTL)
@@ -109,6 +118,49 @@ func (s *Server) findFile(ctx context.Context, tag, artifactType string) (*fileE
 		return nil, err
 	}
 	return v.(*fileEntry), nil
+}
+
+// fileFromCatalogs finds the file artifact tagged tag through the
+// closures listing files (SPEC.md section 12.6) that the catalogs read:
+// how a closure copied by OCI tools, which carry no file tags, has its
+// files served. nil if none lists it; an error if a catalog that lists
+// its target's closures could not read them all, or a closure names a
+// manifest that is gone or is not the file its tag says.
+func (s *Server) fileFromCatalogs(ctx context.Context, tag, artifactType string) (*fileEntry, error) {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: waiting for the closures of the backends to be read: %w", tag, ctx.Err())
+	}
+	listed := s.opts.CatalogInterval >= 0
+	var errs []error
+	for i, cat := range s.catalogs {
+		d, err := cat.File(tag)
+		if isNotFound(err) || errors.Is(err, catalog.ErrIncomplete) && !listed {
+			continue
+		} else if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fa, err := serving.AskOne(ctx, s.backends, i, s.metrics.narinfo, func(ctx context.Context, t backend.Target) (*artifact.FileArtifact, error) {
+			data, err := backend.FetchAll(ctx, t, d, backend.MaxManifestRead)
+			if err != nil {
+				return nil, err
+			}
+			return artifact.ParseFileArtifact(d, data, artifactType)
+		})
+		switch {
+		case isNotFound(err):
+			errs = append(errs, fmt.Errorf("a closure lists %s as manifest %s, which is gone: %v", tag, d.Digest, err))
+		case err != nil:
+			errs = append(errs, err)
+		case !artifact.FileFitsTag(fa, tag):
+			errs = append(errs, fmt.Errorf("a closure lists manifest %s as %s, which it is not: %w", d.Digest, tag, artifact.ErrNotArtifact))
+		default:
+			return &fileEntry{fa: fa, backend: i}, nil
+		}
+	}
+	return nil, errors.Join(errs...)
 }
 
 // sendFile streams the file f of e (verified against its digest as it

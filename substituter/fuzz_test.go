@@ -17,9 +17,9 @@ var (
 	wellFormedNarInfo = regexp.MustCompile(`^/[0-9a-df-np-sv-z]{32}\.narinfo$`)
 	wellFormedNAR     = regexp.MustCompile(`^/nar/[0-9a-df-np-sv-z]{52}\.nar(\.xz|\.zst)?$`)
 	// Files beyond narinfos and NARs (SPEC.md section 12).
-	wellFormedFile = regexp.MustCompile(`^/([0-9a-df-np-sv-z]{32}\.ls|log/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+\.drv|` +
+	wellFormedFile = regexp.MustCompile(`^/([0-9a-df-np-sv-z]{32}\.ls|log/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]*\.drv|` +
 		`realisations/sha256:[0-9a-f]{64}![A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*\.doi|` +
-		`build-trace-v2/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+\.drv/[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*\.doi|debuginfo/[0-9a-f]{40}(\.debug)?)$`)
+		`build-trace-v2/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]*\.drv/[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*\.doi|debuginfo/[0-9a-f]{40}(\.debug)?)$`)
 	// What a backend may be asked for.
 	wellFormedTag    = regexp.MustCompile(`^([0-9a-df-np-sv-z]{32}(\.ls|\.log)?|debuginfo\.[0-9a-f]{40}|realisation\.[0-9a-f]{64})$`)
 	wellFormedDigest = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)

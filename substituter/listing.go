@@ -127,11 +127,10 @@ func (u *uploader) putListing(r *http.Request, file string) (int, error) {
 	if err != nil {
 		return status, err
 	}
-	if err := nar.ValidateListing(data); err != nil {
-		return http.StatusBadRequest, fmt.Errorf("%s: %w", file, err)
+	fa, err := artifact.NewListingArtifact(hash, data)
+	if err != nil {
+		return http.StatusBadRequest, err
 	}
-	fa := &artifact.FileArtifact{Type: spec.ArtifactTypeListing, Annotations: map[string]string{},
-		Files: []artifact.File{artifact.BytesFile(file, spec.MediaTypeListing, data)}}
 	u.s.listings.remove(hash)
 	return u.storeFile(r.Context(), fa, spec.ListingTag(hash))
 }

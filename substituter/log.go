@@ -15,7 +15,7 @@ import (
 )
 
 // DefaultMaxLogSize bounds one uploaded build log (decoded): 256 MiB.
-const DefaultMaxLogSize = 256 << 20
+const DefaultMaxLogSize = spec.MaxLogSize
 
 // serveLog answers `GET /log/<drv base name>` (what `nix log --store
 // http://…` asks) from the log artifact tagged LogTag.
@@ -62,11 +62,7 @@ func (u *uploader) putLog(r *http.Request) (int, error) {
 	if _, err := io.Copy(h, f); err != nil {
 		return http.StatusInternalServerError, err
 	}
-	fa := &artifact.FileArtifact{
-		Type:        spec.ArtifactTypeLog,
-		Annotations: map[string]string{spec.AnnotationDrvPath: path.Join(u.s.opts.StoreDir, name)},
-		Files: []artifact.File{{Title: "log/" + name, MediaType: spec.MediaTypeLog, Digest: digest.NewDigest(digest.SHA256, h), Size: size,
-			Open: func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil }}},
-	}
+	fa := artifact.NewLogArtifact(path.Join(u.s.opts.StoreDir, name), artifact.File{Title: "log/" + name, MediaType: spec.MediaTypeLog,
+		Digest: digest.NewDigest(digest.SHA256, h), Size: size, Open: func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil }})
 	return u.storeFile(r.Context(), fa, spec.LogTag(name))
 }

@@ -228,8 +228,9 @@ func (p *prefetcher) readClosure(ctx context.Context, i int, d string) *artifact
 	return a
 }
 
-// fromReferrers reads the smallest version 2 closure whose subject is the
-// path's manifest in backend i and adds it to the catalog.
+// fromReferrers reads the smallest version 2 closure (with files or
+// not) whose subject is the path's manifest in backend i and adds it to
+// the catalog.
 func (p *prefetcher) fromReferrers(ctx context.Context, i int, e *pathEntry) (*artifact.Closure, error) {
 	t := p.s.backends.List()[i].Target
 	var best ocispec.Descriptor
@@ -238,8 +239,13 @@ func (p *prefetcher) fromReferrers(ctx context.Context, i int, e *pathEntry) (*a
 	if err != nil {
 		return nil, err
 	}
-	err = t.Referrers(ctx, e.Artifact.Manifest, spec.ArtifactTypeClosureV2, func(refs []ocispec.Descriptor) error {
+	// Every artifact type: closures with files (SPEC.md section 12.6)
+	// have one of their own.
+	err = t.Referrers(ctx, e.Artifact.Manifest, "", func(refs []ocispec.Descriptor) error {
 		for _, r := range refs {
+			if !spec.IsClosureIndexType(r.ArtifactType) {
+				continue
+			}
 			n, err := strconv.Atoi(r.Annotations[spec.AnnotationPathCount])
 			if err != nil {
 				n = 1 << 30

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,6 +78,12 @@ type puller struct {
 	decoders *semaphore.Weighted // of decodeMemory
 	closures *closures
 	health   *upstreamHealth
+	// ctx ends background work (stores, closures) at close, which waits
+	// for it (work).
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex // orders background against close
+	work   sync.WaitGroup
 
 	narinfos *prometheus.CounterVec
 	fills    *prometheus.CounterVec
@@ -139,6 +146,7 @@ func newPuller(s *Server, opts PullOptions, bc *serving.BlobCache) (*puller, err
 		Name: "nixoci_upstream_closures_total",
 		Help: "Closure artifacts stored for the roots clients substituted from upstreams (see SPEC.md section 14.4).",
 	})
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.closures = newClosures(p)
 	p.health = newUpstreamHealth(opts.Upstreams, s.log)
 	for _, up := range opts.Upstreams {
@@ -252,19 +260,51 @@ func (p *puller) store(loc upstreamNAR, pin *serving.Pinned) {
 		p.s.log.Warn("too many paths waiting to be stored; this one is not (it is pulled again when asked)", "path", loc.info.StorePath)
 		return
 	}
-	go func() {
+	if !p.background(func() {
 		defer p.pending.Add(-1)
 		defer pin.Release()
-		p.stores <- struct{}{}
+		select {
+		case p.stores <- struct{}{}:
+		case <-p.ctx.Done():
+			return
+		}
 		defer func() { <-p.stores }()
-		ctx, cancel := context.WithTimeout(context.Background(), fillTimeout(loc.desc.Size))
+		ctx, cancel := context.WithTimeout(p.ctx, fillTimeout(loc.desc.Size))
 		defer cancel()
 		outcome, err := p.storePath(ctx, loc, pin)
 		p.stored.WithLabelValues(outcome).Inc()
-		if err != nil {
+		if err != nil && p.ctx.Err() == nil {
 			p.s.log.Error("storing a path pulled from upstream failed; it is pulled again when asked", "upstream", loc.up.Name, "path", loc.info.StorePath, "backend", p.s.backends.List()[0].Name, "err", err)
 		}
+	}) {
+		p.pending.Add(-1)
+		pin.Release()
+	}
+}
+
+// background runs f in a goroutine close waits for; it reports false,
+// running nothing, once closing.
+func (p *puller) background(f func()) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ctx.Err() != nil {
+		return false
+	}
+	p.work.Add(1)
+	go func() {
+		defer p.work.Done()
+		f()
 	}()
+	return true
+}
+
+// close ends the stores and closures under way (a path not stored yet
+// is pulled again when asked) and waits for them.
+func (p *puller) close() {
+	p.mu.Lock()
+	p.cancel()
+	p.mu.Unlock()
+	p.work.Wait()
 }
 
 // storePath stores the path of loc, whose verified NAR pin holds, in the

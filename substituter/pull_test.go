@@ -199,6 +199,10 @@ func TestPullThrough(t *testing.T) {
 		cl, err = artifact.ReadClosure(context.Background(), s.l, spec.PulledClosureTag(app.StorePath))
 		return err == nil
 	})
+	eventually(t, "the closure counted (after its push record)", func() bool {
+		v, _ := metricValue(t, s, `nixoci_upstream_closures_total`)
+		return v == 1
+	})
 	if len(cl.Roots) != 1 || cl.Roots[0] != app.StorePath || len(cl.Members) != 2 {
 		t.Errorf("closure %s: roots %v, %d members; want the root and its reference", spec.PulledClosureTag(app.StorePath), cl.Roots, len(cl.Members))
 	}

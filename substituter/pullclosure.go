@@ -100,16 +100,21 @@ func (c *closures) substituted(loc upstreamNAR) {
 	if busy || full {
 		return
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), closureWait)
-		defer cancel()
-		if err := c.store(ctx, hash); err != nil {
-			c.p.s.log.Warn("the closure of a path pulled through is not stored (its paths are, by their tags)", "path", loc.info.StorePath, "err", err)
-		}
+	done := func() {
 		c.mu.Lock()
 		delete(c.waiting, hash)
 		c.mu.Unlock()
-	}()
+	}
+	if !c.p.background(func() {
+		defer done()
+		ctx, cancel := context.WithTimeout(c.p.ctx, closureWait)
+		defer cancel()
+		if err := c.store(ctx, hash); err != nil && c.p.ctx.Err() == nil {
+			c.p.s.log.Warn("the closure of a path pulled through is not stored (its paths are, by their tags)", "path", loc.info.StorePath, "err", err)
+		}
+	}) {
+		done()
+	}
 }
 
 // store finds the closure of the root with hash part hash through the

@@ -165,7 +165,7 @@ func (u *uploader) storeRealisation(ctx context.Context, key string, rl *artifac
 		if old.OutPath != rl.OutPath {
 			return http.StatusConflict, fmt.Errorf("realisation %s is stored with output %s; refusing to replace it with %s", key, old.OutPath, rl.OutPath)
 		}
-		rl = mergeRealisations(old, rl)
+		rl = artifact.MergeRealisations(old, rl)
 	case !isNotFound(err) && !errors.Is(err, artifact.ErrNotArtifact):
 		return statusOf(err), err
 	}
@@ -194,29 +194,4 @@ func (u *uploader) storeRealisation(ctx context.Context, key string, rl *artifac
 		return http.StatusBadRequest, err
 	}
 	return u.storeFile(ctx, fa, rl.Tags()...)
-}
-
-// mergeRealisations is old with the keys and signatures of new (same
-// output path) added.
-func mergeRealisations(old, new *artifact.Realisation) *artifact.Realisation {
-	m := *old
-	if new.V1 != nil {
-		if m.V1 == nil {
-			m.HashKey, m.V1 = new.HashKey, new.V1
-		} else if *m.HashKey == *new.HashKey {
-			v := *m.V1
-			v.Signatures = append(slices.Clone(v.Signatures), new.V1.Signatures...)
-			m.V1 = &v
-		}
-	}
-	if new.V2 != nil {
-		if m.V2 == nil {
-			m.PathKey, m.V2 = new.PathKey, new.V2
-		} else if *m.PathKey == *new.PathKey {
-			v := *m.V2
-			v.Signatures = append(slices.Clone(v.Signatures), new.V2.Signatures...)
-			m.V2 = &v
-		}
-	}
-	return &m
 }

@@ -346,10 +346,15 @@ func (s *Server) storedPath(p StoredPath) {
 	}
 }
 
-// Close stops the catalog refreshes and writes out the access log if
+// Close stops the catalog refreshes and the stores of paths pulled
+// through (waiting for them to end: a path not stored is pulled again
+// when asked), and writes out the access log if
 // the Server made it (AccessLog without AccessLogTo); requests served
 // after Close are logged at once.
 func (s *Server) Close() error {
 	s.stop()
+	if s.pull != nil {
+		s.pull.close()
+	}
 	return s.handler.Close()
 }

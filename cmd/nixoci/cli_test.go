@@ -119,6 +119,54 @@ func TestCLIDefaultStore(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(store, "oci-layout")); err != nil {
 		t.Errorf("default store not created: %v", err)
 	}
+	// The tag push printed names the closure alone, or after a ':', in
+	// every command that reads one.
+	for _, ref := range []string{"app-2.1", ":app-2.1"} {
+		if text := mustRun(t, "inspect", ref); !strings.Contains(text, "closure  oci:"+store+":app-2.1") || !strings.Contains(text, app) {
+			t.Errorf("inspect %s:\n%s", ref, text)
+		}
+	}
+	mustRun(t, "pull", "app-2.1", "--to", filepath.Join(t.TempDir(), "cache"))
+	mustRun(t, "image", "--from", "app-2.1", "--to", "app-image", "--platform", "linux/amd64")
+	other := "oci:" + filepath.Join(t.TempDir(), "other")
+	mustRun(t, "copy", ":app-2.1", other+":copied")
+	mustRun(t, "inspect", other+":copied")
+	mustRun(t, "rm", "app-image")
+
+	// A tag the default store lacks says where it looked and what else
+	// names a closure; a target without a repository lists the forms.
+	for _, tc := range []struct {
+		args []string
+		code int
+		want []string
+	}{
+		{[]string{"inspect", "nothing-here"}, 1, []string{"tag nothing-here: not found", "nothing-here is a tag of the default store oci:" + store, "HOST[:PORT]/REPO[:TAG]"}},
+		{[]string{"pull", ":nothing-here", "--to", t.TempDir()}, 1, []string{"nothing-here is a tag of the default store"}},
+		{[]string{"inspect", "localhost:5000"}, 2, []string{"TAG (also :TAG) for a closure in the default store"}},
+		{[]string{"inspect", "--", "-bad-"}, 2, []string{"not a valid tag, and not a target"}},
+	} {
+		code, _, stderr := runCLI(t, tc.args...)
+		if code != tc.code {
+			t.Errorf("nixoci %s: exit %d, want %d: %s", strings.Join(tc.args, " "), code, tc.code, stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("nixoci %s: %q does not say %q", strings.Join(tc.args, " "), stderr, w)
+			}
+		}
+	}
+}
+
+// TestCLIFreshDefaultStore: on a machine where nothing was pushed yet,
+// a tag alone fails saying that the default store is empty and where it
+// is.
+func TestCLIFreshDefaultStore(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "never-created")
+	t.Setenv("NIXOCI_STORE", store)
+	code, _, stderr := runCLI(t, "inspect", "hello")
+	if code != 1 || !strings.Contains(stderr, "hello is a tag of the default store oci:"+store) {
+		t.Errorf("inspect hello on a fresh machine: exit %d, %q", code, stderr)
+	}
 }
 
 // TestImageErrorsNameFlags: image.Build's errors about its options name

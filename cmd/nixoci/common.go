@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"oras.land/oras-go/v2/errdef"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
@@ -29,6 +32,24 @@ func openTarget(ctx context.Context, s string, plainHTTP, create bool, more ...t
 	}
 	t, err := openRef(ctx, ref, plainHTTP, create, more...)
 	return ref, t, err
+}
+
+// storeHint explains an error about ref when ref is in the default
+// store and something was not found there: a tag alone (TAG, :TAG)
+// names a closure of the default store, which may not be what was meant.
+func storeHint(err error, ref backend.Ref) error {
+	if !errors.Is(err, errdef.ErrNotFound) {
+		return err
+	}
+	if store, serr := backend.DefaultStore(); serr != nil || ref.Layout != store.Layout {
+		return err
+	}
+	what := "a tag alone"
+	if ref.Reference != "" {
+		what = ref.Reference
+	}
+	return fmt.Errorf("%w; %s is a tag of the default store %s, where 'nixoci push' puts closures unless --to says otherwise (name another target as %s)",
+		err, what, ref.Base(), backend.TargetForms)
 }
 
 // openRef opens a parsed target.

@@ -16,14 +16,18 @@ Usage: nixoci copy [flags] SRC:TAG DST[:TAG]
 Copy a closure, an image made by 'nixoci image', or one store path
 between any two targets (image layouts and registries), with everything
 'nixoci serve' needs at the destination: each store path's manifest tagged
-with its hash, and for an image the layer artifacts later images reuse.
+with its hash, the realisations, build logs, listings and debug-info
+entries a closure lists tagged as serve finds them, and for an image the
+layer artifacts later images reuse.
 What the destination has already is skipped; between repositories of one
 registry, blobs are mounted (the distribution API's cross-repository
 mount) instead of uploaded, so no NAR bytes are sent. The tag is written
 last: an interrupted copy leaves no tag naming incomplete content, and
 running it again finishes it.
 
-DST's tag defaults to SRC's. A closure copied with 'oras copy' or 'crane
+DST's tag defaults to SRC's. A TAG alone (or :TAG) names a closure in the
+default store: 'nixoci copy hello ghcr.io/me/nix' publishes what 'nixoci
+push' stored there. A closure copied with 'oras copy' or 'crane
 copy' is served too (spec/SPEC.md 5.3); 'nixoci copy' adds the path tags
 that make each lookup one request. Artifacts that are not nixoci's are
 refused: copy those with oras copy or crane copy.
@@ -49,7 +53,7 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	srcRef, src, err := openTarget(ctx, refs[0], *plainHTTP, false)
 	if err != nil {
-		return err
+		return storeHint(err, srcRef)
 	}
 	if srcRef.Reference == "" {
 		return fmt.Errorf("%w: %s names nothing to copy: append :TAG", errUsage, refs[0])
@@ -74,7 +78,7 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	res, err := artifact.Copy(ctx, src, srcRef.Reference, dst, tag, artifact.CopyOptions{Jobs: *jobs, Progress: progress, Record: recordOptions(false)})
 	stop()
 	if err != nil {
-		return chunkHint(fmt.Errorf("copying %s to %s: %w", srcRef, dstRef.Base(), err))
+		return chunkHint(storeHint(fmt.Errorf("copying %s to %s: %w", srcRef, dstRef.Base(), err), srcRef))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -90,6 +94,13 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		fmt.Fprintf(stderr, "copied %s of %d store paths: %d blobs and manifests copied (%s), %d mounted (%s), %d already there; %d tags written\n",
 			res.Kind, res.Paths, res.Copied, human(res.CopiedBytes), res.Mounted, human(res.MountedBytes), res.Skipped, res.Tagged)
+		if res.Files > 0 {
+			fmt.Fprintf(stderr, "with %d realisations, build logs, listings or debug-info entries", res.Files)
+			if res.FilesKept > 0 {
+				fmt.Fprintf(stderr, " (%d of their tags name another artifact at the destination, which is kept)", res.FilesKept)
+			}
+			fmt.Fprintln(stderr)
+		}
 		if res.PathsElsewhere > 0 {
 			fmt.Fprintf(stderr, "%d store paths of the image are not in %s (it was written apart from its closure): the image is copied without them; copy its closure too for serve to substitute them\n", res.PathsElsewhere, srcRef.Base())
 		}

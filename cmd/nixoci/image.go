@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-
+	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
@@ -39,7 +41,12 @@ cross-compiled closure, which records the system it was built on).
 Repeat --from with closures of different systems for a multi-platform
 image: one image per closure, under an OCI image index that docker,
 podman and Kubernetes resolve to the node's platform. Each platform's
-image is the one --from with that closure alone makes. --link-root
+image is the one --from with that closure alone makes. The closures may
+live in different registries, repositories or layouts (per-system
+caches): each is read from its own, and every layer is written to the
+--to target (a layer an earlier image left beside a closure is copied,
+or mounted within one registry, rather than made again). A TAG alone
+names a closure of the default store, where 'nixoci push' puts them. --link-root
 paths are linked in the images whose closure holds them; --platform
 then picks platforms (comma-separated) among the closures'.
 
@@ -50,9 +57,10 @@ Examples:
       --link-root /nix/store/…-hello --entrypoint /bin/hello
   nixoci image --to 127.0.0.1:5000/app:v1 --entrypoint /bin/app --link-root ./result ./result
   nixoci image --from ghcr.io/me/nix:shell --to ghcr.io/me/img:shell --nix-snapshotter
-  nixoci image --from ghcr.io/me/nix:hello-x86_64 --from ghcr.io/me/nix:hello-aarch64 \
+  nixoci image --from ghcr.io/me/nix-x86_64:hello --from ghcr.io/me/nix-aarch64:hello \
       --to ghcr.io/me/img:hello --link-root /nix/store/…-hello --link-root /nix/store/…-hello \
       --entrypoint /bin/hello
+  nixoci push --tag hello ./result && nixoci image --from hello --to oci:/tmp/img:hello --link-root ./result
 `
 
 // imageFlags are the flags of nixoci image.
@@ -62,11 +70,13 @@ type imageFlags struct {
 	maxLayers, jobs                                      *int
 	nixSnap, plainHTTP                                   *bool
 	chunkSize                                            *byteSize
+	buildpacksBuild                                      *bool
+	created                                              *string
 }
 
 func newImageFlags(fs *flag.FlagSet) *imageFlags {
 	f := &imageFlags{}
-	fs.Var(&f.from, "from", "closure to make the image of: TARGET:CLOSURE_TAG; repeat with closures of other systems for a multi-platform image (all in one target)")
+	fs.Var(&f.from, "from", "closure to make the image of: TARGET:CLOSURE_TAG, or a TAG of the default store; repeat with closures of other systems for a multi-platform image (each in any target)")
 	f.to = fs.String("to", "", "where to write the image: TARGET:IMAGE_TAG (required)")
 	fs.Var(&f.entrypoint, "entrypoint", "entrypoint argument (repeatable) or a JSON array")
 	fs.Var(&f.cmd, "cmd", "default command argument (repeatable) or a JSON array")
@@ -78,7 +88,9 @@ func newImageFlags(fs *flag.FlagSet) *imageFlags {
 	f.maxLayers = fs.Int("max-layers", spec.DefaultMaxLayers, "most layers; larger closures group their smallest paths")
 	f.compression = fs.String("compression", "gzip", "layer compression: gzip (every client) or zstd")
 	f.nixSnap = fs.Bool("nix-snapshotter", false, "also write the nix-snapshotter form of the image, tagged IMAGE_TAG-nix")
-	f.buildpacks = fs.String("buildpacks-stack", "", "make a Cloud Native Buildpacks stack image with this stack ID")
+	f.buildpacks = fs.String("buildpacks-stack", "", "make a Cloud Native Buildpacks run image with this ID (labels io.buildpacks.base.id and the older io.buildpacks.stack.id), user cnb 1000:1000 unless --user; base labels default as docs/buildpacks.md says, --label sets them")
+	f.buildpacksBuild = fs.Bool("buildpacks-build", false, "with --buildpacks-stack, make a build image instead (user cnb 1001:1000 unless --user, never root)")
+	f.created = fs.String("created", "", "creation time of the image (RFC 3339, or seconds since 1970), in its config, history and Buildpacks release date (default: $SOURCE_DATE_EPOCH if set, else none: digests never depend on the clock)")
 	f.jobs = fs.Int("jobs", 0, "layers converted at once, and store paths pushed with PATHs (default "+backend.DefaultJobsText+")")
 	f.platform = fs.String("platform", "", "OS/ARCH[/VARIANT] of the image (default: its paths' system if recorded, else this machine's); with several --from, the platforms to make, comma-separated (default all)")
 	f.plainHTTP = fs.Bool("plain-http", false, "use plain HTTP for registries even if they are not on loopback")
@@ -111,7 +123,7 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	// --from is checked before the destination is opened (and created).
-	srcRef, closureTags, err := f.sources()
+	fromRefs, err := f.sources()
 	if err != nil {
 		return err
 	}
@@ -119,15 +131,16 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	src, closureTags, err := f.closure(ctx, srcRef, closureTags, dstRef, dst, paths, stderr)
+	sources, err := f.closures(ctx, fromRefs, dstRef, dst, paths, stderr)
 	if err != nil {
-		return chunkHint(err)
+		return chunkHint(fromHint(err, fromRefs))
 	}
-	res, err := image.BuildPlatforms(ctx, src, closureTags, dst, dstRef.Reference, opts)
+	res, err := image.BuildPlatformsFrom(ctx, sources, dst, dstRef.Reference, opts)
 	if err != nil {
-		return chunkHint(imageError(err, len(closureTags)))
+		return chunkHint(fromHint(imageError(err, len(sources)), fromRefs))
 	}
-	printImage(stderr, dstRef, srcRef, res)
+	from, oneTarget := fromTarget(fromRefs, dstRef)
+	printImage(stderr, dstRef, from, oneTarget, res)
 	fmt.Fprintf(stdout, "%s\n", dstRef)
 	if res.Snapshotter != nil {
 		fmt.Fprintf(stdout, "%s\n", dstRef.WithReference(res.SnapshotterTag))
@@ -136,29 +149,51 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// sources parses the --from flags: one target and the closure tags in it.
-func (f *imageFlags) sources() (backend.Ref, []string, error) {
-	var base backend.Ref
-	var tags []string
-	for i, from := range f.from {
+// sources parses the --from flags: each a closure, in a target of its
+// own or one of the others'.
+func (f *imageFlags) sources() ([]backend.Ref, error) {
+	var refs []backend.Ref
+	for _, from := range f.from {
 		r, err := backend.ParseRef(from)
 		if err != nil {
-			return base, nil, fmt.Errorf("%w: %v", errUsage, err)
+			return nil, fmt.Errorf("%w: --from %v", errUsage, err)
 		}
 		if r.Reference == "" {
-			return base, nil, fmt.Errorf("%w: --from %s names no closure: append :TAG", errUsage, r)
+			return nil, fmt.Errorf("%w: --from %s names no closure: append :TAG", errUsage, r)
 		}
-		if i > 0 && r.Base() != base {
-			return base, nil, fmt.Errorf("%w: --from %s is not in %s: the closures of one image are read from one target", errUsage, r, base)
-		}
-		base = r.Base()
-		tags = append(tags, r.Reference)
+		refs = append(refs, r)
 	}
-	return base, tags, nil
+	return refs, nil
 }
 
-// printImage says what was made: the image, or each platform's.
-func printImage(stderr io.Writer, dstRef, srcRef backend.Ref, res *image.Result) {
+// fromHint explains a closure --from named in the default store that is
+// not there.
+func fromHint(err error, refs []backend.Ref) error {
+	for _, r := range refs {
+		if store, serr := backend.DefaultStore(); serr == nil && r.Layout == store.Layout {
+			return storeHint(err, r)
+		}
+	}
+	return err
+}
+
+// fromTarget is the one target the image's closures came from, if one:
+// messages then name them by tag.
+func fromTarget(refs []backend.Ref, dstRef backend.Ref) (backend.Ref, bool) {
+	if len(refs) == 0 {
+		return dstRef.Base(), true
+	}
+	for _, r := range refs[1:] {
+		if r.Base() != refs[0].Base() {
+			return backend.Ref{}, false
+		}
+	}
+	return refs[0].Base(), true
+}
+
+// printImage says what was made: the image, or each platform's, from
+// the closures of one target or several.
+func printImage(stderr io.Writer, dstRef backend.Ref, from backend.Ref, oneTarget bool, res *image.Result) {
 	if len(res.Images) == 1 {
 		img := res.Images[0]
 		fmt.Fprintf(stderr, "image %s: %s, %d layers (%d converted, %d reused, 1 root)\n",
@@ -167,8 +202,12 @@ func printImage(stderr io.Writer, dstRef, srcRef backend.Ref, res *image.Result)
 	}
 	fmt.Fprintf(stderr, "image index %s: %d platforms (%d layers converted, %d reused)\n", dstRef, len(res.Images), res.Converted, res.Reused)
 	for _, img := range res.Images {
+		closures := strings.Join(img.Closures, " + ")
+		if oneTarget {
+			closures = from.WithReference(strings.Join(img.Closures, "+")).String()
+		}
 		fmt.Fprintf(stderr, "  %-12s %s from %s, %d layers, %s\n", spec.PlatformString(img.Platform), img.System,
-			srcRef.WithReference(strings.Join(img.Closures, "+")), len(img.Layers), img.Manifest.Digest)
+			closures, len(img.Layers), img.Manifest.Digest)
 	}
 }
 
@@ -182,6 +221,13 @@ func (f *imageFlags) options() (image.Options, error) {
 		WorkingDir: *f.workdir, User: *f.user, MaxLayers: *f.maxLayers, Compression: comp,
 		NixSnapshotter: *f.nixSnap, BuildpacksStack: *f.buildpacks, Jobs: *f.jobs, Env: f.env,
 		Labels: map[string]string{},
+	}
+	if *f.buildpacksBuild && *f.buildpacks == "" {
+		return opts, fmt.Errorf("%w: --buildpacks-build needs --buildpacks-stack ID", errUsage)
+	}
+	opts.BuildpacksBuild = *f.buildpacksBuild
+	if opts.Created, err = parseCreated(*f.created, os.Getenv("SOURCE_DATE_EPOCH")); err != nil {
+		return opts, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if opts.Entrypoint, err = argList(f.entrypoint); err != nil {
 		return opts, fmt.Errorf("%w: --entrypoint: %v", errUsage, err)
@@ -216,25 +262,40 @@ func (f *imageFlags) options() (image.Options, error) {
 	return opts, nil
 }
 
-// closure is where the image's closure is read from and its tag: --from,
-// or the closure of paths, pushed to dst first.
-func (f *imageFlags) closure(ctx context.Context, srcRef backend.Ref, tags []string, dstRef backend.Ref, dst backend.Target, paths []string, stderr io.Writer) (backend.Target, []string, error) {
-	if len(tags) > 0 {
-		if srcRef == dstRef.Base() {
-			return dst, tags, nil
+// closures are the closures of the image, each with the target it is
+// read from: the --from closures (dst itself where a --from names its
+// target), or the closure of paths, pushed to dst first.
+func (f *imageFlags) closures(ctx context.Context, refs []backend.Ref, dstRef backend.Ref, dst backend.Target, paths []string, stderr io.Writer) ([]image.Source, error) {
+	if len(refs) > 0 {
+		opened := map[backend.Ref]backend.Target{dstRef.Base(): dst}
+		_, oneTarget := fromTarget(refs, dstRef)
+		var sources []image.Source
+		for _, r := range refs {
+			t, ok := opened[r.Base()]
+			if !ok {
+				var err error
+				if t, err = openRef(ctx, r.Base(), *f.plainHTTP, false); err != nil {
+					return nil, err
+				}
+				opened[r.Base()] = t
+			}
+			name := r.String() // closures of several targets are named in full
+			if oneTarget {
+				name = r.Reference
+			}
+			sources = append(sources, image.Source{Target: t, Ref: r.Reference, Name: name})
 		}
-		src, err := openRef(ctx, srcRef, *f.plainHTTP, false)
-		return src, tags, err
+		return sources, nil
 	}
 	progress := &artifact.Progress{}
 	stop := showProgress(stderr, "pushing", progress)
 	res, err := artifact.Push(ctx, dst, &source.LocalStore{}, paths, artifact.PushOptions{Jobs: *f.jobs, Progress: progress})
 	stop()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	fmt.Fprintf(stderr, "pushed closure %s (%d store paths, %d packed)\n", dstRef.Base().WithReference(res.Tag), len(res.Paths), res.Packed)
-	return dst, []string{res.Tag}, nil
+	return []image.Source{{Target: dst, Ref: res.Tag}}, nil
 }
 
 // imageFlagOf names the flag that sets each image.Options field an
@@ -258,6 +319,29 @@ func imageError(err error, closures int) error {
 			"or from a cache whose narinfos say System; an image of this closure alone takes --platform)", err)
 	}
 	return err
+}
+
+// parseCreated parses --created (RFC 3339, or seconds since 1970), or
+// else SOURCE_DATE_EPOCH (seconds); neither is no time.
+func parseCreated(flagValue, sourceDateEpoch string) (time.Time, error) {
+	what, v := "--created", flagValue
+	if v == "" {
+		what, v = "SOURCE_DATE_EPOCH", sourceDateEpoch
+	}
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.Unix(secs, 0).UTC(), nil
+	}
+	if what == "SOURCE_DATE_EPOCH" {
+		return time.Time{}, fmt.Errorf("%s %q: want seconds since 1970", what, v)
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %q: want RFC 3339 (2026-12-01T00:00:00Z) or seconds since 1970", what, v)
+	}
+	return t.UTC(), nil
 }
 
 // argList turns repeated flag values into an argument list; a single

@@ -19,7 +19,7 @@ func TestImagePlatformFlags(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"--from", layout + ":c", "--from", "oci:" + dir + "2:c"}, 2, "the closures of one image are read from one target"},
+		{[]string{"--from", layout + ":c", "--from", "oci:" + dir + "2:c"}, 1, "oci:" + dir + "2: not an OCI image layout"},
 		{[]string{"--from", layout + ":c", "--platform", "linux"}, 2, `--platform: platform "linux": want OS/ARCH[/VARIANT]`},
 		{[]string{"--from", layout + ":c", "--platform", "linux/amd64,linux/arm64"}, 1, "--platform linux/amd64, linux/arm64: one image has one platform"},
 		{[]string{"--from", layout + ":c", "--from", layout + ":c"}, 1, "closure given twice"},

@@ -18,6 +18,7 @@ import (
 
 const inspectHelp = `
 Usage: nixoci inspect [flags] TARGET:TAG
+       nixoci inspect [flags] TAG
 
 List the store paths of a stored closure (or, given the hash part of a
 store path as TAG, of that path alone: paths pulled through serve
@@ -26,9 +27,16 @@ sizes, compression,
 signatures and the system each was built for (when recorded: from the
 deriver's .drv when pushed from a local store, from the narinfo when
 imported from a binary cache). The systems line counts paths per system;
-an image of the closure takes its platform from them.
+an image of the closure takes its platform from them. The files the
+closure lists follow: realisations of content-addressed outputs, build
+logs, NAR listings and debug-info entries, each with its file names in a
+binary cache and the store path it belongs to.
+
+A TAG alone (or :TAG) names a closure in the default store, where
+'nixoci push' puts closures unless --to says otherwise.
 
 Examples:
+  nixoci inspect hello
   nixoci inspect oci:/srv/nix-oci:hello
   nixoci inspect 127.0.0.1:5000/nix:cl0ai7xw811mpinmj9bg20gvr0k8ibg7
   nixoci inspect --json ghcr.io/me/nix:dev | jq '.paths[].storePath'
@@ -55,11 +63,11 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	_, t, err := openTarget(ctx, refs[0], *plainHTTP, false)
 	if err != nil {
-		return err
+		return storeHint(err, ref)
 	}
 	s, err := artifact.Inspect(ctx, t, ref.Reference, *jobs)
 	if err != nil {
-		return err
+		return storeHint(err, ref)
 	}
 	s.Reference = ref.String()
 	if *asJSON {
@@ -85,6 +93,17 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			sigs = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.StorePath, human(int64(p.NarSize)), human(int64(p.FileSize)), p.Compression, cmp.Or(p.System, "-"), sigs)
+	}
+	if err := tw.Flush(); err != nil || len(s.Files) == 0 {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FILE\tKIND\tSIZE\tSTORE PATH")
+	for _, f := range s.Files {
+		for _, n := range f.Files {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, f.Kind, human(n.Size), f.StorePath)
+		}
 	}
 	return tw.Flush()
 }

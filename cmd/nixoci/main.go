@@ -56,6 +56,9 @@ Targets:
                        the docker config file (docker login / oras login);
                        loopback registries are spoken to over plain HTTP
   Append :TAG (or @sha256:…) to name a closure.
+  TAG, :TAG            a closure in the default store (a name with neither
+                       '/' nor ':' is a tag: 'nixoci push ./result' then
+                       'nixoci inspect hello-2.12')
 
 Environment:
   NIXOCI_STORE         the default layout directory (see Targets)

@@ -11,12 +11,14 @@ import (
 
 const pullHelp = `
 Usage: nixoci pull [flags] TARGET:TAG --to DIR
+       nixoci pull [flags] TAG --to DIR
 
 Write a stored closure into DIR as a Nix binary cache, which
 'nix copy --from file://DIR' reads. Every blob is checked against its digest
 as it streams; files are renamed into place only when complete, and
 nix-cache-info is written last. Files already present are kept, so an
-interrupted pull can simply be run again.
+interrupted pull can simply be run again. A TAG alone (or :TAG) names a
+closure in the default store.
 
 Examples:
   nixoci pull oci:/srv/nix-oci:hello --to /tmp/cache
@@ -44,14 +46,14 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	_, src, err := openTarget(ctx, refs[0], *plainHTTP, false)
 	if err != nil {
-		return err
+		return storeHint(err, ref)
 	}
 	progress := &artifact.Progress{}
 	stop := showProgress(stderr, "pulling", progress)
 	res, err := artifact.Pull(ctx, src, ref.Reference, *to, artifact.PullOptions{Jobs: *jobs, Progress: progress})
 	stop()
 	if err != nil {
-		return err
+		return storeHint(err, ref)
 	}
 	fmt.Fprintf(stderr, "wrote %d files (%d already present) for %d store paths to %s\n", res.Written, res.Present, progress.PathsTotal.Load(), *to)
 	fmt.Fprintf(stdout, "%s\n", res.Closure.Descriptor.Digest)

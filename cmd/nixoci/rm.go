@@ -17,6 +17,7 @@ Remove closure and image tags. Only tags naming a nixoci closure or image
 are removed; any other tag (a store path's, another tool's artifact, a
 plain image) is refused unless --force. Every tag is checked before any is
 removed. What the closure alone used stays until 'nixoci gc' collects it.
+A TAG alone (or :TAG) is one of the default store.
 
 In a registry, a closure or image no other tag names is deleted with its
 push records (once untagged nothing would find it again); the registry
@@ -66,9 +67,10 @@ func runRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, g := range groups {
 		t, err := openRef(ctx, g.ref, *plainHTTP, false)
 		if err != nil {
-			return err
+			return storeHint(err, g.ref)
 		}
 		removed, err := gc.Remove(ctx, t, g.tags, gc.RemoveOptions{Force: *force})
+		err = storeHint(err, g.ref)
 		all = append(all, removed...)
 		for _, r := range removed {
 			if !*asJSON {

@@ -114,7 +114,12 @@ closure tags (or names from --names) separated by '/', e.g.
 tagged shell and hello, one layer per store path, symlinks to their roots
 in /. Layers are converted once, stored in the first --from target that
 holds all of the name's closures, and reused by every later image; a
-name whose layers exist answers at once.
+name whose layers exist answers at once. Names listing the same closures
+('a/b', 'b/a', 'a/a/b') are one image. Each repository has the one tag
+latest; a manifest or blob is served only under a name whose image
+reaches it. An image given no entrypoint or cmd (--names) runs its first
+closure root's main program (bin/<name without version>), else the only
+program in /bin, else /bin/sh.
 
 What one client can hold of serve is bounded (SECURITY.md says what each
 limit protects against): --header-timeout for a request's headers,
@@ -218,6 +223,8 @@ type serveFlags struct {
 	limits                serving.Limits
 	minBodyRate           byteSize
 	trustedProxies        stringList
+	composeMax            int
+	composeEphemeral      bool
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
@@ -260,6 +267,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.IntVar(&f.limits.MaxConnections, "max-connections", serving.DefaultMaxConnections, "connections open at once; those past it are answered 503 with Retry-After (0: no bound)")
 	fs.IntVar(&f.limits.MaxClientConnections, "max-client-connections", serving.DefaultMaxClientConnections, "connections open at once from one IP address (IPv6: one /64); behind a reverse proxy all are the proxy's: raise it or give 0 (no bound)")
 	fs.Var(&f.trustedProxies, "trusted-proxy", "address or CIDR block of a reverse proxy whose X-Forwarded-For header names the client, for what is counted per client (password checks, NARs fetched ahead); repeatable; by default X-Forwarded-For is ignored")
+	fs.IntVar(&f.composeMax, "compose-max", imageregistry.DefaultMaxCompositions, "images composed at once by --registry; a request needing one more is answered 503 with Retry-After")
+	fs.BoolVar(&f.composeEphemeral, "compose-ephemeral", false, "store images composed by --registry without a compose.* tag, so that names asked for once leave nothing a collector keeps (layers are stored and reused all the same)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
@@ -397,7 +406,8 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	}
 	ropts := imageregistry.Options{
 		Backends: backends, AccessLog: accessLog != nil, AccessLogTo: accessLog, CacheTTL: f.cacheTTL,
-		Image: image.Options{MaxLayers: f.maxLayers, Compression: comp},
+		Image:           image.Options{MaxLayers: f.maxLayers, Compression: comp},
+		MaxCompositions: f.composeMax, Ephemeral: f.composeEphemeral,
 	}
 	if f.names != "" {
 		if ropts.Names, err = imageregistry.LoadNames(f.names); err != nil {

@@ -98,8 +98,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	// Every valid path is plain ASCII without escapes or dot segments;
-	// refuse anything else before it reaches a backend.
-	if strings.Contains(r.RequestURI, "%") || strings.Contains(r.URL.Path, "..") || strings.Contains(r.URL.Path, "//") {
+	// refuse anything else before it reaches a backend. Only the path is
+	// judged: a query's parameters may be percent-encoded (tags/list's
+	// last, the referrers API's artifactType).
+	rawPath, _, _ := strings.Cut(r.RequestURI, "?")
+	if strings.Contains(rawPath, "%") || strings.Contains(r.URL.Path, "..") || strings.Contains(r.URL.Path, "//") {
 		h.opts.BadPath(rw)
 		return
 	}

@@ -228,6 +228,22 @@ func (p *NginxProxy) Requests(t testing.TB) []NginxRequest {
 	return readNginxLog(t, p.AccessLog)
 }
 
+// RequestsWhen reads the access log until done accepts it, for at most
+// 10 s, and returns the last read. nginx logs a request when it frees
+// it, which for a body it refused comes after its lingering close, so
+// after the client has its answer.
+func (p *NginxProxy) RequestsWhen(t testing.TB, done func([]NginxRequest) bool) []NginxRequest {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reqs := readNginxLog(t, p.AccessLog)
+		if done(reqs) || time.Now().After(deadline) {
+			return reqs
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func readNginxLog(t testing.TB, file string) []NginxRequest {
 	t.Helper()
 	data, err := os.ReadFile(file)

@@ -34,13 +34,15 @@ func TestNginxProxy(t *testing.T) {
 	if got := send(http.MethodPatch, 10); got != http.StatusMethodNotAllowed {
 		t.Errorf("PATCH: %d, want 405", got)
 	}
-	reqs := p.Requests(t)
 	var put *NginxRequest
-	for i := range reqs {
-		if reqs[i].Method == http.MethodPut {
-			put = &reqs[i]
+	reqs := p.RequestsWhen(t, func(reqs []NginxRequest) bool {
+		for i := range reqs {
+			if reqs[i].Method == http.MethodPut {
+				put = &reqs[i]
+			}
 		}
-	}
+		return put != nil
+	})
 	if put == nil || put.Status != http.StatusRequestEntityTooLarge || put.Length <= 0 || put.Length >= 2<<20 {
 		t.Errorf("access log %+v: want the PUT, refused with 413 before its body was read", reqs)
 	}
