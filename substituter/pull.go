@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +13,6 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
@@ -349,56 +346,4 @@ func (p *puller) markStored(hash string, art artifact.PathArtifact, from string)
 	if from != "" {
 		p.s.storedPath(StoredPath{Path: art, From: from})
 	}
-}
-
-// serveNAR answers a request for the NAR at loc: from the blob cache as
-// it is pulled (one pull for all requests), or, if it cannot be cached,
-// streamed from the upstream (verified against its digest as it goes,
-// not stored).
-func (p *puller) serveNAR(w http.ResponseWriter, r *http.Request, loc upstreamNAR, ext string) {
-	if c, ok := spec.CompressionOfMediaType(loc.desc.MediaType); !ok || c.Ext() != ".nar"+ext {
-		http.Error(w, "no such NAR with this compression", http.StatusNotFound)
-		return
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/x-nix-nar")
-	h.Set("ETag", `"`+loc.desc.Digest.String()+`"`)
-	h.Set("Cache-Control", "public, max-age=31536000, immutable")
-	if r.Method == http.MethodHead {
-		h.Set("Content-Length", strconv.FormatInt(loc.desc.Size, 10))
-		return
-	}
-	if p.s.ahead != nil {
-		p.s.ahead.nar(r)
-	}
-	what := "NAR " + loc.desc.Digest.String() + " of " + loc.info.StorePath + " from upstream " + loc.up.Name
-	rc, err := p.open(r.Context(), loc)
-	if err != nil {
-		p.s.fail(w, r, what, err)
-		return
-	}
-	defer rc.Close()
-	if err := p.s.backends.ServeBlob(w, r, serving.BlobLocation{Desc: loc.desc}, rc, nil); err != nil {
-		p.s.log.Error("NAR from upstream served truncated", "upstream", loc.up.Name, "path", loc.info.StorePath, "err", err)
-	}
-}
-
-// open reads the NAR at loc: from the blob cache as it is pulled, or
-// straight from the upstream if it cannot be cached (the caller verifies
-// the digest as it reads).
-func (p *puller) open(ctx context.Context, loc upstreamNAR) (io.ReadCloser, error) {
-	rc, err := p.bc.Join(ctx, p.fill(loc))
-	if errors.Is(err, serving.ErrNoRoom) {
-		return loc.up.Cache.OpenNAR(ctx, loc.fetchInfo())
-	}
-	return rc, err
-}
-
-// openVerified is open, checked against the NAR's digest as it is read.
-func (p *puller) openVerified(ctx context.Context, loc upstreamNAR) (io.ReadCloser, error) {
-	rc, err := p.open(ctx, loc)
-	if err != nil {
-		return nil, err
-	}
-	return backend.VerifyReader(rc, loc.desc)
 }
