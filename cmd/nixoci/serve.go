@@ -94,7 +94,11 @@ NAR is pulled once, however many clients ask, into the blob cache, which
 clients read as it arrives; it is checked against FileHash, decompressed
 and parsed strictly against NarHash, and only then stored unchanged in
 the first --from target (NAR, narinfo, manifest, then the path's tag),
-so the registry fills with what the machines use. When a client
+so the registry fills with what the machines use. As for the
+registry, serve walks a path's references at the upstreams ahead of Nix
+(up to --prefetch requests at once, at most 10,000 paths a walk, their
+narinfos held within --cache-size), and fetches NARs ahead within the
+blob cache. When a client
 substitutes a path it asked for itself (a root), serve also pulls the
 rest of its closure and stores it as a closure tagged pulled.<hash>, so
 the next serve over the registry reads it in one request, and 'gc
