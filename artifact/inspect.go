@@ -77,8 +77,18 @@ func FileKind(artifactType string) string {
 }
 
 // Inspect reads the closure reference names and the narinfo of each path,
-// jobs at once (backend.DefaultJobs() if 0).
+// jobs at once (backend.DefaultJobs() if 0). A reference that is the hash
+// part of a store path names that path's tag (as pulled through from an
+// upstream or uploaded to serve, without a closure): its summary is that
+// one path, its own root.
 func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) (*ClosureSummary, error) {
+	if spec.IsHashPart(reference) {
+		a, err := FetchPathByHash(ctx, t, reference)
+		if err != nil {
+			return nil, err
+		}
+		return summarise(reference, a.Manifest, 0, []string{a.Info.StorePath}, []*narinfo.NarInfo{a.Info}), nil
+	}
 	c, err := ReadClosure(ctx, t, reference)
 	if err != nil {
 		return nil, err
@@ -98,6 +108,24 @@ func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) 
 	} else if infos, err = closureNarInfos(ctx, t, c, jobs); err != nil {
 		return nil, err
 	}
+	s := summarise(reference, c.Descriptor, c.Parts, c.Roots, infos)
+	files, err := ClosureFiles(ctx, t, c, jobs)
+	if err != nil {
+		return nil, err
+	}
+	for _, cf := range files {
+		fs := FileSummary{Kind: FileKind(cf.Artifact.Type), StorePath: cf.StorePath, Digest: cf.Artifact.Manifest.Digest.String()}
+		for _, f := range cf.Artifact.Files {
+			fs.Files = append(fs.Files, NamedFile{Name: f.Title, Size: f.Size})
+		}
+		s.Files = append(s.Files, fs)
+	}
+	return s, nil
+}
+
+// summarise makes the summary of the artifact desc (a closure of parts
+// parts, or a path) with roots and the narinfos of its paths.
+func summarise(reference string, desc ocispec.Descriptor, parts int, roots []string, infos []*narinfo.NarInfo) *ClosureSummary {
 	paths := make([]PathSummary, len(infos))
 	for i, info := range infos {
 		paths[i] = PathSummary{
@@ -111,25 +139,14 @@ func Inspect(ctx context.Context, t backend.Target, reference string, jobs int) 
 	}
 	sort.Slice(paths, func(i, j int) bool { return paths[i].StorePath < paths[j].StorePath })
 	s := &ClosureSummary{
-		Reference: reference, Digest: c.Descriptor.Digest.String(), MediaType: c.Descriptor.MediaType,
-		Parts: c.Parts, Roots: c.Roots, Paths: paths, ManifestSize: c.Descriptor.Size,
+		Reference: reference, Digest: desc.Digest.String(), MediaType: desc.MediaType,
+		Parts: parts, Roots: roots, Paths: paths, ManifestSize: desc.Size,
 	}
 	for _, p := range paths {
 		s.NarSize += p.NarSize
 		s.FileSize += p.FileSize
 	}
-	files, err := ClosureFiles(ctx, t, c, jobs)
-	if err != nil {
-		return nil, err
-	}
-	for _, cf := range files {
-		fs := FileSummary{Kind: FileKind(cf.Artifact.Type), StorePath: cf.StorePath, Digest: cf.Artifact.Manifest.Digest.String()}
-		for _, f := range cf.Artifact.Files {
-			fs.Files = append(fs.Files, NamedFile{Name: f.Title, Size: f.Size})
-		}
-		s.Files = append(s.Files, fs)
-	}
-	return s, nil
+	return s
 }
 
 // closureNarInfos fetches the narinfo layers of a version 1 closure.

@@ -482,6 +482,21 @@ func TestInspect(t *testing.T) {
 	if len(s.Paths) != 1 || s.Paths[0].Sigs == nil {
 		t.Errorf("unsigned path summary %+v, want Sigs = []", s.Paths)
 	}
+
+	// A path tag (the hash part of a store path) names that path alone.
+	hash := spec.PathTag(storePath("lib"))
+	s, err = artifact.Inspect(t.Context(), l, hash, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := c.Infos[storePath("lib")]
+	if len(s.Paths) != 1 || s.Paths[0].StorePath != want.StorePath || s.Paths[0].NarHash != want.NarHash ||
+		!slices.Equal(s.Roots, []string{want.StorePath}) || s.MediaType != ocispec.MediaTypeImageManifest || s.NarSize != want.NarSize {
+		t.Errorf("path tag summary %+v", s)
+	}
+	if _, err := artifact.Inspect(t.Context(), l, spec.PathTag(storePath("ghost")), 1); err == nil {
+		t.Error("a missing path tag inspected")
+	}
 }
 
 // TestPushDeterministic: parallelism never changes what is written.

@@ -164,3 +164,20 @@ func TestRemoteGivesUp(t *testing.T) {
 		t.Errorf("waits after two 429s with Retry-After: 1: %v, want [1s 1s]", w)
 	}
 }
+
+// TestRemoteTagsOfUnknownRepository: a repository nothing was pushed to
+// (docker-registry answers 404 NAME_UNKNOWN) lists no tags, without an
+// error.
+func TestRemoteTagsOfUnknownRepository(t *testing.T) {
+	f := newRemoteFixture(t)
+	var got []string
+	list := func(tags []string) error { got = append(got, tags...); return nil }
+	if err := open(t, f.reg.Ref("never-pushed")).Tags(t.Context(), "", list); err != nil || len(got) != 0 {
+		t.Errorf("tags of an unknown repository: %v, %v; want none, no error", got, err)
+	}
+	// Any other failure is still one: a registry that does not answer.
+	f.reg.Stop()
+	if err := open(t, f.reg.Ref("never-pushed")).Tags(t.Context(), "", list); err == nil {
+		t.Error("listing tags of a stopped registry: no error")
+	}
+}

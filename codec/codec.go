@@ -40,6 +40,46 @@ func NewReader(r io.Reader, c spec.Compression) (io.ReadCloser, error) {
 	return newReader(r, c, MaxXzDict)
 }
 
+// NewReaderSize is NewReader for content the caller knows decompresses
+// to at most size bytes (size > 0; a NAR whose narinfo says NarSize):
+// its decoder holds no larger dictionary or window than that content
+// needs. An xz block or zstd frame declaring more (xz and zstd write the
+// dictionary of their level whatever the input's size: 8 MiB for a NAR
+// of a few KiB at xz -6) is decoded with one that fits size, which
+// decodes it exactly; a zstd frame declaring content larger than size is
+// refused (ErrTooLong). See DecoderMemory. The caller still bounds
+// what it reads to size.
+func NewReaderSize(r io.Reader, c spec.Compression, size int64) (io.ReadCloser, error) {
+	if size <= 0 {
+		return NewReader(r, c)
+	}
+	switch c {
+	case spec.CompressionZstd:
+		return newReader(newZstdFit(r, size), c, MaxXzDict)
+	case spec.CompressionXz:
+		g := newXzGuard(r, MaxXzDict)
+		g.fit = size
+		d, err := xz.NewReader(g)
+		if err != nil {
+			return nil, fmt.Errorf("codec: xz: %w", err)
+		}
+		return io.NopCloser(d), nil
+	}
+	return NewReader(r, c)
+}
+
+// DecoderMemory is the most memory the dictionary or window of a decoder
+// NewReaderSize makes for c and size holds.
+func DecoderMemory(c spec.Compression, size int64) int64 {
+	switch c {
+	case spec.CompressionXz:
+		return min(MaxXzDict, lzma2Dict(lzma2DictFor(size)))
+	case spec.CompressionZstd:
+		return min(MaxZstdWindow, zstdWindow(zstdWindowFor(size))) + 128<<10 // a block
+	}
+	return 0
+}
+
 // newReader is NewReader with xz dictionaries bounded by xzDict.
 func newReader(r io.Reader, c spec.Compression, xzDict int64) (io.ReadCloser, error) {
 	switch c {

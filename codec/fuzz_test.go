@@ -44,5 +44,13 @@ func FuzzDecode(f *testing.F) {
 		if c == spec.CompressionXz && errors.Is(err, ErrDictTooLarge) && len(data) < 12 {
 			t.Errorf("dictionary refused before a stream header was read: %v", err)
 		}
+		// With the content's size known, the structure walkers that fit
+		// the dictionary or window never panic or hang either.
+		fr, err := NewReaderSize(bytes.NewReader(data), c, 1+int64(which)<<10)
+		if err != nil {
+			return
+		}
+		defer fr.Close()
+		io.Copy(io.Discard, io.LimitReader(fr, 4<<20))
 	})
 }

@@ -3,8 +3,10 @@ package codec
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 )
 
@@ -35,6 +37,7 @@ var ErrDictTooLarge = errors.New("codec: dictionary or window over the decoder's
 type xzGuard struct {
 	r       *bufio.Reader
 	max     int64
+	fit     int64  // > 0: the content decodes to at most fit bytes (see NewReaderSize)
 	pending []byte // structure bytes read and checked, not yet returned
 	raw     int64  // payload bytes to pass through before the next structure
 	next    func() error
@@ -163,50 +166,88 @@ func (g *xzGuard) blockOrIndex() error {
 	if err != nil {
 		return err
 	}
-	if err := g.checkFilters(h[:len(h)-4]); err != nil {
+	dict, err := g.checkFilters(h[:len(h)-4])
+	if err != nil {
 		return err
+	}
+	if g.fit > 0 && dict >= 0 {
+		g.fitDict(h, dict)
 	}
 	g.next = g.chunk
 	return nil
 }
 
+// fitDict lowers the LZMA2 dictionary of the block header h (its size
+// byte before it in pending, its CRC32 last), whose dictionary byte is
+// h[at], to the smallest that holds g.fit bytes, and recomputes the
+// header's CRC32. An LZMA2 dictionary as large as the content decodes it
+// exactly (no match reaches further back than the start). A header whose
+// CRC32 is wrong is left for the decoder to refuse.
+func (g *xzGuard) fitDict(h []byte, at int) {
+	hdr := g.pending[len(g.pending)-1-len(h):] // size byte, then h
+	sum := hdr[len(hdr)-4:]
+	if binary.LittleEndian.Uint32(sum) != crc32.ChecksumIEEE(hdr[:len(hdr)-4]) {
+		return
+	}
+	c := lzma2DictFor(g.fit)
+	if c >= h[at] {
+		return
+	}
+	h[at] = c
+	binary.LittleEndian.PutUint32(sum, crc32.ChecksumIEEE(hdr[:len(hdr)-4]))
+}
+
+// lzma2DictFor is the smallest LZMA2 dictionary size byte whose
+// dictionary holds n bytes.
+func lzma2DictFor(n int64) byte {
+	var c byte
+	for c < 40 && lzma2Dict(c) < n {
+		c++
+	}
+	return c
+}
+
 // checkFilters reads a block header's flags, sizes and filter flags and
-// checks the LZMA2 filter's dictionary.
-func (g *xzGuard) checkFilters(h []byte) error {
+// checks the LZMA2 filter's dictionary. It returns where in h the
+// dictionary byte is (-1 if no LZMA2 filter).
+func (g *xzGuard) checkFilters(h []byte) (int, error) {
 	r := bytes.NewReader(h)
 	flags, _ := r.ReadByte()
 	if flags&0x3c != 0 {
-		return errors.New("codec: xz: reserved block flags set")
+		return -1, errors.New("codec: xz: reserved block flags set")
 	}
 	for _, present := range []bool{flags&0x40 != 0, flags&0x80 != 0} {
 		if present {
 			if _, err := readVarint(r); err != nil {
-				return err
+				return -1, err
 			}
 		}
 	}
+	at := -1
 	for i := 0; i <= int(flags&3); i++ {
 		id, err := readVarint(r)
 		if err != nil {
-			return err
+			return -1, err
 		}
 		size, err := readVarint(r)
 		if err != nil || size > uint64(r.Len()) {
-			return errors.New("codec: xz: malformed filter flags")
+			return -1, errors.New("codec: xz: malformed filter flags")
 		}
+		offset := len(h) - r.Len()
 		props := make([]byte, size)
 		r.Read(props)
 		if id != 0x21 { // not LZMA2 (BCJ or delta): no dictionary
 			continue
 		}
 		if size != 1 || props[0] > 40 {
-			return errors.New("codec: xz: malformed LZMA2 properties")
+			return -1, errors.New("codec: xz: malformed LZMA2 properties")
 		}
 		if dict := lzma2Dict(props[0]); dict > g.max {
-			return fmt.Errorf("codec: xz: the stream declares a %d MiB dictionary, over the %d MiB bound: %w", dict>>20, g.max>>20, ErrDictTooLarge)
+			return -1, fmt.Errorf("codec: xz: the stream declares a %d MiB dictionary, over the %d MiB bound: %w", dict>>20, g.max>>20, ErrDictTooLarge)
 		}
+		at = offset
 	}
-	return nil
+	return at, nil
 }
 
 // lzma2Dict decodes an LZMA2 dictionary size byte (at most 40).

@@ -15,7 +15,14 @@ import (
 // registry in another region would; it returns the proxy's address.
 func startLatencyProxy(t *testing.T, reg *testenv.Registry, delay time.Duration) string {
 	t.Helper()
-	p, err := latencyproxy.New(reg.URL(), delay)
+	return startLatencyProxyTo(t, reg.URL(), delay)
+}
+
+// startLatencyProxyTo puts delay before every request to the server at
+// url; it returns the proxy's address.
+func startLatencyProxyTo(t *testing.T, url string, delay time.Duration) string {
+	t.Helper()
+	p, err := latencyproxy.New(url, delay)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,14 @@ import (
 // checks that nothing follows the NAR, so that a file is accepted only if
 // it is exactly one NAR. It returns the NAR's size.
 func ValidateCompressed(r io.Reader, c spec.Compression, h io.Writer) (int64, error) {
-	dec, err := codec.NewReader(r, c)
+	return ValidateCompressedSize(r, c, 0, h)
+}
+
+// ValidateCompressedSize is ValidateCompressed for a NAR known to be at
+// most size bytes (size > 0; its NarSize): the decoder holds no larger
+// dictionary or window than that needs (codec.NewReaderSize).
+func ValidateCompressedSize(r io.Reader, c spec.Compression, size int64, h io.Writer) (int64, error) {
+	dec, err := codec.NewReaderSize(r, c, size)
 	if err != nil {
 		return 0, err
 	}

@@ -80,8 +80,11 @@ func OpenBinaryCache(rawURL string, client *http.Client) (*BinaryCache, error) {
 
 // String names the cache in messages, without the credentials of its
 // URL.
-func (c *BinaryCache) String() string {
-	return "binary cache " + strings.TrimSuffix(backend.RedactURL(c.base), "/")
+func (c *BinaryCache) String() string { return "binary cache " + c.URL() }
+
+// URL is the cache's URL without credentials, query or trailing slash.
+func (c *BinaryCache) URL() string {
+	return strings.TrimSuffix(backend.RedactURL(c.base), "/")
 }
 
 // ResolveRoot accepts a store path, or a symlink to one (it need not
@@ -158,14 +161,9 @@ func (c *BinaryCache) Closure(ctx context.Context, roots []string) ([]*narinfo.N
 // NarInfo fetches and parses the narinfo of storePath.
 func (c *BinaryCache) NarInfo(ctx context.Context, storePath string) (*narinfo.NarInfo, error) {
 	name := spec.PathTag(storePath) + ".narinfo"
-	rc, err := c.open(ctx, name, -1)
+	info, err := c.narInfoOf(ctx, spec.PathTag(storePath), storePath)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", c, storePath, err)
-	}
-	defer rc.Close()
-	info, err := narinfo.Parse(rc)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", c, name, err)
+		return nil, err
 	}
 	if info.StorePath != storePath {
 		return nil, fmt.Errorf("%s: %s describes %s, not %s", c, name, info.StorePath, storePath)
@@ -176,18 +174,95 @@ func (c *BinaryCache) NarInfo(ctx context.Context, storePath string) (*narinfo.N
 	return info, nil
 }
 
+// NarInfoOf fetches and parses the narinfo named by a store path's hash
+// part ("<hash>.narinfo"), and checks that it describes a path with that
+// hash part. A cache without it is ErrNotInCache; nothing else is
+// checked (callers check the store directory, signatures and the NAR's
+// fields as they need).
+func (c *BinaryCache) NarInfoOf(ctx context.Context, hash string) (*narinfo.NarInfo, error) {
+	return c.narInfoOf(ctx, hash, "")
+}
+
+// narInfoOf is NarInfoOf; a failure to fetch names storePath if known.
+func (c *BinaryCache) narInfoOf(ctx context.Context, hash, storePath string) (*narinfo.NarInfo, error) {
+	if !spec.IsHashPart(hash) {
+		return nil, fmt.Errorf("%s: %q is not the hash part of a store path", c, hash)
+	}
+	name := hash + ".narinfo"
+	rc, err := c.open(ctx, name, -1)
+	if err != nil && storePath != "" {
+		return nil, fmt.Errorf("%s: %s: %w", c, storePath, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("%s: %w", c, err)
+	}
+	defer rc.Close()
+	info, err := narinfo.Parse(ctxReader{ctx, rc})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", c, name, err)
+	}
+	if info.HashPart() != hash {
+		return nil, fmt.Errorf("%s: %s describes %s", c, name, info.StorePath)
+	}
+	return info, nil
+}
+
+// Ping asks the cache for its nix-cache-info once, without retrying: a
+// health check.
+func (c *BinaryCache) Ping(ctx context.Context) error {
+	var err error
+	if c.base.Scheme == "file" {
+		_, err = os.Stat(filepath.Join(filepath.FromSlash(c.base.Path), "nix-cache-info"))
+	} else {
+		var rc io.ReadCloser
+		if rc, err = c.get(ctx, c.base.ResolveReference(&url.URL{Path: "nix-cache-info"}).String(), 0); err == nil {
+			_, err = io.Copy(io.Discard, io.LimitReader(rc, 64<<10))
+			rc.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: nix-cache-info: %w", c, err)
+	}
+	return nil
+}
+
+// CheckNarURL checks a narinfo's URL as nixoci follows it: relative to
+// the cache and inside it (no scheme, host or user info, no absolute
+// path, no ".." segment, no backslash or control character). Nix also
+// follows absolute URLs; nixoci does not, so that a narinfo cannot send
+// a request (and the cache's credentials) elsewhere.
+func CheckNarURL(rel string) error {
+	if rel == "" {
+		return errors.New("empty URL")
+	}
+	for i := 0; i < len(rel); i++ {
+		if c := rel[i]; c < ' ' || c == 0x7f || c == '\\' {
+			return fmt.Errorf("URL %q: character %q not allowed", rel, c)
+		}
+	}
+	ref, err := url.Parse(rel)
+	if err != nil {
+		return fmt.Errorf("URL %q: %w", rel, err)
+	}
+	clean := path.Clean(ref.Path)
+	if ref.IsAbs() || ref.Host != "" || ref.User != nil || ref.Opaque != "" || strings.HasPrefix(rel, "//") ||
+		path.IsAbs(ref.Path) || clean == ".." || strings.HasPrefix(clean, "../") || clean == "." {
+		return fmt.Errorf("URL %q leaves the cache directory", rel)
+	}
+	return nil
+}
+
 // open opens a file of the cache, of size bytes (negative if unknown), by
 // its URL relative to the cache root.
 func (c *BinaryCache) open(ctx context.Context, rel string, size int64) (io.ReadCloser, error) {
+	if err := CheckNarURL(rel); err != nil {
+		return nil, err
+	}
 	ref, err := url.Parse(rel)
 	if err != nil {
 		return nil, fmt.Errorf("URL %q: %w", rel, err)
 	}
 	if c.base.Scheme == "file" {
 		clean := path.Clean(ref.Path)
-		if ref.IsAbs() || ref.Host != "" || path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
-			return nil, fmt.Errorf("URL %q leaves the cache directory", rel)
-		}
 		f, err := os.Open(filepath.Join(filepath.FromSlash(c.base.Path), filepath.FromSlash(clean)))
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w", rel, ErrNotInCache)
@@ -195,9 +270,6 @@ func (c *BinaryCache) open(ctx context.Context, rel string, size int64) (io.Read
 		return f, err
 	}
 	u := c.base.ResolveReference(ref)
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("URL %q: scheme %q not allowed", rel, u.Scheme)
-	}
 	return backend.OpenResuming(ctx, c.String()+": "+rel, size, func(ctx context.Context, offset int64) (io.ReadCloser, error) {
 		rc, err := c.get(ctx, u.String(), offset)
 		if err != nil {
@@ -236,6 +308,28 @@ func (c *BinaryCache) get(ctx context.Context, url string, offset int64) (io.Rea
 	}
 }
 
+// OpenNAR opens the compressed NAR info names (its URL, checked with
+// CheckNarURL), as the cache sends it: unchecked, resumed where a
+// transfer is cut off; the caller verifies it against FileHash.
+func (c *BinaryCache) OpenNAR(ctx context.Context, info *narinfo.NarInfo) (io.ReadCloser, error) {
+	rc, err := c.open(ctx, info.URL, int64(info.FileSize))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", c, info.StorePath, err)
+	}
+	return rc, nil
+}
+
+// OpenFile opens the file of the cache at rel (checked with
+// CheckNarURL), of a size not known beforehand; a cache without it is
+// ErrNotInCache.
+func (c *BinaryCache) OpenFile(ctx context.Context, rel string) (io.ReadCloser, error) {
+	rc, err := c.open(ctx, rel, -1)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c, err)
+	}
+	return rc, nil
+}
+
 // WriteNAR copies the compressed NAR unchanged to w, checking its
 // FileHash and size, decompressing it to parse it strictly and to check
 // NarHash and NarSize on the way.
@@ -246,15 +340,22 @@ func (c *BinaryCache) WriteNAR(ctx context.Context, info *narinfo.NarInfo, w io.
 	default:
 		return "", fmt.Errorf("%s: %s: compression %q is not one nixoci stores (xz, zstd, none)", c, info.StorePath, info.Compression)
 	}
-	rc, err := c.open(ctx, info.URL, int64(info.FileSize))
+	rc, err := c.OpenNAR(ctx, info)
 	if err != nil {
-		return "", fmt.Errorf("%s: %s: %w", c, info.StorePath, err)
+		return "", err
 	}
 	defer rc.Close()
+	// Bounded by what the narinfo claims: a file longer than FileSize
+	// is cut one byte past it (and then fails its hash), a NAR that
+	// decompresses past NarSize stops there.
+	var body io.Reader = ctxReader{ctx, rc}
+	if info.FileSize > 0 {
+		body = io.LimitReader(body, int64(info.FileSize)+1)
+	}
 	fileHash := sha256.New()
-	raw := io.TeeReader(ctxReader{ctx, rc}, io.MultiWriter(w, fileHash))
+	raw := io.TeeReader(body, io.MultiWriter(w, fileHash))
 	h := sha256.New()
-	n, narErr := nar.ValidateCompressed(raw, comp, h)
+	n, narErr := nar.ValidateCompressedSize(raw, comp, int64(info.NarSize), &boundedWriter{w: h, left: int64(info.NarSize)})
 	// The decompressor may stop before the end of the file (padding);
 	// read the rest so FileHash covers every byte.
 	if _, err := io.Copy(io.Discard, raw); err != nil {

@@ -34,3 +34,19 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	}
 	return c.r.Read(p)
 }
+
+// boundedWriter passes at most left bytes to w and fails on more: a NAR
+// that decompresses past the NarSize its narinfo claims is stopped there
+// rather than read to its end.
+type boundedWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (b *boundedWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > b.left {
+		return 0, fmt.Errorf("NAR longer than its NarSize: %w", ErrHashMismatch)
+	}
+	b.left -= int64(len(p))
+	return b.w.Write(p)
+}

@@ -48,6 +48,11 @@ func DefaultClosureTag(root string) (string, error) {
 	return string(name), nil
 }
 
+// PulledClosureTag is the tag of the closure serve stores for a path it
+// pulled through from an upstream (SPEC.md section 14.4): "pulled." and
+// the root's hash part, e.g. "pulled.wmax4jpcbcyvaqcx04skyir4x9j40ygh".
+func PulledClosureTag(root string) string { return "pulled." + PathTag(root) }
+
 // TagKind is what a tag's name says it names (SPEC.md 5.3, 8.2, 9,
 // 10.3). Tags nixoci gives its own artifacts follow fixed forms; every
 // other tag is one a user chose, naming a closure, an image or anything

@@ -10,9 +10,7 @@ import (
 	"sync"
 
 	"github.com/nixoci/nixoci/artifact"
-	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/codec"
-	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/nar"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -97,19 +95,11 @@ func (s *Server) listNAR(ctx context.Context, pe *pathEntry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	loc, ok := pe.NAR.(backendNAR)
-	if !ok {
-		return nil, fmt.Errorf("%s: its NAR is not in a backend", pe.Artifact.Info.StorePath)
-	}
-	rc, err := s.backends.OpenBlob(ctx, serving.BlobLocation(loc))
+	vr, err := s.openNAR(ctx, pe)
 	if err != nil {
 		return nil, err
 	}
-	defer rc.Close()
-	vr, err := backend.VerifyReader(rc, pe.Artifact.NAR)
-	if err != nil {
-		return nil, err
-	}
+	defer vr.Close()
 	dec, err := codec.NewReader(vr, comp)
 	if err != nil {
 		return nil, err

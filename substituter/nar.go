@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -29,9 +30,19 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(raw))
+	if s.pull != nil {
+		if up, ok := s.pull.nars.Get(d.String()); ok {
+			s.pull.serveNAR(w, r, up, ext)
+			return
+		}
+	}
 	loc, found, err := s.backends.LocateBlob(r.Context(), d)
 	if err != nil {
 		s.fail(w, r, "NAR "+d.String(), err)
+		return
+	}
+	if !found && s.pull != nil {
+		s.pull.serveUnindexedNAR(w, r, d, r.PathValue("file"))
 		return
 	}
 	if !found {
@@ -136,4 +147,20 @@ func (s *Server) redirect(w http.ResponseWriter, r *http.Request, b serving.Back
 	s.metrics.redirects.Inc()
 	http.Redirect(w, r, location, http.StatusTemporaryRedirect)
 	return true
+}
+
+// openNAR reads the NAR of pe, checked against its digest as it is read:
+// from its backend, or pulled from its upstream.
+func (s *Server) openNAR(ctx context.Context, pe *pathEntry) (io.ReadCloser, error) {
+	switch loc := pe.NAR.(type) {
+	case backendNAR:
+		rc, err := s.backends.OpenBlob(ctx, serving.BlobLocation(loc))
+		if err != nil {
+			return nil, err
+		}
+		return backend.VerifyReader(rc, loc.Desc)
+	case upstreamNAR:
+		return s.pull.openVerified(ctx, loc)
+	}
+	return nil, fmt.Errorf("%s: no NAR location", pe.Artifact.Info.StorePath)
 }

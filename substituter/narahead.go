@@ -29,19 +29,19 @@ const (
 // told apart by address (see serving.Clients), not by connection: Nix
 // spreads its requests over many.
 type narAhead struct {
-	prefetch func(serving.BlobLocation) // the blob cache's Prefetch
+	prefetch func(NARLocation) // starts fetching a NAR into the blob cache
 	clients  *serving.Clients
 	peers    *serving.LRU[*peerNARs] // client -> its narinfos and last NAR request
 }
 
 type peerNARs struct {
 	mu      sync.Mutex
-	pending []serving.BlobLocation
+	pending []NARLocation
 	active  time.Time
 }
 
-func newNARAhead(bc *serving.BlobCache, clients *serving.Clients) *narAhead {
-	return &narAhead{prefetch: bc.Prefetch, clients: clients, peers: serving.NewLRU[*peerNARs](peers)}
+func newNARAhead(prefetch func(NARLocation), clients *serving.Clients) *narAhead {
+	return &narAhead{prefetch: prefetch, clients: clients, peers: serving.NewLRU[*peerNARs](peers)}
 }
 
 func (a *narAhead) peer(r *http.Request) *peerNARs {
@@ -49,7 +49,7 @@ func (a *narAhead) peer(r *http.Request) *peerNARs {
 }
 
 // narinfo notes that the client asked for the narinfo of the NAR at loc.
-func (a *narAhead) narinfo(r *http.Request, loc serving.BlobLocation) {
+func (a *narAhead) narinfo(r *http.Request, loc NARLocation) {
 	p := a.peer(r)
 	p.mu.Lock()
 	if time.Since(p.active) < activeFor {

@@ -18,10 +18,10 @@ func recordingAhead(clients *serving.Clients) (*narAhead, func() map[digest.Dige
 	var mu sync.Mutex
 	got := map[digest.Digest]bool{}
 	a := &narAhead{clients: clients, peers: serving.NewLRU[*peerNARs](peers)}
-	a.prefetch = func(loc serving.BlobLocation) {
+	a.prefetch = func(loc NARLocation) {
 		mu.Lock()
 		defer mu.Unlock()
-		got[loc.Desc.Digest] = true
+		got[loc.Blob().Digest] = true
 	}
 	return a, func() map[digest.Digest]bool {
 		mu.Lock()
@@ -30,8 +30,8 @@ func recordingAhead(clients *serving.Clients) (*narAhead, func() map[digest.Dige
 	}
 }
 
-func loc(i int) serving.BlobLocation {
-	return serving.BlobLocation{Desc: ocispec.Descriptor{Digest: digest.FromString(strconv.Itoa(i))}}
+func loc(i int) NARLocation {
+	return backendNAR{Desc: ocispec.Descriptor{Digest: digest.FromString(strconv.Itoa(i))}}
 }
 
 // TestNARAheadConcurrentFirstRequests: a client's first narinfo

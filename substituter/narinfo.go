@@ -24,8 +24,8 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such path", http.StatusNotFound)
 		return
 	}
-	if loc, ok := e.NAR.(backendNAR); ok && s.ahead != nil && r.Method == http.MethodGet {
-		s.ahead.narinfo(r, serving.BlobLocation(loc))
+	if s.ahead != nil && r.Method == http.MethodGet {
+		s.ahead.narinfo(r, e.NAR)
 	}
 	h := w.Header()
 	h["Content-Type"] = narinfoContentType
@@ -45,6 +45,9 @@ func (s *Server) lookupAndPrefetch(ctx context.Context, hash string) (*pathEntry
 	e, err := s.lookup(ctx, hash)
 	if e != nil && s.prefetch != nil {
 		s.prefetch.after(e, hash)
+	}
+	if e != nil && s.pull != nil {
+		s.pull.closures.rootAsked(e)
 	}
 	return e, err
 }

@@ -29,9 +29,12 @@ import (
 //     paths, from the narinfos its index carries (format 2) or by
 //     their tags (format 1);
 //   - a path of a closure prefetched already: nothing;
-//   - any other path: its references, then theirs, once each, once the
+//   - any other path, and every path found at an upstream (pull.go):
+//     its references, then theirs, once each (at most maxWalk), once the
 //     closure searches under way when Nix asked have ended (the path is
-//     likely one of theirs).
+//     likely one of theirs). Each goes through the resolver, backends
+//     first, so a closure partly stored and partly upstream is walked
+//     as one.
 //
 // Each path is fetched at most once per cache lifetime, whether Nix or
 // the prefetcher asks first (they share the lookup), so the requests for
@@ -344,10 +347,18 @@ func (p *prefetcher) members(ctx context.Context, i int, members []artifact.Memb
 	wg.Wait()
 }
 
+// maxWalk bounds the paths one walk of references fetches (a large
+// NixOS system closure has a few thousand): with a narinfo of about 1
+// KiB, a walk holds at most about 10 MiB of entries, in the narinfo
+// cache (CacheSize) it fills; NARs are fetched ahead only within the
+// blob cache's bounds.
+const maxWalk = 10_000
+
 // references walks the references of e breadth first, fetching each path
-// not cached, once.
+// not cached, once, at most maxWalk of them.
 func (p *prefetcher) references(ctx context.Context, e *pathEntry) {
 	seen := map[string]bool{spec.PathTag(e.Artifact.Info.StorePath): true}
+	walked := 0
 	level := []*pathEntry{e}
 	for len(level) > 0 && ctx.Err() == nil {
 		var mu sync.Mutex
@@ -365,6 +376,9 @@ func (p *prefetcher) references(ctx context.Context, e *pathEntry) {
 				}
 				if _, ok := p.s.resolver.cached(h); ok {
 					continue // Nix or a closure prefetch had it; its references too, likely
+				}
+				if walked++; walked > maxWalk {
+					break
 				}
 				release, err := p.acquire(ctx)
 				if err != nil {

@@ -83,6 +83,14 @@ type Options struct {
 	// CatalogMaxPaths bounds the paths the catalogs hold; default
 	// catalog.DefaultMaxPaths.
 	CatalogMaxPaths int
+	// Pull, if set, pulls paths no backend has through upstream binary
+	// caches, storing them in the first backend (pull.go). It needs
+	// BlobCache.
+	Pull *PullOptions
+	// Stored, if set, is called with each path the server stored in its
+	// first backend: pulled from an upstream, or uploaded. It must not
+	// block for long (a hook for retention records).
+	Stored func(StoredPath)
 	// AccessLogTo receives the access log; default one writing to
 	// os.Stderr (where slog's default handler writes too), written out
 	// at Close. Handlers on one listener share one.
@@ -107,6 +115,7 @@ type Server struct {
 	upload   *uploader
 	catalogs []*catalog.Catalog       // one per backend
 	prefetch *prefetcher              // nil: off
+	pull     *puller                  // nil: no upstreams
 	ahead    *narAhead                // nil: no NARs ahead
 	stop     context.CancelFunc       // ends the catalog refreshes
 	files    *serving.LRU[*fileEntry] // tag -> file artifact (nil entry: not found)
@@ -155,8 +164,14 @@ func New(opts Options) (*Server, error) {
 	s.metrics = m
 	s.resolver = newResolver(opts, s.narinfos, opts.Backends.Timeout())
 	s.resolver.found = func(e *pathEntry) {
-		if loc, ok := e.NAR.(backendNAR); ok {
+		if s.pull != nil {
+			s.pull.closures.found(e)
+		}
+		switch loc := e.NAR.(type) {
+		case backendNAR:
 			s.backends.RememberBlob(loc.Backend, loc.Desc)
+		case upstreamNAR:
+			s.pull.found(loc)
 		}
 	}
 	if err := opts.Backends.Metrics().Register(s.resolver.collectors()...); err != nil {
@@ -172,6 +187,16 @@ func New(opts Options) (*Server, error) {
 	for i, c := range s.catalogs {
 		s.resolver.sources = append(s.resolver.sources, catalogSource{s, i, c, opts.CatalogInterval >= 0})
 	}
+	// Then the upstreams, for what no backend holds.
+	if opts.Pull != nil {
+		if s.pull, err = newPuller(s, *opts.Pull, opts.BlobCache); err != nil {
+			return nil, err
+		}
+		s.resolver.sources = append(s.resolver.sources, s.pull.sources()...)
+		if err := opts.Backends.Metrics().Register(s.pull.collectors()...); err != nil {
+			return nil, fmt.Errorf("substituter: %w", err)
+		}
+	}
 	if opts.Prefetch >= 0 {
 		if opts.Prefetch == 0 {
 			opts.Prefetch = 32
@@ -185,7 +210,7 @@ func New(opts Options) (*Server, error) {
 		opts.CatalogInterval = time.Minute
 	}
 	if opts.BlobCache != nil && !opts.RedirectBlobs {
-		s.ahead = newNARAhead(opts.BlobCache, opts.Clients)
+		s.ahead = newNARAhead(s.fetchAhead, opts.Clients)
 	}
 	s.opts = opts
 	if opts.Upload != nil {
@@ -208,6 +233,7 @@ func New(opts Options) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /nix-cache-info", s.serveCacheInfo)
 	mux.HandleFunc("GET /healthz", s.serveHealth)
+	mux.HandleFunc("GET /healthz/upstreams", s.serveUpstreamHealth)
 	mux.Handle("GET /metrics", opts.Backends.Metrics().Handler())
 	mux.HandleFunc("GET /{file}", s.serveNarInfo)
 	mux.HandleFunc("GET /nar/{file}", s.serveNAR)
@@ -268,15 +294,67 @@ func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
 
 // serveHealth answers whether every backend answers (see
 // serving.Health): cheap enough to poll, naming the failing backends
-// without their errors, which are logged.
+// without their errors, which are logged. Its status is the backends'
+// alone; with upstreams, a healthy answer adds a line on them (see
+// serveUpstreamHealth): an upstream down leaves serve answering what its
+// backends hold.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	s.health.ServeHTTP(w, r)
+	if s.pull == nil || len(s.health.Check(r.Context())) > 0 {
+		s.health.ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n")
+	if failed := s.pull.health.check(r.Context(), s.backends.Timeout()); len(failed) > 0 {
+		fmt.Fprintf(w, "upstreams: degraded: %s do not answer (see /healthz/upstreams)\n", strings.Join(failed, ", "))
+	} else {
+		io.WriteString(w, "upstreams: ok\n")
+	}
 }
 
-// Close stops the catalog refreshes and writes out the access log if
+// serveUpstreamHealth answers 200 if every upstream answers, else 503
+// naming those that do not (404 without upstreams).
+func (s *Server) serveUpstreamHealth(w http.ResponseWriter, r *http.Request) {
+	if s.pull == nil {
+		http.Error(w, "no upstreams (serve --upstream)", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if failed := s.pull.health.check(r.Context(), s.backends.Timeout()); len(failed) > 0 {
+		http.Error(w, "unhealthy: "+strings.Join(failed, ", ")+" (see the server's log)", http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
+
+// fetchAhead fetches the NAR at loc into the blob cache ahead of a
+// client: from its backend, or pulled from its upstream (and stored).
+func (s *Server) fetchAhead(loc NARLocation) {
+	switch l := loc.(type) {
+	case backendNAR:
+		s.opts.BlobCache.Prefetch(serving.BlobLocation(l))
+	case upstreamNAR:
+		s.pull.prefetch(l)
+	}
+}
+
+// storedPath tells Options.Stored of a path stored in the first backend.
+func (s *Server) storedPath(p StoredPath) {
+	if s.opts.Stored != nil {
+		s.opts.Stored(p)
+	}
+}
+
+// Close stops the catalog refreshes and the stores of paths pulled
+// through (waiting for them to end: a path not stored is pulled again
+// when asked), and writes out the access log if
 // the Server made it (AccessLog without AccessLogTo); requests served
 // after Close are logged at once.
 func (s *Server) Close() error {
 	s.stop()
+	if s.pull != nil {
+		s.pull.close()
+	}
 	return s.handler.Close()
 }

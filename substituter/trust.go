@@ -25,6 +25,11 @@ type trustPolicy struct {
 
 func newTrustPolicy(opts Options) trustPolicy {
 	p := trustPolicy{sign: opts.SignKeys, trusted: slices.Clone(opts.TrustedKeys), signAll: opts.SignUnverified}
+	if opts.Pull != nil {
+		// What serve verified an upstream's narinfos against, it vouches
+		// for (SPEC.md section 14.2).
+		p.trusted = append(p.trusted, opts.Pull.Keys...)
+	}
 	for _, k := range opts.SignKeys {
 		p.trusted = append(p.trusted, k.Public())
 	}

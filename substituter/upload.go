@@ -246,6 +246,11 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 		if e == nil {
 			return http.StatusBadRequest, fmt.Errorf("%s: reference %s has not been uploaded", info.StorePath, ref)
 		}
+		if loc, ok := e.NAR.(upstreamNAR); ok {
+			// Only an upstream has it (Nix skipped uploading it, told
+			// it is here): pull it into the backend too.
+			u.s.pull.prefetch(loc)
+		}
 	}
 	// One artifact per store path (SPEC.md section 4): an upload never
 	// replaces a stored path with different content; one of the same
@@ -278,10 +283,12 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 	if stored && slices.Equal(info.Sigs, existing.Info.Sigs) {
 		return http.StatusCreated, nil // nothing to add
 	}
-	if _, err := artifact.StoreArtifact(r.Context(), dst, info, nil); err != nil {
+	art, err := artifact.StoreArtifact(r.Context(), dst, info, nil)
+	if err != nil {
 		return statusOf(err), err
 	}
 	u.s.narinfos.Remove(hash)
+	u.s.storedPath(StoredPath{Path: art, From: "upload"})
 	return http.StatusCreated, nil
 }
 

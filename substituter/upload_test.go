@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixoci/nixoci/artifact"
 	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/codec"
 	"github.com/nixoci/nixoci/narinfo"
@@ -563,5 +564,29 @@ func TestUploadKeepsStoredSignaturesAndNAR(t *testing.T) {
 	s2, _ := newServer(t, substituter.Options{Backends: backends(l)})
 	if r2 := get(t, s2, stored.NarInfoPath()); r2.Body != r.Body {
 		t.Errorf("stored narinfo:\n%s\nserved after the upload:\n%s", r2.Body, r.Body)
+	}
+}
+
+// TestUploadTellsStored: a path stored through an upload is told to
+// Options.Stored (the hook for retention records), once it is stored.
+func TestUploadTellsStored(t *testing.T) {
+	l := newLayout(t)
+	p := newTestPath(t, "told-1", "told", spec.CompressionZstd)
+	var got []substituter.StoredPath
+	s, _ := uploadServer(t, l, substituter.Options{Stored: func(sp substituter.StoredPath) { got = append(got, sp) }})
+	if r := put(t, s, p.NarURLPath(), p.File, goodAuth...); r.Code != 201 {
+		t.Fatal(r.Code, r.Body)
+	}
+	if len(got) != 0 {
+		t.Fatalf("Stored told of a NAR alone: %+v", got)
+	}
+	if r := put(t, s, p.NarInfoPath(), []byte(narinfoText(t, p)), goodAuth...); r.Code != 201 {
+		t.Fatal(r.Code, r.Body)
+	}
+	if len(got) != 1 || got[0].From != "upload" || got[0].Path.Info.StorePath != p.StorePath {
+		t.Fatalf("Stored told %+v, want the uploaded path", got)
+	}
+	if _, err := artifact.FetchPathByHash(t.Context(), l, p.Hash); err != nil {
+		t.Errorf("told before it was stored: %v", err)
 	}
 }

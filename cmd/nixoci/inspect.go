@@ -20,7 +20,10 @@ const inspectHelp = `
 Usage: nixoci inspect [flags] TARGET:TAG
        nixoci inspect [flags] TAG
 
-List the store paths of a stored closure with their sizes, compression,
+List the store paths of a stored closure (or, given the hash part of a
+store path as TAG, of that path alone: paths pulled through serve
+--upstream or uploaded to serve have a path tag but no closure) with their
+sizes, compression,
 signatures and the system each was built for (when recorded: from the
 deriver's .drv when pushed from a local store, from the narinfo when
 imported from a binary cache). The systems line counts paths per system;
@@ -35,6 +38,7 @@ A TAG alone (or :TAG) names a closure in the default store, where
 Examples:
   nixoci inspect hello
   nixoci inspect oci:/srv/nix-oci:hello
+  nixoci inspect 127.0.0.1:5000/nix:cl0ai7xw811mpinmj9bg20gvr0k8ibg7
   nixoci inspect --json ghcr.io/me/nix:dev | jq '.paths[].storePath'
 `
 

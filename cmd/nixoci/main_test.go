@@ -212,6 +212,12 @@ func TestRunUsageErrors(t *testing.T) {
 		{"pull bad target", []string{"pull", "Bad/Repo:t", "--to", dir}, "invalid target"},
 		{"inspect without tag", []string{"inspect", "oci:" + dir}, "append :TAG"},
 		{"inspect nothing", []string{"inspect"}, "exactly one"},
+		{"upstream without key", []string{"serve", "--from", "oci:" + dir, "--upstream", "https://cache.example"}, "--upstream-key"},
+		{"upstream key alone", []string{"serve", "--from", "oci:" + dir, "--upstream-key", "k-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="}, "need --upstream"},
+		{"upstream without blob cache", []string{"serve", "--from", "oci:" + dir, "--upstream", "https://cache.example", "--upstream-unverified", "--blob-cache-size", "0"}, "--blob-cache-size"},
+		{"upstream bad key", []string{"serve", "--from", "oci:" + dir, "--upstream", "https://cache.example", "--upstream-key", "nonsense"}, "--upstream-key"},
+		{"upstream bad URL", []string{"serve", "--from", "oci:" + dir, "--upstream", "s3://bucket", "--upstream-unverified"}, "s3://bucket"},
+		{"upstream with redirects", []string{"serve", "--from", "oci:" + dir, "--upstream", "https://cache.example", "--upstream-unverified", "--redirect-blobs"}, "--redirect-blobs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/nixoci/nixoci/imageregistry"
 	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
+	"github.com/nixoci/nixoci/source"
 	"github.com/nixoci/nixoci/spec"
 	"github.com/nixoci/nixoci/substituter"
 )
@@ -83,6 +84,33 @@ With --upload and --credentials, 'nix copy --to http://HOST:PORT' stores
 paths as 'nixoci push' would (Nix sends the credentials from its
 netrc-file); without --upload every PUT is refused.
 
+With --upstream URL (repeatable, asked in order after every --from
+target) serve pulls through: a path no target has is asked of the
+upstreams (http(s) binary caches such as https://cache.nixos.org, with
+the client, retries and credentials of 'push --from-cache'), and served
+only if one of its signatures verifies against an --upstream-key (name
+the upstream's public key; --upstream-unverified opts out, loudly). Its
+NAR is pulled once, however many clients ask, into the blob cache, which
+clients read as it arrives; it is checked against FileHash, decompressed
+and parsed strictly against NarHash, and only then stored unchanged in
+the first --from target (NAR, narinfo, manifest, then the path's tag),
+so the registry fills with what the machines use. As for the
+registry, serve walks a path's references at the upstreams ahead of Nix
+(up to --prefetch requests at once, at most 10,000 paths a walk, their
+narinfos held within --cache-size), and fetches NARs ahead within the
+blob cache. When a client
+substitutes a path it asked for itself (a root), serve also pulls the
+rest of its closure and stores it as a closure tagged pulled.<hash>, so
+the next serve over the registry reads it in one request, and 'gc
+--match "pulled.*" --keep-within 30d' keeps what was pulled lately. An
+upstream failing for a path no target has is a 502/504, never a 404; one
+without it is a miss; the targets' paths are served whatever the
+upstreams do. /healthz adds a line on the upstreams, /healthz/upstreams
+answers 503 while one does not answer. Upstream keys count as
+--trusted-key: with --sign-key, serve signs what they signed. Needs the
+blob cache (--blob-cache-size); NARs larger than it are served from the
+upstream but not stored. See SPEC.md section 14 and docs/deploy.md.
+
 With --registry, it is also a read-only OCI registry whose images are
 composed on demand from stored closures: the repository name lists
 closure tags (or names from --names) separated by '/', e.g.
@@ -121,6 +149,8 @@ Examples:
   nixoci serve --from oci:/srv/nix-oci --registry --names /etc/nixoci/names.json
   nixoci serve --from ghcr.io/me/nix --from oci:/srv/local --listen 0.0.0.0:8080
   nixoci serve --from 127.0.0.1:5000/cache --upload --credentials /etc/nixoci/creds
+  nixoci serve --from ghcr.io/me/nix --upstream https://cache.nixos.org \
+    --upstream-key cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=
 `
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -148,6 +178,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		err = listenAndServe(ctx, f.listen, f.limits, h, backends.Metrics(), func(addr string) {
 			for i, b := range backends.List() {
 				slog.Info("serving", "url", "http://"+addr, "from", b.Name, "upload", f.upload && i == 0)
+			}
+			for _, u := range f.upstreams {
+				if bc, err := source.OpenBinaryCache(u, nil); err == nil {
+					slog.Info("pulling through", "upstream", bc.URL(), "into", backends.List()[0].Name, "verified", !f.upstreamUnverified)
+				}
 			}
 			slog.Info("limits", "clients", f.limits.String())
 		})
@@ -186,6 +221,9 @@ type serveFlags struct {
 	blobCacheMemory       string
 	blobCacheDir          string
 	redirectBlobs         bool
+	upstreams             stringList
+	upstreamKeys          stringList
+	upstreamUnverified    bool
 	limits                serving.Limits
 	minBodyRate           byteSize
 	trustedProxies        stringList
@@ -220,6 +258,9 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.blobCacheSize, "blob-cache-size", "2GiB", "disk for NARs fetched ahead of Nix when it asks for their narinfo, e.g. 512MiB or 10GiB; 0: off, each NAR request then waits on the backend (see --help)")
 	fs.BoolVar(&f.redirectBlobs, "redirect-blobs", false, "answer NAR requests with the registry's redirect to its storage when it gives one (S3-backed distribution, GHCR, ECR), so NAR bytes never pass through serve; the NAR cache is then not filled")
 	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
+	fs.Var(&f.upstreams, "upstream", "binary cache (http(s)://… or file:///DIR) to pull paths no --from target has through, storing them in the first --from target (repeatable, asked in order; see --help)")
+	fs.Var(&f.upstreamKeys, "upstream-key", "public key of the upstreams, as name:base64 or a file of them: an upstream narinfo is served only if one of its signatures verifies against one (repeatable; also a --trusted-key)")
+	fs.BoolVar(&f.upstreamUnverified, "upstream-unverified", false, "serve and store upstream paths whatever their signatures (logged loudly at start; only for upstreams nobody else can write to)")
 	fs.IntVar(&f.maxLayers, "max-layers", spec.DefaultMaxLayers, "most layers of a composed image")
 	fs.StringVar(&f.layerCompression, "layer-compression", "gzip", "layer compression of composed images: gzip or zstd")
 	fs.DurationVar(&f.limits.HeaderTimeout, "header-timeout", serving.DefaultHeaderTimeout, "time a client has to send a request's headers (0: none)")
@@ -244,6 +285,15 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	}
 	if f.names != "" && !f.registry {
 		return nil, fmt.Errorf("%w: --names needs --registry", errUsage)
+	}
+	if len(f.upstreams) == 0 && (len(f.upstreamKeys) > 0 || f.upstreamUnverified) {
+		return nil, fmt.Errorf("%w: --upstream-key and --upstream-unverified need --upstream", errUsage)
+	}
+	if len(f.upstreams) > 0 && len(f.upstreamKeys) == 0 && !f.upstreamUnverified {
+		return nil, fmt.Errorf("%w: --upstream needs --upstream-key (the upstreams' public keys, e.g. cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=), or --upstream-unverified to serve what they send unchecked", errUsage)
+	}
+	if len(f.upstreams) > 0 && f.redirectBlobs {
+		return nil, fmt.Errorf("%w: --upstream with --redirect-blobs: NARs pulled through pass through serve's blob cache", errUsage)
 	}
 	if len(f.from) == 0 {
 		f.from = append(f.from, "")
@@ -280,7 +330,7 @@ func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, e
 		more = append(more, creds)
 	}
 	for i, from := range f.from {
-		ref, t, err := openTarget(ctx, from, f.plainHTTP, (f.upload || f.registry) && i == 0, more...)
+		ref, t, err := openTarget(ctx, from, f.plainHTTP, (f.upload || f.registry || len(f.upstreams) > 0) && i == 0, more...)
 		if err != nil {
 			return nil, err
 		}
@@ -336,6 +386,13 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 		opts.SignUnverified = true
 		slog.Warn("--sign-unverified: signing every path the targets hold, whatever its signatures; anyone who can push to them gets paths trusted by every client of this server", "from", strings.Join(f.from, " "))
 	}
+	if len(f.upstreams) > 0 {
+		pull, err := pullOptions(f, blobs)
+		if err != nil {
+			return nil, err
+		}
+		opts.Pull = pull
+	}
 	if f.upload {
 		creds, err := substituter.LoadCredentials(f.credentials)
 		if err != nil {
@@ -374,15 +431,48 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	}), nil
 }
 
+// pullOptions makes the pull-through options of --upstream,
+// --upstream-key and --upstream-unverified.
+func pullOptions(f *serveFlags, blobs *serving.BlobCache) (*substituter.PullOptions, error) {
+	if blobs == nil {
+		return nil, fmt.Errorf("%w: --upstream needs the blob cache (--blob-cache-size above 0): NARs pulled through are verified there before they are stored", errUsage)
+	}
+	opts := &substituter.PullOptions{Unverified: f.upstreamUnverified}
+	for _, u := range f.upstreams {
+		bc, err := source.OpenBinaryCache(u, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --upstream: %v", errUsage, err)
+		}
+		opts.Upstreams = append(opts.Upstreams, substituter.Upstream{Name: bc.URL(), Cache: bc})
+	}
+	for _, v := range f.upstreamKeys {
+		keys, err := publicKeys("--upstream-key", v)
+		if err != nil {
+			return nil, err
+		}
+		opts.Keys = append(opts.Keys, keys...)
+	}
+	if opts.Unverified {
+		for _, up := range opts.Upstreams {
+			slog.Warn("--upstream-unverified: serving and storing what this upstream sends WITHOUT checking its signatures; whoever can change its narinfos or the way to it decides what lands in the registry", "upstream", up.Name)
+		}
+	}
+	return opts, nil
+}
+
 // trustedKeys reads a --trusted-key value: a key as name:base64, or a
 // file of them.
-func trustedKeys(v string) ([]narinfo.PublicKey, error) {
+func trustedKeys(v string) ([]narinfo.PublicKey, error) { return publicKeys("--trusted-key", v) }
+
+// publicKeys reads the value of flag: a key as name:base64, or a file of
+// them.
+func publicKeys(flag, v string) ([]narinfo.PublicKey, error) {
 	if k, err := narinfo.ParsePublicKey(v); err == nil {
 		return []narinfo.PublicKey{k}, nil
 	}
 	keys, err := narinfo.LoadPublicKeys(v)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --trusted-key is neither a public key (name:base64) nor a file of them: %v", errUsage, err)
+		return nil, fmt.Errorf("%w: %s is neither a public key (name:base64) nor a file of them: %v", errUsage, flag, err)
 	}
 	return keys, nil
 }

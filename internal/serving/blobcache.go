@@ -7,13 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,9 +26,18 @@ import (
 // served like a verified layout file (sendfile). The cache holds at most
 // its size limit on disk, files being written included (a fill reserves
 // its blob's size before it starts, evicting the least recently used
-// files, and is skipped if fills under way hold the rest); a blob larger
-// than a quarter of the limit is never cached (it streams from the
-// backend).
+// files, and is skipped if fills under way and pinned files hold the
+// rest); a blob larger than a quarter of the limit is never fetched ahead
+// (it streams from the backend); one fetched on demand (Join) may take
+// the whole limit.
+//
+// A file being written is read while it fills: a reader gets the bytes
+// written so far and waits for more, and the last byte only once the
+// whole blob verified, so a client never receives a complete-looking
+// body that is wrong. Fills need not come from a backend (Fill): a
+// pull-through fill writes an upstream cache's NAR, verified as it
+// arrives, and keeps it pinned (never evicted) while it is stored in a
+// backend.
 //
 // Small blobs (at most MemoryBlobMax bytes, most NARs of a system
 // closure) are kept in memory instead, within their own limit: for them
@@ -54,6 +60,7 @@ type BlobCache struct {
 	lru      *list.List                      // files, most recent first
 	memLRU   *list.List                      // blobs in memory, most recent first
 	inflight map[digest.Digest]*blobFill
+	pins     map[digest.Digest]int // complete blobs not to evict (see Pinned)
 
 	fills *prometheus.CounterVec
 	hits  *prometheus.CounterVec
@@ -66,18 +73,14 @@ type cachedBlob struct {
 	data []byte // the blob, if kept in memory; else it is a file
 }
 
-type blobFill struct {
-	done      chan struct{}
-	err       error
-	started   atomic.Bool // it holds a fill slot (the download is under way)
-	abandoned atomic.Bool // a request came first: it streams the blob, the fill skips it
-}
+// ErrAbandoned: a request for the blob came before its queued fill
+// started (Open), and streamed it instead; the fill is dropped.
+var ErrAbandoned = errors.New("asked for before its turn; streamed instead")
 
-// errAbandoned: a request for the blob came before its fill started.
-var errAbandoned = errors.New("asked for before its turn; streamed instead")
-
-// errNoRoom: the fills under way already hold the disk the cache may use.
-var errNoRoom = errors.New("the cache's disk is taken by the fills under way; streamed when asked")
+// ErrNoRoom: the blob cannot be cached: it is too large for the cache, or
+// fills under way and pinned blobs already hold the disk the cache may
+// use. The caller streams it instead.
+var ErrNoRoom = errors.New("no room in the blob cache; streamed when asked")
 
 // BlobCacheOptions configure NewBlobCache.
 type BlobCacheOptions struct {
@@ -124,6 +127,7 @@ func NewBlobCache(b *Backends, opts BlobCacheOptions) (*BlobCache, error) {
 	c := &BlobCache{
 		b: b, dir: dir, max: opts.MaxBytes, sem: make(chan struct{}, opts.Jobs), memMax: max(opts.MemoryBytes, 0),
 		entries: map[digest.Digest]*list.Element{}, lru: list.New(), memLRU: list.New(), inflight: map[digest.Digest]*blobFill{},
+		pins: map[digest.Digest]int{},
 		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixoci_blob_cache_fills_total", Help: "Blobs fetched ahead into the local blob cache, by outcome.",
 		}, []string{"outcome"}),
@@ -186,156 +190,94 @@ func (c *BlobCache) path(d digest.Digest) string { return filepath.Join(c.dir, d
 // Prefetch starts fetching the blob at loc into the cache unless it is
 // there, being fetched, or too large; it does not wait.
 func (c *BlobCache) Prefetch(loc BlobLocation) {
-	d := loc.Desc.Digest
-	if loc.Desc.Size > c.max/4 || d.Validate() != nil {
-		return
-	}
-	c.mu.Lock()
-	if _, ok := c.entries[d]; ok {
-		c.mu.Unlock()
-		return
-	}
-	if _, ok := c.inflight[d]; ok {
-		c.mu.Unlock()
-		return
-	}
-	f := &blobFill{done: make(chan struct{})}
-	c.inflight[d] = f
-	c.mu.Unlock()
-	go func() {
-		f.err = c.fill(loc, f)
-		c.mu.Lock()
-		delete(c.inflight, d)
-		c.mu.Unlock()
-		close(f.done)
-		outcome := "ok"
-		if errors.Is(f.err, errAbandoned) || errors.Is(f.err, errNoRoom) {
-			outcome = "skipped"
-		} else if f.err != nil {
-			outcome = "failed"
-			slog.Debug("blob prefetch failed; the blob streams from the backend when asked", "digest", d.String(), "err", f.err)
-		}
-		c.fills.WithLabelValues(outcome).Inc()
-	}()
-}
-
-// fill downloads one blob, verified, into the cache.
-func (c *BlobCache) fill(loc BlobLocation, f *blobFill) error {
-	c.sem <- struct{}{}
-	defer func() { <-c.sem }()
-	if f.abandoned.Load() {
-		return errAbandoned
-	}
-	inMemory := loc.Desc.Size <= MemoryBlobMax && loc.Desc.Size <= c.memMax
-	if !inMemory {
-		// The file counts against the limit from before its first byte:
-		// room is made (evicting complete files) before the download
-		// starts, and given back if it fails.
-		if err := c.reserve(loc.Desc.Size); err != nil {
-			return err
-		}
-	}
-	committed := false
-	defer func() {
-		if !inMemory && !committed {
-			c.mu.Lock()
-			c.size -= loc.Desc.Size
-			c.mu.Unlock()
-		}
-	}()
-	f.started.Store(true)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	rc, err := c.b.OpenBlob(ctx, loc)
-	if err != nil {
-		return err
-	}
-	d := loc.Desc.Digest
-	if inMemory {
-		data, err := backend.ReadAll(rc, loc.Desc, MemoryBlobMax)
+	c.PrefetchFill(Fill{Desc: loc.Desc, Copy: func(ctx context.Context, w io.Writer) error {
+		rc, err := c.b.OpenBlob(ctx, loc)
 		if err != nil {
 			return err
 		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.entries[d] = c.memLRU.PushFront(cachedBlob{d, loc.Desc.Size, data})
-		c.mem += loc.Desc.Size
-		for c.mem > c.memMax && c.memLRU.Len() > 1 {
-			c.evict(c.memLRU)
+		vr, err := backend.VerifyReader(rc, loc.Desc)
+		if err != nil {
+			return err
 		}
-		return nil
-	}
-	vr, err := backend.VerifyReader(rc, loc.Desc)
-	if err != nil {
+		defer vr.Close()
+		_, err = io.Copy(w, vr)
 		return err
-	}
-	defer vr.Close()
-	tmp, err := os.CreateTemp(c.dir, d.Encoded()+".part-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, err = io.Copy(tmp, vr)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
+	}})
+}
+
+// PrefetchFill starts fetching f's blob into the cache unless it is
+// there, being fetched, or larger than a quarter of the cache; it waits
+// for a fill slot (BlobCacheOptions.Jobs) in the background, and is
+// dropped if a request for the blob comes first (Open) unless that
+// request joins it (Join). f.Done, if set, is called in every case.
+func (c *BlobCache) PrefetchFill(f Fill) {
+	d := f.Desc.Digest
+	if f.Desc.Size > c.max/4 || d.Validate() != nil {
+		c.skipped(f, ErrNoRoom)
+		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := os.Rename(tmp.Name(), c.path(d)); err != nil {
-		return err
+	_, cached := c.entries[d]
+	_, filling := c.inflight[d]
+	if cached || filling {
+		c.mu.Unlock()
+		return // that fill's Done reports
 	}
-	file, err := os.Open(c.path(d))
-	if err != nil {
-		return err
+	bf := newBlobFill(f.Desc.Size)
+	c.inflight[d] = bf
+	c.mu.Unlock()
+	go c.run(f, bf, true)
+}
+
+// skipped tells f.Done that f is not fetched, for want of room.
+func (c *BlobCache) skipped(f Fill, err error) {
+	if f.Done != nil {
+		f.Done(nil, err)
 	}
-	if _, id, ok := fileIdentity(file); ok {
-		c.b.verified.Put(d.String(), id, verifiedTTL)
-	}
-	file.Close()
-	c.entries[d] = c.lru.PushFront(cachedBlob{d, loc.Desc.Size, nil})
-	committed = true // its reserved bytes are the file's now
-	return nil
 }
 
 // reserve counts n bytes of a fill against the limit, evicting the least
-// recently used files to make room; errNoRoom if the fills under way
-// alone leave none.
+// recently used unpinned files to make room; ErrNoRoom if the fills
+// under way and pinned files leave none.
 func (c *BlobCache) reserve(n int64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for c.size+n > c.max && c.lru.Len() > 0 {
-		c.evict(c.lru)
+	for c.size+n > c.max && c.evictOne(c.lru) {
 	}
 	if c.size+n > c.max {
-		return errNoRoom
+		return ErrNoRoom
 	}
 	c.size += n
 	return nil
 }
 
-// evict drops the least recently used blob of l (c.lru or c.memLRU);
-// c.mu is held.
-func (c *BlobCache) evict(l *list.List) {
-	old := l.Back()
-	e := old.Value.(cachedBlob)
-	l.Remove(old)
-	delete(c.entries, e.d)
-	if e.data != nil {
-		c.mem -= e.size
-		return
+// evictOne drops the least recently used blob of l (c.lru or c.memLRU)
+// that is not pinned, reporting whether there was one; c.mu is held.
+func (c *BlobCache) evictOne(l *list.List) bool {
+	for el := l.Back(); el != nil; el = el.Prev() {
+		e := el.Value.(cachedBlob)
+		if c.pins[e.d] > 0 {
+			continue
+		}
+		l.Remove(el)
+		delete(c.entries, e.d)
+		if e.data != nil {
+			c.mem -= e.size
+			return true
+		}
+		c.size -= e.size
+		os.Remove(c.path(e.d)) // a reader holding it open keeps its bytes
+		return true
 	}
-	c.size -= e.size
-	os.Remove(c.path(e.d)) // a reader holding it open keeps its bytes
+	return false
 }
 
 // Open returns the cached blob with digest d (a file, or a reader of the
-// bytes kept in memory, both seekable), waiting (within ctx) for a
-// download in progress; nil if the blob is not cached, or its download
-// waits for its turn (the caller then streams it, and the download is
-// dropped).
+// bytes kept in memory, both seekable): a file being written is read as
+// it fills (see BlobCache); a blob being fetched into memory is waited
+// for (within ctx). It returns nil if the blob is not cached, or if its
+// download waits for its turn (the caller then streams it, and the
+// download is dropped unless a Join promotes it).
 func (c *BlobCache) Open(ctx context.Context, d digest.Digest) io.ReadSeekCloser {
 	c.mu.Lock()
 	f, filling := c.inflight[d]
@@ -347,15 +289,20 @@ func (c *BlobCache) Open(ctx context.Context, d digest.Digest) io.ReadSeekCloser
 			return nil
 		}
 	}
-	result := "cached"
 	if filling {
-		result = "waited"
-		select {
-		case <-f.done:
-		case <-ctx.Done():
+		rc, err := c.follow(ctx, d, f)
+		if err != nil {
+			c.hits.WithLabelValues("missed").Inc()
 			return nil
 		}
+		return rc
 	}
+	return c.openEntry(d, "cached")
+}
+
+// openEntry opens the complete blob d, counting a hit as result (if not
+// ""); nil if it is not cached.
+func (c *BlobCache) openEntry(d digest.Digest, result string) io.ReadSeekCloser {
 	c.mu.Lock()
 	el, ok := c.entries[d]
 	var data []byte
@@ -368,20 +315,25 @@ func (c *BlobCache) Open(ctx context.Context, d digest.Digest) io.ReadSeekCloser
 		}
 	}
 	c.mu.Unlock()
+	count := func(r string) {
+		if result != "" {
+			c.hits.WithLabelValues(r).Inc()
+		}
+	}
 	if !ok {
-		c.hits.WithLabelValues("missed").Inc()
+		count("missed")
 		return nil
 	}
 	if data != nil {
-		c.hits.WithLabelValues(result).Inc()
+		count(result)
 		return memBlob{bytes.NewReader(data)}
 	}
 	file, err := os.Open(c.path(d))
 	if err != nil {
-		c.hits.WithLabelValues("missed").Inc()
+		count("missed")
 		return nil // evicted meanwhile
 	}
-	c.hits.WithLabelValues(result).Inc()
+	count(result)
 	return file
 }
 
