@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -173,7 +174,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if blobs != nil {
 		defer blobs.Close()
 	}
-	h, err := serveHandler(f, backends, accessLog, blobs)
+	h, cache, err := serveHandler(f, backends, accessLog, blobs)
 	if err == nil {
 		err = listenAndServe(ctx, f.listen, f.limits, h, backends.Metrics(), func(addr string) {
 			for i, b := range backends.List() {
@@ -185,7 +186,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				}
 			}
 			slog.Info("limits", "clients", f.limits.String())
+			if f.upload || len(f.upstreams) > 0 {
+				slog.Info("recording what is stored", "instance", f.instance, "interval", f.recordInterval)
+			}
 		})
+		// Requests have ended: the records of what they stored are
+		// written now (SPEC.md section 14.5).
+		if cerr := cache.Close(); cerr != nil {
+			slog.Error("closing the server", "err", cerr)
+			err = errors.Join(err, cerr)
+		}
 	}
 	if accessLog != nil {
 		if cerr := accessLog.Close(); cerr != nil {
@@ -229,6 +239,8 @@ type serveFlags struct {
 	trustedProxies        stringList
 	composeMax            int
 	composeEphemeral      bool
+	instance              string
+	recordInterval        time.Duration
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
@@ -273,12 +285,26 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.Var(&f.trustedProxies, "trusted-proxy", "address or CIDR block of a reverse proxy whose X-Forwarded-For header names the client, for what is counted per client (password checks, NARs fetched ahead); repeatable; by default X-Forwarded-For is ignored")
 	fs.IntVar(&f.composeMax, "compose-max", imageregistry.DefaultMaxCompositions, "images composed at once by --registry; a request needing one more is answered 503 with Retry-After")
 	fs.BoolVar(&f.composeEphemeral, "compose-ephemeral", false, "store images composed by --registry without a compose.* tag, so that names asked for once leave nothing a collector keeps (layers are stored and reused all the same)")
+	fs.StringVar(&f.instance, "instance", "", "name of this serve in the tags of its records of what it stores (uploaded.<day>.<instance>.<n>, pulled.…); each serve writing to one repository needs its own (default: the host name, lower case, other characters than a-z, 0-9 as '-')")
+	fs.DurationVar(&f.recordInterval, "record-interval", substituter.DefaultRecordInterval, "how often the paths stored are written to their records; keep it well below the --grace of 'nixoci gc' (default 1h), which deletes what is not recorded by then")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
 	}
 	if len(rest) > 0 {
 		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, rest)
+	}
+	if f.recordInterval <= 0 {
+		return nil, fmt.Errorf("%w: --record-interval must be positive: what serve stores must be recorded, or a garbage collection deletes it", errUsage)
+	}
+	if f.instance == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("naming this serve's records (give --instance): %w", err)
+		}
+		f.instance = spec.RecordInstance(host)
+	} else if !spec.ValidInstance(f.instance) {
+		return nil, fmt.Errorf("%w: --instance %q: want at most %d of a-z, 0-9 and inner '-', e.g. %q", errUsage, f.instance, spec.MaxInstanceLen, spec.RecordInstance(f.instance))
 	}
 	if f.upload && f.credentials == "" {
 		return nil, fmt.Errorf("%w: --upload needs --credentials: refusing to accept anonymous writes", errUsage)
@@ -344,12 +370,15 @@ func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, e
 // serveHandler makes the binary-cache server and, with --registry, the
 // image registry, on the same backends and access log (nil: none): the
 // registry answers /v2/, the binary cache everything else.
-func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog, blobs *serving.BlobCache) (http.Handler, error) {
+//
+// The binary-cache server is returned too, to be closed once requests
+// have ended.
+func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog, blobs *serving.BlobCache) (http.Handler, *substituter.Server, error) {
 	var proxies []netip.Prefix
 	for _, p := range f.trustedProxies {
 		prefix, err := serving.ParseTrustedProxy(p)
 		if err != nil {
-			return nil, fmt.Errorf("%w: --trusted-proxy %q: want an IP address or a CIDR block", errUsage, p)
+			return nil, nil, fmt.Errorf("%w: --trusted-proxy %q: want an IP address or a CIDR block", errUsage, p)
 		}
 		proxies = append(proxies, prefix)
 	}
@@ -358,6 +387,7 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 		Backends: backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
 		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
 		Prefetch: f.prefetch, CatalogInterval: f.catalogInterval, RedirectBlobs: f.redirectBlobs,
+		Records: &substituter.RecordOptions{Instance: f.instance, Interval: f.recordInterval},
 	}
 	if f.prefetch == 0 {
 		opts.Prefetch = -1
@@ -368,20 +398,20 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	for _, file := range f.signKeys {
 		k, err := narinfo.LoadSecretKey(file)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		opts.SignKeys = append(opts.SignKeys, k)
 	}
 	for _, v := range f.trustedKeys {
 		keys, err := trustedKeys(v)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		opts.TrustedKeys = append(opts.TrustedKeys, keys...)
 	}
 	if f.signUnverified {
 		if len(opts.SignKeys) == 0 {
-			return nil, fmt.Errorf("%w: --sign-unverified needs --sign-key", errUsage)
+			return nil, nil, fmt.Errorf("%w: --sign-unverified needs --sign-key", errUsage)
 		}
 		opts.SignUnverified = true
 		slog.Warn("--sign-unverified: signing every path the targets hold, whatever its signatures; anyone who can push to them gets paths trusted by every client of this server", "from", strings.Join(f.from, " "))
@@ -389,24 +419,24 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	if len(f.upstreams) > 0 {
 		pull, err := pullOptions(f, blobs)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		opts.Pull = pull
 	}
 	if f.upload {
 		creds, err := substituter.LoadCredentials(f.credentials)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		opts.Upload = &substituter.UploadOptions{Credentials: creds}
 	}
 	cache, err := substituter.New(opts)
 	if err != nil || !f.registry {
-		return cache, err
+		return cache, cache, err
 	}
 	comp, err := spec.ParseLayerCompression(f.layerCompression)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	ropts := imageregistry.Options{
 		Backends: backends, AccessLog: accessLog != nil, AccessLogTo: accessLog, CacheTTL: f.cacheTTL,
@@ -415,12 +445,12 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	}
 	if f.names != "" {
 		if ropts.Names, err = imageregistry.LoadNames(f.names); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	reg, err := imageregistry.New(ropts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
@@ -428,7 +458,7 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 			return
 		}
 		cache.ServeHTTP(w, r)
-	}), nil
+	}), cache, nil
 }
 
 // pullOptions makes the pull-through options of --upstream,

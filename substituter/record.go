@@ -1,0 +1,131 @@
+package substituter
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/spec"
+)
+
+// record is one record of stored paths (SPEC.md section 14.5) as read
+// back from its tag, and as it is written again: a version 2 closure whose
+// roots are the paths recorded as stored, listing with them what of their
+// references the first backend holds.
+type record struct {
+	tag      string
+	roots    map[string]bool                  // store paths
+	members  map[string]artifact.PathArtifact // hash part -> artifact
+	maxRoots int
+}
+
+// readRecord reads the record tag names in the first backend; a tag that
+// names nothing is an empty record.
+func readRecord(ctx context.Context, s *Server, tag string, maxRoots int) (*record, error) {
+	dst := s.backends.List()[0].Target
+	rec := &record{tag: tag, roots: map[string]bool{}, members: map[string]artifact.PathArtifact{}, maxRoots: maxRoots}
+	c, err := artifact.ReadClosure(ctx, dst, tag)
+	if isNotFound(err) {
+		return rec, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the record %s: %w", tag, err)
+	}
+	if c.Version != spec.ClosureV2 {
+		return nil, fmt.Errorf("the record tag %s names a version %s closure, not one serve writes", tag, c.Version)
+	}
+	paths, err := artifact.ClosurePaths(ctx, dst, c, 8)
+	if err != nil {
+		return nil, fmt.Errorf("reading the record %s: %w", tag, err)
+	}
+	for _, p := range paths {
+		rec.members[spec.PathTag(p.Info.StorePath)] = p
+	}
+	for _, root := range c.Roots {
+		rec.roots[root] = true
+	}
+	return rec, nil
+}
+
+// add makes the record list a prefix of arts (sorted) as stored, as many
+// as its room for roots allows, with what of their references the first
+// backend holds, and returns how many it took.
+func (rec *record) add(ctx context.Context, s *Server, arts []artifact.PathArtifact) (int, error) {
+	took := 0
+	for _, a := range arts {
+		if !rec.roots[a.Info.StorePath] && len(rec.roots) >= rec.maxRoots {
+			break
+		}
+		rec.roots[a.Info.StorePath] = true
+		rec.members[spec.PathTag(a.Info.StorePath)] = a
+		took++
+	}
+	// The references, as far as the backend holds them: so the record is
+	// a closure (a binary cache once pulled) wherever it can be, and a
+	// collection keeps with the paths stored what Nix did not upload
+	// because the cache had it.
+	var queue []string
+	for _, a := range arts[:took] {
+		queue = append(queue, a.Info.References...)
+	}
+	checked := map[string]bool{}
+	for len(queue) > 0 {
+		h := spec.PathTag(queue[len(queue)-1])
+		queue = queue[:len(queue)-1]
+		if _, ok := rec.members[h]; ok || checked[h] {
+			continue
+		}
+		checked[h] = true
+		art, ok, err := storedPath(ctx, s, h)
+		if err != nil {
+			return 0, fmt.Errorf("record %s: reference %s: %w", rec.tag, h, err)
+		}
+		if ok {
+			rec.members[h] = art
+			queue = append(queue, art.Info.References...)
+		}
+	}
+	return took, nil
+}
+
+// storedPath finds the path with hash part hash in the first backend:
+// from what the server found there lately, else by its tag.
+func storedPath(ctx context.Context, s *Server, hash string) (artifact.PathArtifact, bool, error) {
+	if e, ok := s.resolver.cached(hash); ok && e != nil {
+		if b, ok := e.NAR.(backendNAR); ok && b.Backend == 0 {
+			return e.Artifact, true, nil
+		}
+	}
+	art, err := artifact.FetchPathByHash(ctx, s.backends.List()[0].Target, hash)
+	if isNotFound(err) {
+		return artifact.PathArtifact{}, false, nil
+	}
+	return art, err == nil, err
+}
+
+// store writes the record (its closure, tagged last, then its push
+// record, made at the time at by tool).
+func (rec *record) store(ctx context.Context, s *Server, tool string, opts artifact.RecordOptions) error {
+	dst := s.backends.List()[0].Target
+	roots := make([]string, 0, len(rec.roots))
+	for r := range rec.roots {
+		roots = append(roots, r)
+	}
+	slices.Sort(roots)
+	paths := make([]artifact.PathArtifact, 0, len(rec.members))
+	for _, p := range rec.members {
+		paths = append(paths, p)
+	}
+	slices.SortFunc(paths, func(a, b artifact.PathArtifact) int { return strings.Compare(a.Info.StorePath, b.Info.StorePath) })
+	desc, _, err := artifact.StoreClosure(ctx, dst, roots, paths, rec.tag, "")
+	if err != nil {
+		return fmt.Errorf("storing the record %s: %w", rec.tag, err)
+	}
+	opts.Tool = tool
+	if _, err := artifact.StorePushRecord(ctx, dst, desc, rec.tag, opts); err != nil {
+		return fmt.Errorf("record %s tagged, but %w", rec.tag, err)
+	}
+	return nil
+}
