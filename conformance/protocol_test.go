@@ -390,6 +390,7 @@ func TestServeProtocolFiles(t *testing.T) {
 	})
 
 	t.Run("bad input", func(t *testing.T) {
+		waitPending(t, srv.served) // the records of earlier uploads written: no tag changes meanwhile
 		good := `{"dependentRealisations":{},"id":"sha256:` + strings.Repeat("ab", 32) + `!out","outPath":"` + filepath.Base(app) + `","signatures":[]}`
 		for _, tc := range []struct {
 			name, path, body string
