@@ -6,7 +6,10 @@ import (
 	"slices"
 	"strings"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/backend"
 	"github.com/nixoci/nixoci/spec"
 )
 
@@ -15,10 +18,13 @@ import (
 // roots are the paths recorded as stored, listing with them what of their
 // references the first backend holds.
 type record struct {
-	tag      string
-	roots    map[string]bool                  // store paths
-	members  map[string]artifact.PathArtifact // hash part -> artifact
-	maxRoots int
+	tag string
+	// old is the version read back (zero if none), replaced when the
+	// record is stored again; oldSubject its subject.
+	old, oldSubject ocispec.Descriptor
+	roots           map[string]bool                  // store paths
+	members         map[string]artifact.PathArtifact // hash part -> artifact
+	maxRoots        int
 }
 
 // readRecord reads the record tag names in the first backend; a tag that
@@ -45,6 +51,13 @@ func readRecord(ctx context.Context, s *Server, tag string, maxRoots int) (*reco
 	}
 	for _, root := range c.Roots {
 		rec.roots[root] = true
+	}
+	rec.old = c.Descriptor
+	if len(c.Roots) > 0 {
+		first := slices.Min(c.Roots)
+		if m, ok := rec.members[spec.PathTag(first)]; ok {
+			rec.oldSubject = ocispec.Descriptor{MediaType: m.Manifest.MediaType, Digest: m.Manifest.Digest, Size: m.Manifest.Size}
+		}
 	}
 	return rec, nil
 }
@@ -127,5 +140,42 @@ func (rec *record) store(ctx context.Context, s *Server, tool string, opts artif
 	if _, err := artifact.StorePushRecord(ctx, dst, desc, rec.tag, opts); err != nil {
 		return fmt.Errorf("record %s tagged, but %w", rec.tag, err)
 	}
+	if rec.old.Digest != "" && rec.old.Digest != desc.Digest {
+		rec.deleteOld(ctx, s)
+	}
 	return nil
+}
+
+// deleteOld deletes the version of the record just replaced, with its
+// push records, where the registry allows: nothing else names it (the tag
+// is this instance's alone). On a registry with the referrers API a
+// collection would not find it again (SPEC.md 10.3, limits); elsewhere
+// it would, as a referrer of its first root. Its parts, which the new
+// version may share, stay for the collection. Failures are only logged.
+func (rec *record) deleteOld(ctx context.Context, s *Server) {
+	dst := s.backends.List()[0].Target
+	d, ok := dst.(backend.Deleter)
+	if !ok {
+		return // an image layout: its collection finds the version through the referrers tag
+	}
+	records, err := artifact.PushRecords(ctx, dst, rec.old)
+	if err == nil {
+		for _, r := range records {
+			if err = d.DeleteManifest(ctx, r.Descriptor, &rec.old); err != nil && !isNotFound(err) {
+				break
+			}
+		}
+	}
+	if err == nil || isNotFound(err) {
+		var subject *ocispec.Descriptor
+		if rec.oldSubject.Digest != "" {
+			subject = &rec.oldSubject
+		}
+		if err = d.DeleteManifest(ctx, rec.old, subject); isNotFound(err) {
+			err = nil
+		}
+	}
+	if err != nil {
+		s.log.Debug("the replaced version of a record stays for a collection to delete", "tag", rec.tag, "digest", rec.old.Digest, "err", err)
+	}
 }
