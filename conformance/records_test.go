@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/nixoci/nixoci/internal/testenv"
 	"github.com/nixoci/nixoci/spec"
 )
@@ -48,8 +50,23 @@ func waitPending(t *testing.T, srv *served) {
 	}
 }
 
+// nixCopyTo uploads root's closure to srv with the real Nix, with the
+// credentials of TestServeRecordsUploads in its netrc-file.
+func nixCopyTo(t *testing.T, srv *served, root string) {
+	t.Helper()
+	host, _, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
+	netrc := filepath.Join(t.TempDir(), "netrc")
+	os.WriteFile(netrc, []byte(fmt.Sprintf("machine %s login ci password rec-pw-3\n", host)), 0o600)
+	cmd := testenv.Cmd(t, "nix", "copy", "--to", srv.URL, root, "--option", "netrc-file", netrc)
+	cmd.Env = append(cmd.Env, "XDG_CACHE_HOME="+t.TempDir())
+	if _, stderr, err := testenv.RunCmdErr(cmd); err != nil {
+		t.Errorf("nix copy --to %s %s: %v\n%s", srv.URL, root, err, stderr)
+	}
+}
+
 // TestServeRecordsUploads: two serve instances with --upload over one
-// docker-registry repository; the real Nix uploads a closure to each at
+// repository of distribution v3 (the referrers API: a record's replaced
+// versions are deleted by serve, a collection would not find them); the real Nix uploads a closure to each at
 // once (nix copy --to http://… with credentials from its netrc-file).
 // One writes its records every second, the other only when it is
 // stopped (SIGTERM). Each instance's record of the day lists what was
@@ -58,7 +75,7 @@ func waitPending(t *testing.T, srv *served) {
 // serve without --upload substitutes both closures to Nix.
 func TestServeRecordsUploads(t *testing.T) {
 	fx1, fx2 := testenv.BuildFixture(t, "recup1"), testenv.BuildFixture(t, "recup2")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Deletes: true})
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Program: "registry", Deletes: true})
 	repo := reg.Ref("up")
 	key := testenv.GenerateKey(t, "rec-serve-1")
 	creds := htpasswdFile(t, "-B", "ci", "rec-pw-3")
@@ -73,14 +90,7 @@ func TestServeRecordsUploads(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			host, _, _ := strings.Cut(strings.TrimPrefix(up.srv.URL, "http://"), ":")
-			netrc := filepath.Join(t.TempDir(), "netrc")
-			os.WriteFile(netrc, []byte(fmt.Sprintf("machine %s login ci password rec-pw-3\n", host)), 0o600)
-			cmd := testenv.Cmd(t, "nix", "copy", "--to", up.srv.URL, up.root, "--option", "netrc-file", netrc)
-			cmd.Env = append(cmd.Env, "XDG_CACHE_HOME="+t.TempDir())
-			if _, stderr, err := testenv.RunCmdErr(cmd); err != nil {
-				t.Errorf("nix copy --to %s %s: %v\n%s", up.srv.URL, up.root, err, stderr)
-			}
+			nixCopyTo(t, up.srv, up.root)
 		}()
 	}
 	wg.Wait()
@@ -110,9 +120,51 @@ func TestServeRecordsUploads(t *testing.T) {
 		}
 	}
 
+	// One more upload to b, after its first write: the record is written
+	// again, and the version replaced is gone: the record alone is a
+	// referrer of its first root.
+	written := metric(t, b.URL, `nixoci_serve_records_total{kind="uploaded",outcome="written"}`)
+	extraFile := filepath.Join(t.TempDir(), "extra-recup")
+	os.WriteFile(extraFile, []byte("one more upload\n"), 0o644)
+	extra := strings.TrimSpace(testenv.Run(t, "nix-store", "--add", extraFile))
+	nixCopyTo(t, b, extra)
+	waitMetric(t, b.URL, `nixoci_serve_records_total{kind="uploaded",outcome="written"}`, written+1)
+	waitPending(t, b)
+	bTag := spec.RecordTag(spec.RecordUploaded, today(), "b", 1)
+	roots, _ := recordRoots(t, repo+":"+bTag)
+	target := openTarget(t, repo)
+	aRecord, err := target.Resolve(t.Context(), spec.RecordTag(spec.RecordUploaded, today(), "a", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bRecord, err := target.Resolve(t.Context(), bTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var closures []string
+	for _, root := range roots {
+		m, err := target.Resolve(t.Context(), spec.PathTag(root))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := target.Referrers(t.Context(), m, spec.ArtifactTypeClosureV2, func(refs []ocispec.Descriptor) error {
+			for _, r := range refs {
+				if r.Digest != aRecord.Digest {
+					closures = append(closures, r.Digest.String())
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(closures) != 1 || closures[0] != bRecord.Digest.String() {
+		t.Errorf("closures referring to the roots of b's record: %v, want its current version %s alone", closures, bRecord.Digest)
+	}
+
 	out := run(t, "gc", "--grace", "0s", repo)
 	tags := registryTags(t, repo)
-	for _, p := range append(fx1.Closure, fx2.Closure...) {
+	for _, p := range append(append(fx1.Closure, fx2.Closure...), extra) {
 		if !contains(tags, spec.PathTag(p)) {
 			t.Errorf("gc deleted the uploaded %s (tags %v)\n%s", p, tags, out)
 		}
