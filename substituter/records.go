@@ -174,7 +174,9 @@ func (r *recorder) start() {
 			case <-t.C:
 			case <-r.kick:
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), r.opts.Interval*4)
+			// A write may take longer than an interval (a far registry,
+			// a large record); the next waits for it.
+			ctx, cancel := context.WithTimeout(context.Background(), max(r.opts.Interval*4, time.Minute))
 			r.flush(ctx)
 			cancel()
 		}

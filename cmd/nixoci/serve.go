@@ -85,6 +85,17 @@ With --upload and --credentials, 'nix copy --to http://HOST:PORT' stores
 paths as 'nixoci push' would (Nix sends the credentials from its
 netrc-file); without --upload every PUT is refused.
 
+What serve stores (uploads, and paths pulled through with --upstream) is
+recorded in closures of its own, per UTC day and serve: tags
+uploaded.<YYYY-MM-DD>.<instance>.<n> and pulled.<YYYY-MM-DD>.<instance>.<n>,
+each listing at most 128 paths stored that day with what of their
+references the target holds, and a push record. 'nixoci gc' keeps what
+they list, unless retention drops them ('gc --match "uploaded.*"
+--keep-within 90d'). Paths are written every --record-interval (1m) and
+when serve stops on SIGTERM; a restarted serve adds to its day's
+records. Give each serve writing to one repository its own --instance.
+See SPEC.md section 14.5 and docs/gc.md.
+
 With --upstream URL (repeatable, asked in order after every --from
 target) serve pulls through: a path no target has is asked of the
 upstreams (http(s) binary caches such as https://cache.nixos.org, with
@@ -103,7 +114,8 @@ blob cache. When a client
 substitutes a path it asked for itself (a root), serve also pulls the
 rest of its closure and stores it as a closure tagged pulled.<hash>, so
 the next serve over the registry reads it in one request, and 'gc
---match "pulled.*" --keep-within 30d' keeps what was pulled lately. An
+--match "pulled.*" --keep-within 30d' keeps what was pulled lately (with
+the records of each day's pulled paths, above). An
 upstream failing for a path no target has is a 502/504, never a 404; one
 without it is a miss; the targets' paths are served whatever the
 upstreams do. /healthz adds a line on the upstreams, /healthz/upstreams
