@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -65,7 +66,10 @@ func readRecord(ctx context.Context, s *Server, tag string, maxRoots int) (*reco
 // add makes the record list a prefix of arts (sorted) as stored, as many
 // as its room for roots allows, with what of their references the first
 // backend holds, and returns how many it took.
-func (rec *record) add(ctx context.Context, s *Server, arts []artifact.PathArtifact) (int, error) {
+//
+// fresh asks the backend for each reference, not what the server found
+// lately (after a failed write: a collection may have deleted some).
+func (rec *record) add(ctx context.Context, s *Server, arts []artifact.PathArtifact, fresh bool) (int, error) {
 	took := 0
 	for _, a := range arts {
 		if !rec.roots[a.Info.StorePath] && len(rec.roots) >= rec.maxRoots {
@@ -91,7 +95,7 @@ func (rec *record) add(ctx context.Context, s *Server, arts []artifact.PathArtif
 			continue
 		}
 		checked[h] = true
-		art, ok, err := storedPath(ctx, s, h)
+		art, ok, err := storedPath(ctx, s, h, fresh)
 		if err != nil {
 			return 0, fmt.Errorf("record %s: reference %s: %w", rec.tag, h, err)
 		}
@@ -105,22 +109,39 @@ func (rec *record) add(ctx context.Context, s *Server, arts []artifact.PathArtif
 
 // storedPath finds the path with hash part hash in the first backend:
 // from what the server found there lately, else by its tag.
-func storedPath(ctx context.Context, s *Server, hash string) (artifact.PathArtifact, bool, error) {
-	if e, ok := s.resolver.cached(hash); ok && e != nil {
+func storedPath(ctx context.Context, s *Server, hash string, fresh bool) (artifact.PathArtifact, bool, error) {
+	if e, ok := s.resolver.cached(hash); ok && e != nil && !fresh {
 		if b, ok := e.NAR.(backendNAR); ok && b.Backend == 0 {
 			return e.Artifact, true, nil
 		}
 	}
-	art, err := artifact.FetchPathByHash(ctx, s.backends.List()[0].Target, hash)
+	return intactPath(ctx, s, hash, fresh)
+}
+
+// intactPath finds the path with hash part hash in the first backend by
+// its tag; checked, also its NAR blob (a collection in a layout deletes
+// blobs: a path without one is not stored).
+func intactPath(ctx context.Context, s *Server, hash string, checked bool) (artifact.PathArtifact, bool, error) {
+	dst := s.backends.List()[0].Target
+	art, err := artifact.FetchPathByHash(ctx, dst, hash)
 	if isNotFound(err) {
 		return artifact.PathArtifact{}, false, nil
+	} else if err != nil {
+		return artifact.PathArtifact{}, false, err
 	}
-	return art, err == nil, err
+	if checked {
+		if ok, err := dst.Exists(ctx, art.NAR); err != nil || !ok {
+			return artifact.PathArtifact{}, false, err
+		}
+	}
+	return art, true, nil
 }
 
 // store writes the record (its closure, tagged last, then its push
-// record, made at the time at by tool).
-func (rec *record) store(ctx context.Context, s *Server, tool string, opts artifact.RecordOptions) error {
+// record, made as opts says), guarded against a collection running at
+// the same time (SPEC.md 10.3, step 4) from began, when serve found
+// the oldest of the paths stored.
+func (rec *record) store(ctx context.Context, s *Server, began time.Time, opts artifact.RecordOptions) error {
 	dst := s.backends.List()[0].Target
 	roots := make([]string, 0, len(rec.roots))
 	for r := range rec.roots {
@@ -132,13 +153,9 @@ func (rec *record) store(ctx context.Context, s *Server, tool string, opts artif
 		paths = append(paths, p)
 	}
 	slices.SortFunc(paths, func(a, b artifact.PathArtifact) int { return strings.Compare(a.Info.StorePath, b.Info.StorePath) })
-	desc, _, err := artifact.StoreClosure(ctx, dst, roots, paths, rec.tag, "")
+	desc, err := artifact.StoreClosureGuarded(ctx, dst, began, artifact.GuardedClosure{Roots: roots, Paths: paths, Tag: rec.tag, Record: opts})
 	if err != nil {
 		return fmt.Errorf("storing the record %s: %w", rec.tag, err)
-	}
-	opts.Tool = tool
-	if _, err := artifact.StorePushRecord(ctx, dst, desc, rec.tag, opts); err != nil {
-		return fmt.Errorf("record %s tagged, but %w", rec.tag, err)
 	}
 	if rec.old.Digest != "" && rec.old.Digest != desc.Digest {
 		rec.deleteOld(ctx, s)

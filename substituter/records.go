@@ -77,6 +77,7 @@ type recorder struct {
 
 	mu      sync.Mutex
 	pending map[recordKey]map[string]artifact.PathArtifact // hash part -> artifact
+	since   map[recordKey]time.Time                        // when the oldest pending path was added (real time)
 	count   int
 	kick    chan struct{}
 
@@ -122,6 +123,7 @@ func newRecorder(s *Server, opts RecordOptions) (*recorder, error) {
 	r := &recorder{
 		s: s, opts: opts,
 		pending: map[recordKey]map[string]artifact.PathArtifact{},
+		since:   map[recordKey]time.Time{},
 		kick:    make(chan struct{}, 1),
 		next:    map[recordKey]int{},
 		suspect: map[recordKey]struct{}{},
@@ -214,6 +216,7 @@ func (r *recorder) add(kind string, art artifact.PathArtifact) bool {
 	if set == nil {
 		set = map[string]artifact.PathArtifact{}
 		r.pending[key] = set
+		r.since[key] = time.Now()
 	}
 	if _, ok := set[hash]; !ok {
 		r.count++
@@ -237,7 +240,9 @@ func (r *recorder) flush(ctx context.Context) error {
 	defer r.flushMu.Unlock()
 	r.mu.Lock()
 	batch := make(map[recordKey][]artifact.PathArtifact, len(r.pending))
+	since := make(map[recordKey]time.Time, len(r.pending))
 	for key, set := range r.pending {
+		since[key] = r.since[key]
 		for _, a := range set {
 			batch[key] = append(batch[key], a)
 		}
@@ -255,7 +260,7 @@ func (r *recorder) flush(ctx context.Context) error {
 	})
 	var first error
 	for _, key := range keys {
-		done, err := r.write(ctx, key, batch[key])
+		done, err := r.write(ctx, key, since[key], batch[key])
 		r.forget(key, done)
 		if err != nil {
 			r.suspect[key] = struct{}{}
@@ -286,15 +291,17 @@ func (r *recorder) forget(key recordKey, done []artifact.PathArtifact) {
 	}
 	if len(set) == 0 {
 		delete(r.pending, key)
+		delete(r.since, key)
 	}
 }
 
 // write records arts, stored as key says, in the series' records: into
 // the one being filled, merged with what it lists, then the next ones.
 // It returns the paths recorded (or given up as vanished).
-func (r *recorder) write(ctx context.Context, key recordKey, arts []artifact.PathArtifact) ([]artifact.PathArtifact, error) {
+func (r *recorder) write(ctx context.Context, key recordKey, began time.Time, arts []artifact.PathArtifact) ([]artifact.PathArtifact, error) {
 	var done []artifact.PathArtifact
-	if _, ok := r.suspect[key]; ok {
+	_, suspect := r.suspect[key]
+	if suspect {
 		// A write failed: a path may have been deleted meanwhile (a
 		// registry refuses an index naming a manifest it lacks).
 		kept, err := r.present(ctx, key, arts)
@@ -318,12 +325,12 @@ func (r *recorder) write(ctx context.Context, key recordKey, arts []artifact.Pat
 		if err != nil {
 			return done, err
 		}
-		took, err := rec.add(ctx, r.s, arts)
+		took, err := rec.add(ctx, r.s, arts, suspect)
 		if err != nil {
 			return done, err
 		}
 		if took > 0 {
-			if err := rec.store(ctx, r.s, recordTools[key.kind], artifact.RecordOptions{At: r.opts.Now()}); err != nil {
+			if err := rec.store(ctx, r.s, began, artifact.RecordOptions{Tool: recordTools[key.kind], At: r.opts.Now()}); err != nil {
 				return done, err
 			}
 			r.written.WithLabelValues(key.kind, "written").Inc()
@@ -342,18 +349,17 @@ func (r *recorder) write(ctx context.Context, key recordKey, arts []artifact.Pat
 
 // present keeps of arts those the first backend still holds.
 func (r *recorder) present(ctx context.Context, key recordKey, arts []artifact.PathArtifact) ([]artifact.PathArtifact, error) {
-	dst := r.s.backends.List()[0].Target
 	var kept []artifact.PathArtifact
 	for _, a := range arts {
-		_, err := artifact.FetchPathByHash(ctx, dst, spec.PathTag(a.Info.StorePath))
+		_, ok, err := intactPath(ctx, r.s, spec.PathTag(a.Info.StorePath), true)
 		switch {
-		case err == nil:
+		case err != nil:
+			return nil, err
+		case ok:
 			kept = append(kept, a)
-		case isNotFound(err):
+		default:
 			r.dropped.WithLabelValues(key.kind, "vanished").Inc()
 			r.s.log.Error("a path serve stored was deleted before its record was written (a garbage collection ran with a grace period shorter than the records took); it is not recorded", "path", a.Info.StorePath, "kind", key.kind)
-		default:
-			return nil, err
 		}
 	}
 	return kept, nil
