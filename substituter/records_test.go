@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"errors"
 	"slices"
 	"sync"
@@ -193,5 +194,44 @@ func foreignManifest(t *testing.T, l *backend.Layout, tag string) {
 	desc := content.NewDescriptorFromBytes(ocispec.MediaTypeImageManifest, data)
 	if err := l.PushReference(ctx, desc, bytes.NewReader(data), tag); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRecordWriteCost: adding one upload to a record costs the same
+// backend requests whether the record lists 10 or 100 paths (the index
+// carries every entry's narinfo: nothing is fetched per path listed).
+func TestRecordWriteCost(t *testing.T) {
+	cost := func(n int) int {
+		l := newLayout(t)
+		c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+		ro := substituter.RecordOptions{Instance: "cost", Now: c.Now, MaxRoots: 1000}
+		s, _ := uploadServer(t, l, substituter.Options{Records: &ro})
+		var last *testPath
+		for i := range n {
+			p := newTestPath(t, fmt.Sprintf("cost-%d-%d", n, i), fmt.Sprint(i), spec.CompressionZstd)
+			upload(t, s, p, 201)
+			last = p
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		counted := &counting{Target: l}
+		s, _ = uploadServer(t, l, substituter.Options{Backends: backends(counted), Records: &ro})
+		p := newTestPath(t, fmt.Sprintf("cost-%d-new", n), "new", spec.CompressionZstd, last)
+		upload(t, s, p, 201)
+		counted.reset()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		roots, _, _ := readRecord(t, l, spec.RecordTag(spec.RecordUploaded, "2026-03-01", "cost", 1))
+		if len(roots) != n+1 {
+			t.Fatalf("record of %d roots, want %d", len(roots), n+1)
+		}
+		return counted.total()
+	}
+	small, large := cost(10), cost(100)
+	t.Logf("backend requests of a record write adding one path: %d to a record of 10 paths, %d to one of 100", small, large)
+	if small != large {
+		t.Errorf("a record write costs %d requests with 10 paths listed, %d with 100: it grows with the record", small, large)
 	}
 }
