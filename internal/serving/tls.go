@@ -22,6 +22,7 @@ const certCheckEvery = time.Second
 type CertFiles struct {
 	certFile, keyFile string
 	log               *slog.Logger
+	every             time.Duration // certCheckEvery; tests set 0
 
 	mu        sync.Mutex
 	cert      *tls.Certificate
@@ -43,7 +44,7 @@ func LoadCertFiles(certFile, keyFile string, log *slog.Logger) (*CertFiles, erro
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &CertFiles{certFile: certFile, keyFile: keyFile, log: log}
+	c := &CertFiles{certFile: certFile, keyFile: keyFile, log: log, every: certCheckEvery}
 	stamp, err := c.stamps()
 	if err != nil {
 		return nil, err
@@ -72,7 +73,7 @@ func (c *CertFiles) stamps() ([2]fileStamp, error) {
 func (c *CertFiles) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now := time.Now(); now.Sub(c.checked) >= certCheckEvery {
+	if now := time.Now(); now.Sub(c.checked) >= c.every {
 		c.checked = now
 		c.reload()
 	}
