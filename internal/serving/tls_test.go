@@ -2,7 +2,7 @@ package serving
 
 import (
 	"bytes"
-		"crypto/tls"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
