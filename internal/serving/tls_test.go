@@ -208,3 +208,28 @@ func TestHTTP2StreamsBounded(t *testing.T) {
 		t.Errorf("the requests came on %d connections, want 1", conns)
 	}
 }
+
+// TestTLSRefusal: past the bound on connections a TLS client is answered
+// 503 with Retry-After over TLS, as a plain one is, not dropped.
+func TestTLSRefusal(t *testing.T) {
+	m := NewMetrics()
+	addr, client := tlsServer(t, Limits{MaxConnections: 1}, m, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	held, err := tls.Dial("tcp", addr, client.Transport.(*http.Transport).TLSClientConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	resp, err := client.Get("https://" + addr + "/")
+	if err != nil {
+		t.Fatalf("past the bound: %v, want a 503", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("past the bound: %s, Retry-After %q; want 503, 1", resp.Status, resp.Header.Get("Retry-After"))
+	}
+	if got := counterValue(m.connsRefused.WithLabelValues("max_connections")); got != 1 {
+		t.Errorf("refused connections counted %v, want 1", got)
+	}
+}
