@@ -3,6 +3,7 @@ package conformance
 import (
 	"crypto/tls"
 	"math/big"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixoci/nixoci/internal/testenv"
+	"github.com/nixoci/nixoci/spec"
 )
 
 // TestServeTLS: serve over HTTPS as a platform team runs it. curl
@@ -98,6 +100,37 @@ func TestServeTLS(t *testing.T) {
 				t.Errorf("the reload is not logged")
 				break
 			}
+		}
+	})
+
+	t.Run("upload", func(t *testing.T) {
+		upDir := filepath.Join(t.TempDir(), "up")
+		creds := htpasswdFile(t, "-B", "ci", "tls-pw-5")
+		up := startServeTLS(t, ca, nil, "--from", "oci:"+upDir, "--upload", "--credentials", creds,
+			"--tls-cert", certFile, "--tls-key", keyFile)
+		netrc := filepath.Join(t.TempDir(), "netrc")
+		if err := os.WriteFile(netrc, []byte("machine 127.0.0.1 login ci password tls-pw-5\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := testenv.Cmd(t, "nix", "copy", "--to", up.URL, "--option", "netrc-file", netrc, fx.App)
+		cmd.Env = append(cmd.Env, "NIX_SSL_CERT_FILE="+ca.CAFile)
+		if stdout, stderr, err := testenv.RunCmdErr(cmd); err != nil {
+			t.Fatalf("nix copy --to over https: %v\n%s%s", err, stdout, stderr)
+		}
+		tags := layoutTags(t, upDir)
+		for _, p := range fx.Closure {
+			if !contains(tags, spec.PathTag(p)) {
+				t.Errorf("uploaded path %s is not tagged (tags %v)", p, tags)
+			}
+		}
+		re := regexp.MustCompile(`(?m)^.*msg=request method=PUT path=/nar/\S+ status=\d+ .* proto=HTTP/2.0$`)
+		for deadline := time.Now().Add(10 * time.Second); len(re.FindAllString(up.Logs(), -1)) < len(fx.Closure); time.Sleep(100 * time.Millisecond) { // the access log is written once a second
+			if time.Now().After(deadline) {
+				t.Fatalf("want %d NAR uploads over HTTP/2 in the access log:\n%s", len(fx.Closure), up.Logs())
+			}
+		}
+		if strings.Contains(up.Logs(), "tls-pw-5") {
+			t.Error("the upload password appears in the server logs")
 		}
 	})
 }
