@@ -16,7 +16,15 @@
 # table and the steady-state load per serve replica per hour at the
 # default --catalog-interval (1 minute).
 #
+# Pushing 100,000 paths takes about an hour on a busy 2-core machine;
+# BULK=N adds N more path tags in the registry's storage instead (each a
+# directory naming the path manifest of ci-1's root, as distribution
+# keeps a tag): the tag list, and so the refresh, is the same as for
+# pushed ones, and gc sees them as path tags naming another path's
+# manifest. GC=0 leaves gc out.
+#
 # Usage: bench/catalog.sh [CLOSURES [PATHS]]   (as root; docker-registry installed)
+#        BULK=99000 bench/catalog.sh 5 200     (100,000 path tags in minutes)
 #        REGISTRY=registry bench/catalog.sh    (distribution v3)
 #        DELAY=20ms INTERVAL=20s bench/catalog.sh
 set -euo pipefail
@@ -65,6 +73,21 @@ while read -r root; do
   "$NIXOCI" push --jobs 16 --to "$repo:ci-$i" --from-cache "file://$work/cache" "$root" > /dev/null 2>> "$work/push.log"
 done < "$work/roots"
 rm -rf "$work/cache"
+if [ "${BULK:-0}" -gt 0 ]; then
+  python3 - "$work/storage/docker/registry/v2/repositories/cache/_manifests/tags" "$BULK" "$work/roots" <<'PY'
+import hashlib, os, sys
+tags, n = sys.argv[1], int(sys.argv[2])
+alphabet = "0123456789abcdfghijklmnpqrsvwxyz"  # nix-base32
+root = open(sys.argv[3]).readline().strip().split("/")[-1][:32]
+link = open(os.path.join(tags, root, "current", "link")).read()
+for i in range(n):
+    h = hashlib.sha256(b"bulk %d" % i).digest()
+    tag = "".join(alphabet[b % 32] for b in h[:32])
+    os.makedirs(os.path.join(tags, tag, "current"), exist_ok=True)
+    with open(os.path.join(tags, tag, "current", "link"), "w") as f:
+        f.write(link)
+PY
+fi
 tags=$(curl -s "http://127.0.0.1:$port/v2/cache/tags/list" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["tags"]))')
 echo "pushed in $(( $(date +%s) - push_start )) s: $tags tags" >&2
 
@@ -104,11 +127,13 @@ read -r crane_s crane_rss < "$work/crane.time"
 rows+=("| crane ls ($(wc -l < "$work/crane.out") tags) | $crane_s | $((crane_rss / 1024)) | $(( $(stat requests) - r0 )) | $(python3 -c "print(f'{($(stat download-bytes) - $b0) / 1e6:.2f}')") | – |")
 
 # gc's dry run over the same repository.
+if [ "${GC:-1}" = 1 ]; then
 r0=$(stat requests); b0=$(stat download-bytes)
 /usr/bin/time -o "$work/gc.time" -f '%e %M' "$NIXOCI" gc --dry-run --json --grace 0s --match 'ci-*' --keep-last $((closures / 2)) "$proxy/cache" > "$work/gc.json" 2> "$work/gc.err" || { cat "$work/gc.err" >&2; exit 1; }
 read -r gc_s gc_rss < "$work/gc.time"
 would=$(python3 -c "import json; r=json.load(open('$work/gc.json')); print(len(r['removed']), 'manifests,', r['paths'], 'paths')")
 rows+=("| nixoci gc --dry-run | $gc_s | $((gc_rss / 1024)) | $(( $(stat requests) - r0 )) | $(python3 -c "print(f'{($(stat download-bytes) - $b0) / 1e6:.2f}')") | would remove $would |")
+fi
 
 echo
 echo "Repository on $registry: $tags tags ($closures closures of $paths paths, none shared); delay $delay per request; --catalog-interval $interval; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
