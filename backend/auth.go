@@ -66,7 +66,11 @@ func (o *refusalObserver) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !bearer {
 			token = ""
 		}
-		o.cache.noteRefusal(req.Context(), token)
+		host := req.Host // as auth.Client names the registry
+		if host == "" {
+			host = req.URL.Host
+		}
+		o.cache.noteRefusal(req.Context(), host, token)
 	}
 	return resp, err
 }

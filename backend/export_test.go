@@ -12,3 +12,6 @@ func SetRetrySleep(t interface{ Cleanup(func()) }, f func(ctx context.Context, d
 	sleep = f
 	t.Cleanup(func() { sleep = old })
 }
+
+// TagBatch is the most tags one call of a listing's callback gets.
+const TagBatch = tagBatch

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -15,11 +16,13 @@ import (
 // implements it.
 type TagLister = registry.TagLister
 
-// Tags implements TagLister for a registry repository. A repository the
-// registry does not know yet (404 NAME_UNKNOWN: nothing was pushed to
-// it) has no tags.
+// Tags implements TagLister for a registry repository, streaming (see
+// tagList): a repository of any number of tags is listed in bounded
+// memory, whether or not the registry honours the page size asked for.
+// A repository the registry does not know yet (404 NAME_UNKNOWN: nothing
+// was pushed to it) has no tags.
 func (r *remoteTarget) Tags(ctx context.Context, last string, fn func(tags []string) error) error {
-	err := r.Repository.Tags(ctx, last, fn)
+	err := r.listTags(ctx, last, fn)
 	var resp *errcode.ErrorResponse
 	if errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound && hasCode(resp.Errors, errcode.ErrorCodeNameUnknown) {
 		return nil
@@ -56,4 +59,14 @@ func MountSource(src, dst Target) (repository string, ok bool) {
 		return "", false
 	}
 	return srcRepo, true
+}
+
+// tagsURL is the tag list endpoint of r's repository.
+func (r *remoteTarget) tagsURL() string {
+	scheme := "https"
+	if r.Repository.PlainHTTP {
+		scheme = "http"
+	}
+	ref := r.Repository.Reference
+	return fmt.Sprintf("%s://%s/v2/%s/tags/list", scheme, ref.Host(), ref.Repository)
 }

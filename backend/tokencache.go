@@ -32,21 +32,33 @@ type expiringCache struct {
 
 	mu       sync.Mutex
 	entries  map[string]*tokenEntry // by cacheID
-	refusals map[context.Context]refusal
+	refusals map[refusalKey][]refusal
 	fetches  singleflight.Group
 }
 
 // refusal is the bearer token ("" for none) a request carried when the
 // registry answered 401. auth.Client calls Set with the refused
-// request's context.
+// request's context and host; requests sent at once (the blobs of a
+// copy) share one context, so each refusal is kept, not the last only:
+// one Set per refusal takes one.
 type refusal struct {
 	token string
 	at    time.Time
 }
 
-// refusalsKept bounds how long a refusal that no Set followed (a second
-// 401, a challenge oras-go does not answer) is remembered.
-const refusalsKept = time.Minute
+// refusalKey is what a refusal and the Set that follows it share.
+type refusalKey struct {
+	ctx      context.Context
+	registry string
+}
+
+const (
+	// refusalsKept bounds how long a refusal that no Set followed (a
+	// second 401, a challenge oras-go does not answer) is remembered.
+	refusalsKept = time.Minute
+	// maxRefusals bounds the refusals kept per context and registry.
+	maxRefusals = 256
+)
 
 // tokenEntry is what expiringCache knows of a cached bearer token.
 type tokenEntry struct {
@@ -57,7 +69,7 @@ type tokenEntry struct {
 }
 
 func newExpiringCache(c auth.Cache) *expiringCache {
-	return &expiringCache{Cache: c, now: time.Now, entries: map[string]*tokenEntry{}, refusals: map[context.Context]refusal{}}
+	return &expiringCache{Cache: c, now: time.Now, entries: map[string]*tokenEntry{}, refusals: map[refusalKey][]refusal{}}
 }
 
 func cacheID(registry, key string) string { return registry + " " + key }
@@ -103,18 +115,51 @@ func (c *expiringCache) GetToken(ctx context.Context, registry string, scheme au
 	return "", errdef.ErrNotFound
 }
 
-// noteRefusal records that the request with context ctx was refused
-// while carrying token.
-func (c *expiringCache) noteRefusal(ctx context.Context, token string) {
+// noteRefusal records that a request to registry with context ctx was
+// refused while carrying token.
+func (c *expiringCache) noteRefusal(ctx context.Context, registry, token string) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, r := range c.refusals {
-		if now.Sub(r.at) > refusalsKept {
+	for k, rs := range c.refusals {
+		for len(rs) > 0 && now.Sub(rs[0].at) > refusalsKept {
+			rs = rs[1:]
+		}
+		if len(rs) == 0 {
 			delete(c.refusals, k)
+		} else {
+			c.refusals[k] = rs
 		}
 	}
-	c.refusals[ctx] = refusal{token: token, at: now}
+	k := refusalKey{ctx, registry}
+	rs := append(c.refusals[k], refusal{token: token, at: now})
+	c.refusals[k] = rs[max(len(rs)-maxRefusals, 0):]
+}
+
+// takeRefusal removes and returns a refusal noted for ctx and registry:
+// one that carried current, if any (the registry refused the token
+// cached: a new one is due), else the oldest.
+func (c *expiringCache) takeRefusal(ctx context.Context, registry, current string) (refusal, bool) {
+	k := refusalKey{ctx, registry}
+	rs := c.refusals[k]
+	if len(rs) == 0 {
+		return refusal{}, false
+	}
+	i := 0
+	for j, r := range rs {
+		if r.token == current {
+			i = j
+			break
+		}
+	}
+	r := rs[i]
+	rs = append(rs[:i:i], rs[i+1:]...)
+	if len(rs) == 0 {
+		delete(c.refusals, k)
+	} else {
+		c.refusals[k] = rs
+	}
+	return r, true
 }
 
 // Set implements auth.Cache, remembering when a bearer token is due for
@@ -124,9 +169,12 @@ func (c *expiringCache) noteRefusal(ctx context.Context, token string) {
 func (c *expiringCache) Set(ctx context.Context, registry string, scheme auth.Scheme, key string, fetch func(context.Context) (string, error)) (string, error) {
 	if scheme == auth.SchemeBearer {
 		c.mu.Lock()
-		r, refused := c.refusals[ctx]
-		delete(c.refusals, ctx)
 		e := c.entries[cacheID(registry, key)]
+		current := ""
+		if e != nil {
+			current = e.token
+		}
+		r, refused := c.takeRefusal(ctx, registry, current)
 		c.mu.Unlock()
 		if refused && e != nil && r.token != e.token && (e.refreshAt.IsZero() || c.now().Before(e.refreshAt)) {
 			if cached, err := c.Cache.GetToken(ctx, registry, scheme, key); err == nil && cached == e.token {

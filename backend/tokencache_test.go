@@ -207,7 +207,7 @@ func TestExpiringCacheRefusals(t *testing.T) {
 	request := func(n int) context.Context { return context.WithValue(context.Background(), key{n}, n) }
 
 	ctx := request(1)
-	c.noteRefusal(ctx, "")
+	c.noteRefusal(ctx, testRegistry, "")
 	first, _ := c.Set(ctx, testRegistry, auth.SchemeBearer, testScope, fetch)
 	for _, tc := range []struct {
 		name    string
@@ -222,7 +222,7 @@ func TestExpiringCacheRefusals(t *testing.T) {
 	} {
 		clock.Set(t0.Add(tc.after))
 		ctx := request(int(tc.after))
-		c.noteRefusal(ctx, tc.sent())
+		c.noteRefusal(ctx, testRegistry, tc.sent())
 		got, err := c.Set(ctx, testRegistry, auth.SchemeBearer, testScope, fetch)
 		if err != nil || fetches != tc.fetches || (got == first) != tc.same {
 			t.Errorf("%s: %d fetches, same token %v (err %v); want %d, %v", tc.name, fetches, got == first, err, tc.fetches, tc.same)
@@ -234,5 +234,41 @@ func TestExpiringCacheRefusals(t *testing.T) {
 	}
 	if len(c.refusals) != 0 {
 		t.Errorf("%d refusals kept after their Set", len(c.refusals))
+	}
+}
+
+// TestExpiringCacheRefusalsSharingAContext: requests sent at once share
+// their context (the blobs of one copy). Each is refused without a
+// token; the first Set fetches one, and every other refused request
+// gets it, however the Sets interleave with the refusals: one token
+// request per scope. A refusal that carried the cached token still
+// fetches a new one, even among refusals without.
+func TestExpiringCacheRefusalsSharingAContext(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	c := newExpiringCache(auth.NewCache())
+	c.now = clock.Now
+	var fetches int
+	fetch := func(context.Context) (string, error) {
+		fetches++
+		now := clock.Now()
+		return makeJWT(now.Unix(), now.Add(5*time.Minute).Unix(), fetches), nil
+	}
+	ctx := context.Background()
+	for range 3 {
+		c.noteRefusal(ctx, testRegistry, "")
+	}
+	first, _ := c.Set(ctx, testRegistry, auth.SchemeBearer, testScope, fetch)
+	c.noteRefusal(ctx, testRegistry, "") // a fourth, refused after the fetch
+	for i := range 3 {
+		got, err := c.Set(ctx, testRegistry, auth.SchemeBearer, testScope, fetch)
+		if err != nil || got != first || fetches != 1 {
+			t.Fatalf("Set of refused request %d: same token %v, %d fetches (err %v); want the first token, 1 fetch", i+2, got == first, fetches, err)
+		}
+	}
+	// The cached token refused, next to a request sent without one.
+	c.noteRefusal(ctx, testRegistry, "")
+	c.noteRefusal(ctx, testRegistry, first)
+	if got, err := c.Set(ctx, testRegistry, auth.SchemeBearer, testScope, fetch); err != nil || got == first || fetches != 2 {
+		t.Errorf("Set after the cached token was refused: same token %v, %d fetches (err %v); want a new one", got == first, fetches, err)
 	}
 }

@@ -15,7 +15,15 @@
 // others.
 //
 // Memory is bounded: a Catalog holds at most MaxPaths path entries (about
-// 200 bytes each) and refuses closures beyond that, logging which.
+// 200 bytes each) and refuses closures beyond that, logging which; a
+// refresh holds at most MaxNamedTags tags (the ones that may name
+// closures; path tags are passed over as they are listed, in batches).
+//
+// A refresh costs the registry little once the closures were read: the
+// tag list (in pages of backend.TagPageSize tags) and one HEAD per tag
+// that may name a closure; a closure is read again only when a tag names
+// a digest the catalog does not hold (a closure that did not fit is
+// remembered too, and read again only once there may be room).
 package catalog
 
 import (
@@ -40,6 +48,12 @@ import (
 // DefaultMaxPaths bounds the path entries of a Catalog: about 100 MB.
 const DefaultMaxPaths = 500_000
 
+// MaxNamedTags bounds the tags a refresh resolves (every tag that may
+// name a closure: one HEAD request each per refresh). Beyond it, the
+// first ones in the registry's order are read and the catalog is
+// incomplete.
+const MaxNamedTags = 100_000
+
 // ErrIncomplete: the catalog could not read every closure of its target,
 // so it cannot say a path is absent.
 var ErrIncomplete = errors.New("the closures of the target could not all be read")
@@ -62,10 +76,11 @@ type Closure struct {
 // Catalog maps store paths to path manifests through the closures of one
 // target. Its zero value is not usable; use New.
 type Catalog struct {
-	t        backend.Target
-	name     string
-	maxPaths int
-	jobs     int
+	t         backend.Target
+	name      string
+	maxPaths  int
+	jobs      int
+	onRefresh func(Report)
 
 	mu       sync.RWMutex
 	paths    map[string][]*artifact.Member // hash part -> members (version 2), one per manifest claimed
@@ -73,6 +88,7 @@ type Catalog struct {
 	byRoot   map[string][]*Closure         // root hash part -> closures rooted there
 	foreign  map[digest.Digest]bool        // manifests that are not closures
 	members  int                           // path entries held, over all closures
+	unfit    map[digest.Digest]int         // closures that did not fit -> how many paths they need at least
 	files    map[string]ocispec.Descriptor // file artifact tag -> manifest, from closures listing files
 	// unread says why the catalog is incomplete: the failure of the last
 	// refresh, or of the closures it could not read; nil once a refresh
@@ -90,6 +106,18 @@ type Options struct {
 	MaxPaths int
 	// Jobs bounds concurrent requests of a refresh; default 8.
 	Jobs int
+	// OnRefresh, if set, is called after each refresh with what it
+	// did (for metrics).
+	OnRefresh func(Report)
+}
+
+// Report is what one refresh did.
+type Report struct {
+	Tags  int           // tags listed
+	Named int           // of which resolved: tags that may name a closure
+	Read  int           // closures (and other manifests) read: digests not held before
+	Took  time.Duration // wall time
+	Err   error         // what could not be read, as Refresh returns it
 }
 
 // New makes an empty catalog of t, named name in logs and errors. Until
@@ -102,7 +130,8 @@ func New(t backend.Target, name string, opts Options) *Catalog {
 		opts.Jobs = 8
 	}
 	return &Catalog{
-		t: t, name: name, maxPaths: opts.MaxPaths, jobs: opts.Jobs,
+		t: t, name: name, maxPaths: opts.MaxPaths, jobs: opts.Jobs, onRefresh: opts.OnRefresh,
+		unfit:    map[digest.Digest]int{},
 		paths:    map[string][]*artifact.Member{},
 		closures: map[digest.Digest]*Closure{},
 		byRoot:   map[string][]*Closure{},
@@ -250,31 +279,46 @@ func fromArtifact(a *artifact.Closure) *Closure {
 // not be read.
 func (c *Catalog) Refresh(ctx context.Context) error {
 	start := time.Now()
-	err := c.refresh(ctx)
+	var rep Report
+	err := c.refresh(ctx, &rep)
 	c.mu.Lock()
 	c.last.at, c.last.err = start, err
 	c.unread = err
 	c.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("%s: reading closures: %w", c.name, err)
+		err = fmt.Errorf("%s: reading closures: %w", c.name, err)
+	}
+	rep.Took, rep.Err = time.Since(start), err
+	if c.onRefresh != nil {
+		c.onRefresh(rep)
+	}
+	if err != nil {
+		return err
 	}
 	closures, paths := c.Stats()
-	slog.Debug("catalog refreshed", "target", c.name, "closures", closures, "paths", paths, "took", time.Since(start).Round(time.Millisecond))
+	slog.Debug("catalog refreshed", "target", c.name, "tags", rep.Tags, "resolved", rep.Named, "read", rep.Read, "closures", closures, "paths", paths, "took", rep.Took.Round(time.Millisecond))
 	return nil
 }
 
-func (c *Catalog) refresh(ctx context.Context) error {
+func (c *Catalog) refresh(ctx context.Context, rep *Report) error {
 	var tags []string
+	overflow := 0
 	if err := c.t.Tags(ctx, "", func(page []string) error {
+		rep.Tags += len(page)
 		for _, t := range page {
-			if spec.ClassifyTag(t) == spec.TagNamed {
+			switch {
+			case spec.ClassifyTag(t) != spec.TagNamed:
+			case len(tags) < MaxNamedTags:
 				tags = append(tags, t)
+			default:
+				overflow++
 			}
 		}
 		return nil
 	}); err != nil && !isNotFound(err) { // a repository not created yet has no closures
 		return fmt.Errorf("listing tags: %w", err)
 	}
+	rep.Named = len(tags)
 	// Per tag: its closure's descriptor, and what failed reading it.
 	descs := make([]ocispec.Descriptor, len(tags))
 	failed := make([]error, len(tags))
@@ -299,17 +343,23 @@ func (c *Catalog) refresh(ctx context.Context) error {
 	}
 
 	c.mu.RLock()
+	room := c.maxPaths - c.members
 	var unknown []int
 	for i, d := range descs {
 		if d.Digest == "" || c.foreign[d.Digest] {
 			continue
 		}
-		if _, ok := c.closures[d.Digest]; !ok {
-			unknown = append(unknown, i)
+		if _, ok := c.closures[d.Digest]; ok {
+			continue
 		}
+		if need, ok := c.unfit[d.Digest]; ok && need > room {
+			failed[i] = fmt.Errorf("closure %s (%s): %w", tags[i], d.Digest, c.fullError(need))
+			continue
+		}
+		unknown = append(unknown, i)
 	}
-	room := c.maxPaths - c.members
 	c.mu.RUnlock()
+	rep.Read = len(unknown)
 
 	read := make([]*Closure, len(descs))
 	g, gctx = errgroup.WithContext(ctx)
@@ -325,6 +375,13 @@ func (c *Catalog) refresh(ctx context.Context) error {
 				c.mu.Unlock()
 			case isNotFound(err): // deleted since it was resolved
 				descs[i] = ocispec.Descriptor{}
+			case errors.Is(err, artifact.ErrTooLarge):
+				// Over the room left: known again without reading it,
+				// until there may be room.
+				c.mu.Lock()
+				c.unfit[descs[i].Digest] = max(room, 1) + 1
+				c.mu.Unlock()
+				failed[i] = fmt.Errorf("closure %s (%s): %w", tags[i], descs[i].Digest, err)
 			case err != nil:
 				failed[i] = fmt.Errorf("closure %s (%s): %w", tags[i], descs[i].Digest, err)
 			default:
@@ -353,12 +410,18 @@ func (c *Catalog) refresh(ctx context.Context) error {
 		}
 		live[d.Digest] = true
 		if read[i] != nil && !c.addLocked(read[i]) {
-			failed[i] = fmt.Errorf("closure %s (%s): %d paths do not fit: the catalog is full (%d paths)", tags[i], d.Digest, len(read[i].Members), c.maxPaths)
+			c.unfit[d.Digest] = len(read[i].Members)
+			failed[i] = fmt.Errorf("closure %s (%s): %w", tags[i], d.Digest, c.fullError(len(read[i].Members)))
 		}
 	}
 	for d := range c.foreign {
 		if !live[d] {
 			delete(c.foreign, d)
+		}
+	}
+	for d := range c.unfit {
+		if _, held := c.closures[d]; held || !live[d] {
+			delete(c.unfit, d)
 		}
 	}
 	dropped := false
@@ -377,7 +440,15 @@ func (c *Catalog) refresh(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if overflow > 0 {
+		errs = append(errs, fmt.Errorf("%d more tags that may name closures not read: over %d", overflow, MaxNamedTags))
+	}
 	return unreadable(errs)
+}
+
+// fullError says a closure of need paths does not fit.
+func (c *Catalog) fullError(need int) error {
+	return fmt.Errorf("%d paths or more do not fit: the catalog is full (%d paths)", need, c.maxPaths)
 }
 
 // unreadable summarises the closures a refresh could not read: the first

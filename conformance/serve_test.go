@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -76,21 +77,45 @@ func startServe(t *testing.T, env []string, args ...string) *served {
 	return s
 }
 
+// startServeTLS is startServe for a serve given --tls-cert and
+// --tls-key in args, with a certificate of ca; its URL is https://….
+func startServeTLS(t *testing.T, ca *testenv.CA, env []string, args ...string) *served {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
+	var s *served
+	testenv.StartOnFreePort(t, func(addr string) error {
+		var err error
+		s, err = tryServeWith(t, addr, client, env, args...)
+		return err
+	})
+	return s
+}
+
 // tryServe starts `nixoci serve` on addr and waits until it answers. It is
 // testenv.ErrAddrInUse when serve exited because addr was taken.
 func tryServe(t *testing.T, addr string, env []string, args ...string) (*served, error) {
+	t.Helper()
+	return tryServeWith(t, addr, nil, env, args...)
+}
+
+// tryServeWith is tryServe asking with client; with one (a client
+// trusting its CA), over https.
+func tryServeWith(t *testing.T, addr string, client *http.Client, env []string, args ...string) (*served, error) {
 	t.Helper()
 	cmd := nixoci(t, append([]string{"serve", "--listen", addr}, args...)...)
 	cmd.Env = append(cmd.Env, env...)
 	exited := make(chan struct{})
 	s := &served{URL: "http://" + addr, cmd: cmd, exited: exited}
+	if client != nil {
+		s.URL = "https://" + addr
+	}
 	cmd.Stdout, cmd.Stderr = s, s
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
-	if err := testenv.WaitServer(s.URL+"/nix-cache-info", 20*time.Second, exited, http.StatusOK); err != nil {
+	if err := testenv.WaitServerWith(client, s.URL+"/nix-cache-info", 20*time.Second, exited, http.StatusOK); err != nil {
 		select {
 		case <-exited:
 			if testenv.BindFailed(s.Logs()) {

@@ -186,8 +186,12 @@ func New(opts Options) (*Server, error) {
 	// The sources, in order: every backend by tag, then every backend's
 	// closures, so that a failing backend does not hide a path a later
 	// one holds in a copied closure.
+	catMetrics := newCatalogMetrics()
+	if err := opts.Backends.Metrics().Register(catMetrics.collectors()...); err != nil {
+		return nil, fmt.Errorf("substituter: %w", err)
+	}
 	for i, b := range opts.Backends.List() {
-		s.catalogs = append(s.catalogs, catalog.New(b.Target, b.Name, catalog.Options{MaxPaths: opts.CatalogMaxPaths}))
+		s.catalogs = append(s.catalogs, catalog.New(b.Target, b.Name, catalog.Options{MaxPaths: opts.CatalogMaxPaths, OnRefresh: catMetrics.observer(b.Name)}))
 		s.resolver.sources = append(s.resolver.sources, tagSource{s, i})
 	}
 	for i, c := range s.catalogs {

@@ -151,6 +151,16 @@ costs none. Behind a reverse proxy, name it with --trusted-proxy (its
 X-Forwarded-For then tells clients apart; never believed from others) and
 raise --max-client-connections or give 0: it sees only the proxy.
 
+With --tls-cert and --tls-key, serve speaks HTTPS, HTTP/2 to clients
+that offer it (Nix does over https, many requests on one connection)
+and HTTP/1.1 to others; use it whenever --upload passwords or
+substitutes cross a network. The files are read again within a second
+of changing (certbot, cert-manager), a pair that does not load is
+logged and the previous one kept. Over HTTP/2 each request is held to
+--min-body-rate by itself, and --max-streams bounds the requests on one
+connection. Nix trusts the server's CA from the system store, or from
+ssl-cert-file in nix.conf (NIX_SSL_CERT_FILE).
+
 Registry credentials come from the docker config file ($DOCKER_CONFIG,
 with its credsStore and credHelpers), or, in containers, from the
 environment: NIXOCI_REGISTRY_USERNAME and NIXOCI_REGISTRY_PASSWORD are
@@ -161,6 +171,7 @@ Examples:
   nixoci serve --from oci:/srv/nix-oci --sign-key /etc/nix/cache.sec --trusted-key /etc/nix/ci.pub
   nixoci serve --from oci:/srv/nix-oci --registry --names /etc/nixoci/names.json
   nixoci serve --from ghcr.io/me/nix --from oci:/srv/local --listen 0.0.0.0:8080
+  nixoci serve --from ghcr.io/me/nix --listen 0.0.0.0:443 --tls-cert /etc/nixoci/tls.crt --tls-key /etc/nixoci/tls.key
   nixoci serve --from 127.0.0.1:5000/cache --upload --credentials /etc/nixoci/creds
   nixoci serve --from ghcr.io/me/nix --upstream https://cache.nixos.org \
     --upstream-key cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=
@@ -170,6 +181,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f, err := parseServeFlags(args, stdout)
 	if err != nil {
 		return err
+	}
+	var certs *serving.CertFiles
+	if f.tlsCert != "" {
+		if certs, err = serving.LoadCertFiles(f.tlsCert, f.tlsKey, slog.Default()); err != nil {
+			return err
+		}
 	}
 	backends, err := openServeBackends(ctx, f)
 	if err != nil {
@@ -188,9 +205,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	h, cache, err := serveHandler(f, backends, accessLog, blobs)
 	if err == nil {
-		err = listenAndServe(ctx, f.listen, f.limits, h, backends.Metrics(), func(addr string) {
+		err = listenAndServe(ctx, f.listen, f.limits, certs, h, backends.Metrics(), func(addr string) {
+			scheme := "http://"
+			if certs != nil {
+				scheme = "https://"
+			}
 			for i, b := range backends.List() {
-				slog.Info("serving", "url", "http://"+addr, "from", b.Name, "upload", f.upload && i == 0)
+				slog.Info("serving", "url", scheme+addr, "from", b.Name, "upload", f.upload && i == 0)
 			}
 			for _, u := range f.upstreams {
 				if bc, err := source.OpenBinaryCache(u, nil); err == nil {
@@ -253,6 +274,7 @@ type serveFlags struct {
 	composeEphemeral      bool
 	instance              string
 	recordInterval        time.Duration
+	tlsCert, tlsKey       string
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
@@ -263,6 +285,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.Var(&f.trustedKeys, "trusted-key", "a public key, as name:base64 or a file of them, whose signatures make serve add its own (repeatable)")
 	fs.BoolVar(&f.signUnverified, "sign-unverified", false, "sign every narinfo the --from targets hold, verified or not: whoever can push to them gets paths trusted by every client (see SECURITY.md)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain; read again when the file changes (with --tls-key)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "the PEM private key of --tls-cert")
 	fs.IntVar(&f.priority, "priority", 40, "priority announced in nix-cache-info (lower is preferred)")
 	fs.BoolVar(&f.upload, "upload", false, "accept 'nix copy --to http://…' into the first --from target (needs --credentials)")
 	fs.StringVar(&f.credentials, "credentials", "", "htpasswd file of the users who may upload (HTTP Basic), bcrypt hashes only as 'htpasswd -B' writes; plaintext or other schemes are refused at startup")
@@ -294,6 +318,7 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.DurationVar(&f.limits.BodyTimeout, "body-timeout", serving.DefaultBodyTimeout, "how far behind --min-body-rate a body may fall, and the longest a client may stall reading or sending one")
 	fs.IntVar(&f.limits.MaxConnections, "max-connections", serving.DefaultMaxConnections, "connections open at once; those past it are answered 503 with Retry-After (0: no bound)")
 	fs.IntVar(&f.limits.MaxClientConnections, "max-client-connections", serving.DefaultMaxClientConnections, "connections open at once from one IP address (IPv6: one /64); behind a reverse proxy all are the proxy's: raise it or give 0 (no bound)")
+	fs.IntVar(&f.limits.MaxStreams, "max-streams", serving.DefaultMaxStreams, "requests in flight on one HTTP/2 connection (with --tls-cert); a client's requests in flight are at most --max-client-connections times this")
 	fs.Var(&f.trustedProxies, "trusted-proxy", "address or CIDR block of a reverse proxy whose X-Forwarded-For header names the client, for what is counted per client (password checks, NARs fetched ahead); repeatable; by default X-Forwarded-For is ignored")
 	fs.IntVar(&f.composeMax, "compose-max", imageregistry.DefaultMaxCompositions, "images composed at once by --registry; a request needing one more is answered 503 with Retry-After")
 	fs.BoolVar(&f.composeEphemeral, "compose-ephemeral", false, "store images composed by --registry without a compose.* tag, so that names asked for once leave nothing a collector keeps (layers are stored and reused all the same)")
@@ -332,6 +357,12 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	}
 	if len(f.upstreams) > 0 && f.redirectBlobs {
 		return nil, fmt.Errorf("%w: --upstream with --redirect-blobs: NARs pulled through pass through serve's blob cache", errUsage)
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return nil, fmt.Errorf("%w: --tls-cert and --tls-key go together", errUsage)
+	}
+	if f.limits.MaxStreams < 1 {
+		return nil, fmt.Errorf("%w: --max-streams must be at least 1", errUsage)
 	}
 	if len(f.from) == 0 {
 		f.from = append(f.from, "")
@@ -539,17 +570,25 @@ func openBlobCache(f *serveFlags, backends *serving.Backends) (*serving.BlobCach
 	return serving.NewBlobCache(backends, serving.BlobCacheOptions{Dir: f.blobCacheDir, MaxBytes: size, MemoryBytes: mem})
 }
 
-// listenAndServe serves h on addr within limits, counting into m,
-// until ctx ends, then shuts down, letting requests in progress finish
-// for up to 30s. ready is called once the listener is open.
-func listenAndServe(ctx context.Context, addr string, limits serving.Limits, h http.Handler, m *serving.Metrics, ready func(addr string)) error {
+// listenAndServe serves h on addr within limits, over TLS with certs
+// (nil: plain HTTP), counting into m, until ctx ends, then shuts down,
+// letting requests in progress finish for up to 30s. ready is called
+// once the listener is open.
+func listenAndServe(ctx context.Context, addr string, limits serving.Limits, certs *serving.CertFiles, h http.Handler, m *serving.Metrics, ready func(addr string)) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	hs := limits.Server(h, m, slog.Default())
+	var limited net.Listener
+	if certs != nil {
+		hs.TLSConfig = certs.TLSConfig()
+		limited = limits.TLSListener(ln, hs.TLSConfig, m, slog.Default())
+	} else {
+		limited = limits.Listener(ln, m, slog.Default())
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(limits.Listener(ln, m, slog.Default())) }()
+	go func() { errc <- hs.Serve(limited) }()
 	ready(ln.Addr().String())
 	select {
 	case err := <-errc:

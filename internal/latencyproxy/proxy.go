@@ -22,6 +22,7 @@ type Proxy struct {
 	rp       *httputil.ReverseProxy
 	requests atomic.Int64
 	upload   atomic.Int64
+	download atomic.Int64
 	kinds    sync.Map // "METHOD kind" -> *atomic.Int64
 }
 
@@ -43,7 +44,7 @@ func New(backend string, delay time.Duration) (*Proxy, error) {
 }
 
 // StatsPath answers with the proxy's counters ("requests N",
-// "upload-bytes N", then "request METHOD KIND N" per method and kind of
+// "upload-bytes N", "download-bytes N" (response bodies as sent), then "request METHOD KIND N" per method and kind of
 // distribution API path: manifests, blobs, uploads, tags, referrers,
 // other) instead of forwarding; it is no registry path.
 const StatsPath = "/-/latencyproxy/stats"
@@ -51,7 +52,7 @@ const StatsPath = "/-/latencyproxy/stats"
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == StatsPath {
-		fmt.Fprintf(w, "requests %d\nupload-bytes %d\n", p.requests.Load(), p.upload.Load())
+		fmt.Fprintf(w, "requests %d\nupload-bytes %d\ndownload-bytes %d\n", p.requests.Load(), p.upload.Load(), p.download.Load())
 		var lines []string
 		p.kinds.Range(func(k, v any) bool {
 			lines = append(lines, fmt.Sprintf("request %s %d\n", k, v.(*atomic.Int64).Load()))
@@ -76,7 +77,26 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	p.rp.ServeHTTP(w, r)
+	p.rp.ServeHTTP(countingWriter{w, &p.download}, r)
+}
+
+// countingWriter counts the response body bytes written.
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// Flush passes flushes on (the proxy streams).
+func (c countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // Requests is the number of requests received.

@@ -11,7 +11,7 @@ import (
 
 // AccessLog writes one line per request, in the format of slog's text
 // handler (time=… level=INFO msg=request method=… path=… status=…
-// bytes=… duration=… remote=…), never with headers: they may carry
+// bytes=… duration=… remote=… proto=…), never with headers: they may carry
 // credentials.
 //
 // It is cheap enough to leave on in front of a busy cache: each record is
@@ -129,6 +129,8 @@ func appendRecord(b []byte, r *http.Request, status int, n int64, start time.Tim
 	b = appendDuration(b, d.Round(time.Microsecond))
 	b = append(b, " remote="...)
 	b = appendValue(b, r.RemoteAddr)
+	b = append(b, " proto="...)
+	b = appendValue(b, r.Proto)
 	return append(b, '\n')
 }
 

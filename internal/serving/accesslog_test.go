@@ -46,6 +46,13 @@ func request(method, target string, header ...string) *http.Request {
 	return r
 }
 
+// http2Request is request as it comes over HTTP/2.
+func http2Request(method, target string) *http.Request {
+	r := request(method, target)
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+	return r
+}
+
 // TestAccessLogRecord: one line in slog's text format, values quoted
 // where slog quotes them, headers never.
 func TestAccessLogRecord(t *testing.T) {
@@ -59,15 +66,17 @@ func TestAccessLogRecord(t *testing.T) {
 		want   string
 	}{
 		{"narinfo", request("GET", "/0123456789abcdfghijklmnpqrsvwxyz.narinfo"), 200, 526, 12345 * time.Nanosecond,
-			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=GET path=/0123456789abcdfghijklmnpqrsvwxyz.narinfo status=200 bytes=526 duration=12µs remote=192.0.2.1:1234`},
+			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=GET path=/0123456789abcdfghijklmnpqrsvwxyz.narinfo status=200 bytes=526 duration=12µs remote=192.0.2.1:1234 proto=HTTP/1.1`},
+		{"http/2", http2Request("GET", "/nar/x.nar.zst"), 200, 4096, 12500 * time.Microsecond,
+			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=GET path=/nar/x.nar.zst status=200 bytes=4096 duration=12.5ms remote=192.0.2.1:1234 proto=HTTP/2.0`},
 		{"milliseconds", request("HEAD", "/nar/x.nar.zst"), 404, 0, 12500 * time.Microsecond,
-			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=HEAD path=/nar/x.nar.zst status=404 bytes=0 duration=12.5ms remote=192.0.2.1:1234`},
+			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=HEAD path=/nar/x.nar.zst status=404 bytes=0 duration=12.5ms remote=192.0.2.1:1234 proto=HTTP/1.1`},
 		{"seconds", request("PUT", "/nar/y.nar"), 201, 1 << 20, 3200 * time.Millisecond,
-			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=PUT path=/nar/y.nar status=201 bytes=1048576 duration=3.2s remote=192.0.2.1:1234`},
+			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=PUT path=/nar/y.nar status=201 bytes=1048576 duration=3.2s remote=192.0.2.1:1234 proto=HTTP/1.1`},
 		{"escaped path", request("GET", `/a%20b"c`), 400, 12, time.Microsecond,
-			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=GET path=/a%20b%22c status=400 bytes=12 duration=1µs remote=192.0.2.1:1234`},
+			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=GET path=/a%20b%22c status=400 bytes=12 duration=1µs remote=192.0.2.1:1234 proto=HTTP/1.1`},
 		{"headers", request("GET", "/nix-cache-info", "Authorization", "Basic c2Vrcml0", "Cookie", "sekrit"), 200, 50, time.Millisecond,
-			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=GET path=/nix-cache-info status=200 bytes=50 duration=1ms remote=192.0.2.1:1234`},
+			`time=2026-11-23T14:29:05.123Z level=INFO msg=request method=GET path=/nix-cache-info status=200 bytes=50 duration=1ms remote=192.0.2.1:1234 proto=HTTP/1.1`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := string(appendRecord(nil, tc.r, tc.status, tc.n, start, tc.d.Round(time.Microsecond)))

@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -38,6 +39,19 @@ const watchEvery = 100 * time.Millisecond
 // m and logging cuts to log (nil: slog.Default()). Serve l.Server on it.
 // Close it to stop its watch on slow clients.
 func (l Limits) Listener(ln net.Listener, m *Metrics, log *slog.Logger) net.Listener {
+	return l.newListener(ln, nil, m, log)
+}
+
+// TLSListener is Listener over TLS with cfg: its connections are
+// *tls.Conn (so that the server offers HTTP/2 to those that ask for it),
+// paced and counted by what they send and receive encrypted, and those
+// past the bounds are answered 503 over TLS (HTTP/1.1) before they are
+// closed.
+func (l Limits) TLSListener(ln net.Listener, cfg *tls.Config, m *Metrics, log *slog.Logger) net.Listener {
+	return l.newListener(ln, cfg, m, log)
+}
+
+func (l Limits) newListener(ln net.Listener, cfg *tls.Config, m *Metrics, log *slog.Logger) net.Listener {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -46,6 +60,13 @@ func (l Limits) Listener(ln net.Listener, m *Metrics, log *slog.Logger) net.List
 		Listener: ln, max: l.MaxConnections, perClient: l.MaxClientConnections,
 		clients: map[string]int{}, refusing: make(chan struct{}, maxRefusing), metrics: m, log: log,
 		conns: map[*limitedConn]struct{}{}, done: make(chan struct{}),
+	}
+	if cfg != nil {
+		ll.tls = cfg
+		// A refused client gets its 503 in HTTP/1.1, which every
+		// client reads; no HTTP/2 connection is set up for one answer.
+		ll.refuseTLS = cfg.Clone()
+		ll.refuseTLS.NextProtos = []string{"http/1.1"}
 	}
 	if l.MinBodyRate > 0 && l.BodyTimeout > 0 {
 		ll.pace = newPace(l.MinBodyRate, l.BodyTimeout)
@@ -64,6 +85,9 @@ type limitListener struct {
 	metrics        *Metrics
 	log            *slog.Logger
 	refusing       chan struct{}
+
+	// TLS, if served over it (nil: plain HTTP), and as refusals use it.
+	tls, refuseTLS *tls.Config
 
 	// Response pacing; chunk 0: off.
 	pace  pace
@@ -100,6 +124,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			l.mu.Lock()
 			l.conns[lc] = struct{}{}
 			l.mu.Unlock()
+		}
+		if l.tls != nil {
+			// The handshake runs in the server's goroutine for the
+			// connection, within its header timeout.
+			return tls.Server(lc, l.tls), nil
 		}
 		return lc, nil
 	}
@@ -146,12 +175,17 @@ func (l *limitListener) release(c *limitedConn) {
 // refuse answers c 503 and closes it: after the answer, its write side
 // first, then, once the client has closed or a second has passed, the
 // whole (closing at once with its request unread would reset the
-// connection, and the client might never read the answer).
+// connection, and the client might never read the answer). Over TLS the
+// answer needs a handshake first, made in the background within the
+// same second; past maxRefusing at once, such a client is closed at
+// once, unanswered.
 func (l *limitListener) refuse(c net.Conn) {
 	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write(busyResponse); err != nil {
-		c.Close()
-		return
+	if l.tls == nil {
+		if _, err := c.Write(busyResponse); err != nil {
+			c.Close()
+			return
+		}
 	}
 	select {
 	case l.refusing <- struct{}{}:
@@ -161,10 +195,23 @@ func (l *limitListener) refuse(c net.Conn) {
 	}
 	go func() {
 		defer func() { <-l.refusing }()
-		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		conn := c
+		if l.tls != nil {
+			tc := tls.Server(c, l.refuseTLS)
+			if err := tc.Handshake(); err != nil {
+				c.Close()
+				return
+			}
+			if _, err := tc.Write(busyResponse); err != nil {
+				c.Close()
+				return
+			}
+			conn = tc
+		}
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
-		io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+		io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
 		c.Close()
 	}()
 }

@@ -43,6 +43,11 @@ type Limits struct {
 	// MaxConnections. Behind a reverse proxy every connection comes from
 	// the proxy: raise it to MaxConnections, or turn it off.
 	MaxClientConnections int
+	// MaxStreams bounds the requests one HTTP/2 connection (over TLS)
+	// has in flight at once; default 100, what curl, and so Nix, opens
+	// on one connection at most. A client's requests in flight are then
+	// at most MaxClientConnections × MaxStreams.
+	MaxStreams int
 }
 
 // Defaults of Limits.
@@ -53,6 +58,7 @@ const (
 	DefaultBodyTimeout          = time.Minute
 	DefaultMaxConnections       = 4096
 	DefaultMaxClientConnections = 256
+	DefaultMaxStreams           = 100
 )
 
 // RetryAfter is the Retry-After of a connection refused for the bounds
@@ -90,26 +96,34 @@ func (l Limits) withDefaults() Limits {
 	}
 	defInt(&l.MaxConnections, DefaultMaxConnections)
 	defInt(&l.MaxClientConnections, DefaultMaxClientConnections)
+	if l.MaxStreams <= 0 { // HTTP/2 has no "unbounded"
+		l.MaxStreams = DefaultMaxStreams
+	}
 	return l
 }
 
 // Server returns an http.Server serving h within l's header and idle
-// timeouts and the minimum rate of request bodies, counting into m and
-// logging to log (nil: slog.Default()). Serve it on l.Listener, which
-// bounds connections and paces responses.
+// timeouts, the minimum rate of request bodies and, over HTTP/2, of
+// each stream's response and MaxStreams, counting into m and logging to
+// log (nil: slog.Default()). Serve it on l.Listener or l.TLSListener,
+// which bound connections and pace what is written to them.
 func (l Limits) Server(h http.Handler, m *Metrics, log *slog.Logger) *http.Server {
 	if log == nil {
 		log = slog.Default()
 	}
 	l = l.withDefaults()
 	if l.MinBodyRate > 0 && l.BodyTimeout > 0 {
-		h = &bodyPacer{next: h, pace: newPace(l.MinBodyRate, l.BodyTimeout), rate: l.MinBodyRate, metrics: m, log: log}
+		h = &bodyPacer{next: h, pace: newPace(l.MinBodyRate, l.BodyTimeout), rate: l.MinBodyRate,
+			chunk: chunkOf(l.MinBodyRate, l.BodyTimeout), metrics: m, log: log}
 	}
 	return &http.Server{
-		Handler:           h,
+		Handler: h,
+		// Over TLS this also bounds the handshake (net/http takes the
+		// least of its timeouts for it).
 		ReadHeaderTimeout: l.HeaderTimeout,
 		IdleTimeout:       l.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: l.MaxStreams},
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }
@@ -123,8 +137,8 @@ func (l Limits) String() string {
 		}
 		return fmt.Sprint(v)
 	}
-	return fmt.Sprintf("header timeout %s, idle timeout %s, body rate at least %s bytes/s within %s, connections %s, per client %s",
+	return fmt.Sprintf("header timeout %s, idle timeout %s, body rate at least %s bytes/s within %s, connections %s, per client %s, HTTP/2 streams per connection %d",
 		or(l.HeaderTimeout, l.HeaderTimeout == 0), or(l.IdleTimeout, l.IdleTimeout == 0),
 		or(l.MinBodyRate, l.MinBodyRate == 0 || l.BodyTimeout == 0), or(l.BodyTimeout, l.BodyTimeout == 0),
-		or(l.MaxConnections, l.MaxConnections == 0), or(l.MaxClientConnections, l.MaxClientConnections == 0))
+		or(l.MaxConnections, l.MaxConnections == 0), or(l.MaxClientConnections, l.MaxClientConnections == 0), l.MaxStreams)
 }

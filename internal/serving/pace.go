@@ -15,8 +15,13 @@ import (
 // rate before it is cut (its slack, at most the timeout), earned back by
 // bytes moved at the rate's pace, spent by time waiting on the client.
 // Responses are paced per connection, by the listener's writes (see
-// pacedConn): every byte a client is sent goes through them, and they
-// cost the common path nothing but two atomic stores. Request bodies are
+// limitedConn): every byte a client is sent goes through them, and they
+// cost the common path nothing but two atomic stores. Over HTTP/2 that
+// is not enough: a client can leave one stream's flow-control window
+// shut while the connection moves on, and the handler writing that
+// stream waits with nothing written to the connection. There each
+// response is also paced by itself, by stream write deadlines
+// (pacedStream). Request bodies are
 // paced per request, by connection read deadlines (pacedBody): the
 // connection's reads also wait for requests, which are not the body's.
 
@@ -52,6 +57,7 @@ type bodyPacer struct {
 	next    http.Handler
 	pace    pace
 	rate    int64
+	chunk   int // the most a paced stream writes under one deadline
 	metrics *Metrics
 	log     *slog.Logger
 }
@@ -68,7 +74,15 @@ func (p *bodyPacer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = &pacedBody{ReadCloser: r.Body, dl: dl, p: p, r: r, slack: p.pace.window}
 		}
 	}
-	p.next.ServeHTTP(w, r)
+	if r.ProtoMajor != 2 {
+		p.next.ServeHTTP(w, r)
+		return
+	}
+	s := &pacedStream{ResponseWriter: w, rc: http.NewResponseController(w), p: p, r: r, slack: p.pace.window}
+	p.next.ServeHTTP(s, r)
+	// What the handler left buffered goes out under the same pace
+	// (net/http would otherwise send it after the handler, unbounded).
+	s.Flush()
 }
 
 // pacedBody is a request body read under moving deadlines.
@@ -100,3 +114,71 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// pacedStream is an HTTP/2 response written under a deadline per write:
+// a write that waits on the client (its stream's flow-control window
+// shut) longer than the stream's slack and its own length at the
+// minimum rate allow resets the stream. The deadline is set only while
+// a write is in progress, so time spent waiting on a backend never
+// counts.
+type pacedStream struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	p     *bodyPacer
+	r     *http.Request
+	slack time.Duration
+	cut   bool
+}
+
+func (s *pacedStream) Write(b []byte) (int, error) {
+	written := 0
+	for len(b) > 0 {
+		n := min(len(b), s.p.chunk)
+		m, err := s.paced(int64(n), func() (int, error) {
+			m, err := s.ResponseWriter.Write(b[:n])
+			if err == nil {
+				err = s.rc.Flush() // the bytes leave under this deadline
+			}
+			return m, err
+		})
+		written += m
+		b = b[m:]
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// Flush sends what is buffered, paced as a write.
+func (s *pacedStream) Flush() {
+	s.paced(0, func() (int, error) { return 0, s.rc.Flush() })
+}
+
+// paced runs write, of n bytes, under the stream's deadline.
+func (s *pacedStream) paced(n int64, write func() (int, error)) (int, error) {
+	if s.cut {
+		return 0, fmt.Errorf("%w: response slower than %d bytes/s for %v", ErrSlowClient, s.p.rate, s.p.pace.window)
+	}
+	start := time.Now()
+	deadline := start.Add(max(s.slack, 0) + s.p.pace.allowance(n))
+	s.rc.SetWriteDeadline(deadline)
+	m, err := write()
+	s.slack = s.p.pace.after(s.slack, int64(m), time.Since(start))
+	// A stream reset at its deadline fails the write with a stream error
+	// rather than a timeout: the clock tells.
+	if err != nil && (errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(deadline)) {
+		s.cut = true
+		s.p.metrics.bodiesCut.WithLabelValues("response").Inc()
+		s.p.log.Warn("cut a client too slow reading a response", "method", s.r.Method, "path", s.r.URL.EscapedPath(),
+			"remote", s.r.RemoteAddr, "proto", s.r.Proto, "min_rate", s.p.rate, "timeout", s.p.pace.window)
+		return m, fmt.Errorf("%w: response slower than %d bytes/s for %v: %w", ErrSlowClient, s.p.rate, s.p.pace.window, err)
+	}
+	if err == nil {
+		s.rc.SetWriteDeadline(time.Time{})
+	}
+	return m, err
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (s *pacedStream) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -72,7 +72,7 @@ func BindFailed(output string) bool {
 // the last status or error seen.
 func WaitHTTP(t testing.TB, url string, timeout time.Duration, okStatus ...int) {
 	t.Helper()
-	if err := waitHTTP(url, timeout, nil, okStatus...); err != nil {
+	if err := waitHTTP(nil, url, timeout, nil, okStatus...); err != nil {
 		t.Fatalf("WaitHTTP: %v", err)
 	}
 }
@@ -81,13 +81,24 @@ func WaitHTTP(t testing.TB, url string, timeout time.Duration, okStatus ...int) 
 // instead of failing the test, and gives up as soon as exited is closed
 // (the process died), abandoning a request in flight.
 func WaitServer(url string, timeout time.Duration, exited <-chan struct{}, okStatus ...int) error {
-	return waitHTTP(url, timeout, exited, okStatus...)
+	return waitHTTP(nil, url, timeout, exited, okStatus...)
+}
+
+// WaitServerWith is WaitServer asking with client (an HTTPS client
+// trusting the server's CA, say).
+func WaitServerWith(client *http.Client, url string, timeout time.Duration, exited <-chan struct{}, okStatus ...int) error {
+	return waitHTTP(client, url, timeout, exited, okStatus...)
 }
 
 // waitHTTP is WaitHTTP returning an error. It also gives up early if exited
 // is closed (the server process died).
-func waitHTTP(url string, timeout time.Duration, exited <-chan struct{}, okStatus ...int) error {
-	client := &http.Client{Timeout: 2 * time.Second}
+func waitHTTP(client *http.Client, url string, timeout time.Duration, exited <-chan struct{}, okStatus ...int) error {
+	if client == nil {
+		client = &http.Client{}
+	}
+	c := *client
+	c.Timeout = 2 * time.Second
+	client = &c
 	deadline := time.Now().Add(timeout)
 	last := "no answer yet"
 	const poll = 25 * time.Millisecond

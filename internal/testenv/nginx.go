@@ -141,7 +141,7 @@ func startNginx(t testing.TB, dir, probe, what string, config func(addr, errorLo
 		exited := make(chan struct{})
 		var waitErr error
 		go func() { waitErr = cmd.Wait(); close(exited) }()
-		err := waitHTTP("http://"+addr+probe, registryReadyTimeout, exited, http.StatusOK, http.StatusUnauthorized)
+		err := waitHTTP(nil, "http://"+addr+probe, registryReadyTimeout, exited, http.StatusOK, http.StatusUnauthorized)
 		select {
 		case <-exited:
 			if BindFailed(logs()) {

@@ -215,7 +215,7 @@ func (r *Registry) start() error {
 	if r.User != "" || r.token != nil {
 		want = http.StatusUnauthorized
 	}
-	if err := waitHTTP(r.URL()+"/v2/", registryReadyTimeout, r.exited, want); err != nil {
+	if err := waitHTTP(nil, r.URL()+"/v2/", registryReadyTimeout, r.exited, want); err != nil {
 		exitMsg := "it was still running and has been killed"
 		exited := false
 		select {
