@@ -285,8 +285,11 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 		if art, err = artifact.StoreArtifact(r.Context(), dst, info, nil); err != nil {
 			return statusOf(err), err
 		}
-		u.s.narinfos.Remove(hash)
 	}
+	// Also when nothing was added (another replica stored the path
+	// meanwhile): a "not found" remembered from before would make Nix
+	// refuse the paths referring to this one.
+	u.s.narinfos.Remove(hash)
 	// Recorded even if it was stored already: it may be reached by no
 	// root (SPEC.md section 14.5).
 	if !u.s.storedPath(StoredPath{Path: art, From: "upload"}) {
