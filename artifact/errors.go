@@ -24,6 +24,10 @@ var (
 	// ErrTooLarge: a closure lists more paths or parts than the reader's
 	// bound (ClosureReader).
 	ErrTooLarge = errors.New("closure over the reader's bound")
+	// ErrVanished: a path a writer relied on being stored was deleted (by
+	// a garbage collection) with its NAR blob, so it cannot be stored
+	// again from what the target holds.
+	ErrVanished = errors.New("deleted, with its NAR blob, while the write ran")
 	// ErrHashMismatch: content does not hash to what its metadata says
 	// (the same error as backend.ErrHashMismatch).
 	ErrHashMismatch = backend.ErrHashMismatch

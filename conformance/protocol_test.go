@@ -75,7 +75,7 @@ func startProtocolServe(t *testing.T) *protocolServe {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Deletes: true})
 	key := testenv.GenerateKey(t, "proto-serve-1")
 	creds := htpasswdFile(t, "-B", "ci", "proto-pw-20")
-	srv := startServe(t, nil, "--from", reg.Ref("proto"), "--upload", "--credentials", creds, "--sign-key", key.SecretFile)
+	srv := startServe(t, nil, "--from", reg.Ref("proto"), "--upload", "--credentials", creds, "--sign-key", key.SecretFile, "--record-interval", "1s")
 	host, _, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
 	netrc := filepath.Join(t.TempDir(), "netrc")
 	os.WriteFile(netrc, []byte(fmt.Sprintf("machine %s login ci password proto-pw-20\n", host)), 0o600)
@@ -390,6 +390,7 @@ func TestServeProtocolFiles(t *testing.T) {
 	})
 
 	t.Run("bad input", func(t *testing.T) {
+		waitPending(t, srv.served) // the records of earlier uploads written: no tag changes meanwhile
 		good := `{"dependentRealisations":{},"id":"sha256:` + strings.Repeat("ab", 32) + `!out","outPath":"` + filepath.Base(app) + `","signatures":[]}`
 		for _, tc := range []struct {
 			name, path, body string
@@ -443,7 +444,11 @@ func TestServeProtocolFiles(t *testing.T) {
 			t.Fatalf("gc removed the rooted path or its log: tags %v", registryTags(t, srv.ref))
 		}
 		run(t, "rm", srv.ref+":gc-root")
-		gcOut := run(t, "gc", "--grace", "0s", srv.ref)
+		// The path stays while serve's record of uploads reaches it
+		// (SPEC.md 14.5): retention drops the records.
+		waitMetric(t, srv.URL, `nixoci_serve_recorded_paths_total{kind="uploaded"}`, 1)
+		waitPending(t, srv.served)
+		gcOut := run(t, "gc", "--match", "uploaded.*", "--keep-none", "--grace", "0s", srv.ref)
 		if has(spec.PathTag(out)) || has(spec.LogTag(drv)) {
 			t.Errorf("after gc removed the path, its log stayed: tags %v\n%s", registryTags(t, srv.ref), gcOut)
 		}

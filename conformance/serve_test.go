@@ -28,10 +28,26 @@ import (
 
 // served is a running `nixoci serve`.
 type served struct {
-	URL  string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
+	URL    string
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	logs   bytes.Buffer
+	exited chan struct{} // closed when the process has exited
+}
+
+// stop ends serve as a service manager does (SIGTERM) and waits until it
+// has exited, failing the test if it did not exit cleanly.
+func (s *served) stop(t *testing.T) {
+	t.Helper()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("nixoci serve did not exit on SIGTERM\n%s", s.Logs())
+	}
+	if !s.cmd.ProcessState.Success() {
+		t.Fatalf("nixoci serve exited with %v on SIGTERM\n%s", s.cmd.ProcessState, s.Logs())
+	}
 }
 
 func (s *served) Write(p []byte) (int, error) {
@@ -88,7 +104,8 @@ func tryServeWith(t *testing.T, addr string, client *http.Client, env []string, 
 	t.Helper()
 	cmd := nixoci(t, append([]string{"serve", "--listen", addr}, args...)...)
 	cmd.Env = append(cmd.Env, env...)
-	s := &served{URL: "http://" + addr, cmd: cmd}
+	exited := make(chan struct{})
+	s := &served{URL: "http://" + addr, cmd: cmd, exited: exited}
 	if client != nil {
 		s.URL = "https://" + addr
 	}
@@ -96,7 +113,6 @@ func tryServeWith(t *testing.T, addr string, client *http.Client, env []string, 
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	exited := make(chan struct{})
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
 	if err := testenv.WaitServerWith(client, s.URL+"/nix-cache-info", 20*time.Second, exited, http.StatusOK); err != nil {

@@ -110,3 +110,49 @@ func ClassifyTag(tag string) TagKind {
 	}
 	return TagNamed
 }
+
+// Record kinds: what serve stored, recorded per day (SPEC.md section
+// 14.5).
+const (
+	RecordUploaded = "uploaded" // paths uploaded through serve --upload
+	RecordPulled   = "pulled"   // paths pulled through from an upstream
+)
+
+// RecordTag is the tag of the n-th record (from 1) of the paths of kind
+// stored on day (UTC, YYYY-MM-DD) by the serve instance instance
+// (SPEC.md section 14.5), e.g. "uploaded.2026-03-01.ci-runner-7.1".
+func RecordTag(kind, day, instance string, n int) string {
+	return fmt.Sprintf("%s.%s.%s.%d", kind, day, instance, n)
+}
+
+// MaxInstanceLen bounds an instance name, so that every record tag is a
+// valid tag.
+const MaxInstanceLen = 64
+
+// RecordInstance makes a record instance name of s (a host name, say):
+// lower case, each run of characters other than a-z, 0-9 and '-'
+// replaced by one '-', no '-' at either end, at most MaxInstanceLen
+// characters; "serve" if nothing is left.
+func RecordInstance(s string) string {
+	out := make([]byte, 0, len(s))
+	for _, c := range []byte(strings.ToLower(s)) {
+		ok := ('a' <= c && c <= 'z') || ('0' <= c && c <= '9')
+		switch {
+		case ok:
+			out = append(out, c)
+		case len(out) > 0 && out[len(out)-1] != '-':
+			out = append(out, '-')
+		}
+	}
+	if len(out) > MaxInstanceLen {
+		out = out[:MaxInstanceLen]
+	}
+	if name := strings.Trim(string(out), "-"); name != "" {
+		return name
+	}
+	return "serve"
+}
+
+// ValidInstance reports whether s is a record instance name as
+// RecordInstance makes them.
+func ValidInstance(s string) bool { return s != "" && RecordInstance(s) == s }

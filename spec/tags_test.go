@@ -1,6 +1,7 @@
 package spec_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/nixoci/nixoci/spec"
@@ -55,5 +56,32 @@ func TestClassifyTagsNixociWrites(t *testing.T) {
 	}
 	if got := spec.ClassifyTag(spec.PathTag("/nix/store/" + hashes[1] + "-x")); got != spec.TagPath {
 		t.Errorf("a path tag is %v", got)
+	}
+}
+
+// TestRecordInstance: host names become instance names that make valid
+// record tags, which are closure tags for readers (TagNamed).
+func TestRecordInstance(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"ci-runner-7", "ci-runner-7"},
+		{"CI Runner/7", "ci-runner-7"},
+		{"node1.example.com", "node1-example-com"},
+		{"--x__y--", "x-y"},
+		{"", "serve"},
+		{"...", "serve"},
+		{strings.Repeat("a", 100), strings.Repeat("a", 64)},
+		{strings.Repeat("a", 63) + ".b", strings.Repeat("a", 63)},
+	} {
+		got := spec.RecordInstance(tc.in)
+		if got != tc.want || !spec.ValidInstance(got) {
+			t.Errorf("RecordInstance(%q) = %q (valid %v), want %q", tc.in, got, spec.ValidInstance(got), tc.want)
+		}
+		tag := spec.RecordTag(spec.RecordUploaded, "2026-12-31", got, 999)
+		if !spec.ValidTag(tag) || spec.ClassifyTag(tag) != spec.TagNamed {
+			t.Errorf("record tag %q: valid %v, kind %v", tag, spec.ValidTag(tag), spec.ClassifyTag(tag))
+		}
+	}
+	if spec.ValidInstance("Upper") || spec.ValidInstance("a.b") || spec.ValidInstance("-a") {
+		t.Errorf("ValidInstance takes names RecordInstance would change")
 	}
 }

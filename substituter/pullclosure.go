@@ -122,6 +122,7 @@ func (c *closures) substituted(loc upstreamNAR) {
 // (pulling those no client asked for), and stores it.
 func (c *closures) store(ctx context.Context, hash string) error {
 	s := c.p.s
+	began := time.Now()
 	entries, err := c.walk(ctx, hash)
 	if err != nil {
 		return err
@@ -172,13 +173,13 @@ func (c *closures) store(ctx context.Context, hash string) error {
 	}
 	tag := spec.PulledClosureTag(roots[0])
 	dst := s.backends.List()[0].Target
-	desc, _, err := artifact.StoreClosure(ctx, dst, roots, paths, tag, "")
-	if err != nil {
-		return err
-	}
-	// As a push records its closure (SPEC.md section 10.1): retention by
-	// time (gc --match 'pulled.*' --keep-within D) sees when.
-	if _, err := artifact.StorePushRecord(ctx, dst, desc, tag, artifact.RecordOptions{Tool: "nixoci serve --upstream"}); err != nil {
+	// With a push record, as a push records its closure (SPEC.md section
+	// 10.1): retention by time (gc --match 'pulled.*' --keep-within D)
+	// sees when. Guarded as a push is against a collection deleting the
+	// paths found stored at the start.
+	if _, err := artifact.StoreClosureGuarded(ctx, dst, began, artifact.GuardedClosure{
+		Roots: roots, Paths: paths, Tag: tag, Record: artifact.RecordOptions{Tool: "nixoci serve --upstream"},
+	}); err != nil {
 		return err
 	}
 	c.p.closuresStored.Inc()

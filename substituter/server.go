@@ -88,9 +88,14 @@ type Options struct {
 	// BlobCache.
 	Pull *PullOptions
 	// Stored, if set, is called with each path the server stored in its
-	// first backend: pulled from an upstream, or uploaded. It must not
-	// block for long (a hook for retention records).
+	// first backend: pulled from an upstream, or uploaded (also one the
+	// backend held already). It must not block for long.
 	Stored func(StoredPath)
+	// Records configure the records of what the server stores (SPEC.md
+	// section 14.5), written whenever Upload or Pull is set, so that a
+	// garbage collection keeps what was uploaded or pulled; nil means the
+	// defaults of RecordOptions.
+	Records *RecordOptions
 	// AccessLogTo receives the access log; default one writing to
 	// os.Stderr (where slog's default handler writes too), written out
 	// at Close. Handlers on one listener share one.
@@ -121,6 +126,7 @@ type Server struct {
 	files    *serving.LRU[*fileEntry] // tag -> file artifact (nil entry: not found)
 	listings *listingCache            // listings made from NARs
 	ready    chan struct{}            // closed when the catalogs were first read
+	records  *recorder                // nil: neither uploads nor pull-through
 }
 
 // New makes a Server.
@@ -224,8 +230,23 @@ func New(opts Options) (*Server, error) {
 		}
 		s.upload = u
 	}
-	// Nothing fails after this point: the refreshes started here end
-	// only at Close.
+	if opts.Upload != nil || opts.Pull != nil {
+		var ro RecordOptions
+		if opts.Records != nil {
+			ro = *opts.Records
+		}
+		if s.records, err = newRecorder(s, ro); err != nil {
+			return nil, err
+		}
+		if err := opts.Backends.Metrics().Register(s.records.collectors()...); err != nil {
+			return nil, fmt.Errorf("substituter: %w", err)
+		}
+	}
+	// Nothing fails after this point: the refreshes and flushes started
+	// here end only at Close.
+	if s.records != nil {
+		s.records.start()
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.ready = make(chan struct{})
@@ -343,22 +364,43 @@ func (s *Server) fetchAhead(loc NARLocation) {
 	}
 }
 
-// storedPath tells Options.Stored of a path stored in the first backend.
-func (s *Server) storedPath(p StoredPath) {
+// storedPath records a path stored in the first backend, and tells
+// Options.Stored. It reports false if the path cannot be recorded (too
+// many wait while records fail to be written).
+func (s *Server) storedPath(p StoredPath) bool {
 	if s.opts.Stored != nil {
 		s.opts.Stored(p)
 	}
+	if s.records == nil {
+		return true
+	}
+	kind := spec.RecordPulled
+	if p.From == "upload" {
+		kind = spec.RecordUploaded
+	}
+	return s.records.add(kind, p.Path)
 }
 
 // Close stops the catalog refreshes and the stores of paths pulled
 // through (waiting for them to end: a path not stored is pulled again
-// when asked), and writes out the access log if
-// the Server made it (AccessLog without AccessLogTo); requests served
-// after Close are logged at once.
+// when asked), writes the records of what is stored and not yet recorded
+// (within RecordCloseTimeout; call it once requests have ended), and
+// writes out the access log if the Server made it (AccessLog without
+// AccessLogTo); requests served after Close are logged at once. An error
+// says what could not be recorded.
 func (s *Server) Close() error {
 	s.stop()
 	if s.pull != nil {
 		s.pull.close()
 	}
-	return s.handler.Close()
+	var rerr error
+	if s.records != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), RecordCloseTimeout)
+		rerr = s.records.close(ctx)
+		cancel()
+	}
+	return errors.Join(rerr, s.handler.Close())
 }
+
+// RecordCloseTimeout bounds the writing of records at Close.
+const RecordCloseTimeout = 30 * time.Second

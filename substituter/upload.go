@@ -280,15 +280,21 @@ func (u *uploader) putNarInfo(r *http.Request, hash string) (int, error) {
 	if err := u.s.resolver.policy.signInto(info); err != nil {
 		return http.StatusInternalServerError, err
 	}
-	if stored && slices.Equal(info.Sigs, existing.Info.Sigs) {
-		return http.StatusCreated, nil // nothing to add
+	art := existing
+	if !stored || !slices.Equal(info.Sigs, existing.Info.Sigs) {
+		if art, err = artifact.StoreArtifact(r.Context(), dst, info, nil); err != nil {
+			return statusOf(err), err
+		}
 	}
-	art, err := artifact.StoreArtifact(r.Context(), dst, info, nil)
-	if err != nil {
-		return statusOf(err), err
-	}
+	// Also when nothing was added (another replica stored the path
+	// meanwhile): a "not found" remembered from before would make Nix
+	// refuse the paths referring to this one.
 	u.s.narinfos.Remove(hash)
-	u.s.storedPath(StoredPath{Path: art, From: "upload"})
+	// Recorded even if it was stored already: it may be reached by no
+	// root (SPEC.md section 14.5).
+	if !u.s.storedPath(StoredPath{Path: art, From: "upload"}) {
+		return http.StatusServiceUnavailable, fmt.Errorf("%s is stored but cannot be recorded, so a garbage collection could delete it: the records of uploads fail to be written (see the server's log)", info.StorePath)
+	}
 	return http.StatusCreated, nil
 }
 

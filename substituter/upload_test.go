@@ -590,3 +590,26 @@ func TestUploadTellsStored(t *testing.T) {
 		t.Errorf("told before it was stored: %v", err)
 	}
 }
+
+// TestUploadOfPathStoredMeanwhile: a path another replica stored after
+// this server answered 404 for it, uploaded again with nothing to add,
+// is found at once: the "not found" remembered is dropped, or Nix would
+// refuse to upload the paths referring to it.
+func TestUploadOfPathStoredMeanwhile(t *testing.T) {
+	l := newLayout(t)
+	p := newTestPath(t, "meanwhile", "meanwhile", spec.CompressionZstd)
+	s, _ := uploadServer(t, l, substituter.Options{})
+	if r := get(t, s, p.NarInfoPath()); r.Code != 404 {
+		t.Fatalf("before: %d", r.Code)
+	}
+	p.store(t, l) // another replica
+	if r := put(t, s, p.NarURLPath(), p.File, goodAuth...); r.Code != 201 {
+		t.Fatal(r.Code, r.Body)
+	}
+	if r := put(t, s, p.NarInfoPath(), []byte(narinfoText(t, p)), goodAuth...); r.Code != 201 {
+		t.Fatal(r.Code, r.Body)
+	}
+	if r := get(t, s, p.NarInfoPath()); r.Code != 200 {
+		t.Errorf("after the upload: %d, want 200", r.Code)
+	}
+}

@@ -218,6 +218,8 @@ func TestRunUsageErrors(t *testing.T) {
 		{"upstream bad key", []string{"serve", "--from", "oci:" + dir, "--upstream", "https://cache.example", "--upstream-key", "nonsense"}, "--upstream-key"},
 		{"upstream bad URL", []string{"serve", "--from", "oci:" + dir, "--upstream", "s3://bucket", "--upstream-unverified"}, "s3://bucket"},
 		{"upstream with redirects", []string{"serve", "--from", "oci:" + dir, "--upstream", "https://cache.example", "--upstream-unverified", "--redirect-blobs"}, "--redirect-blobs"},
+		{"bad record instance", []string{"serve", "--from", "oci:" + dir, "--instance", "CI Runner/7"}, `"ci-runner-7"`},
+		{"records off", []string{"serve", "--from", "oci:" + dir, "--record-interval", "0s"}, "--record-interval must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

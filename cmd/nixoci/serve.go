@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -84,6 +85,17 @@ With --upload and --credentials, 'nix copy --to http://HOST:PORT' stores
 paths as 'nixoci push' would (Nix sends the credentials from its
 netrc-file); without --upload every PUT is refused.
 
+What serve stores (uploads, and paths pulled through with --upstream) is
+recorded in closures of its own, per UTC day and serve: tags
+uploaded.<YYYY-MM-DD>.<instance>.<n> and pulled.<YYYY-MM-DD>.<instance>.<n>,
+each listing at most 128 paths stored that day with what of their
+references the target holds, and a push record. 'nixoci gc' keeps what
+they list, unless retention drops them ('gc --match "uploaded.*"
+--keep-within 90d'). Paths are written every --record-interval (1m) and
+when serve stops on SIGTERM; a restarted serve adds to its day's
+records. Give each serve writing to one repository its own --instance.
+See SPEC.md section 14.5 and docs/gc.md.
+
 With --upstream URL (repeatable, asked in order after every --from
 target) serve pulls through: a path no target has is asked of the
 upstreams (http(s) binary caches such as https://cache.nixos.org, with
@@ -102,7 +114,8 @@ blob cache. When a client
 substitutes a path it asked for itself (a root), serve also pulls the
 rest of its closure and stores it as a closure tagged pulled.<hash>, so
 the next serve over the registry reads it in one request, and 'gc
---match "pulled.*" --keep-within 30d' keeps what was pulled lately. An
+--match "pulled.*" --keep-within 30d' keeps what was pulled lately (with
+the records of each day's pulled paths, above). An
 upstream failing for a path no target has is a 502/504, never a 404; one
 without it is a miss; the targets' paths are served whatever the
 upstreams do. /healthz adds a line on the upstreams, /healthz/upstreams
@@ -190,7 +203,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if blobs != nil {
 		defer blobs.Close()
 	}
-	h, err := serveHandler(f, backends, accessLog, blobs)
+	h, cache, err := serveHandler(f, backends, accessLog, blobs)
 	if err == nil {
 		err = listenAndServe(ctx, f.listen, f.limits, certs, h, backends.Metrics(), func(addr string) {
 			scheme := "http://"
@@ -206,7 +219,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				}
 			}
 			slog.Info("limits", "clients", f.limits.String())
+			if f.upload || len(f.upstreams) > 0 {
+				slog.Info("recording what is stored", "instance", f.instance, "interval", f.recordInterval)
+			}
 		})
+		// Requests have ended: the records of what they stored are
+		// written now (SPEC.md section 14.5).
+		if cerr := cache.Close(); cerr != nil {
+			slog.Error("closing the server", "err", cerr)
+			err = errors.Join(err, cerr)
+		}
 	}
 	if accessLog != nil {
 		if cerr := accessLog.Close(); cerr != nil {
@@ -250,6 +272,8 @@ type serveFlags struct {
 	trustedProxies        stringList
 	composeMax            int
 	composeEphemeral      bool
+	instance              string
+	recordInterval        time.Duration
 	tlsCert, tlsKey       string
 }
 
@@ -298,12 +322,26 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.Var(&f.trustedProxies, "trusted-proxy", "address or CIDR block of a reverse proxy whose X-Forwarded-For header names the client, for what is counted per client (password checks, NARs fetched ahead); repeatable; by default X-Forwarded-For is ignored")
 	fs.IntVar(&f.composeMax, "compose-max", imageregistry.DefaultMaxCompositions, "images composed at once by --registry; a request needing one more is answered 503 with Retry-After")
 	fs.BoolVar(&f.composeEphemeral, "compose-ephemeral", false, "store images composed by --registry without a compose.* tag, so that names asked for once leave nothing a collector keeps (layers are stored and reused all the same)")
+	fs.StringVar(&f.instance, "instance", "", "name of this serve in the tags of its records of what it stores (uploaded.<day>.<instance>.<n>, pulled.…); each serve writing to one repository needs its own (default: the host name, lower case, other characters than a-z, 0-9 as '-')")
+	fs.DurationVar(&f.recordInterval, "record-interval", substituter.DefaultRecordInterval, "how often the paths stored are written to their records; keep it well below the --grace of 'nixoci gc' (default 1h), which deletes what is not recorded by then")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
 	}
 	if len(rest) > 0 {
 		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, rest)
+	}
+	if f.recordInterval <= 0 {
+		return nil, fmt.Errorf("%w: --record-interval must be positive: what serve stores must be recorded, or a garbage collection deletes it", errUsage)
+	}
+	if f.instance == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("naming this serve's records (give --instance): %w", err)
+		}
+		f.instance = spec.RecordInstance(host)
+	} else if !spec.ValidInstance(f.instance) {
+		return nil, fmt.Errorf("%w: --instance %q: want at most %d of a-z, 0-9 and inner '-', e.g. %q", errUsage, f.instance, spec.MaxInstanceLen, spec.RecordInstance(f.instance))
 	}
 	if f.upload && f.credentials == "" {
 		return nil, fmt.Errorf("%w: --upload needs --credentials: refusing to accept anonymous writes", errUsage)
@@ -375,12 +413,15 @@ func openServeBackends(ctx context.Context, f *serveFlags) (*serving.Backends, e
 // serveHandler makes the binary-cache server and, with --registry, the
 // image registry, on the same backends and access log (nil: none): the
 // registry answers /v2/, the binary cache everything else.
-func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog, blobs *serving.BlobCache) (http.Handler, error) {
+//
+// The binary-cache server is returned too, to be closed once requests
+// have ended.
+func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.AccessLog, blobs *serving.BlobCache) (http.Handler, *substituter.Server, error) {
 	var proxies []netip.Prefix
 	for _, p := range f.trustedProxies {
 		prefix, err := serving.ParseTrustedProxy(p)
 		if err != nil {
-			return nil, fmt.Errorf("%w: --trusted-proxy %q: want an IP address or a CIDR block", errUsage, p)
+			return nil, nil, fmt.Errorf("%w: --trusted-proxy %q: want an IP address or a CIDR block", errUsage, p)
 		}
 		proxies = append(proxies, prefix)
 	}
@@ -389,6 +430,7 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 		Backends: backends, Priority: f.priority, AccessLog: accessLog != nil, AccessLogTo: accessLog,
 		NegativeTTL: f.negativeTTL, CacheTTL: f.cacheTTL, CacheSize: f.cacheSize,
 		Prefetch: f.prefetch, CatalogInterval: f.catalogInterval, RedirectBlobs: f.redirectBlobs,
+		Records: &substituter.RecordOptions{Instance: f.instance, Interval: f.recordInterval},
 	}
 	if f.prefetch == 0 {
 		opts.Prefetch = -1
@@ -399,20 +441,20 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	for _, file := range f.signKeys {
 		k, err := narinfo.LoadSecretKey(file)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		opts.SignKeys = append(opts.SignKeys, k)
 	}
 	for _, v := range f.trustedKeys {
 		keys, err := trustedKeys(v)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		opts.TrustedKeys = append(opts.TrustedKeys, keys...)
 	}
 	if f.signUnverified {
 		if len(opts.SignKeys) == 0 {
-			return nil, fmt.Errorf("%w: --sign-unverified needs --sign-key", errUsage)
+			return nil, nil, fmt.Errorf("%w: --sign-unverified needs --sign-key", errUsage)
 		}
 		opts.SignUnverified = true
 		slog.Warn("--sign-unverified: signing every path the targets hold, whatever its signatures; anyone who can push to them gets paths trusted by every client of this server", "from", strings.Join(f.from, " "))
@@ -420,24 +462,24 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	if len(f.upstreams) > 0 {
 		pull, err := pullOptions(f, blobs)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		opts.Pull = pull
 	}
 	if f.upload {
 		creds, err := substituter.LoadCredentials(f.credentials)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		opts.Upload = &substituter.UploadOptions{Credentials: creds}
 	}
 	cache, err := substituter.New(opts)
 	if err != nil || !f.registry {
-		return cache, err
+		return cache, cache, err
 	}
 	comp, err := spec.ParseLayerCompression(f.layerCompression)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	ropts := imageregistry.Options{
 		Backends: backends, AccessLog: accessLog != nil, AccessLogTo: accessLog, CacheTTL: f.cacheTTL,
@@ -446,12 +488,12 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	}
 	if f.names != "" {
 		if ropts.Names, err = imageregistry.LoadNames(f.names); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	reg, err := imageregistry.New(ropts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
@@ -459,7 +501,7 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 			return
 		}
 		cache.ServeHTTP(w, r)
-	}), nil
+	}), cache, nil
 }
 
 // pullOptions makes the pull-through options of --upstream,
