@@ -519,6 +519,13 @@ func TestPullThroughPrefetch(t *testing.T) {
 	for _, name := range []string{"pp-b", "pp-c"} {
 		eventually(t, name+" fetched ahead", func() bool { return up.count("/"+hashPart(name)+".narinfo") == 1 })
 	}
+	// Asked of the upstream is not yet answered and remembered: wait for
+	// the prefetcher to count both done.
+	eventually(t, "both prefetches done", func() bool {
+		closure, _ := metricValue(t, s, `nixoci_prefetched_narinfos_total{outcome="ok",via="closure"}`)
+		refs, _ := metricValue(t, s, `nixoci_prefetched_narinfos_total{outcome="ok",via="references"}`)
+		return closure+refs == 2
+	})
 	before, _ := metricValue(t, s, `nixoci_cache_total{cache="narinfo",result="hit"}`)
 	for _, name := range []string{"pp-b", "pp-c"} {
 		if r := get(t, s, "/"+hashPart(name)+".narinfo"); r.Code != 200 {
