@@ -220,6 +220,9 @@ type serveFlags struct {
 	blobCacheSize         string
 	blobCacheMemory       string
 	blobCacheDir          string
+	narAhead              string
+	narAheadMode          substituter.NARAhead
+	narAheadLatency       time.Duration
 	redirectBlobs         bool
 	upstreams             stringList
 	upstreamKeys          stringList
@@ -256,6 +259,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.DurationVar(&f.catalogInterval, "catalog-interval", time.Minute, "how often the closures of each --from target are read, so closures copied without their path tags (oras copy, crane copy) are served (0: never; then they are found only from their roots)")
 	fs.StringVar(&f.blobCacheMemory, "blob-cache-memory", "64MiB", "memory for the NARs of at most 256KiB among those fetched ahead (most paths of a system closure), kept there rather than on disk; 0: all on disk")
 	fs.StringVar(&f.blobCacheSize, "blob-cache-size", "2GiB", "disk for NARs fetched ahead of Nix when it asks for their narinfo, e.g. 512MiB or 10GiB; 0: off, each NAR request then waits on the backend (see --help)")
+	fs.StringVar(&f.narAhead, "nar-ahead", "auto", "fetch NARs ahead of a substituting client into the NAR cache: auto (from the sources whose fastest recent answer took at least --nar-ahead-latency), on (from every source) or off")
+	fs.DurationVar(&f.narAheadLatency, "nar-ahead-latency", substituter.DefaultNARAheadLatency, "with --nar-ahead auto, how far a --from target or --upstream must be for its NARs to be fetched ahead: the fastest of its latest answers (NAR downloads until their first byte, upstream narinfos)")
 	fs.BoolVar(&f.redirectBlobs, "redirect-blobs", false, "answer NAR requests with the registry's redirect to its storage when it gives one (S3-backed distribution, GHCR, ECR), so NAR bytes never pass through serve; the NAR cache is then not filled")
 	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
 	fs.Var(&f.upstreams, "upstream", "binary cache (http(s)://… or file:///DIR) to pull paths no --from target has through, storing them in the first --from target (repeatable, asked in order; see --help)")
@@ -282,6 +287,12 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	}
 	if f.upload && f.credentials == "" {
 		return nil, fmt.Errorf("%w: --upload needs --credentials: refusing to accept anonymous writes", errUsage)
+	}
+	if f.narAheadMode, err = substituter.ParseNARAhead(f.narAhead); err != nil {
+		return nil, fmt.Errorf("%w: --nar-ahead %v", errUsage, err)
+	}
+	if f.narAheadLatency <= 0 {
+		return nil, fmt.Errorf("%w: --nar-ahead-latency must be above 0 (--nar-ahead on fetches from every source)", errUsage)
 	}
 	if f.names != "" && !f.registry {
 		return nil, fmt.Errorf("%w: --names needs --registry", errUsage)
@@ -362,6 +373,7 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	if f.prefetch == 0 {
 		opts.Prefetch = -1
 	}
+	opts.NARAhead, opts.NARAheadLatency = f.narAheadMode, f.narAheadLatency
 	if f.catalogInterval == 0 {
 		opts.CatalogInterval = -1
 	}
