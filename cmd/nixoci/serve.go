@@ -69,11 +69,16 @@ path at a time, so serve works ahead of it:
     it are not cached); NARs of at most 256KiB are kept in memory instead
     (--blob-cache-memory, default 64MiB). Narinfo queries alone ('nix
     path-info') fetch no NAR. Cost: disk and memory up to the limits,
-    and the bandwidth of NARs a
-    substituting client asked the narinfo of but did not fetch (a path
-    another substituter supplied, say). Turn it off (--blob-cache-size 0)
-    when local disk is scarcer than bandwidth, or when serve runs next to
-    the registry.
+    the bandwidth of NARs a substituting client asked the narinfo of but
+    did not fetch (a path another substituter supplied, say), and the
+    CPU of copying every NAR: it pays only where a source is far. So by
+    default (--nar-ahead auto) NARs are fetched ahead only from sources
+    whose fastest answer among their latest 32 (NAR downloads until the
+    first byte, upstream narinfos) took at least --nar-ahead-latency
+    (default 3ms), or that have not answered yet: an image layout or a
+    registry on the same host streams each NAR when asked, as with the
+    cache off. Each source's decision is logged when it changes.
+    --nar-ahead on fetches ahead from every source, off from none.
 Copies of closures made with oras copy or crane copy carry no path tags;
 serve finds their paths through the closures it reads from each target at
 start and every --catalog-interval. While a closure cannot be read, a path
