@@ -83,7 +83,7 @@ func newAheadGate(mode NARAhead, threshold time.Duration, log *slog.Logger) *ahe
 		mode: mode, threshold: threshold, log: log, last: map[*serving.Latency]bool{},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixoci_nar_ahead_total",
-			Help: "NARs a substituting client's narinfos named, by whether they were fetched ahead into the blob cache (fetched) or left to stream when asked because their source is near (near) or NARs are never fetched ahead (off).",
+			Help: "NARs a substituting client's narinfos named, by whether they were fetched ahead into the blob cache (fetched) or left to stream when asked because their source is near (near); none with --nar-ahead off.",
 		}, []string{"decision"}),
 	}
 }
@@ -93,12 +93,9 @@ func newAheadGate(mode NARAhead, threshold time.Duration, log *slog.Logger) *ahe
 func (g *aheadGate) pays(source string, l *serving.Latency) bool {
 	floor, measured := l.Floor()
 	ok := aheadPays(g.mode, g.threshold, floor, measured)
-	switch {
-	case ok:
+	if ok {
 		g.decisions.WithLabelValues("fetched").Inc()
-	case g.mode == NARAheadOff:
-		g.decisions.WithLabelValues("off").Inc()
-	default:
+	} else {
 		g.decisions.WithLabelValues("near").Inc()
 	}
 	if g.mode != NARAheadAuto || !measured {
