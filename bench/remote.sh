@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Remote-registry benchmark, side by side in one run: docker-registry made
 # remote by a latency proxy (bench/latencyproxy) at several delays, versus
-# nginx on loopback serving the directory `nix copy --to file://` wrote for
-# the same closure (what a user would run otherwise).
+# nginx serving the directory `nix copy --to file://` wrote for the same
+# closure (what a user would run otherwise), on loopback and behind the
+# latency proxy at the same delay as the registry (a binary cache as far
+# away as the registry: Nix alone pays every round trip).
 #
 # For each closure shape and delay it measures, with Nix's narinfo disk
 # cache off:
-#   narinfos  nix path-info --store http://SERVE -r ROOT     (serve cold)
-#   copy      nix copy --from http://SERVE into an empty store (serve cold)
+#   narinfos  nix path-info --store http://SERVE -r ROOT     (serve cold;
+#             and straight from nginx, on loopback and at the delay)
+#   copy      nix copy --from http://SERVE into an empty store (serve cold;
+#             and from nginx, on loopback and at the delay)
 #   again     the same copy into another empty store through the same serve
 #             (warm: narinfos and NARs cached, the registry idle), which
 #             tells serve's own cost from the registry's on a machine
@@ -22,6 +26,7 @@
 #        bench/remote.sh --quick   (151-path DAG at 20 ms: one line)
 #        ROUNDS=5 bench/remote.sh  (each cell the median of 5 rounds; default 3,
 #                                   1 with --quick)
+#        DELAYS="20" bench/remote.sh (only these delays, in ms)
 # As root, with Nix, nginx and docker-registry installed (.ci/run installs
 # them). Extra nixoci serve flags: SERVE_FLAGS="..." bench/remote.sh
 set -euo pipefail
@@ -51,6 +56,7 @@ else
   shapes=("chain:shape = \"chain\"; n = 332; kb = 100;" "dag:levels = 15; width = 20; kb = 50;")
   delays=(0 5 20 50)
 fi
+[ -n "${DELAYS:-}" ] && read -r -a delays <<<"$DELAYS"
 
 regport=$(freeport)
 mkdir -p "$work/reg"
@@ -73,12 +79,13 @@ http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
 EOC
 NGINX=http://127.0.0.1:$ngport
 
-# A proxy with the given delay in front of the registry; sets addr.
-# (Functions that start processes set variables instead of printing, so
-# they run in this shell and pids keeps the processes.)
+# A proxy with the given delay in front of the registry (or of the URL
+# given second); sets addr. (Functions that start processes set variables
+# instead of printing, so they run in this shell and pids keeps the
+# processes.)
 proxy() {
   : >"$work/proxy.addr"
-  ./bin/latencyproxy -to "http://127.0.0.1:$regport" -delay "$1ms" >"$work/proxy.addr" 2>"$work/proxy-$1.log" & pids+=($!)
+  ./bin/latencyproxy -to "${2:-http://127.0.0.1:$regport}" -delay "$1ms" >"$work/proxy.addr" 2>"$work/proxy-$1.log" & pids+=($!)
   for _ in $(seq 200); do [ -s "$work/proxy.addr" ] && break; sleep 0.02; done
   addr=$(cat "$work/proxy.addr")
 }
@@ -129,6 +136,12 @@ for r in $(seq "$rounds"); do
     waitfor "$NGINX/nix-cache-info"
     add "$name|ng_narinfos" "$(narinfos "$NGINX" "$root")"
     add "$name|ng_copy" "$(copy "$NGINX" "$root")"
+    for d in "${delays[@]}"; do
+      proxy "$d" "$NGINX"
+      add "$name|$d|ngfar_narinfos" "$(narinfos "http://$addr" "$root")"
+      add "$name|$d|ngfar_copy" "$(copy "http://$addr" "$root")"
+      stop_last # the proxy
+    done
     stop_last
     t0=$(now); "$NIXOCI" push --to "127.0.0.1:$regport/base-$name-$r-$RANDOM:c" "$root" >/dev/null 2>>"$work/push.log"
     add "$name|base_push" "$(secs "$t0" "$(now)")"
@@ -150,14 +163,15 @@ for name in "${names[@]}"; do
   for d in "${delays[@]}"; do
     n=$(med "$name|$d|narinfos"); c=$(med "$name|$d|copy"); again=$(med "$name|$d|again")
     push=$(med "$name|$d|push"); repush=$(med "$name|$d|repush")
-    rows+=("| $name (${npaths[$name]} paths) | $d ms | $n s | $ngn s | **$(ratio "$n" "$ngn")×** | $c s | $ngc s | **$(ratio "$c" "$ngc")×** | $again s (**$(ratio "$again" "$ngc")×**) | $push s | $base s | **$(ratio "$push" "$base")×** | $repush s ($(pct "$repush" "$push")%) |")
+    nfn=$(med "$name|$d|ngfar_narinfos"); nfc=$(med "$name|$d|ngfar_copy")
+    rows+=("| $name (${npaths[$name]} paths) | $d ms | $n s | $ngn s | **$(ratio "$n" "$ngn")×** | $nfn s | **$(ratio "$n" "$nfn")×** | $c s | $ngc s | **$(ratio "$c" "$ngc")×** | $nfc s | **$(ratio "$c" "$nfc")×** | $again s (**$(ratio "$again" "$ngc")×**) | $push s | $base s | **$(ratio "$push" "$base")×** | $repush s ($(pct "$repush" "$push")%) |")
     if $quick; then
-      echo "quick ($name, ${npaths[$name]} paths, ${d} ms): narinfos $(ratio "$n" "$ngn")× nginx ($n s vs $ngn s), nix copy $(ratio "$c" "$ngc")× nginx ($c s vs $ngc s; again, serve warm, $(ratio "$again" "$ngc")×), push $(ratio "$push" "$base")× no-delay push ($push s vs $base s), re-push $(pct "$repush" "$push")% of push"
+      echo "quick ($name, ${npaths[$name]} paths, ${d} ms): narinfos $(ratio "$n" "$ngn")× nginx on loopback ($n s vs $ngn s), $(ratio "$n" "$nfn")× nginx ${d} ms away ($nfn s); nix copy $(ratio "$c" "$ngc")× nginx on loopback ($c s vs $ngc s), $(ratio "$c" "$nfc")× nginx ${d} ms away ($nfc s); again, serve warm, $(ratio "$again" "$ngc")×; push $(ratio "$push" "$base")× no-delay push ($push s vs $base s), re-push $(pct "$repush" "$push")% of push"
     fi
   done
 done
 $quick && exit 0
 echo "Medians of $rounds rounds."
-echo "| closure | delay | narinfos cold (serve) | nginx | ratio | nix copy (serve) | nginx | ratio | nix copy again (serve warm) | push | push, no delay | ratio | re-push |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| closure | delay | narinfos cold (serve) | nginx, loopback | ratio | nginx, same delay | ratio | nix copy (serve) | nginx, loopback | ratio | nginx, same delay | ratio | nix copy again (serve warm) | push | push, no delay | ratio | re-push |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"

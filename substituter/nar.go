@@ -65,9 +65,6 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Length", strconv.FormatInt(loc.Desc.Size, 10))
 		return
 	}
-	if s.ahead != nil && r.Method == http.MethodGet {
-		s.ahead.nar(r)
-	}
 	var rc io.ReadCloser
 	if bc := s.opts.BlobCache; bc != nil {
 		if f := bc.Open(r.Context(), d); f != nil {
@@ -81,6 +78,11 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer rc.Close()
+	if s.ahead != nil && r.Method == http.MethodGet {
+		// Once the NAR is open, so that its backend's answer is
+		// measured before deciding whether to fetch NARs ahead.
+		s.ahead.nar(r)
+	}
 	// The first bytes say what the blob is: only a NAR in the compression
 	// the name asks for is served (a blob found by digest alone may be
 	// anything, e.g. a manifest).

@@ -150,8 +150,23 @@ func TestPrefetchFailureIsNotNotFound(t *testing.T) {
 // TestNARsAheadOfASubstitutingClient: narinfo requests alone (nix
 // path-info) fetch no NAR; the client's first NAR request fetches the NARs
 // of the narinfos it asked for before, and later narinfos fetch theirs at
-// once; the NARs are then served from the cache.
+// once; the NARs are then served from the cache. The layout counts as far
+// as everything does, with --nar-ahead on, and with a distance every
+// answer reaches (1ns) in auto mode.
 func TestNARsAheadOfASubstitutingClient(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mode    substituter.NARAhead
+		latency time.Duration
+	}{
+		{"on", substituter.NARAheadOn, 0},
+		{"auto, far", substituter.NARAheadAuto, time.Nanosecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testNARsAhead(t, tc.mode, tc.latency) })
+	}
+}
+
+func testNARsAhead(t *testing.T, mode substituter.NARAhead, latency time.Duration) {
 	l := fixture.Layout(t)
 	_, arts := fixture.Synthetic(t, l, "chain", spec.ClosureVersion, "3", chainNames("ahead", 6)...)
 	b := backends(l)
@@ -160,7 +175,7 @@ func TestNARsAheadOfASubstitutingClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bc.Close()
-	s, _ := newServer(t, substituter.Options{Backends: b, BlobCache: bc, Prefetch: -1, CatalogInterval: -1})
+	s, _ := newServer(t, substituter.Options{Backends: b, BlobCache: bc, Prefetch: -1, CatalogInterval: -1, NARAhead: mode, NARAheadLatency: latency})
 	defer s.Close()
 	fills := func() float64 {
 		v, _ := metricValue(t, s, `nixoci_blob_cache_fills_total{outcome="ok"}`)
@@ -189,6 +204,63 @@ func TestNARsAheadOfASubstitutingClient(t *testing.T) {
 	}
 	if v, _ := metricValue(t, s, `nixoci_blob_cache_requests_total{result="cached"}`); v < 5 {
 		t.Errorf("%v NARs served from the cache, want the 5 fetched ahead", v)
+	}
+}
+
+// TestNoNARsAheadFromANearSource: by default, NARs of a source closer
+// than NARAheadLatency (an image layout: an hour is further than any
+// file opens) are not fetched ahead: the client substitutes as before,
+// each NAR streamed from the layout, and the blob cache stays empty;
+// with NARAheadOff likewise, whatever the distance.
+func TestNoNARsAheadFromANearSource(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		mode     substituter.NARAhead
+		latency  time.Duration
+		decision string
+	}{
+		{"auto, near", substituter.NARAheadAuto, time.Hour, "near"},
+		{"off", substituter.NARAheadOff, time.Nanosecond, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := fixture.Layout(t)
+			_, arts := fixture.Synthetic(t, l, "chain", spec.ClosureVersion, "3", chainNames("near", 4)...)
+			b := backends(l)
+			bc, err := serving.NewBlobCache(b, serving.BlobCacheOptions{MaxBytes: 1 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bc.Close()
+			s, _ := newServer(t, substituter.Options{Backends: b, BlobCache: bc, Prefetch: -1, CatalogInterval: -1, NARAhead: tc.mode, NARAheadLatency: tc.latency})
+			defer s.Close()
+			for _, a := range arts {
+				if r := get(t, s, "/"+spec.PathTag(a.Info.StorePath)+".narinfo"); r.Code != 200 {
+					t.Fatalf("narinfo: %d", r.Code)
+				}
+			}
+			for _, a := range arts {
+				if r := get(t, s, "/"+a.Info.URL); r.Code != 200 {
+					t.Fatalf("NAR %s: %d", a.Info.URL, r.Code)
+				}
+				// A narinfo asked while substituting: fetched at once if far.
+				get(t, s, "/"+spec.PathTag(a.Info.StorePath)+".narinfo")
+			}
+			if tc.decision != "" {
+				if v, _ := metricValue(t, s, `nixoci_nar_ahead_total{decision="`+tc.decision+`"}`); v < float64(len(arts)) {
+					t.Errorf("%v NARs decided %s, want at least %d", v, tc.decision, len(arts))
+				}
+			}
+			// Every fill, had one started, would have been counted by now:
+			// they start as the NAR requests return (before the next one).
+			for _, outcome := range []string{"ok", "skipped", "failed"} {
+				if v, _ := metricValue(t, s, `nixoci_blob_cache_fills_total{outcome="`+outcome+`"}`); v != 0 {
+					t.Errorf("%v fills %s, want none", v, outcome)
+				}
+			}
+			if v, _ := metricValue(t, s, `nixoci_blob_cache_requests_total{result="cached"}`); v != 0 {
+				t.Errorf("%v NARs served from the cache, want none", v)
+			}
+		})
 	}
 }
 

@@ -116,6 +116,7 @@ func newPuller(s *Server, opts PullOptions, bc *serving.BlobCache) (*puller, err
 		if opts.Upstreams[i].Name == "" {
 			opts.Upstreams[i].Name = opts.Upstreams[i].Cache.URL()
 		}
+		opts.Upstreams[i].latency = &serving.Latency{}
 	}
 	p := &puller{
 		s: s, opts: opts, bc: bc,

@@ -71,6 +71,13 @@ type Options struct {
 	// ECR): NAR bytes then never pass through the server (Nix checks each
 	// NAR's hash either way). NARs are then not fetched into BlobCache.
 	RedirectBlobs bool
+	// NARAhead says from which sources NARs are fetched ahead into
+	// BlobCache: by default (auto) from those whose fastest recent
+	// answer took at least NARAheadLatency (see aheadPays).
+	NARAhead NARAhead
+	// NARAheadLatency is the distance from which a source's NARs are
+	// fetched ahead in auto mode; default DefaultNARAheadLatency.
+	NARAheadLatency time.Duration
 	// Prefetch bounds the requests made ahead of Nix (see prefetcher);
 	// default 32, negative disables prefetching.
 	Prefetch int
@@ -122,6 +129,7 @@ type Server struct {
 	prefetch *prefetcher              // nil: off
 	pull     *puller                  // nil: no upstreams
 	ahead    *narAhead                // nil: no NARs ahead
+	gate     *aheadGate               // which sources' NARs are fetched ahead
 	stop     context.CancelFunc       // ends the catalog refreshes
 	files    *serving.LRU[*fileEntry] // tag -> file artifact (nil entry: not found)
 	listings *listingCache            // listings made from NARs
@@ -219,8 +227,12 @@ func New(opts Options) (*Server, error) {
 	if opts.CatalogInterval == 0 {
 		opts.CatalogInterval = time.Minute
 	}
-	if opts.BlobCache != nil && !opts.RedirectBlobs {
+	if opts.BlobCache != nil && !opts.RedirectBlobs && opts.NARAhead != NARAheadOff {
 		s.ahead = newNARAhead(s.fetchAhead, opts.Clients)
+		s.gate = newAheadGate(opts.NARAhead, opts.NARAheadLatency, opts.Logger)
+		if err := opts.Backends.Metrics().Register(s.gate.decisions); err != nil {
+			return nil, fmt.Errorf("substituter: %w", err)
+		}
 	}
 	s.opts = opts
 	if opts.Upload != nil {
@@ -354,13 +366,18 @@ func (s *Server) serveUpstreamHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 // fetchAhead fetches the NAR at loc into the blob cache ahead of a
-// client: from its backend, or pulled from its upstream (and stored).
+// client, if that pays for its source (see aheadPays): from its
+// backend, or pulled from its upstream (and stored).
 func (s *Server) fetchAhead(loc NARLocation) {
 	switch l := loc.(type) {
 	case backendNAR:
-		s.opts.BlobCache.Prefetch(serving.BlobLocation(l))
+		if s.gate.pays(s.backends.List()[l.Backend].Name, s.backends.Latency(l.Backend)) {
+			s.opts.BlobCache.Prefetch(serving.BlobLocation(l))
+		}
 	case upstreamNAR:
-		s.pull.prefetch(l)
+		if s.gate.pays("upstream "+l.up.Name, l.up.latency) {
+			s.pull.prefetch(l)
+		}
 	}
 }
 

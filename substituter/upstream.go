@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nixoci/nixoci/artifact"
+	"github.com/nixoci/nixoci/internal/serving"
 	"github.com/nixoci/nixoci/narinfo"
 	"github.com/nixoci/nixoci/source"
 	"github.com/nixoci/nixoci/spec"
@@ -24,6 +26,8 @@ type Upstream struct {
 	// Cache reads it, with the client, timeouts, retries, proxies and
 	// credentials of `push --from-cache`.
 	Cache *source.BinaryCache
+
+	latency *serving.Latency // of its narinfo answers; set by newPuller
 }
 
 // DefaultMaxUpstreamNAR is the default PullOptions.MaxNARSize.
@@ -51,7 +55,11 @@ func (u upstreamSource) Name() string { return "upstream " + u.up.Name }
 // remembered for the negative TTL like any absence; any other failure
 // (5xx, a timeout, a refused narinfo) is an error the server answers 5xx.
 func (u upstreamSource) Find(ctx context.Context, hash string) (Found, error) {
+	start := time.Now()
 	info, err := u.up.Cache.NarInfoOf(ctx, hash)
+	if err == nil || errors.Is(err, source.ErrNotInCache) {
+		u.up.latency.Observe(time.Since(start))
+	}
 	switch {
 	case errors.Is(err, source.ErrNotInCache):
 		u.p.countNarInfo(u.up, "not_found")

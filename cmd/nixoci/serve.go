@@ -70,11 +70,16 @@ path at a time, so serve works ahead of it:
     it are not cached); NARs of at most 256KiB are kept in memory instead
     (--blob-cache-memory, default 64MiB). Narinfo queries alone ('nix
     path-info') fetch no NAR. Cost: disk and memory up to the limits,
-    and the bandwidth of NARs a
-    substituting client asked the narinfo of but did not fetch (a path
-    another substituter supplied, say). Turn it off (--blob-cache-size 0)
-    when local disk is scarcer than bandwidth, or when serve runs next to
-    the registry.
+    the bandwidth of NARs a substituting client asked the narinfo of but
+    did not fetch (a path another substituter supplied, say), and the
+    CPU of copying every NAR: it pays only where a source is far. So by
+    default (--nar-ahead auto) NARs are fetched ahead only from sources
+    whose fastest answer among their latest 32 (NAR downloads until the
+    first byte, upstream narinfos) took at least --nar-ahead-latency
+    (default 3ms), or that have not answered yet: an image layout or a
+    registry on the same host streams each NAR when asked, as with the
+    cache off. Each source's decision is logged when it changes.
+    --nar-ahead on fetches ahead from every source, off from none.
 Copies of closures made with oras copy or crane copy carry no path tags;
 serve finds their paths through the closures it reads from each target at
 start and every --catalog-interval. While a closure cannot be read, a path
@@ -263,6 +268,9 @@ type serveFlags struct {
 	blobCacheSize         string
 	blobCacheMemory       string
 	blobCacheDir          string
+	narAhead              string
+	narAheadMode          substituter.NARAhead
+	narAheadLatency       time.Duration
 	redirectBlobs         bool
 	upstreams             stringList
 	upstreamKeys          stringList
@@ -304,6 +312,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.DurationVar(&f.catalogInterval, "catalog-interval", time.Minute, "how often the closures of each --from target are read, so closures copied without their path tags (oras copy, crane copy) are served (0: never; then they are found only from their roots)")
 	fs.StringVar(&f.blobCacheMemory, "blob-cache-memory", "64MiB", "memory for the NARs of at most 256KiB among those fetched ahead (most paths of a system closure), kept there rather than on disk; 0: all on disk")
 	fs.StringVar(&f.blobCacheSize, "blob-cache-size", "2GiB", "disk for NARs fetched ahead of Nix when it asks for their narinfo, e.g. 512MiB or 10GiB; 0: off, each NAR request then waits on the backend (see --help)")
+	fs.StringVar(&f.narAhead, "nar-ahead", "auto", "fetch NARs ahead of a substituting client into the NAR cache: auto (from the sources whose fastest recent answer took at least --nar-ahead-latency), on (from every source) or off")
+	fs.DurationVar(&f.narAheadLatency, "nar-ahead-latency", substituter.DefaultNARAheadLatency, "with --nar-ahead auto, how far a --from target or --upstream must be for its NARs to be fetched ahead: the fastest of its latest answers (NAR downloads until their first byte, upstream narinfos)")
 	fs.BoolVar(&f.redirectBlobs, "redirect-blobs", false, "answer NAR requests with the registry's redirect to its storage when it gives one (S3-backed distribution, GHCR, ECR), so NAR bytes never pass through serve; the NAR cache is then not filled")
 	fs.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "directory of the NAR cache, emptied at start and exit (default: a new one under $TMPDIR)")
 	fs.Var(&f.upstreams, "upstream", "binary cache (http(s)://… or file:///DIR) to pull paths no --from target has through, storing them in the first --from target (repeatable, asked in order; see --help)")
@@ -345,6 +355,12 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	}
 	if f.upload && f.credentials == "" {
 		return nil, fmt.Errorf("%w: --upload needs --credentials: refusing to accept anonymous writes", errUsage)
+	}
+	if f.narAheadMode, err = substituter.ParseNARAhead(f.narAhead); err != nil {
+		return nil, fmt.Errorf("%w: --nar-ahead %v", errUsage, err)
+	}
+	if f.narAheadLatency <= 0 {
+		return nil, fmt.Errorf("%w: --nar-ahead-latency must be above 0 (--nar-ahead on fetches from every source)", errUsage)
 	}
 	if f.names != "" && !f.registry {
 		return nil, fmt.Errorf("%w: --names needs --registry", errUsage)
@@ -435,6 +451,7 @@ func serveHandler(f *serveFlags, backends *serving.Backends, accessLog *serving.
 	if f.prefetch == 0 {
 		opts.Prefetch = -1
 	}
+	opts.NARAhead, opts.NARAheadLatency = f.narAheadMode, f.narAheadLatency
 	if f.catalogInterval == 0 {
 		opts.CatalogInterval = -1
 	}

@@ -46,6 +46,7 @@ type Backends struct {
 	sem      chan struct{}
 	blobs    *LRU[BlobLocation] // digest -> where the blob is
 	verified *LRU[fileID]       // digest -> identity of the file hashed whole
+	latency  []*Latency         // per backend, of its blob downloads
 
 	resolveBlob, fetchBlob *Op
 	blobCache              *Cache
@@ -77,6 +78,7 @@ func NewBackends(list []Backend, opts BackendOptions) (*Backends, error) {
 		sem:      make(chan struct{}, opts.MaxRequests),
 		blobs:    NewLRU[BlobLocation](opts.CacheSize),
 		verified: NewLRU[fileID](opts.CacheSize),
+		latency:  newLatencies(len(list)),
 
 		resolveBlob: opts.Metrics.Op("resolve_blob"),
 		fetchBlob:   opts.Metrics.Op("fetch_blob"),
@@ -86,6 +88,18 @@ func NewBackends(list []Backend, opts BackendOptions) (*Backends, error) {
 
 // List returns the backends in order; the caller must not change it.
 func (b *Backends) List() []Backend { return b.list }
+
+// Latency is how long backend i took to answer its latest blob
+// downloads, until their first byte (see Latency).
+func (b *Backends) Latency(i int) *Latency { return b.latency[i] }
+
+func newLatencies(n int) []*Latency {
+	l := make([]*Latency, n)
+	for i := range l {
+		l[i] = &Latency{}
+	}
+	return l
+}
 
 // Timeout is the bound on one metadata request.
 func (b *Backends) Timeout() time.Duration { return b.opts.Timeout }

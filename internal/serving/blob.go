@@ -51,6 +51,9 @@ func (b *Backends) OpenBlob(ctx context.Context, loc BlobLocation) (io.ReadClose
 	start := time.Now()
 	rc, err := b.list[loc.Backend].Target.Fetch(ctx, loc.Desc)
 	b.fetchBlob.Observe(start, err)
+	if err == nil {
+		b.latency[loc.Backend].Observe(time.Since(start))
+	}
 	if IsNotFound(err) {
 		b.blobs.Remove(loc.Desc.Digest.String())
 	}
