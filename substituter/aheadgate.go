@@ -46,9 +46,9 @@ const DefaultNARAheadLatency = 3 * time.Millisecond
 // blob cache, and the CPU of copying them (on a small machine, taken
 // from the client). From an image layout or a registry on the same host
 // (a fraction of a millisecond to a few, see serving.Latency) NARs
-// stream at once and the copy is all cost: measured, serve fetching
-// ahead from a layout copied a 1 GB closure 1.5× as slow as without
-// (BENCHMARKS.md). So in auto mode a source's NARs are fetched ahead only
+// stream at once and the copy is all cost (issue 23 measured serve
+// fetching ahead from a layout 1.5× as slow as without on a 1 GB
+// closure; bench/ahead.sh, BENCHMARKS.md, measures both). So in auto mode a source's NARs are fetched ahead only
 // if the fastest of its latest answers took at least threshold: the
 // distance of a registry in another building or region, not the time a
 // busy registry next door takes to answer. A source not measured yet

@@ -79,10 +79,10 @@ func (p *bodyPacer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := &pacedStream{ResponseWriter: w, rc: http.NewResponseController(w), p: p, r: r, slack: p.pace.window}
+	// Every write is flushed under its deadline, so nothing of the body
+	// is left buffered when the handler returns: what net/http sends
+	// after it (headers, the end of the stream) is not flow-controlled.
 	p.next.ServeHTTP(s, r)
-	// What the handler left buffered goes out under the same pace
-	// (net/http would otherwise send it after the handler, unbounded).
-	s.Flush()
 }
 
 // pacedBody is a request body read under moving deadlines.
